@@ -1,0 +1,63 @@
+"""Data passed from decoders to the writer (pure, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class RecordMeta:
+    """Lineage of one Kinesis record. ``sequence_number`` is an int in logic, a string on the wire."""
+
+    shard_id: str
+    sequence_number: int
+    arrival_us: int
+    partition_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LineBatch:
+    """Lines of one record sharing metadata. ``payload`` is ``count`` JSON objects joined by '\\n'.
+
+    ``service`` is the default for lines that name none; ``observed_us`` 0 means arrival time.
+    """
+
+    payload: bytes
+    count: int
+    source: str = ""
+    service: str = ""
+    log_group: str = ""
+    log_stream: str = ""
+    observed_us: int = 0
+    traceparent: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What one Kinesis record held. ``skipped`` names why a record yields no lines on purpose."""
+
+    format: str
+    batches: tuple[LineBatch, ...] = ()
+    skipped: str = ""
+
+    @property
+    def line_count(self) -> int:
+        return sum(b.count for b in self.batches)
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderConfig:
+    """Decoder options resolved once at start (schemas parsed, not paths)."""
+
+    avro_schema: Any = None
+    avro_schemas_by_id: dict[int, Any] = field(default_factory=dict)
+    max_decompressed_bytes: int = 64 * 1024 * 1024
+
+    @classmethod
+    def from_paths(cls, avro_schema: Path | None, avro_schema_dir: Path | None) -> DecoderConfig:
+        """Load Avro schemas named by the settings; raise DecodeError naming a bad file."""
+        from service.decode import avro  # local: keeps fastavro off the import path when unused
+
+        return avro.load_config(avro_schema, avro_schema_dir)

@@ -1,0 +1,178 @@
+"""The one settings object: environment (TIDEWAY_*), an optional TOML file, CLI overrides.
+
+Validated once at start; a bad value raises SettingsError with one line naming the setting.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from service.errors import SettingsError
+
+ENV_PREFIX = "TIDEWAY_"
+_TOML_VALUES: ContextVar[dict[str, Any]] = ContextVar("_TOML_VALUES", default={})
+_HEX = set("0123456789abcdef")
+
+
+class ApiKey(BaseModel):
+    """An accepted API key, stored only as its SHA-256 digest; may carry a default service."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+    sha256: str
+    service: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _is_digest(cls, value: str) -> str:
+        value = value.strip().lower()
+        if len(value) != 64 or not set(value) <= _HEX:
+            raise ValueError("must be a SHA-256 hex digest (64 hex characters), not a key")
+        return value
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Values from the --config TOML file; lowest priority after CLI and environment."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _TOML_VALUES.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_TOML_VALUES.get())
+
+
+class Settings(BaseSettings):
+    """Every option of both services. Environment name = TIDEWAY_ + upper-case field name."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    # Where the data goes (DESIGN §10).
+    stream: str = Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_.-]+$")
+    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")
+    prefix: str = ""
+    lease_table: str = ""
+    port: int | None = Field(default=None, ge=0, le=65535)
+    host: str = "0.0.0.0"  # noqa: S104 - a container listens on all interfaces behind the ALB
+
+    # Ingest.
+    api_keys: tuple[ApiKey, ...] | None = None
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    max_decompressed_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_line_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_inflight_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    record_target_bytes: int = Field(default=25 * 1024, ge=1024, le=1_000_000)
+    linger_ms: float = Field(default=5.0, ge=0, le=5000)
+    put_deadline: float = Field(default=20.0, gt=0)
+    shutdown_grace: float = Field(default=20.0, gt=0, le=120)
+
+    # Decoding.
+    avro_schema: Path | None = None
+    avro_schema_dir: Path | None = None
+
+    # Consumer and writer.
+    flush_max_age: float = Field(default=60.0, gt=0)
+    file_target_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
+    memory_budget_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024 * 1024)
+    lease_duration: float = Field(default=10.0, gt=0)
+    start_position: Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] = "TRIM_HORIZON"
+    start_timestamp: float | None = None
+    partition_template: str = "dt={date}/hour={hour}/service={service}"
+    max_partitions_per_flush: int = Field(default=1000, ge=1)
+    event_time_max_past: float = Field(default=7 * 86400.0, gt=0)
+    event_time_max_future: float = Field(default=3600.0, gt=0)
+    worker_id: str = ""
+    shard_count: int = Field(default=2, ge=1, le=500)
+    glue_database: str | None = None
+    glue_table: str | None = None
+
+    # Telemetry.
+    emf_interval: float = Field(default=60.0, ge=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_from_digests(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple({"sha256": v} if isinstance(v, str) else v for v in value)
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_is_a_folder(cls, value: str) -> str:
+        if value.startswith("/"):
+            raise ValueError("must not start with '/'; use e.g. 'tideway/'")
+        return value if not value or value.endswith("/") else value + "/"
+
+    @model_validator(mode="after")
+    def _derived(self) -> Settings:
+        if not self.lease_table:
+            object.__setattr__(self, "lease_table", f"{self.stream}-leases")
+        if self.start_position == "AT_TIMESTAMP" and self.start_timestamp is None:
+            raise ValueError("start_timestamp: required when start_position is AT_TIMESTAMP")
+        for field in ("avro_schema", "avro_schema_dir"):
+            path = getattr(self, field)
+            if path is not None and not path.exists():
+                raise ValueError(f"{field}: {path} does not exist")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    @classmethod
+    def load(cls, config: Path | None = None, **overrides: Any) -> Settings:
+        """Read TOML (if given), then the environment, then ``overrides``; raise SettingsError."""
+        toml_values: dict[str, Any] = {}
+        if config is not None:
+            try:
+                toml_values = tomllib.loads(config.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise SettingsError(f"--config {config}: cannot read TOML: {exc}") from None
+            unknown = sorted(set(toml_values) - set(cls.model_fields))
+            if unknown:
+                raise SettingsError(
+                    f"--config {config}: unknown setting {unknown[0]!r}; "
+                    f"known settings are the TIDEWAY_* names in lower case"
+                )
+        token = _TOML_VALUES.set(toml_values)
+        try:
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
+        except ValidationError as exc:
+            raise SettingsError(describe_error(exc)) from None
+        finally:
+            _TOML_VALUES.reset(token)
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line naming the first bad setting, what was wrong and how to fix it."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+    msg = err["msg"].removeprefix("Value error, ")
+    if not loc and ":" in msg:
+        name, _, msg = msg.partition(": ")
+        loc = [name]
+    name = loc[0] if loc else "settings"
+    env = ENV_PREFIX + name.upper()
+    if err["type"] == "missing":
+        return f"setting {env} is required: set {env} or '{name}' in the --config file"
+    got = err.get("input")
+    shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    return f"setting {env} is invalid: {msg}{shown}"

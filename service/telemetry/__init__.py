@@ -1,0 +1,1 @@
+"""Metrics, EMF, tracing and structured logging for both services."""

@@ -1,0 +1,23 @@
+"""Names other parts depend on: the EMF namespace, dimensions and the autoscaling metric.
+
+deploy/ (scaling policy, alarms, dashboard) and docs/telemetry.md use these exact names;
+tests tie them together.
+"""
+
+from __future__ import annotations
+
+EMF_NAMESPACE = "Tideway"
+DIM_STREAM = "Stream"
+DIM_ROLE = "Role"
+ROLE_SERVE = "serve"
+ROLE_CONSUME = "consume"
+
+# The consumer lag that drives the consume service's target-tracking policy: the largest
+# MillisBehindLatest over the shards this task owns, in milliseconds.
+LAG_METRIC = "ConsumerLagMillis"
+OLDEST_UNFLUSHED_METRIC = "OldestUnflushedAgeSeconds"
+DEAD_LETTER_METRIC = "DeadLetterRecords"
+THROTTLE_METRIC = "KinesisThrottles"
+HTTP_5XX_METRIC = "Http5xx"
+LINES_ACCEPTED_METRIC = "LinesAccepted"
+ROWS_WRITTEN_METRIC = "RowsWritten"
