@@ -66,9 +66,7 @@ def _short_str(value: str, field: str, limit: int) -> bytes:
 
 def encode(record: EnvelopeRecord, *, level: int = _ZSTD_LEVEL) -> bytes:
     """Serialize ``record``; the payload is compressed with a checksummed zstd frame."""
-    compressed = zstandard.ZstdCompressor(level=level, write_checksum=True).compress(
-        record.payload
-    )
+    compressed = zstandard.ZstdCompressor(level=level, write_checksum=True).compress(record.payload)
     return encode_compressed(record, compressed)
 
 

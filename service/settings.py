@@ -20,7 +20,7 @@ from pydantic_settings import (
 from service.errors import SettingsError
 
 ENV_PREFIX = "TIDEWAY_"
-_TOML_VALUES: ContextVar[dict[str, Any]] = ContextVar("_TOML_VALUES", default={})
+_TOML_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("_TOML_VALUES", default=None)
 _HEX = set("0123456789abcdef")
 
 
@@ -44,10 +44,10 @@ class _TomlSource(PydanticBaseSettingsSource):
     """Values from the --config TOML file; lowest priority after CLI and environment."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return _TOML_VALUES.get().get(field_name), field_name, False
+        return (_TOML_VALUES.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_TOML_VALUES.get())
+        return dict(_TOML_VALUES.get() or {})
 
 
 class Settings(BaseSettings):
@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     prefix: str = ""
     lease_table: str = ""
     port: int | None = Field(default=None, ge=0, le=65535)
-    host: str = "0.0.0.0"  # noqa: S104 - a container listens on all interfaces behind the ALB
+    host: str = "0.0.0.0"
 
     # Ingest.
     api_keys: tuple[ApiKey, ...] | None = None
@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     event_time_max_past: float = Field(default=7 * 86400.0, gt=0)
     event_time_max_future: float = Field(default=3600.0, gt=0)
     worker_id: str = ""
+    idle_wait: float = Field(default=1.0, gt=0, le=60)
     shard_count: int = Field(default=2, ge=1, le=500)
     glue_database: str | None = None
     glue_table: str | None = None

@@ -8,6 +8,6 @@ dead-letter entry, so a bad record never stops a shard and is never dropped.
 from __future__ import annotations
 
 from service.decode.detect import decode_record
-from service.decode.types import DecoderConfig, Decoded, LineBatch, RecordMeta
+from service.decode.types import Decoded, DecoderConfig, LineBatch, RecordMeta
 
 __all__ = ["Decoded", "DecoderConfig", "LineBatch", "RecordMeta", "decode_record"]

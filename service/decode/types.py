@@ -49,15 +49,21 @@ class Decoded:
 
 @dataclass(frozen=True, slots=True)
 class DecoderConfig:
-    """Decoder options resolved once at start (schemas parsed, not paths)."""
+    """Decoder options resolved once at start (schemas parsed, not paths).
+
+    ``avro_schemas_by_fingerprint`` maps the 8-byte CRC-64-AVRO fingerprint (as on the
+    wire in single-object encoding) of every configured schema to it; ``load_config``
+    fills it so no fingerprint is computed per record.
+    """
 
     avro_schema: Any = None
     avro_schemas_by_id: dict[int, Any] = field(default_factory=dict)
     max_decompressed_bytes: int = 64 * 1024 * 1024
+    avro_schemas_by_fingerprint: dict[bytes, Any] = field(default_factory=dict)
 
     @classmethod
     def from_paths(cls, avro_schema: Path | None, avro_schema_dir: Path | None) -> DecoderConfig:
         """Load Avro schemas named by the settings; raise DecodeError naming a bad file."""
-        from service.decode import avro  # local: keeps fastavro off the import path when unused
+        from service.decode import avro  # noqa: PLC0415 - local: keeps fastavro off the import path when unused
 
         return avro.load_config(avro_schema, avro_schema_dir)

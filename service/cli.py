@@ -1,0 +1,89 @@
+"""Command line: argument parsing only; everything else lives in the parts it calls."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from service.errors import SettingsError
+from service.settings import Settings
+from service.telemetry.logs import setup_logging
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tideway", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", type=Path, help="TOML file of settings (keys: TIDEWAY_* in lower case)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", parents=[common], help="HTTP ingest tier -> Kinesis")
+    serve.add_argument("--port", type=int)
+    consume = sub.add_parser("consume", parents=[common], help="Kinesis -> Parquet in S3")
+    consume.add_argument("--port", type=int)
+    consume.add_argument(
+        "--drain", action="store_true", help="read every shard to its tip, flush, exit"
+    )
+    sub.add_parser(
+        "setup", parents=[common], help="create stream, bucket, lease table (idempotent)"
+    )
+    demo = sub.add_parser(
+        "demo", parents=[common], help="the whole path on this machine against moto"
+    )
+    demo.add_argument("--records", type=int, default=20_000)
+    return parser
+
+
+def _run(main: Callable[[asyncio.Event], Awaitable[Any]]) -> Any:
+    """Run ``main(stop)`` on uvloop when available; SIGTERM and SIGINT set ``stop``."""
+
+    async def wrapper() -> Any:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await main(stop)
+
+    try:
+        import uvloop  # noqa: PLC0415 - optional accelerator
+    except ImportError:
+        return asyncio.run(wrapper())
+    return uvloop.run(wrapper())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from service.demo import run_demo  # noqa: PLC0415 - imports moto; only for demo
+
+            return int(_run(lambda stop: run_demo(args.config, args.records, stop)))
+        settings = Settings.load(args.config, port=getattr(args, "port", None))
+    except SettingsError as exc:
+        print(f"tideway: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    if args.command == "setup":
+        from service.resources import setup  # noqa: PLC0415
+
+        print(_run(lambda stop: setup(settings)))
+    elif args.command == "serve":
+        from service.ingest.server import serve  # noqa: PLC0415
+
+        _run(lambda stop: serve(settings, stop))
+    elif args.command == "consume":
+        from service.consume.runner import consume  # noqa: PLC0415
+
+        _run(lambda stop: consume(settings, stop, drain=args.drain))
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

@@ -1,0 +1,1 @@
+"""Kinesis -> S3 consumer: leases (DynamoDB I/O), assignment (pure), shard reader, flush protocol."""

@@ -1,0 +1,67 @@
+"""A shard's unflushed records and the pure decision of when to flush them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from service.decode import DecoderConfig, RecordMeta, decode_record
+from service.errors import DecodeError
+from service.sink.mapping import DecodedRecord
+from service.sink.plan import DeadLetter
+
+
+@dataclass
+class ShardBuffer:
+    """Decoded records of one contiguous sequence range ``[first, last]`` of one shard."""
+
+    records: list[DecodedRecord] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    first: str | None = None
+    last: str | None = None
+    size: int = 0
+    lines: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    opened_at: float | None = None  # monotonic time of the first record
+
+    def __bool__(self) -> bool:
+        return self.last is not None
+
+    def add(self, data: bytes, meta: RecordMeta, decoders: DecoderConfig, now: float) -> None:
+        """Decode one record into the buffer; a bad record becomes a dead letter, never lost."""
+        seq = str(meta.sequence_number)
+        if self.first is None:
+            self.first = seq
+            self.opened_at = now
+        self.last = seq
+        try:
+            decoded = decode_record(data, decoders)
+        except DecodeError as exc:
+            self.dead.append(DeadLetter(meta, data, exc.reason))
+            self.size += len(data)
+            return
+        if decoded.skipped:
+            self.skipped[decoded.skipped] = self.skipped.get(decoded.skipped, 0) + 1
+        if decoded.batches:
+            self.records.append(DecodedRecord(meta, decoded.batches))
+            self.size += sum(len(b.payload) for b in decoded.batches)
+            self.lines += decoded.line_count
+
+
+@dataclass(frozen=True, slots=True)
+class FlushPolicy:
+    """Flush triggers: bytes, age (max latency) and this shard's share of the memory budget."""
+
+    max_bytes: int
+    max_age: float
+
+    def reason(self, buffer: ShardBuffer, now: float, budget_share: int) -> str | None:
+        """Why ``buffer`` must be flushed now, or None."""
+        if not buffer:
+            return None
+        if buffer.size >= self.max_bytes:
+            return "size"
+        if buffer.size >= budget_share:
+            return "memory"
+        if buffer.opened_at is not None and now - buffer.opened_at >= self.max_age:
+            return "age"
+        return None

@@ -1,0 +1,185 @@
+"""The DynamoDB lease table: one item per shard, one heartbeat item per worker (I/O).
+
+Item ``shard_id=<shard>``: ``owner``, ``epoch`` (the fencing token, +1 on every change of
+owner), ``checkpoint`` (last flushed sequence number, or SHARD_END), ``intent_first`` /
+``intent_last`` (a flush that may be half written), ``parents``.
+Item ``shard_id=worker#<id>``: ``expires_at`` (epoch ms). Every write a worker makes to a
+shard is conditioned on ``owner`` and ``epoch`` still being its own (fencing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from service.aws import error_code
+from service.errors import LeaseLostError
+
+WORKER_PREFIX = "worker#"
+SHARD_END = "SHARD_END"
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardLease:
+    """What the table says about one shard."""
+
+    shard_id: str
+    owner: str | None
+    epoch: int
+    checkpoint: str | None
+    intent_first: str | None
+    intent_last: str | None
+    parents: tuple[str, ...]
+
+    @property
+    def finished(self) -> bool:
+        return self.checkpoint == SHARD_END
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerBeat:
+    worker_id: str
+    expires_at_ms: int
+
+
+def _lease_from_item(item: dict[str, Any]) -> ShardLease:
+    def s(name: str) -> str | None:
+        value = item.get(name)
+        return value["S"] if value else None
+
+    return ShardLease(
+        shard_id=item["shard_id"]["S"],
+        owner=s("owner"),
+        epoch=int(item.get("epoch", {"N": "0"})["N"]),
+        checkpoint=s("checkpoint"),
+        intent_first=s("intent_first"),
+        intent_last=s("intent_last"),
+        parents=tuple(p["S"] for p in item.get("parents", {"L": []})["L"]),
+    )
+
+
+class LeaseTable:
+    """Fenced operations on the lease table."""
+
+    def __init__(self, dynamodb: Any, table: str) -> None:
+        self._ddb = dynamodb
+        self.table = table
+
+    async def scan(self) -> tuple[dict[str, ShardLease], dict[str, WorkerBeat]]:
+        """Every shard lease and worker heartbeat (consistent read)."""
+        leases: dict[str, ShardLease] = {}
+        workers: dict[str, WorkerBeat] = {}
+        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
+        while True:
+            page = await self._ddb.scan(**kwargs)
+            for item in page.get("Items", []):
+                key = item["shard_id"]["S"]
+                if key.startswith(WORKER_PREFIX):
+                    wid = key.removeprefix(WORKER_PREFIX)
+                    workers[wid] = WorkerBeat(wid, int(item["expires_at"]["N"]))
+                else:
+                    leases[key] = _lease_from_item(item)
+            if "LastEvaluatedKey" not in page:
+                return leases, workers
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    async def heartbeat(self, worker_id: str, expires_at_ms: int) -> None:
+        await self._ddb.put_item(
+            TableName=self.table,
+            Item={
+                "shard_id": {"S": WORKER_PREFIX + worker_id},
+                "expires_at": {"N": str(expires_at_ms)},
+            },
+        )
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await self._ddb.delete_item(
+            TableName=self.table, Key={"shard_id": {"S": WORKER_PREFIX + worker_id}}
+        )
+
+    async def ensure_shard(self, shard_id: str, parents: tuple[str, ...]) -> None:
+        """Create the shard's lease item unless it exists (idempotent)."""
+        try:
+            await self._ddb.put_item(
+                TableName=self.table,
+                Item={
+                    "shard_id": {"S": shard_id},
+                    "epoch": {"N": "0"},
+                    "parents": {"L": [{"S": p} for p in parents]},
+                },
+                ConditionExpression="attribute_not_exists(shard_id)",
+            )
+        except ClientError as exc:
+            if error_code(exc) != _CONDITION_FAILED:
+                raise
+
+    async def acquire(self, lease: ShardLease, worker_id: str) -> int:
+        """Take the shard if nobody changed it since ``lease`` was read; return the new epoch."""
+        new_epoch = lease.epoch + 1
+        await self._fenced_update(
+            lease.shard_id,
+            "SET #o = :me, epoch = :new",
+            "epoch = :seen",
+            {
+                ":me": {"S": worker_id},
+                ":new": {"N": str(new_epoch)},
+                ":seen": {"N": str(lease.epoch)},
+            },
+        )
+        return new_epoch
+
+    async def write_intent(
+        self, shard_id: str, worker_id: str, epoch: int, first: str, last: str
+    ) -> None:
+        """Step 1 of a flush: record the exact range about to be written."""
+        await self._fenced_update(
+            shard_id,
+            "SET intent_first = :f, intent_last = :l",
+            "#o = :me AND epoch = :e",
+            {
+                ":f": {"S": first},
+                ":l": {"S": last},
+                ":me": {"S": worker_id},
+                ":e": {"N": str(epoch)},
+            },
+        )
+
+    async def checkpoint(self, shard_id: str, worker_id: str, epoch: int, seq: str) -> None:
+        """Step 3: the range is in S3; advance the checkpoint and clear the intent."""
+        await self._fenced_update(
+            shard_id,
+            "SET checkpoint = :c REMOVE intent_first, intent_last",
+            "#o = :me AND epoch = :e",
+            {":c": {"S": seq}, ":me": {"S": worker_id}, ":e": {"N": str(epoch)}},
+        )
+
+    async def release(self, shard_id: str, worker_id: str, epoch: int) -> None:
+        """Give the shard up (after a final flush) so the next owner starts at once."""
+        await self._fenced_update(
+            shard_id,
+            "REMOVE #o SET epoch = :next",
+            "#o = :me AND epoch = :e",
+            {":me": {"S": worker_id}, ":e": {"N": str(epoch)}, ":next": {"N": str(epoch + 1)}},
+        )
+
+    async def _fenced_update(
+        self, shard_id: str, update: str, condition: str, values: dict[str, Any]
+    ) -> None:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": {"shard_id": {"S": shard_id}},
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+        }
+        if "#o" in update or "#o" in condition:
+            kwargs["ExpressionAttributeNames"] = {"#o": "owner"}
+        try:
+            await self._ddb.update_item(**kwargs)
+        except ClientError as exc:
+            if error_code(exc) == _CONDITION_FAILED:
+                raise LeaseLostError(f"lease on {shard_id} is no longer ours") from None
+            raise

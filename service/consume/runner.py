@@ -1,0 +1,152 @@
+"""Runs ``tideway consume``: the worker plus its HTTP status port (I/O)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from datetime import datetime
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.aws import aws_clients
+from service.consume.buffer import FlushPolicy
+from service.consume.leases import LeaseTable
+from service.consume.reader import Position
+from service.consume.shard import ShardContext
+from service.consume.worker import ConsumerWorker
+from service.decode import DecoderConfig
+from service.settings import Settings
+from service.sink.mapping import FieldMapping
+from service.sink.partition import PartitionTemplate
+from service.sink.plan import ARROW_TO_PARQUET, Layout
+from service.telemetry.metrics import ConsumerMetrics
+
+log = logging.getLogger(__name__)
+DEFAULT_PORT = 9090
+WORKER: web.AppKey[ConsumerWorker] = web.AppKey("worker", ConsumerWorker)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def decoder_config(settings: Settings) -> DecoderConfig:
+    if settings.avro_schema is None and settings.avro_schema_dir is None:
+        return DecoderConfig(max_decompressed_bytes=settings.max_decompressed_bytes)
+    return DecoderConfig.from_paths(settings.avro_schema, settings.avro_schema_dir)
+
+
+def shard_context(
+    settings: Settings, kinesis: object, s3: object, dynamodb: object, worker_id: str
+) -> ShardContext:
+    start = Position(
+        settings.start_position,
+        timestamp=settings.start_timestamp if settings.start_position == "AT_TIMESTAMP" else None,
+    )
+    return ShardContext(
+        kinesis=kinesis,
+        s3=s3,
+        bucket=settings.bucket,
+        stream=settings.stream,
+        leases=LeaseTable(dynamodb, settings.lease_table),
+        layout=Layout(
+            settings.stream,
+            settings.prefix,
+            PartitionTemplate(settings.partition_template),
+            settings.max_partitions_per_flush,
+            settings.file_target_bytes,
+        ),
+        mapping=FieldMapping(
+            max_past_us=int(settings.event_time_max_past * 1e6),
+            max_future_us=int(settings.event_time_max_future * 1e6),
+        ),
+        decoders=decoder_config(settings),
+        policy=FlushPolicy(settings.file_target_bytes * ARROW_TO_PARQUET, settings.flush_max_age),
+        worker_id=worker_id,
+        start=start,
+        metrics=ConsumerMetrics(),
+        idle_wait=settings.idle_wait,
+    )
+
+
+async def _status(request: web.Request) -> web.StreamResponse:
+    worker = request.app[WORKER]
+    st = worker.state
+    return web.json_response(
+        {
+            "worker_id": st.worker_id,
+            "live_workers": st.live_workers,
+            "lag_ms": worker.lag_ms,
+            "leases": {
+                sid: {
+                    "owner": lease.owner,
+                    "epoch": lease.epoch,
+                    "checkpoint": lease.checkpoint,
+                    "intent": [lease.intent_first, lease.intent_last]
+                    if lease.intent_last
+                    else None,
+                    "parents": list(lease.parents),
+                }
+                for sid, lease in sorted(st.leases.items())
+            },
+            "time": datetime.now().astimezone().isoformat(),
+        }
+    )
+
+
+async def _health(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "ok"})
+
+
+async def _ready(request: web.Request) -> web.StreamResponse:
+    ok = request.app[WORKER].ready.is_set()
+    return web.json_response({"ready": ok}, status=200 if ok else 503)
+
+
+async def _metrics(request: web.Request) -> web.StreamResponse:
+    registry = request.app[WORKER].ctx.metrics.registry
+    return web.Response(
+        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+def status_app(worker: ConsumerWorker) -> web.Application:
+    app = web.Application()
+    app[WORKER] = worker
+    app.router.add_get("/healthz", _health)
+    app.router.add_get("/readyz", _ready)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/status", _status)
+    return app
+
+
+async def consume(
+    settings: Settings, stop: asyncio.Event, *, drain: bool = False
+) -> ConsumerWorker:
+    """Consume until ``stop`` (or, with ``drain``, until every shard is at its tip)."""
+    worker_id = settings.worker_id or default_worker_id()
+    async with aws_clients("kinesis", "s3", "dynamodb") as aws:
+        ctx = shard_context(settings, aws.kinesis, aws.s3, aws.dynamodb, worker_id)
+        worker = ConsumerWorker(
+            ctx,
+            lease_duration=settings.lease_duration,
+            memory_budget=settings.memory_budget_bytes,
+            drain=drain,
+        )
+        runner = web.AppRunner(status_app(worker), access_log=None)
+        await runner.setup()
+        port = DEFAULT_PORT if settings.port is None else settings.port
+        if not drain or settings.port is not None:
+            await web.TCPSite(runner, settings.host, port, reuse_address=True).start()
+        log.info(
+            "consuming", extra={"worker_id": worker_id, "stream": settings.stream, "drain": drain}
+        )
+        try:
+            await worker.run(stop)
+        finally:
+            await runner.cleanup()
+        return worker

@@ -1,0 +1,217 @@
+"""Avro records in three framings, and loading their schemas once at start.
+
+- raw (schemaless) datum, written with the schema named by ``TIDEWAY_AVRO_SCHEMA``;
+- single-object encoding: ``C3 01`` + CRC-64-AVRO fingerprint of the writer schema's
+  Parsing Canonical Form (8 bytes, little-endian) + datum;
+- Confluent wire format: ``00`` + schema id (4 bytes, big-endian) + datum, the schema
+  read from ``TIDEWAY_AVRO_SCHEMA_DIR/<id>.avsc``.
+
+Each datum becomes one JSON object line: a record as its fields, any other top-level
+type as ``{"value": ...}``. ``bytes`` and ``fixed`` become base64 strings, ``decimal``
+a decimal string (exact), logical timestamps and dates ISO 8601 strings (RFC 3339 with
+``+00:00`` for UTC instants), ``uuid`` its canonical string.
+
+Decoding is pure; only ``load_config`` reads files.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import fastavro.schema
+import orjson
+
+from service.decode.types import Decoded, DecoderConfig, LineBatch
+from service.errors import DecodeError
+
+SOURCE = "avro"
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+_SINGLE_OBJECT_HEADER = 10
+_CONFLUENT_HEADER = 5
+_SCHEMA_FILE = re.compile(r"[0-9]{1,10}\.avsc")
+
+
+def load_config(avro_schema: Path | None, avro_schema_dir: Path | None) -> DecoderConfig:
+    """Parse the configured schemas; raise DecodeError naming the setting and file when one is bad."""
+    schema = _load_schema(avro_schema, "TIDEWAY_AVRO_SCHEMA") if avro_schema else None
+    by_id: dict[int, Any] = {}
+    if avro_schema_dir is not None:
+        if not avro_schema_dir.is_dir():
+            raise DecodeError(f"TIDEWAY_AVRO_SCHEMA_DIR: {avro_schema_dir} is not a directory")
+        for path in sorted(avro_schema_dir.glob("*.avsc")):
+            if not _SCHEMA_FILE.fullmatch(path.name) or int(path.stem) > 0xFFFFFFFF:
+                raise DecodeError(f"TIDEWAY_AVRO_SCHEMA_DIR: {path} must be named <schema id>.avsc")
+            by_id[int(path.stem)] = _load_schema(path, "TIDEWAY_AVRO_SCHEMA_DIR")
+    known = ([schema] if schema is not None else []) + list(by_id.values())
+    return DecoderConfig(
+        avro_schema=schema,
+        avro_schemas_by_id=by_id,
+        avro_schemas_by_fingerprint={fingerprint(s): s for s in known},
+    )
+
+
+def parse_schema(schema: Any) -> Any:
+    """A fastavro-parsed schema; raise DecodeError when it cannot be decoded safely."""
+    parsed = fastavro.parse_schema(schema, named_schemas={})
+    if _has_zero_size_array_items(parsed):
+        # A 10-byte datum could claim 2**62 items of zero bytes each: decoding it would
+        # spin and allocate without bound, so such a schema is refused at start.
+        raise DecodeError("avro schema has an array of zero-size items (null or empty)")
+    return parsed
+
+
+def fingerprint(schema: Any) -> bytes:
+    """CRC-64-AVRO fingerprint of the Parsing Canonical Form, as the 8 bytes on the wire."""
+    canonical = fastavro.schema.to_parsing_canonical_form(schema)
+    return bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
+
+
+def decode_single_object(data: bytes, config: DecoderConfig) -> Decoded:
+    """``C3 01`` + fingerprint + datum; raise DecodeError for an unknown fingerprint or bad datum."""
+    fp = data[2:_SINGLE_OBJECT_HEADER]
+    by_fp = config.avro_schemas_by_fingerprint or _fingerprints(config)
+    schema = by_fp.get(fp)
+    if schema is None:
+        raw = decode_raw(data, config)
+        if raw is not None:
+            return raw
+        raise DecodeError(f"avro fingerprint {fp.hex()} unknown")
+    line = _datum_line(data, _SINGLE_OBJECT_HEADER, schema)
+    if line is None:
+        raise DecodeError(f"avro datum does not match schema {fp.hex()}")
+    return _decoded("avro_single_object", line)
+
+
+def decode_confluent(data: bytes, config: DecoderConfig) -> Decoded:
+    """``00`` + schema id + datum; raise DecodeError for an unknown schema id or bad datum."""
+    schema_id = int.from_bytes(data[1:_CONFLUENT_HEADER], "big")
+    schema = config.avro_schemas_by_id.get(schema_id)
+    if schema is None:
+        raw = decode_raw(data, config)
+        if raw is not None:
+            return raw
+        raise DecodeError(f"avro schema id {schema_id} unknown")
+    line = _datum_line(data, _CONFLUENT_HEADER, schema)
+    if line is None:
+        raise DecodeError(f"avro datum does not match schema id {schema_id}")
+    return _decoded("avro_confluent", line)
+
+
+def decode_raw(data: bytes, config: DecoderConfig) -> Decoded | None:
+    """A schemaless datum of the configured schema consuming all of ``data``; else None."""
+    if config.avro_schema is None:
+        return None
+    line = _datum_line(data, 0, config.avro_schema)
+    return None if line is None else _decoded("avro", line)
+
+
+def is_single_object(data: bytes) -> bool:
+    """True when ``data`` is framed as Avro single-object encoding."""
+    return len(data) >= _SINGLE_OBJECT_HEADER and data[:2] == SINGLE_OBJECT_MAGIC
+
+
+def is_confluent(data: bytes) -> bool:
+    """True when ``data`` is framed as the Confluent wire format (a zero byte, then an id)."""
+    return len(data) >= _CONFLUENT_HEADER and data[0] == 0
+
+
+def _datum_line(data: bytes, offset: int, schema: Any) -> bytes | None:
+    """The datum at ``offset`` as one JSON object line, or None unless it fills ``data`` exactly."""
+    buffer = io.BytesIO(data)
+    buffer.seek(offset)
+    try:
+        datum = fastavro.schemaless_reader(buffer, schema, None)
+        if buffer.tell() != len(data):
+            return None
+        value = datum if type(datum) is dict else {"value": datum}
+        return orjson.dumps(value, default=_json_default)
+    # fastavro reports bad bytes as EOFError, UnicodeDecodeError, IndexError, ValueError,
+    # OverflowError (dates), and orjson as TypeError: every one means "not this schema".
+    except Exception:
+        return None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _decoded(fmt: str, line: bytes) -> Decoded:
+    return Decoded(fmt, (LineBatch(line, 1, source=SOURCE),))
+
+
+def _fingerprints(config: DecoderConfig) -> dict[bytes, Any]:
+    # Only for a config built by hand, without load_config: computed per record, slowly.
+    known = [config.avro_schema, *config.avro_schemas_by_id.values()]
+    return {fingerprint(s): s for s in known if s is not None}
+
+
+def _load_schema(path: Path, setting: str) -> Any:
+    try:
+        return parse_schema(orjson.loads(path.read_bytes()))
+    except DecodeError as exc:
+        raise DecodeError(f"{setting}: {path}: {exc.reason}") from None
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise DecodeError(f"{setting}: {path}: cannot read schema ({exc})") from None
+    except Exception as exc:  # fastavro raises several types for an invalid schema
+        raise DecodeError(f"{setting}: {path}: invalid Avro schema ({exc})") from None
+
+
+def _has_zero_size_array_items(schema: Any) -> bool:
+    nodes = list(_walk(schema, set()))
+    named = {n["name"]: n for n in nodes if isinstance(n.get("name"), str) and "type" in n}
+    return any(
+        _min_size_is_zero(node["items"], named, set())
+        for node in nodes
+        if node.get("type") == "array"
+    )
+
+
+def _walk(schema: Any, seen: set[str]) -> Iterator[dict[str, Any]]:
+    if isinstance(schema, list):
+        for branch in schema:
+            yield from _walk(branch, seen)
+    elif isinstance(schema, dict):
+        name = schema.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                return
+            seen.add(name)
+        yield schema
+        for field in schema.get("fields", ()):
+            yield from _walk(field["type"], seen)
+        for key in ("items", "values"):
+            if key in schema:
+                yield from _walk(schema[key], seen)
+
+
+def _min_size_is_zero(schema: Any, named: dict[str, Any], seen: set[str]) -> bool:
+    if isinstance(schema, str):
+        if schema == "null":
+            return True
+        if schema in seen or schema not in named:
+            return False  # a record containing itself unconditionally cannot be written
+        return _min_size_is_zero(named[schema], named, seen | {schema})
+    if not isinstance(schema, dict):
+        return False  # a union always writes its branch index
+    kind = schema.get("type")
+    if kind == "fixed":
+        return bool(schema.get("size") == 0)
+    if kind in ("record", "error"):
+        name = str(schema.get("name", ""))
+        if name in seen:
+            return False
+        return all(
+            _min_size_is_zero(f["type"], named, seen | {name}) for f in schema.get("fields", ())
+        )
+    return kind == "null"

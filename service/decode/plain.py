@@ -1,0 +1,112 @@
+"""JSON object, JSON array of objects, NDJSON and UTF-8 text records (pure).
+
+Whole-buffer work where the bytes allow it: a single object is passed through as it
+came (newlines inside it can only be whitespace, so they become spaces), NDJSON is
+split once and parsed with ``map`` (the loop runs in C). Each line is still parsed once:
+that is the only way to prove it is a JSON object, and the writer relies on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from service.decode.types import Decoded, LineBatch
+from service.errors import DecodeError
+
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+
+
+def decode_plain(data: bytes, *, source: str, fmt_suffix: str = "") -> Decoded:
+    """JSON object, array of objects or NDJSON, else UTF-8 text (one message per record).
+
+    Raises DecodeError when the bytes are none of these (not UTF-8).
+    """
+    decoded = decode_json(data, source=source, fmt_suffix=fmt_suffix)
+    if decoded is not None:
+        return decoded
+    return decode_text(data, source=source, fmt_suffix=fmt_suffix)
+
+
+def decode_json(data: bytes, *, source: str, fmt_suffix: str = "") -> Decoded | None:
+    """JSON object, array of objects or NDJSON; None when ``data`` is not such JSON."""
+    stripped = data.strip()
+    if stripped[:1] not in (b"{", b"["):
+        return None
+    if b"\n" in stripped:  # NDJSON first: it is the common multi-line shape on Kinesis
+        lines = ndjson_lines(stripped)
+        if lines is not None:
+            return _batch("ndjson" + fmt_suffix, lines, source)
+    try:
+        value = _loads(stripped)
+    except _JSONDecodeError:
+        return None
+    return json_value_lines(value, stripped, source=source, fmt_suffix=fmt_suffix)
+
+
+def json_value_lines(
+    value: Any, raw: bytes, *, source: str, fmt_suffix: str = ""
+) -> Decoded | None:
+    """Lines of an already parsed JSON object or array of objects (``raw`` its stripped bytes)."""
+    if type(value) is dict:
+        # Raw newlines in valid JSON are whitespace between tokens, never inside strings.
+        line = raw.replace(b"\n", b" ") if b"\n" in raw else raw
+        return Decoded("json" + fmt_suffix, (LineBatch(line, 1, source=source),))
+    if type(value) is list:
+        if not value:
+            return Decoded("json" + fmt_suffix, skipped="json array is empty")
+        if not all(type(v) is dict for v in value):
+            return None
+        # Array elements are not line-delimited in the input: re-serialising is unavoidable.
+        return _batch("json" + fmt_suffix, list(map(orjson.dumps, value)), source)
+    return None
+
+
+def ndjson_lines(data: bytes) -> list[bytes] | None:
+    """Non-blank lines of ``data`` when every one is a JSON object; None otherwise."""
+    lines = data.split(b"\n")
+    try:
+        objects = list(map(_loads, lines))
+    except _JSONDecodeError:
+        # Blank lines (or CRLF endings mixed with blanks) are legal NDJSON padding.
+        lines = [s for s in (line.strip() for line in lines) if s]
+        try:
+            objects = list(map(_loads, lines))
+        except _JSONDecodeError:
+            return None
+    if not objects or any(type(o) is not dict for o in objects):
+        return None
+    return lines
+
+
+def require_ndjson_objects(payload: bytes, count: int, what: str) -> None:
+    """Check that ``payload`` is exactly ``count`` JSON object lines; raise DecodeError if not."""
+    lines = payload.split(b"\n") if payload else []
+    if len(lines) != count:
+        raise DecodeError(f"{what} holds {len(lines)} lines, declares {count}")
+    try:
+        objects = list(map(_loads, lines))
+    except _JSONDecodeError:
+        raise DecodeError(f"{what} line is not JSON") from None
+    if any(type(o) is not dict for o in objects):
+        raise DecodeError(f"{what} line is not a JSON object")
+
+
+def decode_text(data: bytes, *, source: str, fmt_suffix: str = "") -> Decoded:
+    """The whole record as one ``{"message": ...}`` line; raise DecodeError when not UTF-8."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise DecodeError("record is neither a known format nor UTF-8 text") from None
+    message = text.rstrip("\r\n")
+    if not message.strip():
+        return Decoded("text" + fmt_suffix, skipped="record is blank")
+    return Decoded(
+        "text" + fmt_suffix, (LineBatch(orjson.dumps({"message": message}), 1, source=source),)
+    )
+
+
+def _batch(fmt: str, lines: list[bytes], source: str) -> Decoded:
+    return Decoded(fmt, (LineBatch(b"\n".join(lines), len(lines), source=source),))

@@ -1,0 +1,79 @@
+"""``tideway setup``: create the stream, bucket and lease table (and Glue table) if missing (I/O).
+
+Idempotent: existing resources are left exactly as they are. For local and test endpoints;
+production uses deploy/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from service.aws import aws_clients, error_code
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def setup(settings: Settings) -> dict[str, str]:
+    """Ensure every resource exists; return what was created or found."""
+    names = ["kinesis", "s3", "dynamodb"] + (["glue"] if settings.glue_database else [])
+    async with aws_clients(*names) as aws:
+        report = {
+            "stream": await ensure_stream(aws.kinesis, settings.stream, settings.shard_count),
+            "bucket": await ensure_bucket(aws.s3, settings.bucket),
+            "lease_table": await ensure_lease_table(aws.dynamodb, settings.lease_table),
+        }
+    log.info("setup done", extra=report)
+    return report
+
+
+async def ensure_stream(kinesis: Any, stream: str, shards: int) -> str:
+    try:
+        await kinesis.create_stream(StreamName=stream, ShardCount=shards)
+        state = "created"
+    except ClientError as exc:
+        if error_code(exc) != "ResourceInUseException":
+            raise
+        state = "exists"
+    for _ in range(300):
+        desc = await kinesis.describe_stream_summary(StreamName=stream)
+        if desc["StreamDescriptionSummary"]["StreamStatus"] in ("ACTIVE", "UPDATING"):
+            return state
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"stream {stream} did not become ACTIVE")
+
+
+async def ensure_bucket(s3: Any, bucket: str) -> str:
+    region = s3.meta.region_name
+    kwargs: dict[str, Any] = {"Bucket": bucket}
+    if region and region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        await s3.create_bucket(**kwargs)
+        return "created"
+    except ClientError as exc:
+        if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+        return "exists"
+
+
+async def ensure_lease_table(dynamodb: Any, table: str) -> str:
+    try:
+        await dynamodb.create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": "shard_id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "shard_id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        state = "created"
+    except ClientError as exc:
+        if error_code(exc) != "ResourceInUseException":
+            raise
+        state = "exists"
+    waiter = dynamodb.get_waiter("table_exists")
+    await waiter.wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    return state

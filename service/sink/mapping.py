@@ -1,0 +1,222 @@
+"""Field mapping: decoded JSON lines -> canonical columns (DESIGN §4), deterministic and lossless.
+
+Every field that is not mapped to a column is kept in ``attributes`` (JSON text), so a line
+can be rebuilt from its row. A value that cannot be mapped (a time that does not parse, a
+time outside the window) stays in ``attributes`` and the column falls back deterministically.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from service.decode.types import LineBatch, RecordMeta
+from service.schema import SEVERITY_NUMBERS, table_schema
+
+TIME_FIELDS = ("timestamp", "@timestamp", "time", "ts", "date")
+SEVERITY_FIELDS = ("level", "severity", "log.level", "severity_text", "loglevel")
+SERVICE_FIELDS = ("service", "service.name", "app", "application")
+MESSAGE_FIELDS = ("message", "msg", "log", "body")
+HOST_FIELDS = ("host", "hostname", "host.name")
+TRACE_FIELDS = ("trace_id", "traceId", "trace.id")
+SPAN_FIELDS = ("span_id", "spanId", "span.id")
+UNKNOWN_SERVICE = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldMapping:
+    """Which source fields feed which column (first present wins) and the event-time window."""
+
+    time: tuple[str, ...] = TIME_FIELDS
+    severity: tuple[str, ...] = SEVERITY_FIELDS
+    service: tuple[str, ...] = SERVICE_FIELDS
+    message: tuple[str, ...] = MESSAGE_FIELDS
+    host: tuple[str, ...] = HOST_FIELDS
+    trace_id: tuple[str, ...] = TRACE_FIELDS
+    span_id: tuple[str, ...] = SPAN_FIELDS
+    max_past_us: int = 7 * 86400 * 10**6
+    max_future_us: int = 3600 * 10**6
+    extra_columns: tuple[pa.Field, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedRecord:
+    """One Kinesis record's decoded lines with its lineage."""
+
+    meta: RecordMeta
+    batches: tuple[LineBatch, ...]
+
+
+class BadLine(ValueError):
+    """A decoder produced a line that is not a JSON object (the record is dead-lettered)."""
+
+
+def _pop_first(obj: dict[str, Any], names: tuple[str, ...]) -> Any:
+    for name in names:
+        if name in obj:
+            return obj.pop(name)
+        if "." in name:  # ECS style nested key: {"log": {"level": ...}}
+            head, _, tail = name.partition(".")
+            inner = obj.get(head)
+            if isinstance(inner, dict) and tail in inner:
+                value = inner.pop(tail)
+                if not inner:
+                    del obj[head]
+                return value
+    return None
+
+
+def parse_time_us(value: Any) -> int | None:
+    """Event time in µs since the epoch from RFC 3339 or epoch s/ms/µs/ns; None if unparseable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return _epoch_to_us(float(text))
+        except ValueError:
+            pass
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        delta = parsed - datetime(1970, 1, 1, tzinfo=UTC)
+        return (delta.days * 86400 + delta.seconds) * 10**6 + delta.microseconds
+    if isinstance(value, int | float):
+        return _epoch_to_us(float(value))
+    return None
+
+
+def _epoch_to_us(number: float) -> int | None:
+    if math.isnan(number) or math.isinf(number) or number < 0:  # before 1970 is not a log time
+        return None
+    if number < 1e11:
+        return round(number * 1e6)
+    if number < 1e14:
+        return round(number * 1e3)
+    if number < 1e17:
+        return int(number)
+    return int(number // 1000)
+
+
+def severity_of(value: Any) -> tuple[str | None, int | None]:
+    """(severity_text, severity_number) per the OpenTelemetry mapping."""
+    if value is None:
+        return None, None
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 24:
+        return None, value
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    return text, SEVERITY_NUMBERS.get(text.strip().lower())
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+class ColumnBuilder:
+    """Accumulates rows column by column; ``table()`` returns canonical columns + ``service``."""
+
+    def __init__(self, mapping: FieldMapping) -> None:
+        self.mapping = mapping
+        self.cols: dict[str, list[Any]] = {name: [] for name in table_schema().names}
+        self.cols["service"] = []
+
+    def __len__(self) -> int:
+        return len(self.cols["service"])
+
+    def add_record(self, record: DecodedRecord) -> None:
+        """Append every line of ``record``; raise BadLine (appending nothing) on a bad line."""
+        rows: list[tuple[Any, ...]] = []
+        sub = 0
+        meta = record.meta
+        for batch in record.batches:
+            observed = batch.observed_us or meta.arrival_us
+            lines = batch.payload.split(b"\n") if batch.count else []
+            if len(lines) != batch.count:
+                raise BadLine(f"batch declares {batch.count} lines but holds {len(lines)}")
+            for line in lines:  # per-line loop: measured in benchmarks/writer.py
+                rows.append(self._row(line, batch, meta, observed, sub))
+                sub += 1
+        for row in rows:
+            for name, value in zip(self.cols, row, strict=True):
+                self.cols[name].append(value)
+
+    def _row(
+        self, line: bytes, batch: LineBatch, meta: RecordMeta, observed: int, sub: int
+    ) -> tuple[Any, ...]:
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise BadLine(f"line {sub} is not JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise BadLine(f"line {sub} is not a JSON object")
+        m = self.mapping
+        ts = self._event_time(obj, meta.arrival_us)
+        severity = _pop_first(obj, m.severity)
+        sev_text, sev_num = severity_of(severity)
+        if "severity_number" in obj and isinstance(obj["severity_number"], int):
+            sev_num = obj.pop("severity_number")
+        service = _text(_pop_first(obj, m.service)) or batch.service or batch.log_group
+        return (
+            ts,
+            observed,
+            sev_text,
+            sev_num,
+            _text(_pop_first(obj, m.host)),
+            _text(_pop_first(obj, m.message)),
+            _text(_pop_first(obj, m.trace_id)),
+            _text(_pop_first(obj, m.span_id)),
+            orjson.dumps(obj).decode() if obj else None,
+            batch.source or None,
+            batch.log_group or None,
+            batch.log_stream or None,
+            meta.shard_id,
+            str(meta.sequence_number),
+            sub,
+            service or UNKNOWN_SERVICE,
+        )
+
+    def _event_time(self, obj: dict[str, Any], arrival_us: int) -> int:
+        m = self.mapping
+        for name in m.time:
+            if name in obj:
+                ts = parse_time_us(obj[name])
+                if (
+                    ts is not None
+                    and arrival_us - m.max_past_us <= ts <= arrival_us + m.max_future_us
+                ):
+                    del obj[name]
+                    return ts
+                return arrival_us  # unparseable or outside the window: original kept
+        return arrival_us
+
+    def table(self) -> pa.Table:
+        """The accumulated rows as Arrow (canonical schema + a ``service`` string column)."""
+        schema = table_schema().append(pa.field("service", pa.string(), nullable=False))
+        return pa.table(self.cols, schema=schema)
+
+
+def build_table(
+    records: Sequence[DecodedRecord], mapping: FieldMapping
+) -> tuple[pa.Table, list[tuple[DecodedRecord, str]]]:
+    """Rows of every good record, and (record, reason) for each record with a bad line."""
+    builder = ColumnBuilder(mapping)
+    bad: list[tuple[DecodedRecord, str]] = []
+    for record in records:
+        try:
+            builder.add_record(record)
+        except BadLine as exc:
+            bad.append((record, str(exc)))
+    return builder.table(), bad

@@ -1,0 +1,181 @@
+"""A flush of one shard's sequence range -> the exact S3 objects to write (pure, deterministic).
+
+The same records always give the same keys and bytes, which is what lets a new owner (or a
+zombie) rebuild an open intent and overwrite identical objects (DESIGN §5).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from service.decode.types import RecordMeta
+from service.schema import COLUMN_NAMES
+from service.sink.mapping import DecodedRecord, FieldMapping, build_table
+from service.sink.parquet import encode_parquet
+from service.sink.partition import PartitionTemplate, with_partitions
+
+# Parquet with zstd shrinks these rows ~4-6x against their Arrow size; split a partition's
+# rows into files whose Arrow size is at most this many times the target object size.
+ARROW_TO_PARQUET = 4
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that could not be decoded or mapped, kept whole with its reason."""
+
+    meta: RecordMeta
+    data: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FlushObject:
+    key: str
+    body: bytes
+    rows: int
+    partition: str  # the hive path below logs/ (or dead-letter/)
+
+
+@dataclass(frozen=True, slots=True)
+class FlushPlan:
+    objects: tuple[FlushObject, ...]
+    rows: int
+    dead_letters: int
+
+    @property
+    def bytes_out(self) -> int:
+        return sum(len(o.body) for o in self.objects)
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where objects go and how they are cut (DESIGN §4)."""
+
+    stream: str
+    prefix: str = ""
+    template: PartitionTemplate = field(default_factory=PartitionTemplate)
+    max_partitions: int = 1000
+    file_target_bytes: int = 128 * 1024 * 1024
+
+    def data_key(self, partition: str, shard_id: str, first: str, last: str) -> str:
+        return f"{self.prefix}logs/{partition}/{self.stream}-{shard_id}-{first}-{last}.parquet"
+
+    def dead_key(self, date: str, shard_id: str, first: str, last: str) -> str:
+        return (
+            f"{self.prefix}dead-letter/dt={date}/{self.stream}-{shard_id}-{first}-{last}.ndjson.gz"
+        )
+
+
+def plan_flush(
+    shard_id: str,
+    records: Sequence[DecodedRecord],
+    dead: Sequence[DeadLetter],
+    layout: Layout,
+    mapping: FieldMapping,
+) -> FlushPlan:
+    """Objects for one flush: Parquet per partition (split by size) and dead-letter files."""
+    table, bad = build_table(records, mapping)
+    dead_all = list(dead) + [
+        DeadLetter(rec.meta, _raw_hint(rec), f"unmappable: {reason}") for rec, reason in bad
+    ]
+    objects: list[FlushObject] = []
+    if table.num_rows:
+        objects.extend(_data_objects(shard_id, table, layout))
+    objects.extend(_dead_objects(shard_id, dead_all, layout))
+    return FlushPlan(tuple(objects), table.num_rows, len(dead_all))
+
+
+def _raw_hint(record: DecodedRecord) -> bytes:
+    # The decoded payload is what failed to map; keep it (lossless for NDJSON-bearing formats).
+    return b"\n".join(b.payload for b in record.batches)
+
+
+def _data_objects(shard_id: str, table: pa.Table, layout: Layout) -> list[FlushObject]:
+    table = with_partitions(table, layout.max_partitions)
+    # Stable sort: rows stay in lineage (sequence, sub-sequence) order inside a partition.
+    order = pc.sort_indices(
+        table, sort_keys=[("_date", "ascending"), ("_hour", "ascending"), ("_service", "ascending")]
+    )
+    table = table.take(order)
+    keys = pc.binary_join_element_wise(
+        table.column("_date"), table.column("_hour"), table.column("_service"), "\x00"
+    ).combine_chunks()
+    objects = []
+    start = 0
+    n = table.num_rows
+    boundaries = _run_ends(keys)
+    for end in boundaries:
+        part = table.slice(start, end - start)
+        date, hour, service = (part.column(c)[0].as_py() for c in ("_date", "_hour", "_service"))
+        path = layout.template.render(date, hour, service)
+        for chunk in _split_by_size(part.select(list(COLUMN_NAMES)), layout.file_target_bytes):
+            seqs = chunk.column("kinesis_sequence_number")
+            key = layout.data_key(path, shard_id, seqs[0].as_py(), seqs[-1].as_py())
+            objects.append(FlushObject(key, encode_parquet(chunk), chunk.num_rows, path))
+        start = end
+    assert start == n
+    return objects
+
+
+def _run_ends(keys: pa.Array) -> list[int]:
+    """Indices where each run of equal adjacent values ends (exclusive)."""
+    n = len(keys)
+    if n == 0:
+        return []
+    changed = pc.not_equal(keys.slice(1), keys.slice(0, n - 1))
+    ends = [int(i) + 1 for i in pc.indices_nonzero(changed).to_pylist()]
+    return [*ends, n]
+
+
+def _split_by_size(part: pa.Table, target_bytes: int) -> list[pa.Table]:
+    """Cut at record boundaries so no file's Arrow size exceeds ARROW_TO_PARQUET times the target."""
+    limit = target_bytes * ARROW_TO_PARQUET
+    if part.nbytes <= limit:
+        return [part]
+    per_row = part.nbytes / part.num_rows
+    rows_per_file = max(1, int(limit / per_row))
+    seqs = part.column("kinesis_sequence_number").to_pylist()
+    chunks, start = [], 0
+    while start < len(seqs):
+        end = min(start + rows_per_file, len(seqs))
+        while end < len(seqs) and seqs[end] == seqs[end - 1]:
+            end += 1  # never split one Kinesis record across files: keys name record ranges
+        chunks.append(part.slice(start, end - start))
+        start = end
+    return chunks
+
+
+def _dead_objects(shard_id: str, dead: Sequence[DeadLetter], layout: Layout) -> list[FlushObject]:
+    by_date: dict[str, list[DeadLetter]] = {}
+    for d in sorted(dead, key=lambda d: d.meta.sequence_number):
+        date = datetime.fromtimestamp(d.meta.arrival_us / 1e6, UTC).strftime("%Y-%m-%d")
+        by_date.setdefault(date, []).append(d)
+    objects = []
+    for date, items in sorted(by_date.items()):
+        lines = [
+            orjson.dumps(
+                {
+                    "reason": d.reason,
+                    "kinesis_shard_id": d.meta.shard_id,
+                    "kinesis_sequence_number": str(d.meta.sequence_number),
+                    "arrival_time": datetime.fromtimestamp(d.meta.arrival_us / 1e6, UTC)
+                    .isoformat()
+                    .replace("+00:00", "Z"),
+                    "data": base64.b64encode(d.data).decode(),
+                }
+            )
+            for d in items
+        ]
+        body = gzip.compress(b"\n".join(lines) + b"\n", compresslevel=6, mtime=0)
+        first, last = str(items[0].meta.sequence_number), str(items[-1].meta.sequence_number)
+        key = layout.dead_key(date, shard_id, first, last)
+        objects.append(FlushObject(key, body, len(items), f"dt={date}"))
+    return objects

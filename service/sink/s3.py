@@ -1,0 +1,63 @@
+"""Uploads flush objects to S3 (I/O). Keys and bytes are deterministic, so a retried or
+zombie upload rewrites identical objects."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from service.sink.plan import FlushObject
+
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+PART_SIZE = 16 * 1024 * 1024
+_CONCURRENCY = 8
+
+
+def _content_type(key: str) -> str:
+    return "application/vnd.apache.parquet" if key.endswith(".parquet") else "application/gzip"
+
+
+async def upload_objects(s3: Any, bucket: str, objects: Sequence[FlushObject]) -> None:
+    """Write every object; raises the first error after the others finish or fail."""
+    gate = asyncio.Semaphore(_CONCURRENCY)
+
+    async def one(obj: FlushObject) -> None:
+        async with gate:
+            if len(obj.body) >= MULTIPART_THRESHOLD:
+                await _multipart(s3, bucket, obj)
+            else:
+                await s3.put_object(
+                    Bucket=bucket, Key=obj.key, Body=obj.body, ContentType=_content_type(obj.key)
+                )
+
+    async with asyncio.TaskGroup() as tg:
+        for obj in objects:
+            tg.create_task(one(obj))
+
+
+async def _multipart(s3: Any, bucket: str, obj: FlushObject) -> None:
+    created = await s3.create_multipart_upload(
+        Bucket=bucket, Key=obj.key, ContentType=_content_type(obj.key)
+    )
+    upload_id = created["UploadId"]
+    try:
+        parts = []
+        view = memoryview(obj.body)
+        for number, start in enumerate(range(0, len(view), PART_SIZE), start=1):
+            resp = await s3.upload_part(
+                Bucket=bucket,
+                Key=obj.key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=bytes(view[start : start + PART_SIZE]),
+            )
+            parts.append({"ETag": resp["ETag"], "PartNumber": number})
+        await s3.complete_multipart_upload(
+            Bucket=bucket, Key=obj.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
+    except BaseException:
+        await asyncio.shield(
+            s3.abort_multipart_upload(Bucket=bucket, Key=obj.key, UploadId=upload_id)
+        )
+        raise
