@@ -38,7 +38,7 @@ class IngestState:
 
 
 STATE: web.AppKey[IngestState] = web.AppKey("state", IngestState)
-CALLER: str = "tideway.caller"
+CALLER: web.RequestKey[Caller] = web.RequestKey("caller", Caller)
 
 
 def json_error(status: int, reason: str, **headers: str) -> web.Response:
