@@ -1,0 +1,70 @@
+"""The envelope record round-trips and rejects every defect with a precise reason."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service import envelope
+from service.envelope import ContentType, EnvelopeRecord
+from service.errors import EnvelopeError
+
+objects = st.dictionaries(st.text(min_size=1, max_size=8), st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20), min_size=1, max_size=4)
+
+
+@given(
+    lines=st.lists(objects, min_size=1, max_size=30),
+    source=st.text(max_size=30),
+    service=st.text(max_size=30),
+    received=st.integers(min_value=0, max_value=2**62),
+)
+@settings(max_examples=150, deadline=None)
+def test_encode_then_decode_gives_back_the_record(lines: list[dict[str, object]], source: str, service: str, received: int) -> None:
+    payload = b"\n".join(orjson.dumps(x) for x in lines)
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    rec = EnvelopeRecord(payload, len(lines), received, ContentType.OTLP, source, service, tp)
+    data = envelope.encode(rec)
+    assert envelope.is_envelope(data)
+    assert envelope.decode(data) == rec
+
+
+def _sample() -> bytes:
+    return envelope.encode(EnvelopeRecord(b'{"a":1}\n{"b":2}', 2, 123, source="http"))
+
+
+def test_truncated_envelope_is_refused() -> None:
+    data = _sample()
+    for cut in (3, 10, 22, len(data) - 1):
+        with pytest.raises(EnvelopeError, match="truncated|bad magic|not valid zstd"):
+            envelope.decode(data[:cut])
+
+
+def test_wrong_line_count_is_refused() -> None:
+    data = envelope.encode(EnvelopeRecord(b'{"a":1}', 5, 0))
+    with pytest.raises(EnvelopeError, match="declares 5 lines but holds 1"):
+        envelope.decode(data)
+
+
+def test_unknown_version_and_trailing_bytes_are_refused() -> None:
+    data = bytearray(_sample())
+    data[4] = 9
+    with pytest.raises(EnvelopeError, match="unsupported envelope version 9"):
+        envelope.decode(bytes(data))
+    with pytest.raises(EnvelopeError, match="trailing"):
+        envelope.decode(_sample() + b"x")
+
+
+def test_corrupt_payload_fails_the_zstd_checksum() -> None:
+    data = bytearray(_sample())
+    data[-6] ^= 0xFF
+    with pytest.raises(EnvelopeError):
+        envelope.decode(bytes(data))
+
+
+def test_magic_is_never_valid_utf8_nor_another_format_prefix() -> None:
+    with pytest.raises(UnicodeDecodeError):
+        envelope.MAGIC.decode()
+    for other in (b"\xf3\x89\x9a\xc2", b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xc3\x01", b"\x00", b"{", b"["):
+        assert not envelope.MAGIC.startswith(other)

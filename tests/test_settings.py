@@ -1,0 +1,93 @@
+"""A bad setting stops the start with one line naming it and the fix."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.errors import SettingsError
+from service.settings import Settings
+
+BASE = {"stream": "logs", "bucket": "my-bucket"}
+
+
+def load(env: dict[str, str], config: Path | None = None) -> Settings:
+    saved = {k: v for k, v in os.environ.items() if k.startswith("TIDEWAY_")}
+    for k in saved:
+        del os.environ[k]
+    os.environ.update(env)
+    try:
+        return Settings.load(config)
+    finally:
+        for k in env:
+            os.environ.pop(k, None)
+        os.environ.update(saved)
+
+
+def test_defaults_follow_the_design() -> None:
+    s = load({"TIDEWAY_STREAM": "logs", "TIDEWAY_BUCKET": "my-bucket"})
+    assert (s.prefix, s.lease_table, s.flush_max_age, s.file_target_bytes) == ("", "logs-leases", 60.0, 134217728)
+    assert (s.lease_duration, s.start_position, s.api_keys, s.port) == (10.0, "TRIM_HORIZON", None, None)
+    assert (s.max_body_bytes, s.max_decompressed_bytes, s.max_line_bytes) == (16 << 20, 64 << 20, 1 << 20)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"TIDEWAY_BUCKET": "b-1"}, "TIDEWAY_STREAM is required"),
+        ({"TIDEWAY_STREAM": "s"}, "TIDEWAY_BUCKET is required"),
+        ({**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_FLUSH_MAX_AGE": "-1"}, "TIDEWAY_FLUSH_MAX_AGE"),
+        ({**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_FLUSH_MAX_AGE": "soon"}, "TIDEWAY_FLUSH_MAX_AGE"),
+        ({**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_PORT": "70000"}, "TIDEWAY_PORT"),
+        ({**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_START_POSITION": "BEGINNING"}, "TIDEWAY_START_POSITION"),
+        ({**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_API_KEYS": '["not-a-digest"]'}, "TIDEWAY_API_KEYS"),
+        ({**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_API_KEYS": "{broken"}, "TIDEWAY_API_KEYS"),
+        ({"TIDEWAY_STREAM": "s", "TIDEWAY_BUCKET": "Bad_Bucket"}, "TIDEWAY_BUCKET"),
+        ({**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_START_POSITION": "AT_TIMESTAMP"}, "TIDEWAY_START_TIMESTAMP"),
+        ({**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_AVRO_SCHEMA": "/nope.avsc"}, "TIDEWAY_AVRO_SCHEMA"),
+    ],
+)
+def test_bad_setting_is_one_line_naming_it(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        load(env)
+    message = str(err.value)
+    assert named in message
+    assert "\n" not in message
+
+
+def test_toml_file_is_read_and_unknown_keys_are_refused(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('stream = "from-file"\nbucket = "file-bucket"\nprefix = "p"\n')
+    s = load({}, good)
+    assert (s.stream, s.bucket, s.prefix) == ("from-file", "file-bucket", "p/")
+    assert load({"TIDEWAY_STREAM": "env-wins"}, good).stream == "env-wins"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('stream = "s"\nbucket = "bbb"\nflush_age = 3\n')
+    with pytest.raises(SettingsError, match="unknown setting 'flush_age'"):
+        load({}, bad)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("stream = \n")
+    with pytest.raises(SettingsError, match="cannot read TOML"):
+        load({}, broken)
+
+
+def test_api_keys_are_digests_with_optional_service() -> None:
+    digest = hashlib.sha256(b"secret").hexdigest()
+    s = load({"TIDEWAY_STREAM": "s", "TIDEWAY_BUCKET": "bbb",
+              "TIDEWAY_API_KEYS": f'["{digest}", {{"sha256": "{"a" * 64}", "service": "billing"}}]'})
+    assert s.api_keys is not None
+    assert [(k.sha256, k.service) for k in s.api_keys] == [(digest, None), ("a" * 64, "billing")]
+
+
+def test_cli_exits_2_with_one_line_for_a_bad_setting() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEWAY_")}
+    env.update({"TIDEWAY_STREAM": "s", "TIDEWAY_BUCKET": "bbb", "TIDEWAY_LEASE_DURATION": "0"})
+    proc = subprocess.run([sys.executable, "-m", "service", "consume"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert proc.stderr.startswith("tideway: setting TIDEWAY_LEASE_DURATION is invalid")
