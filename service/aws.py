@@ -6,6 +6,7 @@ credential providers; Tideway has no endpoint setting of its own (DESIGN §1).
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -39,12 +40,21 @@ class AwsClients:
 async def aws_clients(*names: str) -> AsyncIterator[AwsClients]:
     """Open a client for each of ``names`` (kinesis, s3, dynamodb, glue); close all on exit."""
     session = get_session()
+    region = session.get_config_variable("region") or _standard_region()
     clients = AwsClients()
     async with AsyncExitStack() as stack:
         for name in names:
-            client = await stack.enter_async_context(session.create_client(name, config=_CONFIG))
+            client = await stack.enter_async_context(
+                session.create_client(name, region_name=region, config=_CONFIG)
+            )
             setattr(clients, name, client)
         yield clients
+
+
+def _standard_region() -> str | None:
+    # AWS_REGION is the region variable of every other AWS SDK (and what ECS sets);
+    # botocore reads only AWS_DEFAULT_REGION, so fall back to it here, the one client factory.
+    return os.environ.get("AWS_REGION") or None
 
 
 def error_code(exc: BaseException) -> str:

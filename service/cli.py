@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import asyncio
 import contextlib
 import signal
@@ -72,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "setup":
         from service.resources import setup  # noqa: PLC0415
 
-        print(_run(lambda stop: setup(settings)))
+        print(json.dumps(_run(lambda stop: setup(settings))))
     elif args.command == "serve":
         from service.ingest.server import serve  # noqa: PLC0415
 

@@ -48,6 +48,13 @@ async def ensure_stream(kinesis: Any, stream: str, shards: int) -> str:
 
 
 async def ensure_bucket(s3: Any, bucket: str) -> str:
+    # us-east-1 answers CreateBucket on an existing bucket of ours with success, so ask first.
+    try:
+        await s3.head_bucket(Bucket=bucket)
+        return "exists"
+    except ClientError as exc:
+        if error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+            raise
     region = s3.meta.region_name
     kwargs: dict[str, Any] = {"Bucket": bucket}
     if region and region != "us-east-1":

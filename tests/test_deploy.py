@@ -51,39 +51,23 @@ OTHER_ENV = {
     "AOT_CONFIG_CONTENT",
 }
 
-# Least privilege: exactly these actions per role. Widen deliberately, here and in the template.
+# Least privilege: exactly the AWS calls each service makes (grep service/ for the client
+# methods), plus what its sidecar and ECS need. Widen deliberately, here and in the template.
 XRAY_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 EXPECTED_ACTIONS = {
-    "ServeTaskRole": {
-        "kinesis:PutRecord",
-        "kinesis:PutRecords",
-        "kinesis:DescribeStreamSummary",
-        "kinesis:ListShards",
-        *XRAY_ACTIONS,
-    },
+    "ServeTaskRole": {"kinesis:PutRecords", "kinesis:DescribeStreamSummary", *XRAY_ACTIONS},
     "ConsumeTaskRole": {
-        "kinesis:DescribeStreamSummary",
         "kinesis:ListShards",
         "kinesis:GetShardIterator",
         "kinesis:GetRecords",
         "s3:PutObject",
-        "s3:GetObject",
         "s3:AbortMultipartUpload",
-        "s3:ListBucket",
         "kms:GenerateDataKey",
         "kms:Decrypt",
-        "dynamodb:DescribeTable",
-        "dynamodb:GetItem",
+        "dynamodb:Scan",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
-        "dynamodb:Query",
-        "dynamodb:Scan",
-        "glue:GetTable",
-        "glue:GetPartition",
-        "glue:GetPartitions",
-        "glue:CreatePartition",
-        "glue:BatchCreatePartition",
         *XRAY_ACTIONS,
     },
     "TaskExecutionRole": {
@@ -427,12 +411,10 @@ def test_kinesis_access_is_to_this_stream_only(template: dict[str, Any], role: s
 def test_consume_writes_objects_under_the_prefix_only(template: dict[str, Any]) -> None:
     for statement in _statements(template, "ConsumeTaskRole"):
         actions = _as_list(statement["Action"])
-        if "s3:PutObject" in actions:
+        if any(a.startswith("s3:") for a in actions):
             assert statement["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/${Prefix}*"}
-        if "s3:ListBucket" in actions:
-            assert statement["Condition"] == {
-                "StringLike": {"s3:prefix": {"Fn::Sub": "${Prefix}*"}}
-            }
+        if any(a.startswith("kms:") for a in actions):
+            assert statement["Resource"] == {"Fn::GetAtt": ["DataKey", "Arn"]}
 
 
 # ------------------------------------------------------------------ data stores and table
