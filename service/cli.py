@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -61,14 +61,19 @@ def _run(main: Callable[[asyncio.Event], Awaitable[Any]]) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            from service.demo import run_demo  # noqa: PLC0415 - imports moto; only for demo
-
-            return int(_run(lambda stop: run_demo(args.config, args.records, stop)))
-        settings = Settings.load(args.config, port=getattr(args, "port", None))
+        return _command(args)
     except SettingsError as exc:
         print(f"tideway: {exc}", file=sys.stderr)
         return 2
+
+
+def _command(args: argparse.Namespace) -> int:
+    """Run one subcommand; SettingsError (at load or while wiring) is the caller's to report."""
+    if args.command == "demo":
+        from service.demo import run_demo  # noqa: PLC0415 - imports moto; only for demo
+
+        return int(_run(lambda stop: run_demo(args.config, args.records, stop)))
+    settings = Settings.load(args.config, port=getattr(args, "port", None))
     setup_logging(settings.log_level)
     if args.command == "setup":
         from service.resources import setup  # noqa: PLC0415

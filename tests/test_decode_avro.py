@@ -10,7 +10,11 @@ from pathlib import Path
 import fastavro
 import orjson
 import pytest
-from test_decode_producers import (
+
+from service.decode import DecoderConfig, decode_record
+from service.decode.avro import load_config
+from service.errors import DecodeError
+from tests.test_decode_producers import (
     ACCESS_LOG_ID,
     AVRO_REGISTRY,
     AVRO_SCHEMA,
@@ -23,10 +27,6 @@ from test_decode_producers import (
     schemaless,
     single_object,
 )
-
-from service.decode import DecoderConfig, decode_record
-from service.decode.avro import load_config
-from service.errors import DecodeError
 
 CONFIG = avro_config()
 SCHEMA = avro_schema()

@@ -6,10 +6,15 @@ import gzip
 
 import orjson
 import pytest
-from test_decode_producers import CONTROL_MESSAGE, assert_contract, cwl_data_message, cwl_record
 
 from service.decode import DecoderConfig, decode_record
 from service.errors import DecodeError
+from tests.test_decode_producers import (
+    CONTROL_MESSAGE,
+    assert_contract,
+    cwl_data_message,
+    cwl_record,
+)
 
 CONFIG = DecoderConfig()
 CLOUDTRAIL = '{"eventVersion":"1.03","userIdentity":{"type":"Root"}'

@@ -15,7 +15,12 @@ from collections.abc import Callable
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_decode_producers import (
+
+from service import envelope
+from service.decode import Decoded, DecoderConfig, decode_record
+from service.errors import DecodeError
+from service.loggen import ndjson_lines
+from tests.test_decode_producers import (
     CONTROL_MESSAGE,
     assert_contract,
     avro_config,
@@ -29,11 +34,6 @@ from test_decode_producers import (
     schemaless,
     single_object,
 )
-
-from service import envelope
-from service.decode import Decoded, DecoderConfig, decode_record
-from service.errors import DecodeError
-from service.loggen import ndjson_lines
 
 CONFIG = avro_config()
 SMALL_LIMIT = DecoderConfig(

@@ -8,7 +8,12 @@ import hashlib
 import pytest
 import zstandard
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records
-from test_decode_producers import (
+
+from service import envelope
+from service.decode import DecoderConfig, decode_record
+from service.errors import DecodeError
+from service.loggen import ndjson_lines
+from tests.test_decode_producers import (
     assert_contract,
     avro_config,
     avro_schema,
@@ -19,11 +24,6 @@ from test_decode_producers import (
     log_event_datums,
     ndjson,
 )
-
-from service import envelope
-from service.decode import DecoderConfig, decode_record
-from service.errors import DecodeError
-from service.loggen import ndjson_lines
 
 CONFIG = DecoderConfig()
 

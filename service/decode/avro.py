@@ -17,6 +17,7 @@ Decoding is pure; only ``load_config`` reads files.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import re
 from collections.abc import Iterator
@@ -38,7 +39,12 @@ _CONFLUENT_HEADER = 5
 _SCHEMA_FILE = re.compile(r"[0-9]{1,10}\.avsc")
 
 
-def load_config(avro_schema: Path | None, avro_schema_dir: Path | None) -> DecoderConfig:
+def load_config(
+    avro_schema: Path | None,
+    avro_schema_dir: Path | None,
+    *,
+    max_decompressed_bytes: int | None = None,
+) -> DecoderConfig:
     """Parse the configured schemas; raise DecodeError naming the setting and file when one is bad."""
     schema = _load_schema(avro_schema, "TIDEWAY_AVRO_SCHEMA") if avro_schema else None
     by_id: dict[int, Any] = {}
@@ -50,11 +56,14 @@ def load_config(avro_schema: Path | None, avro_schema_dir: Path | None) -> Decod
                 raise DecodeError(f"TIDEWAY_AVRO_SCHEMA_DIR: {path} must be named <schema id>.avsc")
             by_id[int(path.stem)] = _load_schema(path, "TIDEWAY_AVRO_SCHEMA_DIR")
     known = ([schema] if schema is not None else []) + list(by_id.values())
-    return DecoderConfig(
+    config = DecoderConfig(
         avro_schema=schema,
         avro_schemas_by_id=by_id,
         avro_schemas_by_fingerprint={fingerprint(s): s for s in known},
     )
+    if max_decompressed_bytes is None:
+        return config
+    return dataclasses.replace(config, max_decompressed_bytes=max_decompressed_bytes)
 
 
 def parse_schema(schema: Any) -> Any:

@@ -62,8 +62,16 @@ class DecoderConfig:
     avro_schemas_by_fingerprint: dict[bytes, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_paths(cls, avro_schema: Path | None, avro_schema_dir: Path | None) -> DecoderConfig:
+    def from_paths(
+        cls,
+        avro_schema: Path | None,
+        avro_schema_dir: Path | None,
+        *,
+        max_decompressed_bytes: int | None = None,
+    ) -> DecoderConfig:
         """Load Avro schemas named by the settings; raise DecodeError naming a bad file."""
-        from service.decode import avro  # noqa: PLC0415 - local: keeps fastavro off the import path when unused
+        from service.decode import avro  # noqa: PLC0415 - local: avro imports this module
 
-        return avro.load_config(avro_schema, avro_schema_dir)
+        return avro.load_config(
+            avro_schema, avro_schema_dir, max_decompressed_bytes=max_decompressed_bytes
+        )

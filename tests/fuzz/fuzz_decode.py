@@ -1,8 +1,8 @@
 """Coverage-guided fuzzing of decode_record with atheris (optional; not run by pytest).
 
-    python -m venv /tmp/fuzz && /tmp/fuzz/bin/pip install atheris   # throwaway, not a dependency
-    PYTHONPATH=.:tests:.venv/lib/python3.11/site-packages \
-        /tmp/fuzz/bin/python tests/fuzz/fuzz_decode.py -atheris_runs=200000 tests/data/decode/corpus
+    uv venv --python .venv/bin/python /tmp/fuzz && uv pip install --python /tmp/fuzz/bin/python atheris
+    PYTHONPATH=.:.venv/lib/python3.11/site-packages \
+        /tmp/fuzz/bin/python tests/fuzz/fuzz_decode.py -atheris_runs=3000000 -max_len=4096 /tmp/corpus
 
 The property is the one of tests/test_decode_fuzz.py: a Decoded obeying the contract or a
 DecodeError that is not the "decoder failed" catch-all. Any other outcome aborts the run
@@ -19,8 +19,8 @@ with atheris.instrument_imports(include=["service"]):
     from service.decode import decode_record
     from service.errors import DecodeError
 
-from test_decode_fuzz import CONFIG, SEEDS
-from test_decode_producers import assert_contract
+from tests.test_decode_fuzz import CONFIG, SEEDS
+from tests.test_decode_producers import assert_contract
 
 
 def one_input(data: bytes) -> None:
