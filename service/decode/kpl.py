@@ -31,12 +31,12 @@ import hashlib
 from typing import Any
 
 # No stubs ship for protobuf and pyproject.toml is not ours to extend; the surface used is tiny.
-from google.protobuf import (  # type: ignore[import-untyped]
+from google.protobuf import (
     descriptor_pb2,
     descriptor_pool,
     message_factory,
 )
-from google.protobuf.message import DecodeError as ProtobufDecodeError  # type: ignore[import-untyped]
+from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from service.errors import DecodeError
 
