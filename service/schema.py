@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 # Order is the on-disk column order; readers rely on names and types, not order.
-CANONICAL_FIELDS: tuple[pa.Field, ...] = (
+CANONICAL_FIELDS: tuple[pa.Field[Any], ...] = (
     pa.field("timestamp", TIMESTAMP, nullable=False),
     pa.field("observed_timestamp", TIMESTAMP, nullable=False),
     pa.field("severity_text", pa.string()),
@@ -58,6 +60,6 @@ SEVERITY_NUMBERS: dict[str, int] = {
 }
 
 
-def table_schema(extra: tuple[pa.Field, ...] = ()) -> pa.Schema:
+def table_schema(extra: tuple[pa.Field[Any], ...] = ()) -> pa.Schema:
     """The file schema: canonical columns, then configured extra typed columns."""
     return pa.schema(CANONICAL_FIELDS + extra) if extra else CANONICAL_SCHEMA

@@ -9,6 +9,13 @@ from service.errors import DecodeError
 from service.sink.mapping import DecodedRecord
 from service.sink.plan import DeadLetter
 
+# Python objects around each record's bytes (DecodedRecord, RecordMeta, LineBatch, tuple,
+# bytes headers, list slot): measured with sys.getsizeof on decoded envelope records.
+RECORD_OVERHEAD = 400
+# A flush holds the buffer, its Arrow table (~1x the NDJSON bytes) and the Parquet bodies
+# (~0.15x) at once, and one chunk of parsed dicts: the buffer is charged twice its size.
+FLUSH_WORKING_SET = 2
+
 
 @dataclass
 class ShardBuffer:
@@ -18,7 +25,7 @@ class ShardBuffer:
     dead: list[DeadLetter] = field(default_factory=list)
     first: str | None = None
     last: str | None = None
-    size: int = 0
+    size: int = 0  # bytes held: payloads, dead letters and per-record object overhead
     lines: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     opened_at: float | None = None  # monotonic time of the first record
@@ -37,19 +44,23 @@ class ShardBuffer:
             decoded = decode_record(data, decoders)
         except DecodeError as exc:
             self.dead.append(DeadLetter(meta, data, exc.reason))
-            self.size += len(data)
+            self.size += len(data) + len(exc.reason) + RECORD_OVERHEAD
             return
         if decoded.skipped:
             self.skipped[decoded.skipped] = self.skipped.get(decoded.skipped, 0) + 1
         if decoded.batches:
             self.records.append(DecodedRecord(meta, decoded.batches))
-            self.size += sum(len(b.payload) for b in decoded.batches)
+            self.size += sum(len(b.payload) for b in decoded.batches) + RECORD_OVERHEAD
             self.lines += decoded.line_count
 
 
 @dataclass(frozen=True, slots=True)
 class FlushPolicy:
-    """Flush triggers: bytes, age (max latency) and this shard's share of the memory budget."""
+    """Flush triggers: bytes, age (max latency) and this shard's share of the memory budget.
+
+    The memory trigger charges what the flush itself will hold (FLUSH_WORKING_SET), so a
+    shard's peak stays inside its share of ``memory_budget_bytes``.
+    """
 
     max_bytes: int
     max_age: float
@@ -60,7 +71,7 @@ class FlushPolicy:
             return None
         if buffer.size >= self.max_bytes:
             return "size"
-        if buffer.size >= budget_share:
+        if buffer.size * FLUSH_WORKING_SET >= budget_share:
             return "memory"
         if buffer.opened_at is not None and now - buffer.opened_at >= self.max_age:
             return "age"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -39,45 +40,64 @@ def safe_service(name: str) -> str:
     return cleaned or "unknown"
 
 
-def guard_services(services: pa.Array, dates: pa.Array, hours: pa.Array, limit: int) -> pa.Array:
-    """Cap distinct (date, hour, service) partitions at ``limit`` per flush.
+def safe_services(services: pa.Array[Any]) -> pa.Array[Any]:
+    """``safe_service`` of every value, computed once per distinct name (columnar)."""
+    encoded: Any = pc.dictionary_encode(services)
+    names = [safe_service(v) for v in encoded.dictionary.to_pylist()]
+    return pc.take(pa.array(names, pa.string()), encoded.indices)
 
-    The most populated partitions keep their service (ties by name, so deterministic); rows
-    of the rest go to ``__other__``. Callers keep the original name in ``attributes``.
+
+def guard_services(services: pa.Array[Any], hours: pa.Array[Any], limit: int) -> pa.Array[Any]:
+    """Cap distinct (hour, service) partitions at ``limit`` per flush (columnar).
+
+    ``hours`` counts hours since the epoch (so it orders like the date and hour strings).
+    The most populated partitions keep their service (ties by hour, then name, so
+    deterministic); rows of the rest go to ``__other__``. Callers keep the original name
+    in ``attributes``.
     """
-    triples = Counter(zip(dates.to_pylist(), hours.to_pylist(), services.to_pylist(), strict=True))
-    if len(triples) <= limit:
+    keys = pa.table({"h": hours, "s": services})
+    counts = keys.group_by(["h", "s"], use_threads=False).aggregate([("h", "count")])
+    if counts.num_rows <= limit:
         return services
-    ranked = sorted(triples.items(), key=lambda kv: (-kv[1], kv[0]))
-    keep = {t for t, _ in ranked[: max(limit - 1, 0)]}
-    out = [
-        s if (d, h, s) in keep else OTHER_SERVICE
-        for d, h, s in zip(dates.to_pylist(), hours.to_pylist(), services.to_pylist(), strict=True)
-    ]
-    return pa.array(out, pa.string())
+    ranked = counts.sort_by([("h_count", "descending"), ("h", "ascending"), ("s", "ascending")])
+    keep = ranked.slice(0, max(limit - 1, 0))
+    wanted = partition_keys(keep["h"].combine_chunks(), keep["s"].combine_chunks())
+    have = partition_keys(hours, services)
+    out: pa.Array[Any] = pc.if_else(pc.is_in(have, value_set=wanted), services, OTHER_SERVICE)
+    return out
+
+
+def partition_keys(hours: pa.Array[Any], services: pa.Array[Any]) -> pa.Array[Any]:
+    """One comparable string per (hour, service) pair."""
+    join: Any = pc.binary_join_element_wise
+    keys: pa.Array[Any] = join(hours.cast(pa.string()), services, "\x00")
+    return keys
 
 
 def with_partitions(table: pa.Table, limit: int) -> pa.Table:
-    """Add ``_date``, ``_hour``, ``_service`` path values; overflowed services are noted in
-    ``attributes`` under ``"service"`` so nothing is lost."""
-    ts = table.column("timestamp")
-    dates = pc.strftime(ts, format="%Y-%m-%d")
-    hours = pc.strftime(ts, format="%H")
+    """Add ``_hour`` (hours since the epoch), ``_service`` (path-safe, guarded) partition
+    values; overflowed services are noted in ``attributes`` under ``"service"`` so nothing is
+    lost. Dates and hour strings are rendered once per partition, not per row."""
+    ts = table.column("timestamp").combine_chunks().cast(pa.int64()).to_numpy()
+    hours = pa.array(ts // 3_600_000_000)  # floor division: hours before 1970 stay exact
     raw = table.column("service").combine_chunks()
-    safe = pa.array([safe_service(s) for s in raw.to_pylist()], pa.string())
-    guarded = guard_services(safe, dates.combine_chunks(), hours.combine_chunks(), limit)
+    safe = safe_services(raw)
+    guarded = guard_services(safe, hours, limit)
     if guarded is not safe:
-        attrs = table.column("attributes").to_pylist()
-        for i, (g, original) in enumerate(zip(guarded.to_pylist(), raw.to_pylist(), strict=True)):
-            if g == OTHER_SERVICE:
-                merged = orjson.loads(attrs[i]) if attrs[i] else {}
-                merged["service"] = original
-                attrs[i] = orjson.dumps(merged).decode()
+        overflow: list[Any] = pc.indices_nonzero(pc.not_equal(guarded, safe)).to_pylist()
+        attrs: list[Any] = table.column("attributes").to_pylist()
+        originals: list[Any] = raw.to_pylist()
+        for i in overflow:  # per-row only for the overflowed rows
+            merged = orjson.loads(attrs[i]) if attrs[i] else {}
+            merged["service"] = originals[i]
+            attrs[i] = orjson.dumps(merged).decode()
         table = table.set_column(
             table.schema.get_field_index("attributes"), "attributes", pa.array(attrs, pa.string())
         )
-    return (
-        table.append_column("_date", dates)
-        .append_column("_hour", hours)
-        .append_column("_service", guarded)
-    )
+    return table.append_column("_hour", hours).append_column("_service", guarded)
+
+
+def hour_path(hour: int, service: str, template: PartitionTemplate) -> str:
+    """The hive path of hour ``hour`` (since the epoch, UTC) and ``service``."""
+    when = datetime.fromtimestamp(hour * 3600, UTC)
+    return template.render(when.strftime("%Y-%m-%d"), when.strftime("%H"), service)

@@ -11,6 +11,7 @@ import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -20,7 +21,7 @@ from service.decode.types import RecordMeta
 from service.schema import COLUMN_NAMES
 from service.sink.mapping import DecodedRecord, FieldMapping, build_table
 from service.sink.parquet import encode_parquet
-from service.sink.partition import PartitionTemplate, with_partitions
+from service.sink.partition import PartitionTemplate, hour_path, partition_keys, with_partitions
 
 # Parquet with zstd shrinks these rows ~4-6x against their Arrow size; split a partition's
 # rows into files whose Arrow size is at most this many times the target object size.
@@ -102,36 +103,34 @@ def _data_objects(shard_id: str, table: pa.Table, layout: Layout) -> list[FlushO
     table = with_partitions(table, layout.max_partitions)
     # Stable sort: rows stay in lineage (sequence, sub-sequence) order inside a partition.
     order = pc.sort_indices(
-        table, sort_keys=[("_date", "ascending"), ("_hour", "ascending"), ("_service", "ascending")]
+        table.select(["_hour", "_service"]),
+        sort_keys=[("_hour", "ascending"), ("_service", "ascending")],
     )
     table = table.take(order)
-    keys = pc.binary_join_element_wise(
-        table.column("_date"), table.column("_hour"), table.column("_service"), "\x00"
-    ).combine_chunks()
+    hours = table.column("_hour").combine_chunks()
+    services = table.column("_service").combine_chunks()
+    keys = partition_keys(hours, services)
     objects = []
     start = 0
-    n = table.num_rows
-    boundaries = _run_ends(keys)
-    for end in boundaries:
+    for end in _run_ends(keys):
         part = table.slice(start, end - start)
-        date, hour, service = (part.column(c)[0].as_py() for c in ("_date", "_hour", "_service"))
-        path = layout.template.render(date, hour, service)
+        path = hour_path(hours[start].as_py(), services[start].as_py(), layout.template)
         for chunk in _split_by_size(part.select(list(COLUMN_NAMES)), layout.file_target_bytes):
             seqs = chunk.column("kinesis_sequence_number")
             key = layout.data_key(path, shard_id, seqs[0].as_py(), seqs[-1].as_py())
             objects.append(FlushObject(key, encode_parquet(chunk), chunk.num_rows, path))
         start = end
-    assert start == n
     return objects
 
 
-def _run_ends(keys: pa.Array) -> list[int]:
+def _run_ends(keys: pa.Array[Any]) -> list[int]:
     """Indices where each run of equal adjacent values ends (exclusive)."""
     n = len(keys)
     if n == 0:
         return []
     changed = pc.not_equal(keys.slice(1), keys.slice(0, n - 1))
-    ends = [int(i) + 1 for i in pc.indices_nonzero(changed).to_pylist()]
+    indices: list[Any] = pc.indices_nonzero(changed).to_pylist()
+    ends = [i + 1 for i in indices]
     return [*ends, n]
 
 

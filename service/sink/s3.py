@@ -11,7 +11,8 @@ from service.sink.plan import FlushObject
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
-_CONCURRENCY = 8
+_CONCURRENCY = 8  # objects in flight per flush
+_PART_CONCURRENCY = 4  # parts in flight per object: at most 64 MiB of copies at once
 
 
 def _content_type(key: str) -> str:
@@ -37,14 +38,19 @@ async def upload_objects(s3: Any, bucket: str, objects: Sequence[FlushObject]) -
 
 
 async def _multipart(s3: Any, bucket: str, obj: FlushObject) -> None:
+    """Upload ``obj`` in PART_SIZE parts, at most _PART_CONCURRENCY at a time; on any failure
+    (or cancellation) abort the upload so no orphaned parts are billed, then re-raise."""
     created = await s3.create_multipart_upload(
         Bucket=bucket, Key=obj.key, ContentType=_content_type(obj.key)
     )
     upload_id = created["UploadId"]
-    try:
-        parts = []
-        view = memoryview(obj.body)
-        for number, start in enumerate(range(0, len(view), PART_SIZE), start=1):
+    view = memoryview(obj.body)
+    starts = range(0, len(view), PART_SIZE)
+    etags: dict[int, str] = {}
+    gate = asyncio.Semaphore(_PART_CONCURRENCY)
+
+    async def part(number: int, start: int) -> None:
+        async with gate:  # bounds the bytes in flight, not only the number of tasks
             resp = await s3.upload_part(
                 Bucket=bucket,
                 Key=obj.key,
@@ -52,7 +58,13 @@ async def _multipart(s3: Any, bucket: str, obj: FlushObject) -> None:
                 PartNumber=number,
                 Body=bytes(view[start : start + PART_SIZE]),
             )
-            parts.append({"ETag": resp["ETag"], "PartNumber": number})
+            etags[number] = resp["ETag"]
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for number, start in enumerate(starts, start=1):
+                tg.create_task(part(number, start))
+        parts = [{"ETag": etags[n], "PartNumber": n} for n in sorted(etags)]
         await s3.complete_multipart_upload(
             Bucket=bucket, Key=obj.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
         )

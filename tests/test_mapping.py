@@ -1,0 +1,260 @@
+"""Field mapping: the table of defaults, and the columnar builder held to the specification
+(``ColumnBuilder``) row for row, byte for byte."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from service.decode.types import LineBatch, RecordMeta
+from service.loggen import ndjson_lines
+from service.sink.columns import build_columns
+from service.sink.mapping import DecodedRecord, FieldMapping, build_table_reference
+
+ARRIVAL = int(datetime(2026, 11, 20, 9, 0, tzinfo=UTC).timestamp() * 1e6)
+MAPPING = FieldMapping()
+
+
+def record(lines: list[bytes], seq: int = 1, **batch: Any) -> DecodedRecord:
+    return DecodedRecord(
+        RecordMeta("shardId-000", seq, ARRIVAL),
+        (LineBatch(b"\n".join(lines), len(lines), **batch),),
+    )
+
+
+def one_row(obj: object, **batch: Any) -> dict[str, Any]:
+    table, bad = build_columns([record([orjson.dumps(obj)], **batch)], MAPPING)
+    assert not bad
+    return dict(table.to_pylist()[0])
+
+
+def assert_same_as_reference(
+    records: list[DecodedRecord], mapping: FieldMapping = MAPPING
+) -> pa.Table:
+    fast, fast_bad = build_columns(records, mapping)
+    ref, ref_bad = build_table_reference(records, mapping)
+    assert fast.schema == ref.schema
+    assert fast.to_pylist() == ref.to_pylist()
+    assert [(r.meta.sequence_number, why) for r, why in fast_bad] == [
+        (r.meta.sequence_number, why) for r, why in ref_bad
+    ]
+    return fast
+
+
+def us(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1e6)
+
+
+@pytest.mark.parametrize(
+    ("line", "column", "expected"),
+    [
+        ({"timestamp": "2026-11-20T08:00:00Z"}, "timestamp", datetime(2026, 11, 20, 8, tzinfo=UTC)),
+        (
+            {"@timestamp": "2026-11-20T08:00:00.250+01:00"},
+            "timestamp",
+            datetime(2026, 11, 20, 7, 0, 0, 250000, tzinfo=UTC),
+        ),
+        (
+            {"time": us("2026-11-20T08:00:00+00:00") // 1000},
+            "timestamp",
+            datetime(2026, 11, 20, 8, tzinfo=UTC),
+        ),
+        (
+            {"ts": us("2026-11-20T08:00:00+00:00") / 1e6},
+            "timestamp",
+            datetime(2026, 11, 20, 8, tzinfo=UTC),
+        ),
+        (
+            {"date": us("2026-11-20T08:00:00+00:00")},
+            "timestamp",
+            datetime(2026, 11, 20, 8, tzinfo=UTC),
+        ),
+        (
+            {"ts": us("2026-11-20T08:00:00+00:00") * 1000},
+            "timestamp",
+            datetime(2026, 11, 20, 8, tzinfo=UTC),
+        ),
+        ({"ts": "1795161600"}, "timestamp", datetime(2026, 11, 20, 8, tzinfo=UTC)),
+        ({"level": "WARN"}, "severity_number", 13),
+        ({"severity": "error"}, "severity_text", "error"),
+        ({"log": {"level": "debug"}}, "severity_number", 5),
+        ({"severity_text": "Info", "severity_number": 10}, "severity_number", 10),
+        ({"level": 17}, "severity_number", 17),
+        ({"level": 17}, "severity_text", None),
+        ({"level": 99}, "severity_text", "99"),
+        ({"service": "api"}, "service", "api"),
+        ({"service.name": "api"}, "service", "api"),
+        ({"app": "api"}, "service", "api"),
+        ({"msg": "hello"}, "message", "hello"),
+        ({"log": "hello"}, "message", "hello"),
+        ({"body": {"k": 1}}, "message", '{"k":1}'),
+        ({"hostname": "h1"}, "host", "h1"),
+        ({"traceId": "ab", "spanId": "cd"}, "trace_id", "ab"),
+        ({"span.id": "cd"}, "span_id", "cd"),
+        ({"message": "m", "msg": "other"}, "attributes", '{"msg":"other"}'),
+        ({"a": {"b": [1, 2.5, None]}, "level": "info"}, "attributes", '{"a":{"b":[1,2.5,null]}}'),
+        ({"message": "only"}, "attributes", None),
+    ],
+)
+def test_default_field_mapping(line: dict[str, Any], column: str, expected: object) -> None:
+    assert one_row(line)[column] == expected
+    assert_same_as_reference([record([orjson.dumps(line)])])
+
+
+def test_time_outside_window_falls_back_to_arrival_and_keeps_original() -> None:
+    row = one_row({"timestamp": "2020-01-01T00:00:00Z", "message": "old"})
+    assert row["timestamp"] == datetime.fromtimestamp(ARRIVAL / 1e6, UTC)
+    assert orjson.loads(row["attributes"]) == {"timestamp": "2020-01-01T00:00:00Z"}
+
+
+def test_unparseable_time_falls_back_to_arrival_and_keeps_original() -> None:
+    row = one_row({"time": "yesterday"})
+    assert row["timestamp"] == datetime.fromtimestamp(ARRIVAL / 1e6, UTC)
+    assert orjson.loads(row["attributes"]) == {"time": "yesterday"}
+
+
+def test_service_defaults_to_batch_service_then_log_group_then_unknown() -> None:
+    assert one_row({"m": 1}, service="svc", log_group="/aws/lambda/x")["service"] == "svc"
+    assert one_row({"m": 1}, log_group="/aws/lambda/x")["service"] == "/aws/lambda/x"
+    assert one_row({"m": 1})["service"] == "unknown"
+
+
+def test_lineage_columns_number_lines_inside_a_record() -> None:
+    rec = DecodedRecord(
+        RecordMeta("shardId-7", 42, ARRIVAL),
+        (LineBatch(b'{"a":1}\n{"a":2}', 2, source="kpl"), LineBatch(b'{"a":3}', 1, observed_us=5)),
+    )
+    rows = assert_same_as_reference([rec]).to_pylist()
+    assert [r["kinesis_sub_sequence"] for r in rows] == [0, 1, 2]
+    assert {r["kinesis_sequence_number"] for r in rows} == {"42"}
+    assert [r["source"] for r in rows] == ["kpl", "kpl", None]
+
+
+def test_a_line_that_is_not_an_object_dead_letters_its_record_only() -> None:
+    good = record([b'{"message":"ok"}'], seq=1)
+    not_object = record([b'{"message":"ok"}', b"[1,2]"], seq=2)
+    not_json = record([b"{nope"], seq=3)
+    wrong_count = DecodedRecord(RecordMeta("s", 4, ARRIVAL), (LineBatch(b'{"a":1}', 2),))
+    table = assert_same_as_reference([good, not_object, not_json, wrong_count])
+    assert table.column("message").to_pylist() == ["ok"]
+    _, bad = build_columns([good, not_object, not_json, wrong_count], MAPPING)
+    assert [r.meta.sequence_number for r, _ in bad] == [2, 3, 4]
+
+
+def test_type_conflicts_between_lines_never_fail_the_batch() -> None:
+    lines = [
+        {"level": 9, "message": {"nested": True}, "severity_number": True},
+        {"level": "warn", "message": 12, "severity_number": 10**12},
+        {"level": None, "message": None, "host": ["a"], "timestamp": {"x": 1}},
+        {"level": 3.5, "service": 7, "trace_id": False, "severity_number": 3},
+    ]
+    table = assert_same_as_reference([record([orjson.dumps(x) for x in lines])])
+    assert table.column("severity_number").to_pylist() == [9, 13, None, 3]
+    assert table.column("message").to_pylist() == ['{"nested":true}', "12", None, None]
+
+
+def test_realistic_generated_lines_match_the_specification_byte_for_byte() -> None:
+    lines = ndjson_lines(2000, seed=3)
+    records = [record(lines[i : i + 50], seq=i) for i in range(0, 2000, 50)]
+    fast = assert_same_as_reference(records)
+    ref, _ = build_table_reference(records, MAPPING)
+    assert fast.equals(ref)
+
+
+json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+MAPPED_NAMES = [
+    "timestamp",
+    "time",
+    "ts",
+    "level",
+    "severity",
+    "log",
+    "service",
+    "app",
+    "message",
+    "msg",
+    "host",
+    "trace_id",
+    "span_id",
+    "severity_number",
+    "date",
+    "@timestamp",
+    "body",
+]
+json_object = st.dictionaries(
+    st.sampled_from(MAPPED_NAMES) | st.text(max_size=10), json_value, max_size=8
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(json_object, min_size=1, max_size=6))
+def test_any_json_objects_map_exactly_like_the_specification(objs: list[dict[str, Any]]) -> None:
+    assert_same_as_reference([record([orjson.dumps(o) for o in objs])])
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(json_object)
+def test_any_json_object_round_trips_into_columns_and_attributes(obj: dict[str, Any]) -> None:
+    """Nothing is lost: the original object is rebuilt from its row (mapped value or attributes)."""
+    row = one_row(obj)
+    rest = orjson.loads(row["attributes"]) if row["attributes"] else {}
+    original = orjson.loads(orjson.dumps(obj))
+    for key, value in original.items():
+        if key in rest:
+            assert rest[key] == value
+            continue
+        mapped = [
+            row[c]
+            for c in (
+                "severity_text",
+                "severity_number",
+                "service",
+                "message",
+                "host",
+                "trace_id",
+                "span_id",
+            )
+        ]
+        if key in MAPPING.time:
+            assert (
+                row["timestamp"] != datetime.fromtimestamp(ARRIVAL / 1e6, UTC) or value is not None
+            )
+            continue
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        # An empty service name means "none given" (the batch default applies), by design.
+        empty_service = key in MAPPING.service and value == ""
+        assert value is None or value in mapped or text in mapped or empty_service, (
+            key,
+            value,
+            row,
+        )
+
+
+def test_custom_mapping_is_honoured() -> None:
+    custom = FieldMapping(message=("text",), service=("component",), time=("when",))
+    line = orjson.dumps(
+        {"text": "t", "component": "c", "when": "2026-11-20T08:00:00Z", "message": "kept"}
+    )
+    table = assert_same_as_reference([record([line])], custom)
+    row = table.to_pylist()[0]
+    assert (row["message"], row["service"]) == ("t", "c")
+    assert orjson.loads(row["attributes"]) == {"message": "kept"}
