@@ -1,4 +1,8 @@
-"""Structured logs: one JSON object per line on stderr, the same format for both services."""
+"""Structured logs: one JSON object per line on stderr, the same format for both services.
+
+Inside a span, ``trace_id`` and ``span_id`` (lower-case hex, as in W3C traceparent and the
+table's columns) tie the line to its trace; X-Ray shows the same trace id.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import time
 from typing import Any
 
 import orjson
+from opentelemetry import trace
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -28,6 +33,10 @@ class JsonFormatter(logging.Formatter):
             for k, v in record.__dict__.items()
             if k not in _STANDARD and not k.startswith("_")
         )
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            out["trace_id"] = f"{ctx.trace_id:032x}"
+            out["span_id"] = f"{ctx.span_id:016x}"
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(out, default=str).decode()
