@@ -33,7 +33,7 @@ def target_is(*targets: str) -> Matcher:
 @dataclass
 class Rule:
     match: Matcher
-    action: str  # throttle | error500 | delay | reset | hold | partial
+    action: str  # throttle | error500 | delay | reset | hold | blackhole | partial
     times: int = 1_000_000  # how many matching requests it applies to
     probability: float = 1.0
     seconds: float = 0.0  # for delay
@@ -128,6 +128,15 @@ class FaultProxy:
             while not rule.release.is_set():
                 await asyncio.sleep(0.05)
             return None
+        if rule.action == "blackhole":
+            # Like hold, but the request never reaches the backend: the process that sent it
+            # is killed while it waits, and what it asked for must not happen.
+            rule.held.set()
+            while not rule.release.is_set():
+                await asyncio.sleep(0.05)
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
         if rule.action == "partial" and target.endswith(".PutRecords"):
             return await self._partial_put(request, body)
         return None
@@ -192,3 +201,9 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def update_item_setting(prefix: bytes) -> Matcher:
+    """Match DynamoDB UpdateItem calls whose update expression starts with ``prefix``,
+    e.g. b"SET checkpoint" (step 3 of the flush protocol)."""
+    return lambda target, body: target.endswith(".UpdateItem") and b'"UpdateExpression": "' + prefix in body.replace(b'":"', b'": "')

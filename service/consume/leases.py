@@ -3,8 +3,14 @@
 Item ``shard_id=<shard>``: ``owner``, ``epoch`` (the fencing token, +1 on every change of
 owner), ``checkpoint`` (last flushed sequence number, or SHARD_END), ``intent_first`` /
 ``intent_last`` (a flush that may be half written), ``parents``.
-Item ``shard_id=worker#<id>``: ``expires_at`` (epoch ms). Every write a worker makes to a
-shard is conditioned on ``owner`` and ``epoch`` still being its own (fencing).
+Item ``shard_id=worker#<id>``: ``expires_at`` (epoch ms) and ``leaving`` (set on SIGTERM:
+still alive and owning its shards, but no longer given any). Every write a worker makes to a
+shard is conditioned on ``owner`` and ``epoch`` still being its own (fencing); every change
+of owner bumps ``epoch``, so the owner seen with an epoch is the owner at that epoch.
+
+``checkpoint`` holds a sequence number or one of two sentinels: ``SHARD_END`` (closed shard
+read to its end) and ``TRIM_HORIZON`` (read from the shard's first record: the children of
+a shard the fleet consumed, so nothing written to them before they are acquired is lost).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from service.errors import LeaseLostError
 
 WORKER_PREFIX = "worker#"
 SHARD_END = "SHARD_END"
+FROM_START = "TRIM_HORIZON"
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
@@ -43,6 +50,7 @@ class ShardLease:
 class WorkerBeat:
     worker_id: str
     expires_at_ms: int
+    leaving: bool = False
 
 
 def _lease_from_item(item: dict[str, Any]) -> ShardLease:
@@ -79,19 +87,21 @@ class LeaseTable:
                 key = item["shard_id"]["S"]
                 if key.startswith(WORKER_PREFIX):
                     wid = key.removeprefix(WORKER_PREFIX)
-                    workers[wid] = WorkerBeat(wid, int(item["expires_at"]["N"]))
+                    leaving = bool(item.get("leaving", {}).get("BOOL", False))
+                    workers[wid] = WorkerBeat(wid, int(item["expires_at"]["N"]), leaving)
                 else:
                     leases[key] = _lease_from_item(item)
             if "LastEvaluatedKey" not in page:
                 return leases, workers
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    async def heartbeat(self, worker_id: str, expires_at_ms: int) -> None:
+    async def heartbeat(self, worker_id: str, expires_at_ms: int, *, leaving: bool = False) -> None:
         await self._ddb.put_item(
             TableName=self.table,
             Item={
                 "shard_id": {"S": WORKER_PREFIX + worker_id},
                 "expires_at": {"N": str(expires_at_ms)},
+                "leaving": {"BOOL": leaving},
             },
         )
 
@@ -100,26 +110,36 @@ class LeaseTable:
             TableName=self.table, Key={"shard_id": {"S": WORKER_PREFIX + worker_id}}
         )
 
-    async def ensure_shard(self, shard_id: str, parents: tuple[str, ...]) -> None:
+    async def ensure_shard(
+        self, shard_id: str, parents: tuple[str, ...], checkpoint: str | None = None
+    ) -> None:
         """Create the shard's lease item unless it exists (idempotent)."""
+        item: dict[str, Any] = {
+            "shard_id": {"S": shard_id},
+            "epoch": {"N": "0"},
+            "parents": {"L": [{"S": p} for p in parents]},
+        }
+        if checkpoint is not None:
+            item["checkpoint"] = {"S": checkpoint}
         try:
             await self._ddb.put_item(
                 TableName=self.table,
-                Item={
-                    "shard_id": {"S": shard_id},
-                    "epoch": {"N": "0"},
-                    "parents": {"L": [{"S": p} for p in parents]},
-                },
+                Item=item,
                 ConditionExpression="attribute_not_exists(shard_id)",
             )
         except ClientError as exc:
             if error_code(exc) != _CONDITION_FAILED:
                 raise
 
-    async def acquire(self, lease: ShardLease, worker_id: str) -> int:
-        """Take the shard if nobody changed it since ``lease`` was read; return the new epoch."""
+    async def acquire(self, lease: ShardLease, worker_id: str) -> ShardLease:
+        """Take the shard if its owner did not change since ``lease`` was read.
+
+        Returns the item as written, never ``lease``: the previous owner may have written an
+        intent or a checkpoint after the scan (those do not bump the epoch), and the new owner
+        must start from them. Raises LeaseLostError if someone else changed the owner first.
+        """
         new_epoch = lease.epoch + 1
-        await self._fenced_update(
+        item = await self._fenced_update(
             lease.shard_id,
             "SET #o = :me, epoch = :new",
             "epoch = :seen",
@@ -128,8 +148,9 @@ class LeaseTable:
                 ":new": {"N": str(new_epoch)},
                 ":seen": {"N": str(lease.epoch)},
             },
+            returns=True,
         )
-        return new_epoch
+        return _lease_from_item(item)
 
     async def write_intent(
         self, shard_id: str, worker_id: str, epoch: int, first: str, last: str
@@ -166,8 +187,14 @@ class LeaseTable:
         )
 
     async def _fenced_update(
-        self, shard_id: str, update: str, condition: str, values: dict[str, Any]
-    ) -> None:
+        self,
+        shard_id: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        *,
+        returns: bool = False,
+    ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "Key": {"shard_id": {"S": shard_id}},
@@ -177,9 +204,12 @@ class LeaseTable:
         }
         if "#o" in update or "#o" in condition:
             kwargs["ExpressionAttributeNames"] = {"#o": "owner"}
+        if returns:
+            kwargs["ReturnValues"] = "ALL_NEW"
         try:
-            await self._ddb.update_item(**kwargs)
+            resp = await self._ddb.update_item(**kwargs)
         except ClientError as exc:
             if error_code(exc) == _CONDITION_FAILED:
                 raise LeaseLostError(f"lease on {shard_id} is no longer ours") from None
             raise
+        return dict(resp.get("Attributes", {}))

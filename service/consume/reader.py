@@ -1,8 +1,11 @@
 """Reads one shard with GetRecords inside Kinesis limits (I/O).
 
-Pacing: at most 5 GetRecords calls per second per shard (Kinesis limit), and a longer
-idle wait when a call returns nothing. Throttling, expired iterators and 5xx are retried
-with bounded, jittered backoff from the last sequence number read, never a crash loop.
+Pacing: at most 5 GetRecords calls per second per shard and 2 MiB/s read per shard
+(Kinesis limits: after a large batch the next call waits until the shard's read budget has
+refilled), and a longer idle wait when a call returns nothing. Throttling, expired
+iterators, 5xx and connection errors are retried with capped, jittered backoff from the
+last sequence number read, never a crash loop; a caller stops a reader by cancelling it
+(nothing is committed inside ``read``).
 """
 
 from __future__ import annotations
@@ -13,11 +16,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
+import aiohttp
+from botocore.exceptions import BotoCoreError, ClientError
 
 from service.aws import error_code
+from service.telemetry.metrics import ConsumerMetrics, timed_call
+from service.telemetry.tracing import aws_span
 
 MIN_CALL_INTERVAL = 0.2  # 5 GetRecords per second per shard
+READ_BYTES_PER_SECOND = 2 * 1024 * 1024  # per shard, shared by every reader of the shard
 _RETRYABLE = {
     "ProvisionedThroughputExceededException",
     "LimitExceededException",
@@ -60,8 +67,10 @@ class ShardReader:
         limit: int = 10000,
         idle_wait: float = 1.0,
         max_backoff: float = 10.0,
+        metrics: ConsumerMetrics | None = None,
     ) -> None:
         self._kinesis = kinesis
+        self.metrics = metrics
         self._stream = stream
         self.shard_id = shard_id
         self._start = start
@@ -104,9 +113,13 @@ class ShardReader:
             try:
                 if self._iterator is None:
                     self._iterator = await self._new_iterator()
-                resp = await self._kinesis.get_records(
-                    ShardIterator=self._iterator, Limit=self._limit
-                )
+                with (
+                    aws_span("Kinesis", "GetRecords", shard_id=self.shard_id),
+                    timed_call(self.metrics, "get_records"),
+                ):
+                    resp = await self._kinesis.get_records(
+                        ShardIterator=self._iterator, Limit=self._limit
+                    )
             except ClientError as exc:
                 code = error_code(exc)
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -118,7 +131,18 @@ class ShardReader:
                 attempt += 1
                 await asyncio.sleep(_backoff(attempt, self._max_backoff))
                 continue
+            except (BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
+                # Connection reset, read timeout, endpoint down: botocore's own retries are
+                # spent; keep the iterator (it may still be valid) and back off.
+                code = type(exc).__name__
+                self.errors[code] = self.errors.get(code, 0) + 1
+                attempt += 1
+                await asyncio.sleep(_backoff(attempt, self._max_backoff))
+                continue
             records = resp.get("Records", [])
+            size = sum(len(r["Data"]) for r in records)
+            # Spend the shard's 2 MiB/s read budget: a 10 MB batch delays the next call ~5 s.
+            self._last_call += max(0.0, size / READ_BYTES_PER_SECOND - MIN_CALL_INTERVAL)
             if records:
                 self.last_sequence = records[-1]["SequenceNumber"]
             self._iterator = resp.get("NextShardIterator")
@@ -132,4 +156,4 @@ class ShardReader:
 
 def _backoff(attempt: int, cap: float) -> float:
     """Full jitter exponential backoff (AWS architecture blog), capped."""
-    return float(random.uniform(0, min(cap, 0.1 * 2**attempt)))
+    return float(random.uniform(0, min(cap, 0.1 * 2 ** min(attempt, 30))))

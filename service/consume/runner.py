@@ -8,6 +8,7 @@ import os
 import socket
 import uuid
 from datetime import datetime
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -19,11 +20,14 @@ from service.consume.reader import Position
 from service.consume.shard import ShardContext
 from service.consume.worker import ConsumerWorker
 from service.decode import DecoderConfig
+from service.errors import DecodeError, SettingsError
 from service.settings import Settings
 from service.sink.mapping import FieldMapping
 from service.sink.partition import PartitionTemplate
 from service.sink.plan import ARROW_TO_PARQUET, Layout
 from service.telemetry.metrics import ConsumerMetrics
+from service.telemetry.names import ROLE_CONSUME
+from service.telemetry.session import service_telemetry
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 9090
@@ -37,7 +41,15 @@ def default_worker_id() -> str:
 def decoder_config(settings: Settings) -> DecoderConfig:
     if settings.avro_schema is None and settings.avro_schema_dir is None:
         return DecoderConfig(max_decompressed_bytes=settings.max_decompressed_bytes)
-    return DecoderConfig.from_paths(settings.avro_schema, settings.avro_schema_dir)
+    try:
+        return DecoderConfig.from_paths(
+            settings.avro_schema,
+            settings.avro_schema_dir,
+            max_decompressed_bytes=settings.max_decompressed_bytes,
+        )
+    except DecodeError as exc:
+        name = "TIDEWAY_AVRO_SCHEMA" if settings.avro_schema else "TIDEWAY_AVRO_SCHEMA_DIR"
+        raise SettingsError(f"setting {name} is invalid: {exc.reason}") from None
 
 
 def shard_context(
@@ -73,29 +85,61 @@ def shard_context(
     )
 
 
-async def _status(request: web.Request) -> web.StreamResponse:
-    worker = request.app[WORKER]
+def status_view(worker: ConsumerWorker) -> dict[str, Any]:
+    """The /status document: this worker, the fleet as of its last round, every shard."""
     st = worker.state
-    return web.json_response(
-        {
-            "worker_id": st.worker_id,
-            "live_workers": st.live_workers,
-            "lag_ms": worker.lag_ms,
-            "leases": {
-                sid: {
-                    "owner": lease.owner,
-                    "epoch": lease.epoch,
-                    "checkpoint": lease.checkpoint,
-                    "intent": [lease.intent_first, lease.intent_last]
-                    if lease.intent_last
-                    else None,
-                    "parents": list(lease.parents),
-                }
-                for sid, lease in sorted(st.leases.items())
-            },
-            "time": datetime.now().astimezone().isoformat(),
+    running = worker.running
+    owners: dict[str, int] = {}
+    shards: dict[str, dict[str, Any]] = {}
+    for sid in sorted(set(st.leases) | set(st.shards)):
+        lease = st.leases.get(sid)
+        info = st.shards.get(sid)
+        view: dict[str, Any] = {
+            "owner": lease.owner if lease else None,
+            "epoch": lease.epoch if lease else None,
+            "checkpoint": lease.checkpoint if lease else None,
+            "intent": [lease.intent_first, lease.intent_last]
+            if lease and lease.intent_last
+            else None,
+            "parents": list(lease.parents if lease else info.parents if info else ()),
+            "closed": info.closed if info else None,
+            "finished": lease.finished if lease else False,
+            "assigned_to": st.assignment.get(sid),
         }
-    )
+        if lease and lease.owner:
+            owners[lease.owner] = owners.get(lease.owner, 0) + 1
+        consumer = running.get(sid)
+        if consumer is not None:
+            reader = consumer.reader
+            view["here"] = {
+                "epoch": consumer.epoch,
+                "millis_behind": consumer.millis_behind,
+                "last_read": reader.last_sequence if reader else None,
+                "checkpoint": consumer.checkpoint,
+                "buffered_records": len(consumer.buffer.records) + len(consumer.buffer.dead),
+                "buffered_bytes": consumer.buffer.size,
+                "read_errors": dict(reader.errors) if reader else {},
+            }
+        shards[sid] = view
+    return {
+        "worker_id": st.worker_id,
+        "leaving": st.leaving,
+        "ready": worker.ready.is_set(),
+        "live_workers": st.live_workers,
+        "leaving_workers": st.leaving_workers,
+        "lag_ms": worker.lag_ms,
+        "owned": sorted(running),
+        "leases_by_owner": dict(sorted(owners.items())),
+        "rounds": st.rounds,
+        "failed_rounds": st.failed_rounds,
+        "last_error": st.last_error,
+        "shards": shards,
+        "time": datetime.now().astimezone().isoformat(),
+    }
+
+
+async def _status(request: web.Request) -> web.StreamResponse:
+    return web.json_response(status_view(request.app[WORKER]))
 
 
 async def _health(request: web.Request) -> web.StreamResponse:
@@ -146,7 +190,8 @@ async def consume(
             "consuming", extra={"worker_id": worker_id, "stream": settings.stream, "drain": drain}
         )
         try:
-            await worker.run(stop)
+            async with service_telemetry(settings, ROLE_CONSUME, ctx.metrics):
+                await worker.run(stop)
         finally:
             await runner.cleanup()
         return worker

@@ -11,24 +11,29 @@ zombie upload rewrites identical bytes, and nothing is lost or written twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from service.consume.buffer import FlushPolicy, ShardBuffer
-from service.consume.leases import SHARD_END, LeaseTable, ShardLease
+from service.consume.leases import FROM_START, SHARD_END, LeaseTable, ShardLease
 from service.consume.reader import Position, ShardReader
 from service.decode import DecoderConfig, RecordMeta
 from service.errors import LeaseLostError
+from service.sink.glue import PartitionCatalog
 from service.sink.mapping import FieldMapping
 from service.sink.plan import Layout, plan_flush
 from service.sink.s3 import upload_objects
 from service.telemetry.metrics import ConsumerMetrics
+from service.telemetry.tracing import aws_span, flush_links, span
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class Outcome(Enum):
@@ -55,6 +60,7 @@ class ShardContext:
     start: Position
     metrics: ConsumerMetrics
     idle_wait: float = 1.0
+    catalog: PartitionCatalog | None = None  # Glue registration when configured
 
 
 def _meta(shard_id: str, record: dict[str, Any]) -> RecordMeta:
@@ -88,6 +94,7 @@ class ShardConsumer:
         self.buffer = ShardBuffer()
         self.millis_behind = 0
         self.checkpoint = lease.checkpoint
+        self.reader: ShardReader | None = None
 
     async def run(self, stop: asyncio.Event, *, drain: bool) -> Outcome:
         """Consume until the shard ends, the tip is reached (drain), ``stop`` is set, or the
@@ -103,7 +110,12 @@ class ShardConsumer:
 
     def _reader(self, start: Position) -> ShardReader:
         return ShardReader(
-            self.ctx.kinesis, self.ctx.stream, self.shard_id, start, idle_wait=self.ctx.idle_wait
+            self.ctx.kinesis,
+            self.ctx.stream,
+            self.shard_id,
+            start,
+            idle_wait=self.ctx.idle_wait,
+            metrics=self.ctx.metrics,
         )
 
     async def _replay(self, first: str, last: str) -> None:
@@ -133,16 +145,20 @@ class ShardConsumer:
         await self._flush(buffer, last, reason="replay")
         self.ctx.metrics.replays.inc()
 
+    def _start(self) -> Position:
+        if self.checkpoint == FROM_START:
+            return Position("TRIM_HORIZON")
+        if self.checkpoint and self.checkpoint != SHARD_END:
+            return Position("AFTER_SEQUENCE_NUMBER", self.checkpoint)
+        return self.ctx.start
+
     async def _consume(self, stop: asyncio.Event, *, drain: bool) -> Outcome:
-        start = (
-            Position("AFTER_SEQUENCE_NUMBER", self.checkpoint)
-            if self.checkpoint and self.checkpoint != SHARD_END
-            else self.ctx.start
-        )
-        reader = self._reader(start)
+        reader = self.reader = self._reader(self._start())
         loop = asyncio.get_running_loop()
         while not stop.is_set():
-            batch = await reader.read()
+            batch = await _unless_stopped(reader.read(), stop)
+            if batch is None:
+                break
             self.millis_behind = batch.millis_behind
             m = self.ctx.metrics
             for record in batch.records:
@@ -164,7 +180,7 @@ class ShardConsumer:
             if reason:
                 await self._flush_buffer(reason)
             if not batch.records:
-                await reader.idle()
+                await _unless_stopped(reader.idle(), stop)
         await self._flush_buffer("shutdown")
         return Outcome.STOPPED
 
@@ -176,26 +192,56 @@ class ShardConsumer:
     async def _flush(self, buffer: ShardBuffer, last: str, *, reason: str) -> None:
         ctx = self.ctx
         first = buffer.first or last
-        plan = await asyncio.to_thread(
-            plan_flush, self.shard_id, buffer.records, buffer.dead, ctx.layout, ctx.mapping
-        )
-        await ctx.leases.write_intent(self.shard_id, ctx.worker_id, self.epoch, first, last)
-        await upload_objects(ctx.s3, ctx.bucket, plan.objects)
-        await self._checkpoint(last)
-        ctx.metrics.observe_flush(reason, plan, buffer)
-        log.info(
-            "flushed",
-            extra={
-                "shard_id": self.shard_id,
-                "first": first,
-                "last": last,
-                "rows": plan.rows,
-                "files": len(plan.objects),
-                "dead_letters": plan.dead_letters,
-                "reason": reason,
-            },
-        )
+        started = time.perf_counter()
+        # A new trace per flush, linked to the request spans whose lines it writes (at most
+        # MAX_FLUSH_LINKS): one flush serves many requests, so they cannot all be parents.
+        attributes = {"shard_id": self.shard_id, "reason": reason, "first": first, "last": last}
+        with span("tideway.flush", attributes=attributes, links=flush_links(buffer.records)):
+            with span("tideway.encode"):
+                plan = await asyncio.to_thread(
+                    plan_flush, self.shard_id, buffer.records, buffer.dead, ctx.layout, ctx.mapping
+                )
+            await ctx.leases.write_intent(self.shard_id, ctx.worker_id, self.epoch, first, last)
+            with (
+                aws_span("S3", "PutObject", objects=len(plan.objects), bytes=plan.bytes_out),
+                ctx.metrics.aws_call("s3_upload"),
+            ):
+                await upload_objects(ctx.s3, ctx.bucket, plan.objects)
+            if ctx.catalog is not None:
+                await ctx.catalog.register_plan(plan)
+            await self._checkpoint(last)
+            ctx.metrics.observe_flush(reason, plan, buffer, time.perf_counter() - started)
+            log.info(
+                "flushed",
+                extra={
+                    "shard_id": self.shard_id,
+                    "first": first,
+                    "last": last,
+                    "rows": plan.rows,
+                    "files": len(plan.objects),
+                    "dead_letters": plan.dead_letters,
+                    "reason": reason,
+                },
+            )
 
     async def _checkpoint(self, seq: str) -> None:
         await self.ctx.leases.checkpoint(self.shard_id, self.ctx.worker_id, self.epoch, seq)
         self.checkpoint = seq
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, _T], stop: asyncio.Event) -> _T | None:
+    """``await work``, or cancel it and return None once ``stop`` is set (a hand-off or
+    SIGTERM must not wait out a read stuck in backoff; nothing is committed inside a read)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return None
+    return task.result()

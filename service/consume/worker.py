@@ -1,5 +1,11 @@
 """The lease coordinator of one consumer process (I/O): heartbeat, discover shards, compute
-the assignment, acquire, hand off and release leases, and run one ShardConsumer per lease."""
+the assignment, acquire, hand off and release leases, and run one ShardConsumer per lease.
+
+Safety never depends on this module's timing: every write a shard consumer makes is fenced
+by (owner, epoch) in the lease table (leases.py, shard.py). Timing here only decides how
+fast work moves: a dead worker's shards are taken once its heartbeat expires, a leaving
+worker's shards as soon as it releases them.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.consume.assign import assign
-from service.consume.leases import LeaseTable, ShardLease, WorkerBeat
+from service.consume.leases import FROM_START, SHARD_END, LeaseTable, ShardLease, WorkerBeat
 from service.consume.shard import Outcome, ShardConsumer, ShardContext
 from service.errors import LeaseLostError
 
@@ -38,9 +44,15 @@ class WorkerState:
 
     worker_id: str
     live_workers: list[str] = field(default_factory=list)
+    leaving_workers: list[str] = field(default_factory=list)
     shards: dict[str, ShardInfo] = field(default_factory=dict)
     leases: dict[str, ShardLease] = field(default_factory=dict)
+    assignment: dict[str, str] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)
+    leaving: bool = False
+    rounds: int = 0
+    failed_rounds: int = 0
+    last_error: str | None = None
 
 
 async def list_shards(kinesis: Any, stream: str) -> dict[str, ShardInfo]:
@@ -53,6 +65,8 @@ async def list_shards(kinesis: Any, stream: str) -> dict[str, ShardInfo]:
             parents = tuple(
                 p for p in (s.get("ParentShardId"), s.get("AdjacentParentShardId")) if p
             )
+            # moto never ends a closed shard's iterator nor names its children; a closed
+            # shard is one whose range has an EndingSequenceNumber (DESIGN §8).
             closed = "EndingSequenceNumber" in s.get("SequenceNumberRange", {})
             shards[s["ShardId"]] = ShardInfo(s["ShardId"], parents, closed)
         token = resp.get("NextToken")
@@ -73,6 +87,23 @@ def ready_shards(shards: dict[str, ShardInfo], leases: dict[str, ShardLease]) ->
     return out
 
 
+def initial_checkpoint(
+    info: ShardInfo, leases: dict[str, ShardLease], start_kind: str
+) -> str | None:
+    """Where a shard first seen now starts, whatever the configured start position.
+
+    A child of a shard the fleet tracks starts at its first record: records written to it
+    while its parents were still being read must not be skipped by LATEST or AT_TIMESTAMP
+    (KCL does the same). With LATEST, a shard already closed when first seen has nothing
+    new to give and is finished at once. Otherwise None: the configured position applies.
+    """
+    if any(p in leases for p in info.parents):
+        return FROM_START
+    if info.closed and start_kind == "LATEST":
+        return SHARD_END
+    return None
+
+
 class ConsumerWorker:
     """Runs until ``stop`` is set (or, with ``drain``, until every shard is read to its tip)."""
 
@@ -86,6 +117,7 @@ class ConsumerWorker:
     ) -> None:
         self.ctx = ctx
         self.table: LeaseTable = ctx.leases
+        self.lease_duration = lease_duration
         self.lease_ms = int(lease_duration * 1000)
         self.poll = min(1.0, lease_duration / 5)
         self.memory_budget = memory_budget
@@ -94,6 +126,7 @@ class ConsumerWorker:
         self._running: dict[str, _Running] = {}
         self._cooldown: dict[str, float] = {}
         self._failures: dict[str, int] = {}
+        self._beat_at: float | None = None  # monotonic time of the last heartbeat that landed
         self.ready = asyncio.Event()
 
     def budget_share(self) -> int:
@@ -103,22 +136,72 @@ class ConsumerWorker:
     def lag_ms(self) -> int:
         return max((r.consumer.millis_behind for r in self._running.values()), default=0)
 
+    @property
+    def running(self) -> dict[str, ShardConsumer]:
+        return {sid: r.consumer for sid, r in self._running.items()}
+
     async def run(self, stop: asyncio.Event) -> None:
         me = self.ctx.worker_id
         try:
             async with asyncio.TaskGroup() as tg:
                 while not stop.is_set():
-                    await self._round(tg)
-                    self.ready.set()
-                    if self.drain and self._drained():
-                        break
+                    ok = await self._guarded_round(tg)
+                    if ok:
+                        self.ready.set()
+                        if self.drain and self._drained():
+                            break
+                    wait = self.poll if ok else min(self.poll * 2, self.lease_duration / 2)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self.poll)
-                await self._stop_all()
+                        await asyncio.wait_for(stop.wait(), wait)
+                await self._leave()
         finally:
             with contextlib.suppress(Exception):
-                await self.table.remove_worker(me)
+                await asyncio.wait_for(self.table.remove_worker(me), self.lease_duration)
             log.info("worker stopped", extra={"worker_id": me})
+
+    async def _guarded_round(self, tg: asyncio.TaskGroup) -> bool:
+        """One round; a failure (DynamoDB or Kinesis unreachable, throttled, slow) is logged
+        and retried next round, never fatal. A round may not outlive a lease."""
+        self.state.rounds += 1
+        try:
+            await asyncio.wait_for(self._round(tg), self.lease_duration)
+        except Exception as exc:
+            self.state.failed_rounds += 1
+            self.ctx.metrics.count_error("lease_round", exc)
+            self.state.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("lease round failed", extra={"error": self.state.last_error})
+            self._fence_if_expired()
+            return False
+        return True
+
+    def _fence_if_expired(self) -> None:
+        """Without a heartbeat for a lease duration, others may own our shards: stop them.
+
+        Not needed for safety (their writes are fenced) but it ends wasted reads and uploads
+        and makes a partitioned worker quiet until it can reach the table again.
+        """
+        if self._beat_at is None or not self._running:
+            return
+        if time.monotonic() - self._beat_at > self.lease_duration - self.poll:
+            log.warning(
+                "heartbeat expired; stopping every shard", extra={"shards": len(self._running)}
+            )
+            for run in self._running.values():
+                run.stop.set()
+
+    async def _leave(self) -> None:
+        """Graceful exit: tell the fleet we are leaving (others stop assigning us shards, but
+        wait for ours), flush, checkpoint and release every shard, then drop the heartbeat."""
+        self.state.leaving = True
+        if not self.drain:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self.table.heartbeat(
+                        self.ctx.worker_id, int(time.time() * 1000) + self.lease_ms, leaving=True
+                    ),
+                    self.poll,
+                )
+        await self._stop_all()
 
     def _drained(self) -> bool:
         shards, leases = self.state.shards, self.state.leases
@@ -131,48 +214,98 @@ class ConsumerWorker:
 
     async def _round(self, tg: asyncio.TaskGroup) -> None:
         me = self.ctx.worker_id
+        sent = time.monotonic()
         now_ms = int(time.time() * 1000)
-        await self.table.heartbeat(me, now_ms + self.lease_ms)
+        await self.table.heartbeat(me, now_ms + self.lease_ms, leaving=self.state.leaving)
+        self._beat_at = sent
         shards = await list_shards(self.ctx.kinesis, self.ctx.stream)
-        for info in shards.values():
-            if info.shard_id not in self.state.leases:
-                await self.table.ensure_shard(info.shard_id, info.parents)
         leases, beats = await self.table.scan()
-        live = sorted(_live(beats, now_ms) | {me})
-        self.state.shards, self.state.leases, self.state.live_workers = shards, leases, live
+        missing = [info for sid, info in shards.items() if sid not in leases]
+        for info in missing:
+            first = initial_checkpoint(info, leases, self.ctx.start.kind)
+            await self.table.ensure_shard(info.shard_id, info.parents, first)
+        if missing:
+            leases, beats = await self.table.scan()
+        alive = live_workers(beats, now_ms) | {me}
+        leaving = {w for w, b in beats.items() if b.leaving and w != me}
+        assignable = sorted(alive - leaving - ({me} if self.state.leaving else set()))
         ready = [s for s in ready_shards(shards, leases) if s not in self.state.done]
-        desired = {s: me for s in ready} if self.drain else assign(ready, live)
-        # Hand-offs and losses first, judged on this scan (before this round's acquisitions).
-        for sid, run in list(self._running.items()):
+        if self.drain:
+            desired = dict.fromkeys(ready, me)
+        else:
+            desired = assign(ready, assignable, {s: leases[s].owner for s in ready})
+        st = self.state
+        st.shards, st.leases, st.assignment = shards, leases, desired
+        st.live_workers, st.leaving_workers = sorted(alive), sorted(leaving)
+        self._hand_off(shards, leases, desired)
+        for sid in sorted(ready):
+            if desired.get(sid) == me and sid not in self._running:
+                await self._try_acquire(tg, leases[sid], shards[sid], alive)
+        await self._release_strays(leases, desired)
+        loop_now = asyncio.get_running_loop().time()
+        opened = [
+            r.consumer.buffer.opened_at
+            for r in self._running.values()
+            if r.consumer.buffer.opened_at is not None
+        ]
+        self.ctx.metrics.observe_worker(
+            leases=len(self._running),
+            lag_ms=self.lag_ms,
+            oldest_unflushed_s=max((loop_now - t for t in opened), default=0.0),
+        )
+
+    def _hand_off(
+        self, shards: dict[str, ShardInfo], leases: dict[str, ShardLease], desired: dict[str, str]
+    ) -> None:
+        """Stop consumers whose lease is gone or assigned elsewhere (judged on this scan)."""
+        me = self.ctx.worker_id
+        for sid, run in self._running.items():
+            if sid in shards:
+                # A shard open when acquired may have been closed by a reshard since.
+                run.consumer.closed = shards[sid].closed
             lease = leases.get(sid)
             lost = lease is None or lease.owner != me or lease.epoch != run.consumer.epoch
             if lost or desired.get(sid) != me:
                 run.stop.set()  # the consumer flushes (fenced), then we release
-        for sid in sorted(ready):
-            if desired.get(sid) == me and sid not in self._running:
-                await self._try_acquire(tg, leases[sid], shards[sid], set(live))
-        self.ctx.metrics.leases_held.set(len(self._running))
-        self.ctx.metrics.millis_behind.set(self.lag_ms)
+
+    async def _release_strays(self, leases: dict[str, ShardLease], desired: dict[str, str]) -> None:
+        """Release leases the table says are ours but no consumer runs (a round cancelled
+        mid-acquire, a failed release): otherwise their next owner would wait for us forever."""
+        me = self.ctx.worker_id
+        for sid, lease in leases.items():
+            if lease.owner != me or sid in self._running or desired.get(sid) == me:
+                continue
+            if lease.finished:
+                continue
+            with contextlib.suppress(LeaseLostError):
+                await self.table.release(sid, me, lease.epoch)
+                log.info("stray lease released", extra={"shard_id": sid, "epoch": lease.epoch})
 
     async def _try_acquire(
-        self, tg: asyncio.TaskGroup, lease: ShardLease, info: ShardInfo, live: set[str]
+        self, tg: asyncio.TaskGroup, lease: ShardLease, info: ShardInfo, alive: set[str]
     ) -> None:
         me = self.ctx.worker_id
-        if lease.owner not in (None, me) and lease.owner in live:
+        if lease.owner not in (None, me) and lease.owner in alive:
             return  # its owner is alive; it hands the shard off when it sees the assignment
         if self._cooldown.get(lease.shard_id, 0.0) > time.monotonic():
             return
         try:
-            epoch = await self.table.acquire(lease, me)
+            fresh = await self.table.acquire(lease, me)
         except LeaseLostError:
             return
-        self.ctx.metrics.takeovers.inc()
+        self.ctx.metrics.observe_acquired(lease.owner, me)
         log.info(
             "lease acquired",
-            extra={"shard_id": lease.shard_id, "epoch": epoch, "from": lease.owner},
+            extra={
+                "shard_id": lease.shard_id,
+                "epoch": fresh.epoch,
+                "from": lease.owner,
+                "checkpoint": fresh.checkpoint,
+                "intent": fresh.intent_last is not None,
+            },
         )
         consumer = ShardConsumer(
-            self.ctx, lease, epoch, closed=info.closed, budget_share=self.budget_share
+            self.ctx, fresh, fresh.epoch, closed=info.closed, budget_share=self.budget_share
         )
         stop = asyncio.Event()
         task = tg.create_task(self._consume(consumer, stop), name=f"shard-{lease.shard_id}")
@@ -188,13 +321,15 @@ class ConsumerWorker:
                 with contextlib.suppress(LeaseLostError):
                     await self.table.release(sid, self.ctx.worker_id, consumer.epoch)
                     self.ctx.metrics.handoffs.inc()
+                    log.info("lease released", extra={"shard_id": sid, "outcome": outcome.value})
             self._failures.pop(sid, None)
             return outcome
-        except Exception:
+        except Exception as exc:
             # Never a crash loop: give the shard up, back off, and let the next round (here or
             # elsewhere) acquire it again and replay any open intent.
+            self.ctx.metrics.count_error("shard_consumer", exc)
             failures = self._failures[sid] = self._failures.get(sid, 0) + 1
-            self._cooldown[sid] = time.monotonic() + min(60.0, 2.0**failures)
+            self._cooldown[sid] = time.monotonic() + min(60.0, 2.0 ** min(failures, 6))
             log.exception("shard consumer failed", extra={"shard_id": sid, "failures": failures})
             with contextlib.suppress(Exception):
                 await self.table.release(sid, self.ctx.worker_id, consumer.epoch)
@@ -210,5 +345,6 @@ class ConsumerWorker:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _live(beats: dict[str, WorkerBeat], now_ms: int) -> set[str]:
+def live_workers(beats: dict[str, WorkerBeat], now_ms: int) -> set[str]:
+    """Workers whose heartbeat has not expired at ``now_ms`` (wall clock, epoch ms)."""
     return {w for w, b in beats.items() if b.expires_at_ms > now_ms}
