@@ -13,7 +13,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from service.aws import aws_clients, error_code
-from service.settings import Settings
+from service.settings import Settings, logs_location, partition_keys
+from service.sink.glue import table_input
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,34 @@ async def setup(settings: Settings) -> dict[str, str]:
             "bucket": await ensure_bucket(aws.s3, settings.bucket),
             "lease_table": await ensure_lease_table(aws.dynamodb, settings.lease_table),
         }
+        if settings.glue_database and settings.glue_table:
+            report["glue_table"] = await ensure_glue_table(aws.glue, settings)
     log.info("setup done", extra=report)
     return report
+
+
+async def ensure_glue_table(glue: Any, settings: Settings) -> str:
+    """The Glue database and table of DESIGN §4, so Athena can query the layout at once."""
+    assert settings.glue_database and settings.glue_table
+    try:
+        await glue.create_database(DatabaseInput={"Name": settings.glue_database})
+    except ClientError as exc:
+        if error_code(exc) != "AlreadyExistsException":
+            raise
+    try:
+        await glue.create_table(
+            DatabaseName=settings.glue_database,
+            TableInput=table_input(
+                settings.glue_table,
+                logs_location(settings),
+                partition_keys(settings.partition_template),
+            ),
+        )
+        return "created"
+    except ClientError as exc:
+        if error_code(exc) != "AlreadyExistsException":
+            raise
+        return "exists"
 
 
 async def ensure_stream(kinesis: Any, stream: str, shards: int) -> str:

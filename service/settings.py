@@ -71,7 +71,12 @@ class Settings(BaseSettings):
     max_decompressed_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     max_line_bytes: int = Field(default=1024 * 1024, gt=0)
     max_inflight_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
-    record_target_bytes: int = Field(default=25 * 1024, ge=1024, le=1_000_000)
+    max_decompression_ratio: float = Field(default=200.0, ge=1)
+    body_read_timeout: float = Field(default=30.0, gt=0)
+    # Kinesis bills PUT payload units of 25 KB (pricing: "a 1MB record contains 40 units").
+    record_target_bytes: int = Field(default=25_000, ge=1024, le=1_000_000)
+    es_version: str = Field(default="8.17.0", pattern=r"^\d+\.\d+\.\d+$")
+    es_cluster_name: str = "tideway"
     linger_ms: float = Field(default=5.0, ge=0, le=5000)
     put_deadline: float = Field(default=20.0, gt=0)
     shutdown_grace: float = Field(default=20.0, gt=0, le=120)
@@ -119,6 +124,8 @@ class Settings(BaseSettings):
     def _derived(self) -> Settings:
         if not self.lease_table:
             object.__setattr__(self, "lease_table", f"{self.stream}-leases")
+        if (self.glue_database is None) != (self.glue_table is None):
+            raise ValueError("glue_table: set both glue_database and glue_table, or neither")
         if self.start_position == "AT_TIMESTAMP" and self.start_timestamp is None:
             raise ValueError("start_timestamp: required when start_position is AT_TIMESTAMP")
         for field in ("avro_schema", "avro_schema_dir"):
@@ -160,6 +167,16 @@ class Settings(BaseSettings):
             raise SettingsError(describe_error(exc)) from None
         finally:
             _TOML_VALUES.reset(token)
+
+
+def logs_location(settings: Settings) -> str:
+    """The S3 URL of the table root (DESIGN §4): what Glue and Athena point at."""
+    return f"s3://{settings.bucket}/{settings.prefix}logs"
+
+
+def partition_keys(template: str) -> list[str]:
+    """Hive partition column names of a template such as ``dt={date}/hour={hour}/...``."""
+    return [segment.partition("=")[0] for segment in template.split("/")]
 
 
 def describe_error(exc: ValidationError) -> str:

@@ -31,9 +31,23 @@ def load(env: dict[str, str], config: Path | None = None) -> Settings:
 
 def test_defaults_follow_the_design() -> None:
     s = load({"TIDEWAY_STREAM": "logs", "TIDEWAY_BUCKET": "my-bucket"})
-    assert (s.prefix, s.lease_table, s.flush_max_age, s.file_target_bytes) == ("", "logs-leases", 60.0, 134217728)
-    assert (s.lease_duration, s.start_position, s.api_keys, s.port) == (10.0, "TRIM_HORIZON", None, None)
-    assert (s.max_body_bytes, s.max_decompressed_bytes, s.max_line_bytes) == (16 << 20, 64 << 20, 1 << 20)
+    assert (s.prefix, s.lease_table, s.flush_max_age, s.file_target_bytes) == (
+        "",
+        "logs-leases",
+        60.0,
+        134217728,
+    )
+    assert (s.lease_duration, s.start_position, s.api_keys, s.port) == (
+        10.0,
+        "TRIM_HORIZON",
+        None,
+        None,
+    )
+    assert (s.max_body_bytes, s.max_decompressed_bytes, s.max_line_bytes) == (
+        16 << 20,
+        64 << 20,
+        1 << 20,
+    )
 
 
 @pytest.mark.parametrize(
@@ -41,15 +55,58 @@ def test_defaults_follow_the_design() -> None:
     [
         ({"TIDEWAY_BUCKET": "b-1"}, "TIDEWAY_STREAM is required"),
         ({"TIDEWAY_STREAM": "s"}, "TIDEWAY_BUCKET is required"),
-        ({**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_FLUSH_MAX_AGE": "-1"}, "TIDEWAY_FLUSH_MAX_AGE"),
-        ({**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_FLUSH_MAX_AGE": "soon"}, "TIDEWAY_FLUSH_MAX_AGE"),
-        ({**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_PORT": "70000"}, "TIDEWAY_PORT"),
-        ({**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_START_POSITION": "BEGINNING"}, "TIDEWAY_START_POSITION"),
-        ({**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_API_KEYS": '["not-a-digest"]'}, "TIDEWAY_API_KEYS"),
-        ({**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_API_KEYS": "{broken"}, "TIDEWAY_API_KEYS"),
+        (
+            {**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_FLUSH_MAX_AGE": "-1"},
+            "TIDEWAY_FLUSH_MAX_AGE",
+        ),
+        (
+            {
+                **{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()},
+                "TIDEWAY_FLUSH_MAX_AGE": "soon",
+            },
+            "TIDEWAY_FLUSH_MAX_AGE",
+        ),
+        (
+            {**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_PORT": "70000"},
+            "TIDEWAY_PORT",
+        ),
+        (
+            {
+                **{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()},
+                "TIDEWAY_START_POSITION": "BEGINNING",
+            },
+            "TIDEWAY_START_POSITION",
+        ),
+        (
+            {
+                **{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()},
+                "TIDEWAY_API_KEYS": '["not-a-digest"]',
+            },
+            "TIDEWAY_API_KEYS",
+        ),
+        (
+            {**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_API_KEYS": "{broken"},
+            "TIDEWAY_API_KEYS",
+        ),
         ({"TIDEWAY_STREAM": "s", "TIDEWAY_BUCKET": "Bad_Bucket"}, "TIDEWAY_BUCKET"),
-        ({**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_START_POSITION": "AT_TIMESTAMP"}, "TIDEWAY_START_TIMESTAMP"),
-        ({**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_AVRO_SCHEMA": "/nope.avsc"}, "TIDEWAY_AVRO_SCHEMA"),
+        (
+            {
+                **{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()},
+                "TIDEWAY_START_POSITION": "AT_TIMESTAMP",
+            },
+            "TIDEWAY_START_TIMESTAMP",
+        ),
+        (
+            {
+                **{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()},
+                "TIDEWAY_AVRO_SCHEMA": "/nope.avsc",
+            },
+            "TIDEWAY_AVRO_SCHEMA",
+        ),
+        (
+            {**{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}, "TIDEWAY_GLUE_DATABASE": "db"},
+            "TIDEWAY_GLUE_TABLE",
+        ),
     ],
 )
 def test_bad_setting_is_one_line_naming_it(env: dict[str, str], named: str) -> None:
@@ -78,8 +135,13 @@ def test_toml_file_is_read_and_unknown_keys_are_refused(tmp_path: Path) -> None:
 
 def test_api_keys_are_digests_with_optional_service() -> None:
     digest = hashlib.sha256(b"secret").hexdigest()
-    s = load({"TIDEWAY_STREAM": "s", "TIDEWAY_BUCKET": "bbb",
-              "TIDEWAY_API_KEYS": f'["{digest}", {{"sha256": "{"a" * 64}", "service": "billing"}}]'})
+    s = load(
+        {
+            "TIDEWAY_STREAM": "s",
+            "TIDEWAY_BUCKET": "bbb",
+            "TIDEWAY_API_KEYS": f'["{digest}", {{"sha256": "{"a" * 64}", "service": "billing"}}]',
+        }
+    )
     assert s.api_keys is not None
     assert [(k.sha256, k.service) for k in s.api_keys] == [(digest, None), ("a" * 64, "billing")]
 
@@ -87,7 +149,13 @@ def test_api_keys_are_digests_with_optional_service() -> None:
 def test_cli_exits_2_with_one_line_for_a_bad_setting() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEWAY_")}
     env.update({"TIDEWAY_STREAM": "s", "TIDEWAY_BUCKET": "bbb", "TIDEWAY_LEASE_DURATION": "0"})
-    proc = subprocess.run([sys.executable, "-m", "service", "consume"], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "service", "consume"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert proc.stderr.startswith("tideway: setting TIDEWAY_LEASE_DURATION is invalid")

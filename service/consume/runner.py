@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -21,7 +22,8 @@ from service.consume.shard import ShardContext
 from service.consume.worker import ConsumerWorker
 from service.decode import DecoderConfig
 from service.errors import DecodeError, SettingsError
-from service.settings import Settings
+from service.settings import Settings, logs_location
+from service.sink.glue import PartitionCatalog
 from service.sink.mapping import FieldMapping
 from service.sink.partition import PartitionTemplate
 from service.sink.plan import ARROW_TO_PARQUET, Layout
@@ -173,8 +175,16 @@ async def consume(
 ) -> ConsumerWorker:
     """Consume until ``stop`` (or, with ``drain``, until every shard is at its tip)."""
     worker_id = settings.worker_id or default_worker_id()
-    async with aws_clients("kinesis", "s3", "dynamodb") as aws:
+    names = ("kinesis", "s3", "dynamodb") + (("glue",) if settings.glue_database else ())
+    async with aws_clients(*names) as aws:
         ctx = shard_context(settings, aws.kinesis, aws.s3, aws.dynamodb, worker_id)
+        if settings.glue_database and settings.glue_table:
+            ctx = dataclasses.replace(
+                ctx,
+                catalog=PartitionCatalog(
+                    aws.glue, settings.glue_database, settings.glue_table, logs_location(settings)
+                ),
+            )
         worker = ConsumerWorker(
             ctx,
             lease_duration=settings.lease_duration,
