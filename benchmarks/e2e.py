@@ -41,8 +41,16 @@ async def run_tideway(lines: list[bytes]) -> dict[str, Any]:
     from service.resources import setup
     from service.settings import Settings
 
-    settings = Settings.load(None, stream="bench", bucket="bench-e2e", shard_count=2, port=free_port(),
-                             host="127.0.0.1", idle_wait=0.1, emf_interval=0)
+    settings = Settings.load(
+        None,
+        stream="bench",
+        bucket="bench-e2e",
+        shard_count=2,
+        port=free_port(),
+        host="127.0.0.1",
+        idle_wait=0.1,
+        emf_interval=0,
+    )
     await setup(settings)
     start = time.perf_counter()
     stop = asyncio.Event()
@@ -71,11 +79,16 @@ def run_naive(lines: list[bytes]) -> dict[str, Any]:
     calls = 0
     for i in range(0, len(lines), 500):
         chunk = lines[i : i + 500]
-        kinesis.put_records(StreamName="bench", Records=[{"Data": d, "PartitionKey": str(i + j)} for j, d in enumerate(chunk)])
+        kinesis.put_records(
+            StreamName="bench",
+            Records=[{"Data": d, "PartitionKey": str(i + j)} for j, d in enumerate(chunk)],
+        )
         calls += 1
     rows = 0
     for shard in kinesis.list_shards(StreamName="bench")["Shards"]:
-        it = kinesis.get_shard_iterator(StreamName="bench", ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        it = kinesis.get_shard_iterator(
+            StreamName="bench", ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
         objs: list[dict[str, Any]] = []
         while True:
             resp = kinesis.get_records(ShardIterator=it, Limit=10000)
@@ -83,13 +96,22 @@ def run_naive(lines: list[bytes]) -> dict[str, Any]:
             if not resp["Records"]:
                 break
             it = resp["NextShardIterator"]
-        table = pa.Table.from_pylist([{k: json.dumps(v) if isinstance(v, dict) else v for k, v in o.items()} for o in objs])
+        table = pa.Table.from_pylist(
+            [{k: json.dumps(v) if isinstance(v, dict) else v for k, v in o.items()} for o in objs]
+        )
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")
-        s3.put_object(Bucket="bench-e2e", Key=f"logs/{shard['ShardId']}.parquet", Body=buf.getvalue())
+        s3.put_object(
+            Bucket="bench-e2e", Key=f"logs/{shard['ShardId']}.parquet", Body=buf.getvalue()
+        )
         rows += table.num_rows
-    return {"sent": len(lines), "seconds": time.perf_counter() - start, "rows": rows,
-            "kinesis_records": len(lines), "put_records_calls": calls}
+    return {
+        "sent": len(lines),
+        "seconds": time.perf_counter() - start,
+        "rows": rows,
+        "kinesis_records": len(lines),
+        "put_records_calls": calls,
+    }
 
 
 def _objects_bytes() -> tuple[int, int]:
@@ -113,7 +135,9 @@ def child(variant: str, count: int) -> None:
             kinesis = boto3.client("kinesis")
             records = 0
             for shard in kinesis.list_shards(StreamName="bench")["Shards"]:
-                it = kinesis.get_shard_iterator(StreamName="bench", ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+                it = kinesis.get_shard_iterator(
+                    StreamName="bench", ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+                )["ShardIterator"]
                 resp = kinesis.get_records(ShardIterator=it, Limit=10000)
                 records += len(resp["Records"])
             out["kinesis_records"] = records
@@ -143,8 +167,13 @@ def main() -> None:
         return
     results: dict[str, Any] = {}
     for variant in ("tideway", "naive"):
-        proc = subprocess.run([sys.executable, __file__, "--variant", variant, "--lines", str(count)],
-                              capture_output=True, text=True, check=True, timeout=1800)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--variant", variant, "--lines", str(count)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=1800,
+        )
         results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
     t, n = results["tideway"], results["naive"]
     out = {
@@ -154,15 +183,21 @@ def main() -> None:
         "results": results,
         "ratios": {
             "tideway_vs_naive_lines_per_s": round(t["lines_per_s"] / n["lines_per_s"], 2),
-            "kinesis_records_naive_per_tideway": round(n["kinesis_records"] / max(1, t["kinesis_records"]), 1),
+            "kinesis_records_naive_per_tideway": round(
+                n["kinesis_records"] / max(1, t["kinesis_records"]), 1
+            ),
             "output_bytes_tideway_vs_naive": round(t["output_bytes"] / n["output_bytes"], 2),
         },
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "e2e.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(f"{'variant':10} {'lines/s':>10} {'MB/s':>8} {'kinesis rec':>12} {'files':>6} {'out bytes':>10} {'rss MB':>7}")
+    print(
+        f"{'variant':10} {'lines/s':>10} {'MB/s':>8} {'kinesis rec':>12} {'files':>6} {'out bytes':>10} {'rss MB':>7}"
+    )
     for name, r in results.items():
-        print(f"{name:10} {r['lines_per_s']:>10} {r['mb_per_s']:>8} {r['kinesis_records']:>12} {r['files']:>6} {r['output_bytes']:>10} {r['peak_rss_mb']:>7}")
+        print(
+            f"{name:10} {r['lines_per_s']:>10} {r['mb_per_s']:>8} {r['kinesis_records']:>12} {r['files']:>6} {r['output_bytes']:>10} {r['peak_rss_mb']:>7}"
+        )
     print(json.dumps(out["ratios"]))
 
 

@@ -77,7 +77,7 @@ def read_back(endpoint: str, settings: Settings) -> tuple[Any, int, int]:
     url = urlparse(endpoint)
     s3 = fs.S3FileSystem(
         endpoint_override=url.netloc,
-        scheme=url.scheme,
+        scheme="https" if url.scheme == "https" else "http",
         region="us-east-1",
         access_key="testing",
         secret_key="testing",
@@ -102,6 +102,7 @@ async def run_demo(config: Path | None, records: int, stop: asyncio.Event) -> in
                 port=free_port(),
                 host="127.0.0.1",
                 shard_count=2,
+                emf_interval=0.0,  # stdout carries the report; EMF lines would garble it
             )
         except SettingsError as exc:
             print(f"tideway demo: {exc}")

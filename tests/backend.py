@@ -12,10 +12,10 @@ from service.local import LOCAL_ENV, moto_server, reset
 
 def docker_answers() -> bool:
     try:
-        import docker  # noqa: PLC0415
+        import docker
 
         docker.from_env(timeout=2).ping()
-    except Exception:  # noqa: BLE001 - any failure means no engine
+    except Exception:
         return False
     return True
 
@@ -27,7 +27,7 @@ def backend() -> Iterator[tuple[str, str]]:
     if choice not in ("auto", "moto", "localstack"):
         raise ValueError(f"AWS_BACKEND must be auto, moto or localstack, not {choice!r}")
     if choice == "localstack" or (choice == "auto" and docker_answers()):
-        from testcontainers.localstack import LocalStackContainer  # noqa: PLC0415
+        from testcontainers.localstack import LocalStackContainer
 
         with LocalStackContainer(image="localstack/localstack:3") as ls:
             endpoint = ls.get_url()

@@ -108,8 +108,11 @@ async def drain(settings: Settings, **overrides: Any) -> None:
 def s3fs(aws: Aws) -> fs.S3FileSystem:
     url = urlparse(aws.endpoint)
     return fs.S3FileSystem(
-        endpoint_override=url.netloc, scheme=url.scheme, region="us-east-1",
-        access_key="testing", secret_key="testing",  # noqa: S106
+        endpoint_override=url.netloc,
+        scheme=url.scheme,
+        region="us-east-1",
+        access_key="testing",
+        secret_key="testing",
     )
 
 
@@ -140,7 +143,10 @@ def read_dead_letters(aws: Aws, settings: Settings) -> list[dict[str, Any]]:
 
 def lineage_counts(table: pa.Table) -> dict[tuple[str, str, int], int]:
     counts: dict[tuple[str, str, int], int] = {}
-    cols = [table.column(c).to_pylist() for c in ("kinesis_shard_id", "kinesis_sequence_number", "kinesis_sub_sequence")]
+    cols = [
+        table.column(c).to_pylist()
+        for c in ("kinesis_shard_id", "kinesis_sequence_number", "kinesis_sub_sequence")
+    ]
     for key in zip(*cols, strict=True):
         counts[key] = counts.get(key, 0) + 1
     return counts

@@ -33,11 +33,16 @@ def line(i: int, service: str, hours_ago: int) -> dict[str, object]:
     }
 
 
-async def post(url: str, body: bytes, ctype: str, encoding: str | None = None) -> tuple[int, dict[str, object]]:
+async def post(
+    url: str, body: bytes, ctype: str, encoding: str | None = None
+) -> tuple[int, dict[str, object]]:
     headers = {"Content-Type": ctype}
     if encoding:
         headers["Content-Encoding"] = encoding
-    async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers=headers) as resp,
+    ):
         return resp.status, await resp.json()
 
 
@@ -47,12 +52,15 @@ async def test_every_line_sent_over_http_lands_once_with_canonical_columns(
     lines = [line(i, ("api", "db")[i % 2], i % 3) for i in range(600)]
     ndjson = b"\n".join(orjson.dumps(x) for x in lines[:300])
     assert await post(server.url + "/ingest", ndjson, "application/x-ndjson") == (
-        200, {"accepted": 300, "rejected": 0, "errors": []},
+        200,
+        {"accepted": 300, "rejected": 0, "errors": []},
     )
     gz = gzip.compress(b"\n".join(orjson.dumps(x) for x in lines[300:500]))
     status, answer = await post(server.url + "/ingest", gz, "application/x-ndjson", "gzip")
     assert (status, answer["accepted"]) == (200, 200)
-    status, answer = await post(server.url + "/ingest", orjson.dumps(lines[500:]), "application/json")
+    status, answer = await post(
+        server.url + "/ingest", orjson.dumps(lines[500:]), "application/json"
+    )
     assert (status, answer["accepted"]) == (200, 100)
     status, answer = await post(server.url + "/ingest", b"plain one\nplain two\n", "text/plain")
     assert (status, answer["accepted"]) == (200, 2)
@@ -80,12 +88,13 @@ async def test_every_line_sent_over_http_lands_once_with_canonical_columns(
     assert f"/{ready.stream}-shardId-" in key
 
 
-async def test_same_records_give_byte_identical_files(aws: Aws, ready: Settings, server: Server) -> None:
+async def test_same_records_give_byte_identical_files(
+    aws: Aws, ready: Settings, server: Server
+) -> None:
     body = b"\n".join(orjson.dumps(line(i, "svc", i % 2)) for i in range(200))
     assert (await post(server.url + "/ingest", body, "application/x-ndjson"))[0] == 200
     await drain(ready)
     other = ready.model_copy(update={"prefix": "again/", "lease_table": ready.lease_table + "-2"})
-
 
     async with aws_clients("dynamodb") as clients:
         await ensure_lease_table(clients.dynamodb, other.lease_table)
@@ -99,8 +108,6 @@ async def test_same_records_give_byte_identical_files(aws: Aws, ready: Settings,
         a = s3.get_object(Bucket=ready.bucket, Key=key)["Body"].read()
         b = s3.get_object(Bucket=ready.bucket, Key="again/" + key)["Body"].read()
         assert a == b, key
-
-
 
 
 def test_table_schema_is_the_contract() -> None:

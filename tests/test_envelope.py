@@ -11,7 +11,12 @@ from service import envelope
 from service.envelope import ContentType, EnvelopeRecord
 from service.errors import EnvelopeError
 
-objects = st.dictionaries(st.text(min_size=1, max_size=8), st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20), min_size=1, max_size=4)
+objects = st.dictionaries(
+    st.text(min_size=1, max_size=8),
+    st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20),
+    min_size=1,
+    max_size=4,
+)
 
 
 @given(
@@ -21,7 +26,9 @@ objects = st.dictionaries(st.text(min_size=1, max_size=8), st.integers(-(2**63),
     received=st.integers(min_value=0, max_value=2**62),
 )
 @settings(max_examples=150, deadline=None)
-def test_encode_then_decode_gives_back_the_record(lines: list[dict[str, object]], source: str, service: str, received: int) -> None:
+def test_encode_then_decode_gives_back_the_record(
+    lines: list[dict[str, object]], source: str, service: str, received: int
+) -> None:
     payload = b"\n".join(orjson.dumps(x) for x in lines)
     tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     rec = EnvelopeRecord(payload, len(lines), received, ContentType.OTLP, source, service, tp)
@@ -37,7 +44,7 @@ def _sample() -> bytes:
 def test_truncated_envelope_is_refused() -> None:
     data = _sample()
     for cut in (3, 10, 22, len(data) - 1):
-        with pytest.raises(EnvelopeError, match="truncated|bad magic|not valid zstd"):
+        with pytest.raises(EnvelopeError, match=r"truncated|bad magic|not valid zstd"):
             envelope.decode(data[:cut])
 
 
@@ -66,5 +73,13 @@ def test_corrupt_payload_fails_the_zstd_checksum() -> None:
 def test_magic_is_never_valid_utf8_nor_another_format_prefix() -> None:
     with pytest.raises(UnicodeDecodeError):
         envelope.MAGIC.decode()
-    for other in (b"\xf3\x89\x9a\xc2", b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xc3\x01", b"\x00", b"{", b"["):
+    for other in (
+        b"\xf3\x89\x9a\xc2",
+        b"\x1f\x8b",
+        b"\x28\xb5\x2f\xfd",
+        b"\xc3\x01",
+        b"\x00",
+        b"{",
+        b"[",
+    ):
         assert not envelope.MAGIC.startswith(other)

@@ -154,6 +154,7 @@ def test_cli_exits_2_with_one_line_for_a_bad_setting() -> None:
         env=env,
         capture_output=True,
         text=True,
+        check=False,
         timeout=60,
     )
     assert proc.returncode == 2
