@@ -1,28 +1,42 @@
-"""The aiohttp application of ``tideway serve``: routes, auth, limits, answers (I/O)."""
+"""The aiohttp application of ``tideway serve``: routes, auth, limits, answers (I/O).
+
+Every refusal is answered in the dialect of the route it hit, so each agent can report it:
+JSON ``{"error": reason}`` on ``/ingest``, a google.rpc.Status on ``/v1/logs`` (OTLP/HTTP),
+Elasticsearch's error object on the Elasticsearch routes.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.envelope import ContentType
 from service.errors import KinesisUnavailableError, OverloadedError, RequestError
-from service.ingest.auth import Caller, authenticate, presented_key
+from service.ingest import elastic, otlp
+from service.ingest.auth import Caller, authenticate, presented_keys
 from service.ingest.body import BodyLimits, read_body
+from service.ingest.budget import ByteBudget, Reservation
 from service.ingest.lines import ParsedLines, parse_json, parse_ndjson, parse_text
 from service.ingest.packer import Header
 from service.ingest.producer import Producer
 from service.settings import Settings
+from service.telemetry.http import request_telemetry
+from service.telemetry.tracing import current_traceparent
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+ES_PRODUCT = {"X-Elastic-Product": "Elasticsearch"}
+# HTTP status -> google.rpc.Code, for OTLP error bodies.
+_GRPC_CODES = {400: 3, 401: 16, 408: 4, 413: 8, 415: 3, 429: 8, 503: 14}
 
 
 @dataclass
@@ -36,48 +50,123 @@ class IngestState:
     kinesis_ok: bool = True
     started: float = field(default_factory=time.monotonic)
 
+    @property
+    def budget(self) -> ByteBudget:
+        return self.producer.budget
+
 
 STATE: web.AppKey[IngestState] = web.AppKey("state", IngestState)
 CALLER: web.RequestKey[Caller] = web.RequestKey("caller", Caller)
 
 
-def json_error(status: int, reason: str, **headers: str) -> web.Response:
-    return web.json_response({"error": reason}, status=status, headers=headers or None)
+def _family(path: str) -> str:
+    if path == "/v1/logs":
+        return "otlp"
+    if path in ("/", "/_license") or path.endswith("/_bulk"):
+        return "es"
+    return "json"
+
+
+def _is_otlp_json(request: web.Request) -> bool:
+    return request.content_type.lower() == "application/json"
+
+
+def refusal(request: web.Request, status: int, reason: str, **headers: str) -> web.Response:
+    """An error answer in the dialect of the route; 401 never says why."""
+    family = _family(request.path)
+    if family == "otlp":
+        as_json = _is_otlp_json(request)
+        return web.Response(
+            status=status,
+            body=otlp.status_body(_GRPC_CODES.get(status, 2), reason, as_json),
+            content_type="application/json" if as_json else "application/x-protobuf",
+            headers=headers or None,
+        )
+    if family == "es":
+        kind = {401: "security_exception", 429: "es_rejected_execution_exception"}
+        body = elastic.error_body(status, kind.get(status, "illegal_argument_exception"), reason)
+        return web.json_response(body, status=status, headers=headers or None, dumps=_dumps)
+    return web.json_response(
+        {"error": reason}, status=status, headers=headers or None, dumps=_dumps
+    )
+
+
+def _dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
 
 
 @web.middleware
 async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate, time and count every request; map refusals to precise JSON answers."""
+    """Refuse while draining, authenticate, time and count every request; map refusals."""
     state = request.app[STATE]
     metrics = state.producer.metrics
-    route = (
-        request.match_info.route.resource.canonical
-        if request.match_info.route.resource
-        else "unmatched"
-    )
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource else "unmatched"
     started = time.perf_counter()
+    response: web.StreamResponse
     try:
-        if request.path not in PUBLIC_PATHS and request.method != "GET":
-            caller = authenticate(state.settings.api_keys, presented_key(request))
-            if caller is None:
-                raise web.HTTPUnauthorized(
-                    text='{"error":"unauthorized"}', content_type="application/json"
-                )
-            request[CALLER] = caller
+        if request.path not in PUBLIC_PATHS:
+            request[CALLER] = _admit(state, request)
         response = await handler(request)
     except RequestError as exc:
-        response = json_error(exc.status, exc.reason)
+        response = refusal(request, exc.status, exc.reason)
     except OverloadedError as exc:
-        response = json_error(
-            503, exc.reason, **{"Retry-After": str(max(1, round(exc.retry_after)))}
-        )
+        # Elasticsearch agents retry 429 (es_rejected_execution_exception) with backoff.
+        status = 429 if _family(request.path) == "es" else 503
+        retry = str(max(1, round(exc.retry_after)))
+        response = refusal(request, status, exc.reason, **{"Retry-After": retry})
     except KinesisUnavailableError as exc:
-        response = json_error(503, str(exc), **{"Retry-After": "2"})
+        response = refusal(request, 503, str(exc), **{"Retry-After": "2"})
     except web.HTTPException as exc:
-        response = exc
+        if _family(request.path) == "es" or exc.status == 404:
+            exc.headers.update(ES_PRODUCT)
+        raise
+    if state.draining:
+        response.headers["Connection"] = "close"
+    if _family(request.path) == "es":
+        response.headers.update(ES_PRODUCT)
     metrics.requests.labels(route, str(response.status)).inc()
     metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
     return response
+
+
+def _admit(state: IngestState, request: web.Request) -> Caller:
+    """The caller, or a refusal: 503 while draining, 401 (without detail) for a bad key."""
+    if state.draining:
+        raise OverloadedError("server is shutting down", retry_after=1.0)
+    caller = authenticate(state.settings.api_keys, presented_keys(request.headers))
+    if caller is None:
+        raise RequestError(401, "unauthorized")
+    return caller
+
+
+async def receive(request: web.Request, held: Reservation) -> bytes:
+    """The decompressed body within every limit, counted in the metrics."""
+    state = request.app[STATE]
+    body = await read_body(request, state.limits, held)
+    state.producer.metrics.bytes_in.inc(request.content_length or len(body))
+    return body
+
+
+async def store(
+    request: web.Request,
+    lines: list[bytes],
+    rejected: dict[str, int],
+    ctype: ContentType,
+    source: str,
+) -> None:
+    """Send the accepted lines and return once they are durable in Kinesis."""
+    state = request.app[STATE]
+    metrics = state.producer.metrics
+    for kind, count in rejected.items():
+        metrics.lines_rejected.labels(kind).inc(count)
+    if not lines:
+        return
+    caller: Caller = request.get(CALLER) or Caller()
+    header = Header(ctype, source, caller.service)
+    traceparent = current_traceparent(request.headers.get("traceparent", ""))
+    await state.producer.submit(lines, header, traceparent)
+    metrics.lines_accepted.inc(len(lines))
 
 
 _PARSERS: dict[str, tuple[Callable[[bytes, int], ParsedLines], ContentType]] = {
@@ -89,45 +178,107 @@ _PARSERS: dict[str, tuple[Callable[[bytes, int], ParsedLines], ContentType]] = {
 }
 
 
-async def store(request: web.Request, parsed: ParsedLines, ctype: ContentType, source: str) -> None:
-    """Send the accepted lines and return once they are durable in Kinesis."""
-    state = request.app[STATE]
-    metrics = state.producer.metrics
-    for kind, count in parsed.rejected_by_reason.items():
-        metrics.lines_rejected.labels(kind).inc(count)
-    if not parsed.lines:
-        return
-    caller: Caller = request.get(CALLER) or Caller()
-    header = Header(ctype, source, caller.service)
-    await state.producer.submit(parsed.lines, header, request.headers.get("traceparent", ""))
-    metrics.lines_accepted.inc(len(parsed.lines))
-
-
-def lines_answer(parsed: ParsedLines) -> web.Response:
-    """200 with counts; 400 when there were lines and every one was invalid."""
-    status = 400 if parsed.rejected and not parsed.lines else 200
-    return web.json_response(parsed.answer(), status=status)
-
-
 async def ingest(request: web.Request) -> web.StreamResponse:
     """POST /ingest: NDJSON, a JSON array or object, or text; per-line errors."""
     state = request.app[STATE]
-    if state.draining:
-        raise OverloadedError("server is shutting down", retry_after=1.0)
     mime = request.content_type.lower()
     if mime not in _PARSERS:
         raise RequestError(
             415,
-            f"unsupported Content-Type {mime!r}; use application/x-ndjson, application/json or text/plain",
+            f"unsupported Content-Type {mime!r}; use application/x-ndjson, application/json "
+            "or text/plain",
         )
-    body = await read_body(request, state.limits)
-    state.producer.metrics.bytes_in.inc(request.content_length or len(body))
-    if not body.strip():
-        raise RequestError(400, "empty body: send at least one log line")
-    parse, ctype = _PARSERS[mime]
-    parsed = parse(body, state.limits.max_line)
-    await store(request, parsed, ctype, "http")
-    return lines_answer(parsed)
+    with state.budget.reservation() as held:
+        body = await receive(request, held)
+        if not body.strip():
+            raise RequestError(400, "empty body: send at least one log line")
+        parse, ctype = _PARSERS[mime]
+        held.take(len(body))  # the parsed lines are a second copy of the body
+        parsed = parse(body, state.limits.max_line)
+        del body
+        await store(request, parsed.lines, parsed.rejected_by_reason, ctype, "http")
+    status = 400 if parsed.rejected and not parsed.lines else 200
+    return web.json_response(parsed.answer(), status=status, dumps=_dumps)
+
+
+async def otlp_logs(request: web.Request) -> web.StreamResponse:
+    """POST /v1/logs: OTLP/HTTP ExportLogsServiceRequest, protobuf or JSON."""
+    state = request.app[STATE]
+    mime = request.content_type.lower()
+    if mime not in ("application/x-protobuf", "application/json"):
+        raise RequestError(
+            415,
+            f"unsupported Content-Type {mime!r}; use application/x-protobuf or application/json",
+        )
+    as_json = mime == "application/json"
+    with state.budget.reservation() as held:
+        body = await receive(request, held)
+        held.take(2 * len(body))  # the decoded message and the normalized lines
+        parse = otlp.parse_json if as_json else otlp.parse_protobuf
+        parsed = parse(body, state.limits.max_line)
+        del body
+        rejected = {"otlp_invalid": parsed.rejected} if parsed.rejected else {}
+        await store(request, parsed.lines, rejected, ContentType.OTLP, "otlp")
+    if parsed.rejected and not parsed.lines:
+        raise RequestError(400, "; ".join(parsed.reasons) or "no log records")
+    return web.Response(
+        body=otlp.export_response(parsed, as_json),
+        content_type="application/json" if as_json else "application/x-protobuf",
+    )
+
+
+def _es_content_type(request: web.Request) -> str:
+    """Mirror the client's compatibility mode the way Elasticsearch does."""
+    accept = request.headers.get("Accept", "")
+    if "compatible-with=" in accept:
+        version = accept.rpartition("compatible-with=")[2].strip()[:1]
+        if version.isdigit():
+            return f"application/vnd.elasticsearch+json;compatible-with={version}"
+    return "application/json"
+
+
+def _es_json(request: web.Request, body: object, status: int = 200) -> web.Response:
+    response = web.Response(body=orjson.dumps(body), status=status)
+    response.headers["Content-Type"] = _es_content_type(request)
+    return response
+
+
+async def es_bulk(request: web.Request) -> web.StreamResponse:
+    """POST|PUT /_bulk and /{index}/_bulk: index and create actions, answered per item."""
+    state = request.app[STATE]
+    started = time.perf_counter()
+    with state.budget.reservation() as held:
+        body = await receive(request, held)
+        held.take(len(body))
+        items = elastic.parse_bulk(
+            body,
+            request.match_info.get("index", ""),
+            state.limits.max_line,
+            os.urandom(6).hex(),
+        )
+        del body
+        await store(
+            request, items.lines, items.rejected_by_reason, ContentType.ES_BULK, "elasticsearch"
+        )
+    took = round((time.perf_counter() - started) * 1000)
+    return _es_json(request, elastic.bulk_answer(items, took))
+
+
+async def es_root(request: web.Request) -> web.StreamResponse:
+    """GET / as Elasticsearch answers it (agents read ``version.number``)."""
+    settings = request.app[STATE].settings
+    return _es_json(
+        request,
+        elastic.root_info(settings.es_version, settings.es_cluster_name, socket.gethostname()),
+    )
+
+
+async def es_license(request: web.Request) -> web.StreamResponse:
+    """GET /_license: Logstash and Beats ask before their first bulk."""
+    return _es_json(
+        request,
+        {"license": {"status": "active", "type": "basic", "mode": "basic", "uid": "tideway"}},
+    )
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
@@ -150,14 +301,21 @@ async def metrics_page(request: web.Request) -> web.StreamResponse:
     )
 
 
-def build_app(state: IngestState, extra_routes: list[Any] | None = None) -> web.Application:
+def build_app(state: IngestState) -> web.Application:
     """The ingest application; ``client_max_size`` is ours to enforce, so aiohttp's is lifted."""
-    app = web.Application(middlewares=[errors_and_auth], client_max_size=state.limits.max_body + 1)
+    app = web.Application(
+        middlewares=[request_telemetry(state.producer.metrics), errors_and_auth],
+        client_max_size=state.limits.max_body + 1,
+    )
     app[STATE] = state
     app.router.add_post("/ingest", ingest)
+    app.router.add_post("/v1/logs", otlp_logs)
+    app.router.add_get("/", es_root)
+    app.router.add_get("/_license", es_license)
+    for method in ("POST", "PUT"):
+        app.router.add_route(method, "/_bulk", es_bulk)
+        app.router.add_route(method, "/{index}/_bulk", es_bulk)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
-    for route in extra_routes or []:
-        app.router.add_route(*route)
     return app

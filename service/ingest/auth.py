@@ -1,12 +1,19 @@
-"""API keys: accepted keys are configured as SHA-256 digests and compared in constant time."""
+"""API keys: accepted keys are configured as SHA-256 digests and compared in constant time.
+
+A key may be presented the ways agents can send it: ``Authorization: Bearer <key>``,
+``X-API-Key: <key>``, Elasticsearch's ``Authorization: ApiKey <base64(id:key)>`` (or the bare
+key), and ``Authorization: Basic <base64(user:key)>`` where the password is the key and the
+user name is ignored (Fluent Bit ``HTTP_Passwd``, Vector and Filebeat basic auth).
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-from aiohttp import web
 
 from service.settings import ApiKey
 
@@ -21,28 +28,51 @@ class Caller:
 ANONYMOUS = Caller()
 
 
-def presented_key(request: web.Request) -> str | None:
-    """The key from ``Authorization: Bearer``, ``Authorization: ApiKey`` or ``X-API-Key``."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() in ("bearer", "apikey") and value.strip():
-        return value.strip()
-    key = request.headers.get("X-API-Key", "").strip()
-    return key or None
+def presented_keys(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """Every reading of the request's credentials that could be the key (at most two)."""
+    found: list[str] = []
+    scheme, _, value = headers.get("Authorization", "").strip().partition(" ")
+    value = value.strip()
+    scheme = scheme.lower()
+    if value and scheme == "bearer":
+        found.append(value)
+    elif value and scheme == "apikey":
+        found.append(value)
+        pair = _b64_pair(value)
+        if pair is not None:
+            found.append(pair[1])
+    elif value and scheme == "basic":
+        pair = _b64_pair(value)
+        if pair is not None:
+            found.append(pair[1])
+    key = headers.get("X-API-Key", "").strip()
+    if key:
+        found.append(key)
+    return tuple(k for k in found if k)
 
 
-def authenticate(keys: tuple[ApiKey, ...] | None, presented: str | None) -> Caller | None:
-    """The caller for ``presented``, or None when keys are configured and it matches none.
+def _b64_pair(value: str) -> tuple[str, str] | None:
+    try:
+        text = base64.b64decode(value, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    first, sep, second = text.partition(":")
+    return (first, second) if sep else None
 
-    Every configured digest is compared (no early exit), so timing says nothing about which.
+
+def authenticate(keys: tuple[ApiKey, ...] | None, presented: tuple[str, ...]) -> Caller | None:
+    """The caller for the first matching presented key, or None when keys are configured and
+    none matches.
+
+    Every configured digest is compared with every candidate (no early exit), so timing says
+    nothing about which key matched or how close a guess was.
     """
     if keys is None:
         return ANONYMOUS
-    if presented is None:
-        return None
-    digest = hashlib.sha256(presented.encode()).hexdigest()
     found: Caller | None = None
-    for key in keys:
-        if hmac.compare_digest(digest, key.sha256):
-            found = Caller(key.service or "")
+    for candidate in presented:
+        digest = hashlib.sha256(candidate.encode()).hexdigest()
+        for key in keys:
+            if hmac.compare_digest(digest, key.sha256) and found is None:
+                found = Caller(key.service or "")
     return found

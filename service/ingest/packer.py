@@ -1,23 +1,29 @@
 """Group commit: pack lines from concurrent requests into envelope records (pure decisions).
 
-Lines sharing a header (content type, source, default service) go into one open record
-until its estimated compressed size reaches the target (25 KiB by default: the Kinesis
-PUT payload unit, so each record costs one unit and carries ~70 typical lines). The
-compression ratio is learnt from the records already sealed.
+Kinesis bills provisioned streams per PUT payload unit: every started 25 KB of a record
+(data plus partition key) is one unit, so a 25.1 KB record costs two. The packer therefore
+fills each record to just under ``target`` bytes: lines sharing a header (content type,
+source, default service) go into one open record until the raw size, divided by the learnt
+compression ratio, reaches the target; if the compressed record still comes out over the
+target, the last lines are moved to the next record rather than paying for a second unit.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 import zstandard
 
 from service import envelope
 from service.envelope import ContentType, EnvelopeRecord
 
-MAX_RECORD = 1_000_000  # Kinesis: data + partition key <= 1 MiB; keep a margin
+MAX_RECORD = 1024 * 1024 - 64  # Kinesis: data + partition key <= 1 MiB
 _HASH_SPACE = 2**128
 _GOLDEN = 0x9E3779B97F4A7C15F39CC0605CEDC835  # 2^128 / phi: successive keys spread evenly
+# Aim a little under the target: an overshoot costs a re-compression of the record.
+_AIM = 0.97
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +36,11 @@ class Header:
 class Ticket:
     """One request's share of the work: done when every record holding its lines is durable."""
 
-    __slots__ = ("error", "pending", "waiter")
+    __slots__ = ("error", "pending", "size", "waiter")
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = 0) -> None:
         self.pending = 0
+        self.size = size  # bytes of the request's lines, held in the budget until done
         self.error: BaseException | None = None
         self.waiter: object = None  # the I/O side keeps its future here
 
@@ -47,6 +54,11 @@ class OpenRecord:
     raw_bytes: int = 0
     tickets: list[Ticket] = field(default_factory=list)
 
+    def attach(self, ticket: Ticket) -> None:
+        if not self.tickets or self.tickets[-1] is not ticket:
+            self.tickets.append(ticket)
+            ticket.pending += 1
+
 
 @dataclass(frozen=True, slots=True)
 class SealedRecord:
@@ -58,6 +70,7 @@ class SealedRecord:
     lines: int
     raw_bytes: int
     tickets: tuple[Ticket, ...]
+    refused: str = ""  # why it must not be sent (a single incompressible line over 1 MiB)
 
 
 class Packer:
@@ -66,6 +79,7 @@ class Packer:
     def __init__(self, target_bytes: int, level: int = 3) -> None:
         self.target = target_bytes
         self.ratio = 4.0  # raw/compressed; learnt, starts near what realistic logs give
+        self.recompressions = 0
         self._open: dict[Header, OpenRecord] = {}
         self._compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
         self._counter = 0
@@ -82,19 +96,30 @@ class Packer:
     ) -> list[SealedRecord]:
         """Add one request's lines; return the records that became full."""
         sealed: list[SealedRecord] = []
-        budget = self.target * self.ratio
-        for line in lines:
-            rec = self._open.get(header)
-            if rec is None:
-                rec = self._open[header] = OpenRecord(header, traceparent, now)
-            if rec.lines and rec.raw_bytes + len(line) > budget:
-                sealed.extend(self._seal(header, received_us))
-                rec = self._open[header] = OpenRecord(header, traceparent, now)
-            rec.lines.append(line)
-            rec.raw_bytes += len(line) + 1
-            if not rec.tickets or rec.tickets[-1] is not ticket:
-                rec.tickets.append(ticket)
-                ticket.pending += 1
+        rec = self._open.get(header)
+        if rec is None:
+            rec = self._open[header] = OpenRecord(header, traceparent, now)
+        # Bytes of lines[:j] with their newlines are ends[j - 1] + j: whole runs of lines
+        # are placed by bisection instead of a per-line Python loop.
+        ends = list(accumulate(map(len, lines)))
+
+        def upto(j: int) -> int:
+            return ends[j - 1] + j if j else 0
+
+        i, n = 0, len(lines)
+        while i < n:
+            room = self.target * self.ratio * _AIM - rec.raw_bytes
+            j = bisect_right(range(n + 1), upto(i) + room, lo=i + 1, key=upto) - 1
+            if j <= i:
+                if rec.lines:  # the open record is full: seal it and retry in a new one
+                    sealed.extend(self._seal(header, received_us, now))
+                    rec = self._open.setdefault(header, OpenRecord(header, traceparent, now))
+                    continue
+                j = i + 1  # a line bigger than the budget travels alone
+            rec.lines.extend(lines[i:j])
+            rec.raw_bytes += upto(j) - upto(i)
+            rec.attach(ticket)
+            i = j
         return sealed
 
     def due(self, now: float, linger: float) -> list[SealedRecord]:
@@ -102,19 +127,34 @@ class Packer:
         out: list[SealedRecord] = []
         for header, rec in list(self._open.items()):
             if now - rec.opened_at >= linger:
-                out.extend(self._seal(header, int(now * 1e6)))
+                out.extend(self._seal(header, int(now * 1e6), now))
         return out
 
     def oldest(self) -> float | None:
         return min((r.opened_at for r in self._open.values()), default=None)
 
-    def _seal(self, header: Header, received_us: int) -> list[SealedRecord]:
+    def _seal(self, header: Header, received_us: int, now: float) -> list[SealedRecord]:
+        """Encode the open record; lines that do not fit the target stay open (new record)."""
         rec = self._open.pop(header)
-        return self._encode(rec, rec.lines, received_us)
+        lines = rec.lines
+        data, payload_len = self._encode(rec, lines, received_us)
+        limit = self.target - 12  # the partition key counts too
+        while len(data) > limit and len(lines) > 1:
+            self.recompressions += 1
+            keep = max(1, min(len(lines) - 1, int(len(lines) * limit / len(data) * 0.98)))
+            lines = lines[:keep]
+            data, payload_len = self._encode(rec, lines, received_us)
+        if len(lines) < len(rec.lines):
+            rest = OpenRecord(header, rec.traceparent, now, rec.lines[len(lines) :])
+            rest.raw_bytes = sum(len(x) + 1 for x in rest.lines)
+            for ticket in rec.tickets:  # conservative: each may own some of the moved lines
+                rest.attach(ticket)
+            self._open[header] = rest
+        self.ratio = 0.8 * self.ratio + 0.2 * max(1.0, payload_len / max(1, len(data)))
+        return [self._record(rec, data, len(lines), payload_len)]
 
-    def _encode(self, rec: OpenRecord, lines: list[bytes], received_us: int) -> list[SealedRecord]:
+    def _encode(self, rec: OpenRecord, lines: list[bytes], received_us: int) -> tuple[bytes, int]:
         payload = b"\n".join(lines)
-        compressed = self._compressor.compress(payload)
         env = EnvelopeRecord(
             payload=b"",
             line_count=len(lines),
@@ -124,27 +164,23 @@ class Packer:
             service=rec.header.service,
             traceparent=rec.traceparent,
         )
-        data = envelope.encode_compressed(env, compressed)
-        if len(data) > MAX_RECORD and len(lines) > 1:
-            half = len(lines) // 2  # rare: incompressible lines; split until each fits
-            for t in rec.tickets:
-                t.pending += 1  # the ticket now waits on one more record
-            return self._encode(rec, lines[:half], received_us) + self._encode(
-                rec, lines[half:], received_us
-            )
-        self.ratio = 0.8 * self.ratio + 0.2 * max(1.0, len(payload) / max(1, len(compressed)))
+        return envelope.encode_compressed(env, self._compressor.compress(payload)), len(payload)
+
+    def _record(self, rec: OpenRecord, data: bytes, lines: int, raw: int) -> SealedRecord:
+        refused = ""
+        if len(data) > MAX_RECORD:  # only a single, nearly incompressible line gets here
+            refused = f"a line compresses to {len(data)} bytes, over the 1 MiB Kinesis record limit"
         self._counter += 1
         hash_key = (self._counter * _GOLDEN) % _HASH_SPACE
-        return [
-            SealedRecord(
-                data=data,
-                explicit_hash_key=str(hash_key),
-                partition_key=f"t{self._counter}",
-                lines=len(lines),
-                raw_bytes=len(payload),
-                tickets=tuple(rec.tickets),
-            )
-        ]
+        return SealedRecord(
+            data=data,
+            explicit_hash_key=str(hash_key),
+            partition_key=f"t{self._counter}",
+            lines=lines,
+            raw_bytes=raw,
+            tickets=tuple(rec.tickets),
+            refused=refused,
+        )
 
 
 def put_batches(

@@ -2,7 +2,8 @@
 
 ``submit`` returns only when every line of the call is in Kinesis (DESIGN §2: acknowledge
 only what is durable). Only failed entries are retried, with full-jitter backoff, until
-``put_deadline``; in-flight bytes are bounded, past which callers get OverloadedError.
+``put_deadline``; lines waiting for Kinesis draw from the server's byte budget, past which
+callers get OverloadedError at once instead of queueing without bound.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import time
 from types import TracebackType
 from typing import Any
 
-from botocore.exceptions import ClientError
+import aiohttp
+from botocore.exceptions import BotoCoreError, ClientError
 
 from service.aws import error_code
-from service.errors import KinesisUnavailableError, OverloadedError
+from service.errors import KinesisUnavailableError, OverloadedError, RequestError
+from service.ingest.budget import ByteBudget
 from service.ingest.packer import Header, Packer, SealedRecord, Ticket, put_batches
 from service.telemetry.metrics import IngestMetrics
+from service.telemetry.tracing import aws_span
 
 log = logging.getLogger(__name__)
 _THROTTLED = {
@@ -29,6 +33,11 @@ _THROTTLED = {
     "LimitExceededException",
 }
 _MAX_CONCURRENT_PUTS = 8
+_BACKOFF_BASE = 0.05
+_BACKOFF_CAP = 2.0
+# Transport failures of one PutRecords call: the entries may or may not be written, so they
+# are retried (at least once; never acknowledged unless a later call succeeds).
+_TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, TimeoutError, OSError)
 
 
 class Producer:
@@ -40,7 +49,8 @@ class Producer:
         stream: str,
         *,
         metrics: IngestMetrics,
-        record_target_bytes: int = 25 * 1024,
+        budget: ByteBudget | None = None,
+        record_target_bytes: int = 25_000,
         linger: float = 0.005,
         deadline: float = 20.0,
         max_inflight_bytes: int = 256 * 1024 * 1024,
@@ -48,16 +58,21 @@ class Producer:
         self._kinesis = kinesis
         self._stream = stream
         self.metrics = metrics
+        self.budget = budget or ByteBudget(max_inflight_bytes, metrics.inflight_bytes)
         self._packer = Packer(record_target_bytes)
         self._linger = linger
         self._deadline = deadline
-        self._max_inflight = max_inflight_bytes
-        self.inflight = 0
+        self._stop_by: float | None = None
         self._wake = asyncio.Event()
         self._closing = False
-        self._puts = asyncio.Semaphore(_MAX_CONCURRENT_PUTS)
+        self._queue: list[SealedRecord] = []
+        self._senders = 0
         self._tg: asyncio.TaskGroup | None = None
-        self.throttled_until = 0.0  # monotonic; /readyz and 503s use it
+        self.throttled_until = 0.0  # monotonic; when Kinesis last pushed back
+
+    @property
+    def inflight(self) -> int:
+        return self.budget.used
 
     async def __aenter__(self) -> Producer:
         self._tg = asyncio.TaskGroup()
@@ -73,39 +88,53 @@ class Producer:
         assert self._tg is not None
         await self._tg.__aexit__(et, e, tb)
 
+    def stop_retrying_at(self, when: float) -> None:
+        """Shutdown: give up on Kinesis at loop time ``when`` at the latest (ECS stop timeout)."""
+        self._stop_by = when
+
     async def submit(self, lines: list[bytes], header: Header, traceparent: str = "") -> None:
         """Store ``lines`` durably in Kinesis; raise OverloadedError or KinesisUnavailableError."""
         if self._closing:
             raise OverloadedError("server is shutting down", retry_after=1.0)
-        size = sum(len(line) for line in lines)
-        if self.inflight + size > self._max_inflight and self.inflight > 0:
-            raise OverloadedError("too many bytes waiting for Kinesis", retry_after=1.0)
+        size = sum(map(len, lines))
+        self.budget.take(size)  # given back when every record holding these lines is done
         loop = asyncio.get_running_loop()
-        ticket = Ticket()
+        ticket = Ticket(size)
         future: asyncio.Future[None] = loop.create_future()
         ticket.waiter = future
-        self.inflight += size
-        self.metrics.inflight_bytes.set(self.inflight)
-        try:
-            sealed = self._packer.add(
-                lines,
-                header,
-                ticket,
-                traceparent=traceparent,
-                now=loop.time(),
-                received_us=int(time.time() * 1e6),
-            )
-            self._dispatch(sealed)
-            self._wake.set()
-            await future
-        finally:
-            self.inflight -= size
-            self.metrics.inflight_bytes.set(self.inflight)
+        sealed = self._packer.add(
+            lines,
+            header,
+            ticket,
+            traceparent=traceparent,
+            now=loop.time(),
+            received_us=int(time.time() * 1e6),
+        )
+        self._dispatch(sealed)
+        self._wake.set()
+        await future
 
     def _dispatch(self, sealed: list[SealedRecord]) -> None:
+        """Queue sealed records; at most ``_MAX_CONCURRENT_PUTS`` senders drain the queue,
+        so under load records from many requests share one PutRecords call."""
         assert self._tg is not None
-        for batch in put_batches(sealed):
-            self._tg.create_task(self._send(batch))
+        for rec in sealed:
+            if rec.refused:
+                self._fail([rec], RequestError(413, rec.refused))
+            else:
+                self._queue.append(rec)
+        while self._queue and self._senders < _MAX_CONCURRENT_PUTS:
+            self._senders += 1
+            self._tg.create_task(self._sender())
+
+    async def _sender(self) -> None:
+        try:
+            while self._queue:
+                batch = put_batches(self._queue)[0]
+                del self._queue[: len(batch)]
+                await self._send(batch)
+        finally:
+            self._senders -= 1
 
     async def _linger_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -125,31 +154,41 @@ class Producer:
             self._dispatch(self._packer.due(loop.time(), 0 if self._closing else self._linger))
 
     async def _send(self, batch: list[SealedRecord]) -> None:
+        """Deliver ``batch``; every ticket is completed, whatever happens (never raises)."""
+        try:
+            await self._deliver(batch)
+        except Exception as exc:  # a bug must fail the requests, not stop the producer
+            log.exception("PutRecords sender failed")
+            self._fail(batch, KinesisUnavailableError(f"PutRecords failed: {exc!r}"))
+
+    async def _deliver(self, batch: list[SealedRecord]) -> None:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self._deadline
         pending = batch
         attempt = 0
         while pending:
+            if self._stop_by is not None:
+                give_up = min(give_up, self._stop_by)
             try:
-                async with self._puts:
+                async with asyncio.timeout(max(0.05, give_up - loop.time())):
                     failed = await self._put(pending)
             except ClientError as exc:
                 code = error_code(exc)
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-                if code not in _THROTTLED and status < 500:
+                if code not in _THROTTLED and 0 < status < 500:
                     self._fail(pending, KinesisUnavailableError(f"PutRecords refused: {code}"))
                     return
                 failed = pending
                 self._note_throttle(code in _THROTTLED, len(pending))
-            except (TimeoutError, OSError) as exc:
+            except _TRANSPORT_ERRORS as exc:
                 log.warning("PutRecords transport error", extra={"error": repr(exc)})
                 failed = pending
             if not failed:
                 return
             attempt += 1
             self.metrics.put_retries.inc(len(failed))
-            delay = random.uniform(0, min(2.0, 0.05 * 2**attempt))
-            if loop.time() + delay > give_up:
+            delay = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
+            if loop.time() + delay >= give_up:
                 self._fail(
                     failed, KinesisUnavailableError("Kinesis did not accept the lines in time")
                 )
@@ -159,17 +198,21 @@ class Producer:
 
     async def _put(self, records: list[SealedRecord]) -> list[SealedRecord]:
         """One PutRecords call; returns the entries that failed (only those are retried)."""
-        resp = await self._kinesis.put_records(
-            StreamName=self._stream,
-            Records=[
-                {
-                    "Data": r.data,
-                    "PartitionKey": r.partition_key,
-                    "ExplicitHashKey": r.explicit_hash_key,
-                }
-                for r in records
-            ],
-        )
+        with (
+            aws_span("Kinesis", "PutRecords", entries=len(records)),
+            self.metrics.aws_call("put_records"),
+        ):
+            resp = await self._kinesis.put_records(
+                StreamName=self._stream,
+                Records=[
+                    {
+                        "Data": r.data,
+                        "PartitionKey": r.partition_key,
+                        "ExplicitHashKey": r.explicit_hash_key,
+                    }
+                    for r in records
+                ],
+            )
         self.metrics.put_calls.inc()
         failed = []
         throttled = 0
@@ -194,10 +237,11 @@ class Producer:
         for rec in records:
             self._complete(rec, error)
 
-    @staticmethod
-    def _complete(rec: SealedRecord, error: BaseException | None) -> None:
+    def _complete(self, rec: SealedRecord, error: BaseException | None) -> None:
         for ticket in rec.tickets:
             ticket.pending -= 1
+            if ticket.pending == 0:
+                self.budget.give(ticket.size)
             future = ticket.waiter
             assert isinstance(future, asyncio.Future)
             if future.done():

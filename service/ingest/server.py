@@ -1,64 +1,88 @@
-"""Runs ``tideway serve`` until stopped, then drains (I/O)."""
+"""Runs ``tideway serve`` until stopped, then drains (I/O).
+
+Shutdown (SIGTERM from ECS): ``/readyz`` turns false and new requests are refused with 503
+at once; requests in flight finish; the producer flushes what it holds and gives up on
+Kinesis no later than ``shutdown_grace`` seconds after the signal, so the process exits
+well inside the ECS stop timeout (30 s by default).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
+import aiohttp
 from aiohttp import web
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from service.aws import aws_clients
 from service.ingest.app import IngestState, build_app
 from service.ingest.body import BodyLimits
+from service.ingest.budget import ByteBudget
 from service.ingest.producer import Producer
 from service.settings import Settings
 from service.telemetry.metrics import IngestMetrics
+from service.telemetry.names import ROLE_SERVE
+from service.telemetry.session import service_telemetry
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 8080
 _PROBE_INTERVAL = 10.0
+_PROBE_TIMEOUT = 5.0
+# After the producer's last chance to reach Kinesis, in-flight requests still need a moment
+# to write their answers before aiohttp cancels them.
+_ANSWER_GRACE = 2.0
 
 
 async def _probe_kinesis(state: IngestState, kinesis: object, stream: str) -> None:
     """Keep /readyz honest: false while the stream cannot be described."""
     while True:
         try:
-            await kinesis.describe_stream_summary(StreamName=stream)  # type: ignore[attr-defined]
+            async with asyncio.timeout(_PROBE_TIMEOUT):
+                await kinesis.describe_stream_summary(StreamName=stream)  # type: ignore[attr-defined]
             state.kinesis_ok = True
-        except (ClientError, OSError) as exc:
+        except (ClientError, BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             state.kinesis_ok = False
             log.warning("kinesis probe failed", extra={"error": repr(exc)})
         await asyncio.sleep(_PROBE_INTERVAL)
+
+
+def body_limits(settings: Settings) -> BodyLimits:
+    return BodyLimits(
+        max_body=settings.max_body_bytes,
+        max_decompressed=settings.max_decompressed_bytes,
+        max_line=settings.max_line_bytes,
+        max_ratio=settings.max_decompression_ratio,
+        read_timeout=settings.body_read_timeout,
+    )
 
 
 async def serve(
     settings: Settings, stop: asyncio.Event, started: asyncio.Future[int] | None = None
 ) -> None:
     """Serve until ``stop`` is set; then refuse new work, finish in-flight requests, flush."""
-    limits = BodyLimits(
-        settings.max_body_bytes, settings.max_decompressed_bytes, settings.max_line_bytes
-    )
     metrics = IngestMetrics()
+    budget = ByteBudget(settings.max_inflight_bytes, metrics.inflight_bytes)
     port = DEFAULT_PORT if settings.port is None else settings.port
+    loop = asyncio.get_running_loop()
     async with (
+        service_telemetry(settings, ROLE_SERVE, metrics),
         aws_clients("kinesis") as aws,
         Producer(
             aws.kinesis,
             settings.stream,
             metrics=metrics,
+            budget=budget,
             record_target_bytes=settings.record_target_bytes,
             linger=settings.linger_ms / 1000,
             deadline=settings.put_deadline,
-            max_inflight_bytes=settings.max_inflight_bytes,
         ) as producer,
     ):
-        state = IngestState(settings, producer, limits)
+        state = IngestState(settings, producer, body_limits(settings))
         runner = web.AppRunner(
             build_app(state),
             access_log=None,
-            shutdown_timeout=settings.shutdown_grace,
+            shutdown_timeout=settings.shutdown_grace + _ANSWER_GRACE,
             # We decompress ourselves, within limits (a bomb never allocates past them).
             auto_decompress=False,
         )
@@ -72,9 +96,9 @@ async def serve(
         async with asyncio.TaskGroup() as tg:
             probe = tg.create_task(_probe_kinesis(state, aws.kinesis, settings.stream))
             await stop.wait()
-            log.info("draining")
+            log.info("draining", extra={"inflight_bytes": budget.used})
             state.draining = True
+            producer.stop_retrying_at(loop.time() + settings.shutdown_grace)
             await runner.cleanup()  # stops listening, waits for in-flight requests
             probe.cancel()
-        with contextlib.suppress(Exception):
-            log.info("drained", extra={"inflight_bytes": producer.inflight})
+    log.info("drained", extra={"inflight_bytes": budget.used})

@@ -1,0 +1,340 @@
+"""Ingest benchmark: `tideway serve` against a bare aiohttp body reader, on loopback.
+
+In the same run, on the same generated NDJSON bodies:
+  tideway       `tideway serve` (auth off, limits, per-line validation, group commit into
+                envelope records, PutRecords) with AWS_ENDPOINT_URL pointed at a minimal
+                Kinesis stand-in (an aiohttp server answering PutRecords and
+                DescribeStreamSummary in the AWS JSON protocol, counting records, bytes and
+                PUT payload units) so that moto is not the bottleneck;
+  bare_aiohttp  an aiohttp handler that only reads the body and answers 200: the upper bound.
+Each server runs in its own process pinned to one core; the load generator (aiohttp client,
+127.0.0.1 only, bounded in count and time) and the stand-in share the other core.
+
+    .venv/bin/python benchmarks/ingest.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+UNIT = 25_000  # Kinesis PUT payload unit (pricing: a 1 MB record holds 40 units)
+GB = 1e9
+
+
+def _cores() -> tuple[int, int]:
+    allowed = sorted(os.sched_getaffinity(0))
+    return allowed[0], allowed[-1]
+
+
+# -- the Kinesis stand-in ------------------------------------------------------------------
+
+
+def run_standin(port: int) -> None:
+    import orjson
+    from aiohttp import web
+
+    stats = {"calls": 0, "records": 0, "bytes": 0, "units": 0, "on_demand_kb": 0}
+
+    async def handle(request: web.Request) -> web.Response:
+        target = request.headers.get("X-Amz-Target", "")
+        doc = orjson.loads(await request.read() or b"{}")
+        if target.endswith(".PutRecords"):
+            stats["calls"] += 1
+            out = []
+            for i, rec in enumerate(doc["Records"]):
+                size = len(base64.b64decode(rec["Data"])) + len(rec["PartitionKey"].encode())
+                stats["records"] += 1
+                stats["bytes"] += size
+                stats["units"] += math.ceil(size / UNIT)
+                stats["on_demand_kb"] += math.ceil(size / 1024)
+                out.append(
+                    {"SequenceNumber": str(stats["records"]), "ShardId": f"shardId-{i % 4:012d}"}
+                )
+            body = {"FailedRecordCount": 0, "Records": out}
+        elif target.endswith(".DescribeStreamSummary"):
+            body = {
+                "StreamDescriptionSummary": {
+                    "StreamName": doc.get("StreamName", "bench"),
+                    "StreamARN": "arn:aws:kinesis:us-east-1:0:stream/bench",
+                    "StreamStatus": "ACTIVE",
+                    "RetentionPeriodHours": 24,
+                    "StreamCreationTimestamp": 0,
+                    "EnhancedMonitoring": [],
+                    "OpenShardCount": 4,
+                }
+            }
+        else:
+            body = {"__type": "UnknownOperationException"}
+            return web.Response(
+                status=400, body=orjson.dumps(body), content_type="application/x-amz-json-1.1"
+            )
+        return web.Response(body=orjson.dumps(body), content_type="application/x-amz-json-1.1")
+
+    async def report(request: web.Request) -> web.Response:
+        return web.json_response(stats)
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_get("/stats", report)
+    app.router.add_post("/", handle)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+# -- the bare upper bound --------------------------------------------------------------------
+
+
+def run_bare(port: int) -> None:
+    import uvloop
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.json_response({"accepted": body.count(b"\n") + 1, "rejected": 0, "errors": []})
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/ingest", handle)
+    app.router.add_get("/readyz", lambda r: handle_ready())
+
+    async def handle_ready() -> web.Response:
+        return web.json_response({"ready": True})
+
+    web.run_app(
+        app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop()
+    )
+
+
+# -- the load generator ----------------------------------------------------------------------
+
+
+async def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            try:
+                async with s.get(url) as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} never became ready")
+
+
+async def load(
+    url: str, bodies: list[bytes], lines_per_body: int, concurrency: int, seconds: float
+) -> dict[str, Any]:
+    """Send ``bodies`` round-robin from ``concurrency`` clients until all are sent or time is up."""
+    import aiohttp
+
+    latencies: list[float] = []
+    sent_lines = sent_bytes = errors = 0
+    next_body = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal next_body, sent_lines, sent_bytes, errors
+        while next_body < len(bodies) and time.perf_counter() < deadline:
+            body = bodies[next_body]
+            next_body += 1
+            started = time.perf_counter()
+            async with session.post(
+                url, data=body, headers={"Content-Type": "application/x-ndjson"}
+            ) as r:
+                await r.read()
+                if r.status != 200:
+                    errors += 1
+                    continue
+            latencies.append(time.perf_counter() - started)
+            sent_lines += lines_per_body
+            sent_bytes += len(body)
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "lines": sent_lines,
+        "bytes": sent_bytes,
+        "seconds": round(elapsed, 3),
+        "lines_per_s": round(sent_lines / elapsed),
+        "mb_per_s": round(sent_bytes / elapsed / 1e6, 2),
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2) if latencies else None,
+        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 2)
+        if latencies
+        else None,
+        "errors": errors,
+    }
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _spawn(args: list[str], core: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        args,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: os.sched_setaffinity(0, {core}),  # noqa: PLW1509 - no threads yet
+    )
+
+
+async def measure(
+    variant: str, bodies: list[bytes], per_body: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    import aiohttp
+
+    from service.local import free_port
+
+    server_core, client_core = _cores()
+    port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    standin_url = ""
+    if variant == "tideway":
+        sport = free_port()
+        standin_url = f"http://127.0.0.1:{sport}"
+        procs.append(_spawn([sys.executable, __file__, "--standin", str(sport)], client_core, {}))
+        env = {
+            "AWS_ENDPOINT_URL": standin_url,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "TIDEWAY_STREAM": "bench",
+            "TIDEWAY_BUCKET": "bench-bucket",
+            "TIDEWAY_HOST": "127.0.0.1",
+            "TIDEWAY_PORT": str(port),
+            "TIDEWAY_LOG_LEVEL": "WARNING",
+        }
+        server = _spawn([sys.executable, "-m", "service", "serve"], server_core, env)
+    else:
+        server = _spawn([sys.executable, __file__, "--bare", str(port)], server_core, {})
+    procs.append(server)
+    try:
+        await _wait_ready(f"http://127.0.0.1:{port}/readyz", server)
+        result = await load(
+            f"http://127.0.0.1:{port}/ingest", bodies, per_body, args.concurrency, args.seconds
+        )
+        result["peak_rss_mb"] = _peak_rss_mb(server.pid)
+        if standin_url:
+            async with aiohttp.ClientSession() as s, s.get(standin_url + "/stats") as r:
+                stats = await r.json()
+            raw_gb = result["bytes"] / GB
+            result["kinesis"] = {
+                **stats,
+                "records_per_gb": round(stats["records"] / raw_gb),
+                "put_payload_units_per_gb": round(stats["units"] / raw_gb),
+                "put_calls_per_gb": round(stats["calls"] / raw_gb),
+                "kinesis_bytes_per_gb": round(stats["bytes"] / raw_gb),
+                "avg_record_bytes": round(stats["bytes"] / max(1, stats["records"])),
+                "unit_fill": round(stats["bytes"] / max(1, stats["units"] * UNIT), 3),
+                "naive_units_per_gb": round(_naive_units(bodies) / (sum(map(len, bodies)) / GB)),
+            }
+        return result
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _naive_units(bodies: list[bytes]) -> int:
+    """What one line per Kinesis record would cost (every line rounds up to a unit)."""
+    return sum(math.ceil((len(line) + 8) / UNIT) for b in bodies for line in b.split(b"\n"))
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    from service.loggen import ndjson_lines
+
+    per_body = args.lines_per_request
+    lines = ndjson_lines(args.lines, seed=11)
+    bodies = [b"\n".join(lines[i : i + per_body]) for i in range(0, len(lines), per_body)]
+    os.sched_setaffinity(0, {_cores()[1]})
+    results: dict[str, Any] = {}
+    for variant in ("bare_aiohttp", "tideway"):
+        results[variant] = await measure(variant, bodies, per_body, args)
+        print(variant, results[variant], file=sys.stderr)
+    ratio = results["tideway"]["lines_per_s"] / max(1, results["bare_aiohttp"]["lines_per_s"])
+    extra = {
+        "tideway_vs_bare": round(ratio, 3),
+        "concurrency": args.concurrency,
+        "lines_per_request": per_body,
+    }
+    try:
+        from benchmarks.common import write_results
+    except ImportError:
+        write_results = None
+    total = sum(map(len, bodies))
+    if write_results is not None:
+        path = write_results(
+            "ingest",
+            quick=args.quick,
+            lines=len(lines),
+            input_bytes=total,
+            results=results,
+            extra=extra,
+        )
+    else:
+        import json
+
+        path = ROOT / "benchmarks" / "results" / "ingest.json"
+        path.write_text(
+            json.dumps(
+                {
+                    "benchmark": "ingest",
+                    "quick": args.quick,
+                    "input": {"lines": len(lines), "bytes": total},
+                    "results": results,
+                    **extra,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    print(f"tideway/bare = {ratio:.2f}; written {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="under a minute")
+    parser.add_argument("--standin", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--lines-per-request", type=int, default=1000)
+    args = parser.parse_args()
+    if args.standin:
+        return run_standin(args.standin)
+    if args.bare:
+        return run_bare(args.bare)
+    args.lines = 300_000 if args.quick else 2_000_000
+    args.seconds = 15.0 if args.quick else 120.0
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
