@@ -1,0 +1,89 @@
+"""Renders benchmarks/results/*.json as the README's benchmark section (between markers).
+
+    .venv/bin/python benchmarks/report.py          # print the markdown
+    .venv/bin/python benchmarks/report.py --write  # replace the README section
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
+COLUMNS = (
+    ("lines_per_s", "lines/s"),
+    ("records_per_s", "records/s"),
+    ("mb_per_s", "MB/s"),
+    ("p50_ms", "p50 ms"),
+    ("p99_ms", "p99 ms"),
+    ("output_bytes", "output bytes"),
+    ("files", "files"),
+    ("kinesis_records", "Kinesis records"),
+    ("peak_rss_mb", "peak RSS MB"),
+)
+ORDER = ("writer", "decoders", "ingest", "e2e", "telemetry")
+COMMANDS = {name: f".venv/bin/python benchmarks/{name}.py" for name in ORDER}
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _ratios(doc: dict[str, Any]) -> str:
+    parts = []
+    for key, value in doc.items():
+        if key in ("benchmark", "quick", "input", "results"):
+            continue
+        if "ratio" in key or "vs" in key or key == "overhead":
+            parts.append(f"`{key}`: {json.dumps(value)}")
+    return "; ".join(parts)
+
+
+def section(name: str, doc: dict[str, Any]) -> list[str]:
+    results = doc["results"]
+    used = [(k, label) for k, label in COLUMNS if any(k in r for r in results.values() if isinstance(r, dict))]
+    mode = "quick" if doc.get("quick") else "full"
+    lines = [f"#### {name} ({mode}; input {json.dumps(doc['input'])[:160]})", ""]
+    lines.append("| variant | " + " | ".join(label for _, label in used) + " |")
+    lines.append("|---|" + "---:|" * len(used))
+    for variant, r in results.items():
+        if isinstance(r, dict) and any(k in r for k, _ in used):
+            lines.append(f"| {variant} | " + " | ".join(_fmt(r.get(k, "")) for k, _ in used) + " |")
+    ratios = _ratios(doc)
+    lines += ["", f"Ratios: {ratios}" if ratios else "", f"Command: `{COMMANDS[name]}`", ""]
+    return lines
+
+
+def render() -> str:
+    out = [BEGIN, ""]
+    for name in ORDER:
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            path = RESULTS / f"{name}.quick.json"
+        if path.exists():
+            out += section(name, json.loads(path.read_text()))
+    out.append(END)
+    return "\n".join(out)
+
+
+def main() -> None:
+    text = render()
+    if "--write" not in sys.argv:
+        print(text)
+        return
+    readme = ROOT / "README.md"
+    current = readme.read_text()
+    start, end = current.index(BEGIN), current.index(END) + len(END)
+    readme.write_text(current[:start] + text + current[end:])
+
+
+if __name__ == "__main__":
+    main()
