@@ -258,3 +258,96 @@ def test_custom_mapping_is_honoured() -> None:
     row = table.to_pylist()[0]
     assert (row["message"], row["service"]) == ("t", "c")
     assert orjson.loads(row["attributes"]) == {"message": "kept"}
+
+
+def test_dotted_names_that_reach_into_nested_objects_match_the_specification() -> None:
+    """Whether ``log.level`` matches depends on the value of ``log``: such lines take the
+    per-line path, mixed in a chunk with lines mapped in bulk."""
+    lines = [
+        {"log": {"level": "warn", "file": "a.py"}, "message": "m"},
+        {"log": {"level": "warn"}, "level": "info"},
+        {"log": {"level": "debug"}},
+        {"log": "text only", "msg": "kept"},
+        {"log": {"other": 1}},
+        {"host": {"name": "h1"}, "service": {"name": "api"}, "trace": {"id": "t"}},
+        {"service.name": "dotted", "host.name": "h2", "span": {"id": 7}},
+        {"level": "error", "message": "plain", "severity_number": 2**40},
+    ]
+    records = [record([orjson.dumps(x) for x in lines], seq=s) for s in range(3)]
+    assert_same_as_reference(records)
+
+
+TIME_VALUES: list[object] = [
+    "2026-11-20T08:00:00Z",
+    "2026-11-20T08:00:00.5Z",
+    "2026-11-20T08:00:00.123456+01:00",
+    "2026-11-20T08:00:00.1234567Z",
+    "2026-11-20T08:00:00,25Z",
+    "2026-11-20T08:00:00",
+    "2026-11-20 08:00:00Z",
+    " 2026-11-20T08:00:00Z ",
+    "2026-11-20t08:00:00z",
+    "2026-02-30T08:00:00Z",
+    "2026-11-20T24:00:00Z",
+    "2026-11-20T08:00:00+24:00",
+    "0000-11-20T08:00:00Z",
+    "1795161600.5",
+    "-1",
+    "nan",
+    1795161600,
+    1795161600.4999995,
+    1795161600123,
+    1795161600500.5,
+    1795161600123456,
+    1795161600123456789,
+    2**64 - 1,
+    99999999999.99999,
+    1e14 - 0.5,
+    1e17 - 64,
+    1e300,
+    -1,
+    0,
+    True,
+    None,
+    [1],
+]
+
+
+def test_every_time_format_parses_like_the_specification() -> None:
+    """Zoned RFC 3339 strings and epoch numbers are parsed in bulk; each must land exactly
+    where ``parse_time_us`` puts it, including the window and unparseable fallbacks."""
+    lines = [orjson.dumps({key: value, "m": 1}) for value in TIME_VALUES for key in ("ts", "date")]
+    assert_same_as_reference([record(lines)])
+    for value in TIME_VALUES:  # alone in its chunk, so one odd value cannot hide another
+        assert_same_as_reference([record([orjson.dumps({"timestamp": value})])])
+
+
+def test_a_time_key_that_is_also_a_candidate_elsewhere_is_mapped_like_the_specification() -> None:
+    custom = FieldMapping(time=("ts", "log"), message=("ts", "log.level", "msg"))
+    lines = [
+        {"ts": "2026-11-20T08:00:00Z", "msg": "a"},
+        {"ts": "yesterday", "msg": "b"},
+        {"log": {"level": "warn"}, "msg": "c"},
+        {"log": 1795161600, "msg": "d"},
+    ]
+    assert_same_as_reference([record([orjson.dumps(x) for x in lines])], custom)
+
+
+def test_bad_records_inside_a_large_flush_dead_letter_in_record_order() -> None:
+    lines = ndjson_lines(70 * 80, seed=4)
+    records = [record(lines[i * 70 : (i + 1) * 70], seq=i) for i in range(80)]
+    records[50] = record([lines[0], b"[1]"], seq=50)
+    records[10] = record([b"{nope"], seq=10)
+    records[70] = DecodedRecord(RecordMeta("shardId-000", 70, ARRIVAL), (LineBatch(b"{}", 2),))
+    assert_same_as_reference(records)
+    _, bad = build_columns(records, MAPPING)
+    assert [r.meta.sequence_number for r, _ in bad] == [10, 50, 70]
+
+
+def test_lines_whose_keys_never_repeat_match_the_specification() -> None:
+    lines = [
+        orjson.dumps({f"k{i}": i, "level": "info", "message": "m", f"tail{i % 7}": None})
+        for i in range(3000)
+    ]
+    records = [record(lines[i : i + 100], seq=i) for i in range(0, 3000, 100)]
+    assert_same_as_reference(records)
