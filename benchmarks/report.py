@@ -1,7 +1,7 @@
 """Renders benchmarks/results/*.json as the README's benchmark section (between markers).
 
-    .venv/bin/python benchmarks/report.py          # print the markdown
-    .venv/bin/python benchmarks/report.py --write  # replace the README section
+.venv/bin/python benchmarks/report.py          # print the markdown
+.venv/bin/python benchmarks/report.py --write  # replace the README section
 """
 
 from __future__ import annotations
@@ -49,7 +49,11 @@ def _ratios(doc: dict[str, Any]) -> str:
 
 def section(name: str, doc: dict[str, Any]) -> list[str]:
     results = doc["results"]
-    used = [(k, label) for k, label in COLUMNS if any(k in r for r in results.values() if isinstance(r, dict))]
+    used = [
+        (k, label)
+        for k, label in COLUMNS
+        if any(k in r for r in results.values() if isinstance(r, dict))
+    ]
     mode = "quick" if doc.get("quick") else "full"
     lines = [f"#### {name} ({mode}; input {json.dumps(doc['input'])[:160]})", ""]
     lines.append("| variant | " + " | ".join(label for _, label in used) + " |")

@@ -92,7 +92,11 @@ class FaultProxy:
 
     def _pick(self, target: str, body: bytes) -> Rule | None:
         for rule in self.rules:
-            if rule.hits < rule.times and rule.match(target, body) and self.rng.random() < rule.probability:
+            if (
+                rule.hits < rule.times
+                and rule.match(target, body)
+                and self.rng.random() < rule.probability
+            ):
                 rule.hits += 1
                 return rule
         return None
@@ -112,7 +116,9 @@ class FaultProxy:
         self, rule: Rule, request: web.Request, body: bytes, target: str
     ) -> web.StreamResponse | None:
         if rule.action == "throttle":
-            return _aws_error(400, "ProvisionedThroughputExceededException", "Rate exceeded for shard")
+            return _aws_error(
+                400, "ProvisionedThroughputExceededException", "Rate exceeded for shard"
+            )
         if rule.action == "error500":
             return _aws_error(500, "InternalFailure", "injected by faultproxy")
         if rule.action == "delay":
@@ -157,8 +163,12 @@ class FaultProxy:
                 results.append(next(got))
             else:
                 failed += 1
-                results.append({"ErrorCode": "ProvisionedThroughputExceededException",
-                                "ErrorMessage": "Rate exceeded (faultproxy)"})
+                results.append(
+                    {
+                        "ErrorCode": "ProvisionedThroughputExceededException",
+                        "ErrorMessage": "Rate exceeded (faultproxy)",
+                    }
+                )
         return web.Response(
             body=orjson.dumps({"FailedRecordCount": failed, "Records": results}),
             content_type="application/x-amz-json-1.1",
@@ -168,7 +178,9 @@ class FaultProxy:
         self, request: web.Request, body: bytes, *, raw: bool = False
     ) -> web.StreamResponse | dict[str, Any]:
         assert self._session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")
+        }
         async with self._session.request(
             request.method, self.upstream + request.path_qs, data=body, headers=headers
         ) as up:
@@ -177,7 +189,14 @@ class FaultProxy:
                 return dict(orjson.loads(payload))
             out = web.Response(status=up.status, body=payload)
             for k, v in up.headers.items():
-                if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding", "date", "server"):
+                if k.lower() not in (
+                    "content-length",
+                    "transfer-encoding",
+                    "connection",
+                    "content-encoding",
+                    "date",
+                    "server",
+                ):
                     out.headers[k] = v
             if "Content-Encoding" in up.headers:
                 out.headers["Content-Encoding"] = up.headers["Content-Encoding"]
@@ -206,4 +225,7 @@ def b64(data: bytes) -> str:
 def update_item_setting(prefix: bytes) -> Matcher:
     """Match DynamoDB UpdateItem calls whose update expression starts with ``prefix``,
     e.g. b"SET checkpoint" (step 3 of the flush protocol)."""
-    return lambda target, body: target.endswith(".UpdateItem") and b'"UpdateExpression": "' + prefix in body.replace(b'":"', b'": "')
+    return lambda target, body: (
+        target.endswith(".UpdateItem")
+        and b'"UpdateExpression": "' + prefix in body.replace(b'":"', b'": "')
+    )

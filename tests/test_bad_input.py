@@ -90,7 +90,10 @@ async def test_gzip_bomb_is_refused_with_413(ready: Settings, server: Server) ->
     status, answer = await post(
         server.url + "/ingest", bomb, {**NDJSON, "Content-Encoding": "gzip"}
     )
-    assert status == 413 and "decompressed body exceeds" in str(answer["error"])
+    assert status == 413
+    assert "decompress" in str(
+        answer["error"]
+    )  # the ratio or the size limit, whichever trips first
 
 
 async def test_line_over_the_limit_is_rejected_alone(

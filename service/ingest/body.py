@@ -106,7 +106,9 @@ class _Guard:
             raise RequestError(413, f"decompressed body exceeds the {self.limit} byte limit")
         if self.size > _RATIO_FLOOR and self.size > self.max_ratio * self.compressed:
             raise RequestError(
-                413, f"decompression ratio exceeds {self.max_ratio:g} (a compression bomb?)"
+                413,
+                f"decompressed body exceeds the compression ratio limit of {self.max_ratio:g}"
+                " (a compression bomb?)",
             )
         if self.grow is not None:
             self.grow(n)

@@ -76,7 +76,7 @@ class SealedRecord:
 class Packer:
     """Accumulates lines into open records and seals them by size or age."""
 
-    def __init__(self, target_bytes: int, level: int = 3) -> None:
+    def __init__(self, target_bytes: int, level: int = 1) -> None:
         self.target = target_bytes
         self.ratio = 4.0  # raw/compressed; learnt, starts near what realistic logs give
         self.recompressions = 0
