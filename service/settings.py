@@ -29,7 +29,7 @@ class ApiKey(BaseModel):
 
     model_config = {"frozen": True, "extra": "forbid"}
     sha256: str
-    service: str | None = None
+    service: str | None = Field(default=None, min_length=1, max_length=256)
 
     @field_validator("sha256")
     @classmethod
@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     api_keys: tuple[ApiKey, ...] | None = None
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     max_decompressed_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
-    max_line_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_line_bytes: int = Field(default=1024 * 1024, gt=0, le=4 * 1024 * 1024)
     max_inflight_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     max_decompression_ratio: float = Field(default=200.0, ge=1)
     body_read_timeout: float = Field(default=30.0, gt=0)

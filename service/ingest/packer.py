@@ -24,6 +24,11 @@ _HASH_SPACE = 2**128
 _GOLDEN = 0x9E3779B97F4A7C15F39CC0605CEDC835  # 2^128 / phi: successive keys spread evenly
 # Aim a little under the target: an overshoot costs a re-compression of the record.
 _AIM = 0.97
+# The consumer refuses envelopes that inflate past envelope.MAX_DECOMPRESSED; repetitive
+# lines (health checks, error loops) compress 1000x, so raw bytes per record are capped too,
+# and the learnt ratio is clamped so one such burst cannot blow up the next estimates.
+MAX_RAW = envelope.MAX_DECOMPRESSED - 64 * 1024
+_MAX_RATIO = 50.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,7 @@ class OpenRecord:
     header: Header
     traceparent: str
     opened_at: float
+    received_us: int  # wall clock when the first line arrived (the envelope's receive time)
     lines: list[bytes] = field(default_factory=list)
     raw_bytes: int = 0
     tickets: list[Ticket] = field(default_factory=list)
@@ -98,7 +104,7 @@ class Packer:
         sealed: list[SealedRecord] = []
         rec = self._open.get(header)
         if rec is None:
-            rec = self._open[header] = OpenRecord(header, traceparent, now)
+            rec = self._open[header] = OpenRecord(header, traceparent, now, received_us)
         # Bytes of lines[:j] with their newlines are ends[j - 1] + j: whole runs of lines
         # are placed by bisection instead of a per-line Python loop.
         ends = list(accumulate(map(len, lines)))
@@ -108,12 +114,14 @@ class Packer:
 
         i, n = 0, len(lines)
         while i < n:
-            room = self.target * self.ratio * _AIM - rec.raw_bytes
+            room = min(self.target * self.ratio * _AIM, MAX_RAW) - rec.raw_bytes
             j = bisect_right(range(n + 1), upto(i) + room, lo=i + 1, key=upto) - 1
             if j <= i:
                 if rec.lines:  # the open record is full: seal it and retry in a new one
-                    sealed.extend(self._seal(header, received_us, now))
-                    rec = self._open.setdefault(header, OpenRecord(header, traceparent, now))
+                    sealed.extend(self._seal(header, now))
+                    rec = self._open.setdefault(
+                        header, OpenRecord(header, traceparent, now, received_us)
+                    )
                     continue
                 j = i + 1  # a line bigger than the budget travels alone
             rec.lines.extend(lines[i:j])
@@ -127,15 +135,16 @@ class Packer:
         out: list[SealedRecord] = []
         for header, rec in list(self._open.items()):
             if now - rec.opened_at >= linger:
-                out.extend(self._seal(header, int(now * 1e6), now))
+                out.extend(self._seal(header, now))
         return out
 
     def oldest(self) -> float | None:
         return min((r.opened_at for r in self._open.values()), default=None)
 
-    def _seal(self, header: Header, received_us: int, now: float) -> list[SealedRecord]:
+    def _seal(self, header: Header, now: float) -> list[SealedRecord]:
         """Encode the open record; lines that do not fit the target stay open (new record)."""
         rec = self._open.pop(header)
+        received_us = rec.received_us
         lines = rec.lines
         data, payload_len = self._encode(rec, lines, received_us)
         limit = self.target - 12  # the partition key counts too
@@ -145,12 +154,13 @@ class Packer:
             lines = lines[:keep]
             data, payload_len = self._encode(rec, lines, received_us)
         if len(lines) < len(rec.lines):
-            rest = OpenRecord(header, rec.traceparent, now, rec.lines[len(lines) :])
+            rest = OpenRecord(header, rec.traceparent, now, received_us, rec.lines[len(lines) :])
             rest.raw_bytes = sum(len(x) + 1 for x in rest.lines)
             for ticket in rec.tickets:  # conservative: each may own some of the moved lines
                 rest.attach(ticket)
             self._open[header] = rest
-        self.ratio = 0.8 * self.ratio + 0.2 * max(1.0, payload_len / max(1, len(data)))
+        learnt = 0.8 * self.ratio + 0.2 * max(1.0, payload_len / max(1, len(data)))
+        self.ratio = min(_MAX_RATIO, learnt)
         return [self._record(rec, data, len(lines), payload_len)]
 
     def _encode(self, rec: OpenRecord, lines: list[bytes], received_us: int) -> tuple[bytes, int]:

@@ -149,6 +149,10 @@ def format_traceparent(ctx: SpanContext) -> str:
 def current_traceparent(fallback: str = "") -> str:
     """The current span as a W3C traceparent; ``fallback`` when tracing is off or no span is
     current (so an incoming traceparent still travels in the envelope header)."""
+    # A client's header is data: only a well-formed W3C traceparent may travel (the envelope
+    # header has one byte for its length).
+    if fallback and parse_traceparent(fallback) is None:
+        fallback = ""
     if _ACTIVE.tracer is None:
         return fallback
     ctx = trace.get_current_span().get_span_context()

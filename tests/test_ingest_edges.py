@@ -1,0 +1,48 @@
+"""Edge cases found in review: hostile headers, repetitive logs, receive times."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from service import envelope
+from service.decode import DecoderConfig, decode_record
+from service.ingest.packer import Header, Packer, Ticket
+from tests.conftest import Server
+
+
+async def test_an_oversized_traceparent_is_ignored_and_the_server_keeps_serving(
+    server: Server,
+) -> None:
+    body = b'{"message": "x"}\n'
+    headers = {"Content-Type": "application/x-ndjson"}
+    async with aiohttp.ClientSession() as s:
+        bad = {**headers, "traceparent": "00-" + "f" * 300}
+        async with s.post(server.url + "/ingest", data=body, headers=bad) as resp:
+            assert resp.status == 200
+        async with s.post(server.url + "/ingest", data=body, headers=headers) as resp:
+            assert resp.status == 200 and (await resp.json())["accepted"] == 1
+
+
+def test_repetitive_lines_never_make_an_envelope_the_consumer_refuses() -> None:
+    packer = Packer(25_000)
+    line = b'{"message": "GET /health 200", "service": "lb", "level": "info"}'
+    sealed = []
+    for i in range(200):
+        sealed += packer.add(
+            [line] * 5000, Header(), Ticket(), traceparent="", now=float(i), received_us=1
+        )
+    sealed += packer.due(1e9, 0)
+    assert packer.ratio <= 50
+    total = 0
+    for rec in sealed:
+        decoded = decode_record(rec.data, DecoderConfig())  # raises on an over-limit envelope
+        total += decoded.line_count
+    assert total == 200 * 5000
+
+
+def test_a_record_sealed_by_linger_carries_the_wall_clock_receive_time() -> None:
+    packer = Packer(25_000)
+    wall_us = 1_795_624_244_473_914
+    packer.add([b'{"m": 1}'], Header(), Ticket(), traceparent="", now=12.5, received_us=wall_us)
+    (rec,) = packer.due(99.0, 0.005)  # ``now`` here is the event loop's monotonic clock
+    assert envelope.decode(rec.data).received_us == wall_us
