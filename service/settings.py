@@ -116,9 +116,10 @@ class Settings(BaseSettings):
     @field_validator("prefix")
     @classmethod
     def _prefix_is_a_folder(cls, value: str) -> str:
+        # Literal, as Firehose prefixes are: "team-a/" gives team-a/logs/, "raw-" raw-logs/.
         if value.startswith("/"):
             raise ValueError("must not start with '/'; use e.g. 'tideway/'")
-        return value if not value or value.endswith("/") else value + "/"
+        return value
 
     @model_validator(mode="after")
     def _derived(self) -> Settings:

@@ -46,3 +46,23 @@ def test_a_record_sealed_by_linger_carries_the_wall_clock_receive_time() -> None
     packer.add([b'{"m": 1}'], Header(), Ticket(), traceparent="", now=12.5, received_us=wall_us)
     (rec,) = packer.due(99.0, 0.005)  # ``now`` here is the event loop's monotonic clock
     assert envelope.decode(rec.data).received_us == wall_us
+
+
+async def test_elasticsearch_agents_setup_calls_are_answered(server: Server) -> None:
+    """Filebeat, Logstash and Vector probe these before their first bulk request."""
+    async with aiohttp.ClientSession() as s:
+        for method, path in (
+            ("GET", "/_index_template/filebeat-8.17.0"),
+            ("HEAD", "/_index_template/filebeat-8.17.0"),
+            ("PUT", "/_index_template/logstash"),
+            ("GET", "/_ilm/policy/filebeat"),
+            ("PUT", "/_ilm/policy/filebeat"),
+            ("GET", "/_cluster/health"),
+            ("GET", "/_xpack"),
+        ):
+            async with s.request(method, server.url + path, json={}) as resp:
+                assert resp.status == 200, (method, path)
+                assert resp.headers["X-Elastic-Product"] == "Elasticsearch"
+        for path in ("/healthz", "/no/such/route"):
+            async with s.get(server.url + path) as resp:
+                assert resp.headers["X-Elastic-Product"] == "Elasticsearch"

@@ -121,7 +121,7 @@ def test_toml_file_is_read_and_unknown_keys_are_refused(tmp_path: Path) -> None:
     good = tmp_path / "good.toml"
     good.write_text('stream = "from-file"\nbucket = "file-bucket"\nprefix = "p"\n')
     s = load({}, good)
-    assert (s.stream, s.bucket, s.prefix) == ("from-file", "file-bucket", "p/")
+    assert (s.stream, s.bucket, s.prefix) == ("from-file", "file-bucket", "p")
     assert load({"TIDEWAY_STREAM": "env-wins"}, good).stream == "env-wins"
     bad = tmp_path / "bad.toml"
     bad.write_text('stream = "s"\nbucket = "bbb"\nflush_age = 3\n')

@@ -62,7 +62,9 @@ CALLER: web.RequestKey[Caller] = web.RequestKey("caller", Caller)
 def _family(path: str) -> str:
     if path == "/v1/logs":
         return "otlp"
-    if path in ("/", "/_license") or path.endswith("/_bulk"):
+    if path in ("/", "/_license", "/_xpack", "/_cluster/health") or path.endswith("/_bulk"):
+        return "es"
+    if path.startswith(("/_index_template/", "/_ilm/policy/")):
         return "es"
     return "json"
 
@@ -281,6 +283,41 @@ async def es_license(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def es_index_template(request: web.Request) -> web.StreamResponse:
+    """GET/HEAD /_index_template/{name}: Filebeat and Logstash load a template unless one
+    exists; Tideway has no indices, so every template "exists" and nothing is loaded."""
+    name = request.match_info["name"]
+    return _es_json(request, {"index_templates": [{"name": name, "index_template": {}}]})
+
+
+async def es_ilm_policy(request: web.Request) -> web.StreamResponse:
+    """GET /_ilm/policy/{name}: Beats check their lifecycle policy before the first bulk."""
+    return _es_json(request, {request.match_info["name"]: {"version": 1, "policy": {}}})
+
+
+async def es_acknowledged(request: web.Request) -> web.StreamResponse:
+    """PUT of a template or policy: acknowledged, with nothing to store (S3 is the index)."""
+    await request.read()
+    return _es_json(request, {"acknowledged": True})
+
+
+async def es_cluster_health(request: web.Request) -> web.StreamResponse:
+    """GET /_cluster/health: Vector's default healthcheck."""
+    state = request.app[STATE]
+    status = "green" if state.kinesis_ok and not state.draining else "red"
+    return _es_json(request, {"cluster_name": state.settings.es_cluster_name, "status": status})
+
+
+async def es_xpack(request: web.Request) -> web.StreamResponse:
+    """GET /_xpack: feature probe of Beats and Logstash (ILM reported available)."""
+    return _es_json(request, {"features": {"ilm": {"available": True, "enabled": True}}})
+
+
+async def _elastic_product(request: web.Request, response: web.StreamResponse) -> None:
+    # DESIGN §10: every response carries it, so Elasticsearch clients accept even 404s.
+    response.headers["X-Elastic-Product"] = "Elasticsearch"
+
+
 async def healthz(request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "ok"})
 
@@ -312,6 +349,13 @@ def build_app(state: IngestState) -> web.Application:
     app.router.add_post("/v1/logs", otlp_logs)
     app.router.add_get("/", es_root)
     app.router.add_get("/_license", es_license)
+    app.router.add_get("/_xpack", es_xpack)
+    app.router.add_get("/_cluster/health", es_cluster_health)
+    app.router.add_get("/_index_template/{name}", es_index_template)
+    app.router.add_put("/_index_template/{name}", es_acknowledged)
+    app.router.add_get("/_ilm/policy/{name}", es_ilm_policy)
+    app.router.add_put("/_ilm/policy/{name}", es_acknowledged)
+    app.on_response_prepare.append(_elastic_product)
     for method in ("POST", "PUT"):
         app.router.add_route(method, "/_bulk", es_bulk)
         app.router.add_route(method, "/{index}/_bulk", es_bulk)
