@@ -12,17 +12,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from service.errors import SettingsError
+from botocore.exceptions import BotoCoreError, ClientError
+
+from service.errors import SettingsError, TidewayError
 from service.settings import Settings
 from service.telemetry.logs import setup_logging
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tideway", description=__doc__)
+    config_help = "TOML file of settings (keys: TIDEWAY_* in lower case)"
+    parser.add_argument("--config", type=Path, help=config_help)
+    # Also accepted after the subcommand; SUPPRESS keeps a value given before it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config", type=Path, help="TOML file of settings (keys: TIDEWAY_* in lower case)"
-    )
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", parents=[common], help="HTTP ingest tier -> Kinesis")
     serve.add_argument("--port", type=int)
@@ -65,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"tideway: {exc}", file=sys.stderr)
         return 2
+    except (TidewayError, BotoCoreError, ClientError) as exc:
+        print(f"tideway {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _command(args: argparse.Namespace) -> int:

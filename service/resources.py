@@ -90,7 +90,7 @@ async def ensure_bucket(s3: Any, bucket: str) -> str:
         await s3.create_bucket(**kwargs)
         return "created"
     except ClientError as exc:
-        if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+        if error_code(exc) != "BucketAlreadyOwnedByYou":  # AlreadyExists: owned by another account
             raise
         return "exists"
 

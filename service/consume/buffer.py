@@ -49,8 +49,11 @@ class ShardBuffer:
         if decoded.skipped:
             self.skipped[decoded.skipped] = self.skipped.get(decoded.skipped, 0) + 1
         if decoded.batches:
-            self.records.append(DecodedRecord(meta, decoded.batches))
-            self.size += sum(len(b.payload) for b in decoded.batches) + RECORD_OVERHEAD
+            # Plain JSON and text payloads hold the record's own content; every other format's
+            # raw bytes are kept so a dead letter can be replayed as it was read (DESIGN §10).
+            raw = b"" if decoded.format in ("json", "ndjson", "text") else data
+            self.records.append(DecodedRecord(meta, decoded.batches, raw))
+            self.size += sum(len(b.payload) for b in decoded.batches) + len(raw) + RECORD_OVERHEAD
             self.lines += decoded.line_count
 
 

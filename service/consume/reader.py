@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -78,6 +79,7 @@ class ShardReader:
         self._idle_wait = idle_wait
         self._max_backoff = max_backoff
         self._iterator: str | None = None
+        self._latest_at: float | None = None  # when a LATEST start was first resolved
         self.last_sequence: str | None = None
         self._last_call = 0.0
         self.errors: dict[str, int] = {}
@@ -85,6 +87,12 @@ class ShardReader:
     def _position(self) -> Position:
         if self.last_sequence is not None:
             return Position("AFTER_SEQUENCE_NUMBER", self.last_sequence)
+        if self._start.kind == "LATEST":
+            if self._latest_at is None:
+                self._latest_at = time.time()
+                return self._start
+            # A renewed LATEST iterator would skip what arrived while we backed off.
+            return Position("AT_TIMESTAMP", timestamp=self._latest_at)
         return self._start
 
     async def _new_iterator(self) -> str:
@@ -126,8 +134,10 @@ class ShardReader:
                 if code not in _RETRYABLE and status < 500:
                     raise
                 self.errors[code] = self.errors.get(code, 0) + 1
-                # moto answers an invalid iterator with HTTP 500; a fresh one fixes both.
-                self._iterator = None
+                # An expired iterator needs a new one, and so does moto's HTTP 500 for an
+                # invalid one; a throttled call keeps its iterator (still valid).
+                if code == "ExpiredIteratorException" or status >= 500:
+                    self._iterator = None
                 attempt += 1
                 await asyncio.sleep(_backoff(attempt, self._max_backoff))
                 continue

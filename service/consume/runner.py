@@ -149,7 +149,10 @@ async def _health(request: web.Request) -> web.StreamResponse:
 
 
 async def _ready(request: web.Request) -> web.StreamResponse:
-    ok = request.app[WORKER].ready.is_set()
+    worker = request.app[WORKER]
+    # Not ready before the first good round, while leaving (SIGTERM), or once the last
+    # round failed (DynamoDB or Kinesis unreachable).
+    ok = worker.ready.is_set() and not worker.state.leaving and not worker.state.last_round_failed
     return web.json_response({"ready": ok}, status=200 if ok else 503)
 
 

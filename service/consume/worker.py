@@ -19,9 +19,11 @@ from typing import Any
 from service.consume.assign import assign
 from service.consume.leases import FROM_START, SHARD_END, LeaseTable, ShardLease, WorkerBeat
 from service.consume.shard import Outcome, ShardConsumer, ShardContext
-from service.errors import LeaseLostError
+from service.errors import LeaseLostError, TidewayError
 
 log = logging.getLogger(__name__)
+STOP_GRACE = 25.0  # seconds for final flushes after SIGTERM (DESIGN: exit within 30 s)
+DRAIN_MAX_FAILED_ROUNDS = 10  # --drain exits non-zero instead of retrying forever
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,7 @@ class WorkerState:
     assignment: dict[str, str] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)
     leaving: bool = False
+    last_round_failed: bool = False
     rounds: int = 0
     failed_rounds: int = 0
     last_error: str | None = None
@@ -142,10 +145,18 @@ class ConsumerWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         me = self.ctx.worker_id
+        failures = 0
+        gave_up = ""
         try:
             async with asyncio.TaskGroup() as tg:
                 while not stop.is_set():
                     ok = await self._guarded_round(tg)
+                    failures = 0 if ok else failures + 1
+                    if self.drain and failures >= DRAIN_MAX_FAILED_ROUNDS:
+                        gave_up = (
+                            f"drain gave up after {failures} failed rounds: {self.state.last_error}"
+                        )
+                        break
                     if ok:
                         self.ready.set()
                         if self.drain and self._drained():
@@ -154,6 +165,8 @@ class ConsumerWorker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), wait)
                 await self._leave()
+            if gave_up:  # raised outside the TaskGroup so callers see it unwrapped
+                raise TidewayError(gave_up)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.table.remove_worker(me), self.lease_duration)
@@ -167,11 +180,13 @@ class ConsumerWorker:
             await asyncio.wait_for(self._round(tg), self.lease_duration)
         except Exception as exc:
             self.state.failed_rounds += 1
+            self.state.last_round_failed = True
             self.ctx.metrics.count_error("lease_round", exc)
             self.state.last_error = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("lease round failed", extra={"error": self.state.last_error})
             self._fence_if_expired()
             return False
+        self.state.last_round_failed = False
         return True
 
     def _fence_if_expired(self) -> None:
@@ -338,11 +353,19 @@ class ConsumerWorker:
             self._running.pop(sid, None)
 
     async def _stop_all(self) -> None:
+        """Final flushes, bounded so the process exits inside the ECS stop timeout; a flush cut
+        short leaves its intent open and the next owner replays it (nothing is lost)."""
         for run in self._running.values():
             run.stop.set()
         tasks = [r.task for r in self._running.values()]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=STOP_GRACE)
+        if late:
+            log.warning("final flushes cut short at the stop deadline", extra={"shards": len(late)})
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
 
 def live_workers(beats: dict[str, WorkerBeat], now_ms: int) -> set[str]:

@@ -244,9 +244,14 @@ class Producer:
                 ],
             )
         self.metrics.put_calls.inc()
+        results = resp["Records"]
+        if len(results) != len(records):  # checked before any entry completes a request
+            raise KinesisUnavailableError(
+                f"PutRecords answered {len(results)} entries for {len(records)}"
+            )
         failed = []
         throttled = 0
-        for rec, result in zip(records, resp["Records"], strict=True):
+        for rec, result in zip(records, results, strict=True):
             if "ErrorCode" in result:
                 failed.append(rec)
                 throttled += result["ErrorCode"] in _THROTTLED

@@ -51,6 +51,7 @@ class DecodedRecord:
 
     meta: RecordMeta
     batches: tuple[LineBatch, ...]
+    raw: bytes = b""  # the Kinesis record as read, for the dead letter if a line cannot map
 
 
 class BadLine(ValueError):

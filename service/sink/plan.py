@@ -95,8 +95,9 @@ def plan_flush(
 
 
 def _raw_hint(record: DecodedRecord) -> bytes:
-    # The decoded payload is what failed to map; keep it (lossless for NDJSON-bearing formats).
-    return b"\n".join(b.payload for b in record.batches)
+    # DESIGN §10: the raw record, so it can be replayed; the decoded payload only when the
+    # caller did not keep the raw bytes (pure uses of plan_flush).
+    return record.raw or b"\n".join(b.payload for b in record.batches)
 
 
 def _data_objects(shard_id: str, table: pa.Table, layout: Layout) -> list[FlushObject]:

@@ -4,10 +4,13 @@ zombie upload rewrites identical objects."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from service.sink.plan import FlushObject
+
+log = logging.getLogger(__name__)
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
@@ -69,7 +72,14 @@ async def _multipart(s3: Any, bucket: str, obj: FlushObject) -> None:
             Bucket=bucket, Key=obj.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
         )
     except BaseException:
-        await asyncio.shield(
-            s3.abort_multipart_upload(Bucket=bucket, Key=obj.key, UploadId=upload_id)
-        )
+        # The upload's own error is the one to report; a failed abort only leaves parts for
+        # the bucket's abort-incomplete-multipart lifecycle rule.
+        try:
+            await asyncio.shield(
+                s3.abort_multipart_upload(Bucket=bucket, Key=obj.key, UploadId=upload_id)
+            )
+        except Exception as abort_error:
+            log.warning(
+                "multipart abort failed", extra={"key": obj.key, "error": repr(abort_error)}
+            )
         raise

@@ -1,0 +1,64 @@
+"""The command line as an operator meets it: config placement, one-line failures, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from service.cli import _parser
+from tests.conftest import Aws
+
+
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_config_may_come_before_or_after_the_subcommand() -> None:
+    assert _parser().parse_args(["--config", "a.toml", "serve"]).config == Path("a.toml")
+    assert _parser().parse_args(["serve", "--config", "b.toml"]).config == Path("b.toml")
+    assert _parser().parse_args(["consume", "--drain"]).config is None
+
+
+def test_setup_then_drain_of_an_empty_stream_exit_zero(aws: Aws) -> None:
+    env = aws.env(TIDEWAY_STREAM="cli-ok", TIDEWAY_BUCKET="cli-ok-bucket", AWS_REGION="us-east-1")
+    assert run(["setup"], env).returncode == 0
+    second = run(["setup"], env)
+    assert second.returncode == 0 and '"stream": "exists"' in second.stdout
+    drained = run(["consume", "--drain"], {**env, "TIDEWAY_FLUSH_MAX_AGE": "1"})
+    assert drained.returncode == 0, drained.stderr[-2000:]
+
+
+def test_drain_of_a_missing_stream_fails_with_one_line_instead_of_retrying_forever(
+    aws: Aws,
+) -> None:
+    env = aws.env(
+        TIDEWAY_STREAM="no-such-stream",
+        TIDEWAY_BUCKET="cli-bucket",
+        TIDEWAY_LEASE_DURATION="1",
+        TIDEWAY_LOG_LEVEL="ERROR",
+        AWS_REGION="us-east-1",
+    )
+    proc = run(["consume", "--drain"], env)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("tideway consume: TidewayError: drain gave up after 10 failed rounds")
+
+
+def test_setup_against_an_unreachable_endpoint_fails_with_one_line(aws: Aws) -> None:
+    env = aws.env(
+        TIDEWAY_STREAM="s",
+        TIDEWAY_BUCKET="bbb",
+        AWS_ENDPOINT_URL="http://127.0.0.1:9",
+        AWS_REGION="us-east-1",
+    )
+    proc = run(["setup"], env)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("tideway setup: ")
