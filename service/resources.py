@@ -13,6 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from service.aws import aws_clients, error_code
+from service.consume.runner import extra_columns
 from service.settings import Settings, logs_location, partition_keys
 from service.sink.glue import table_input
 
@@ -49,6 +50,7 @@ async def ensure_glue_table(glue: Any, settings: Settings) -> str:
                 settings.glue_table,
                 logs_location(settings),
                 partition_keys(settings.partition_template),
+                extra_columns=extra_columns(settings),
             ),
         )
         return "created"

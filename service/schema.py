@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -61,5 +63,78 @@ SEVERITY_NUMBERS: dict[str, int] = {
 
 
 def table_schema(extra: tuple[pa.Field[Any], ...] = ()) -> pa.Schema:
-    """The file schema: canonical columns, then configured extra typed columns."""
-    return pa.schema(CANONICAL_FIELDS + extra) if extra else CANONICAL_SCHEMA
+    """The file schema: canonical columns, then configured extra typed columns (without the
+    aliases kept in their metadata, so files only carry names and types)."""
+    if not extra:
+        return CANONICAL_SCHEMA
+    return pa.schema(CANONICAL_FIELDS + tuple(f.remove_metadata() for f in extra))
+
+
+# Extra typed columns (DESIGN §4): Avro types of a record's fields -> Arrow column types.
+_AVRO_PRIMITIVES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int": pa.int32(),
+    "long": pa.int64(),
+    "float": pa.float32(),
+    "double": pa.float64(),
+    "boolean": pa.bool_(),
+}
+_AVRO_TIMESTAMPS = ("timestamp-millis", "timestamp-micros")
+_ALIASES = b"aliases"
+# Columns the writer adds while partitioning (``sink.partition.with_partitions``).
+_WORKING_COLUMNS = ("_hour", "_service")
+
+
+def extra_fields(record: Any, partition_keys: Iterable[str] = ()) -> tuple[pa.Field[Any], ...]:
+    """The nullable Arrow column of each top-level field of an Avro record schema, in order;
+    a field's ``aliases`` are kept in its metadata (see ``extra_sources``).
+
+    Raises ValueError (one line) for a schema that is not a record, an unsupported type, or
+    a name that is taken by a canonical column, a partition key or another field.
+    """
+    if not isinstance(record, dict) or record.get("type") not in ("record", "error"):
+        raise ValueError('must be an Avro record schema ({"type": "record", ...})')
+    if not record.get("fields"):
+        raise ValueError("the record declares no fields")
+    taken = {*COLUMN_NAMES, *PARTITION_COLUMNS, *partition_keys, *_WORKING_COLUMNS}
+    out: list[pa.Field[Any]] = []
+    for item in record.get("fields", ()):
+        name = item["name"]
+        if name in taken:
+            raise ValueError(f"field {name!r} collides with a canonical or partition column")
+        taken.add(name)
+        aliases = [str(a) for a in item.get("aliases", ())]
+        out.append(
+            pa.field(
+                name,
+                _arrow_type(name, item["type"]),
+                nullable=True,
+                metadata={_ALIASES: orjson.dumps(aliases)} if aliases else None,
+            )
+        )
+    return tuple(out)
+
+
+def extra_sources(column: pa.Field[Any]) -> tuple[str, ...]:
+    """The top-level keys that feed an extra column, in order: its name, then its aliases."""
+    aliases = (column.metadata or {}).get(_ALIASES)
+    return (column.name, *(orjson.loads(aliases) if aliases else ()))
+
+
+def _arrow_type(name: str, avro: Any) -> pa.DataType:
+    if isinstance(avro, list):  # a union: null plus exactly one supported type
+        branches = [b for b in avro if b != "null"]
+        if len(branches) == 1 and len(avro) <= 2:
+            return _arrow_type(name, branches[0])
+    elif isinstance(avro, str) and avro in _AVRO_PRIMITIVES:
+        return _AVRO_PRIMITIVES[avro]
+    elif isinstance(avro, dict):
+        if avro.get("type") == "long" and avro.get("logicalType") in _AVRO_TIMESTAMPS:
+            return TIMESTAMP
+        if avro.get("logicalType") is None and not isinstance(avro.get("type"), dict | list):
+            return _arrow_type(name, avro.get("type"))
+    supported = "string, int, long, float, double, boolean, long timestamp-millis/-micros"
+    raise ValueError(
+        f"field {name!r} has unsupported type {orjson.dumps(avro).decode()} "
+        f"(supported: {supported}, optionally in a union with null)"
+    )

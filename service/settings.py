@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     # Decoding.
     avro_schema: Path | None = None
     avro_schema_dir: Path | None = None
+    extra_columns: Path | None = None  # an Avro record schema (.avsc): extra typed columns
 
     # Consumer and writer.
     flush_max_age: float = Field(default=60.0, gt=0)
@@ -129,7 +130,7 @@ class Settings(BaseSettings):
             raise ValueError("glue_table: set both glue_database and glue_table, or neither")
         if self.start_position == "AT_TIMESTAMP" and self.start_timestamp is None:
             raise ValueError("start_timestamp: required when start_position is AT_TIMESTAMP")
-        for field in ("avro_schema", "avro_schema_dir"):
+        for field in ("avro_schema", "avro_schema_dir", "extra_columns"):
             path = getattr(self, field)
             if path is not None and not path.exists():
                 raise ValueError(f"{field}: {path} does not exist")

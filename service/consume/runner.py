@@ -11,6 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import pyarrow as pa
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -21,8 +22,10 @@ from service.consume.reader import Position
 from service.consume.shard import ShardContext
 from service.consume.worker import ConsumerWorker
 from service.decode import DecoderConfig
+from service.decode.avro import load_schema
 from service.errors import DecodeError, SettingsError
-from service.settings import Settings, logs_location
+from service.schema import extra_fields
+from service.settings import Settings, logs_location, partition_keys
 from service.sink.glue import PartitionCatalog
 from service.sink.mapping import FieldMapping
 from service.sink.partition import PartitionTemplate
@@ -54,6 +57,22 @@ def decoder_config(settings: Settings) -> DecoderConfig:
         raise SettingsError(f"setting {name} is invalid: {exc.reason}") from None
 
 
+def extra_columns(settings: Settings) -> tuple[pa.Field[Any], ...]:
+    """The typed columns of TIDEWAY_EXTRA_COLUMNS (none when unset); raise SettingsError
+    (one line) for a missing or bad .avsc, a non-record schema, an unsupported type or a
+    name taken by a canonical column or partition key."""
+    path = settings.extra_columns
+    if path is None:
+        return ()
+    name = "TIDEWAY_EXTRA_COLUMNS"
+    try:
+        return extra_fields(load_schema(path, name), partition_keys(settings.partition_template))
+    except DecodeError as exc:
+        raise SettingsError(f"setting {name} is invalid: {exc.reason}") from None
+    except ValueError as exc:
+        raise SettingsError(f"setting {name} is invalid: {path}: {exc}") from None
+
+
 def shard_context(
     settings: Settings, kinesis: object, s3: object, dynamodb: object, worker_id: str
 ) -> ShardContext:
@@ -77,6 +96,7 @@ def shard_context(
         mapping=FieldMapping(
             max_past_us=int(settings.event_time_max_past * 1e6),
             max_future_us=int(settings.event_time_max_future * 1e6),
+            extra_columns=extra_columns(settings),
         ),
         decoders=decoder_config(settings),
         policy=FlushPolicy(settings.file_target_bytes * ARROW_TO_PARQUET, settings.flush_max_age),

@@ -165,6 +165,11 @@ def _fingerprints(config: DecoderConfig) -> dict[bytes, Any]:
     return {fingerprint(s): s for s in known if s is not None}
 
 
+def load_schema(path: Path, setting: str) -> Any:
+    """The parsed Avro schema in ``path``; raise DecodeError naming ``setting`` and the file."""
+    return _load_schema(path, setting)
+
+
 def _load_schema(path: Path, setting: str) -> Any:
     try:
         return parse_schema(orjson.loads(path.read_bytes()))

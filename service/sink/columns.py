@@ -27,16 +27,18 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service.schema import TIMESTAMP, table_schema
+from service.schema import TIMESTAMP, extra_sources, table_schema
 from service.sink.event_time import times_us
-from service.sink.keyplan import FALLBACK, KeyPlans
+from service.sink.keyplan import ABSENT, FALLBACK, KeyPlans
 from service.sink.mapping import (
+    NOFIT,
     UNKNOWN_SERVICE,
     BadLine,
     ColumnBuilder,
     DecodedRecord,
     FieldMapping,
     _pop_first,
+    extra_fit,
     severity_number_override,
     severity_of,
 )
@@ -100,7 +102,7 @@ def _build(
     # A bad record found late (inside a chunk) is reported in the order of the records.
     order = {id(r): i for i, r in enumerate(records)}
     bad.sort(key=lambda item: order[id(item[0])])
-    return _table(pa.Table.from_batches(chunks), good), bad
+    return _table(pa.Table.from_batches(chunks), good, mapping), bad
 
 
 def _add_record(chunk: _Chunk, record: DecodedRecord) -> bool:
@@ -165,6 +167,7 @@ class _Mapper:
         self.plans = KeyPlans(mapping)
         self.spec = ColumnBuilder(mapping)
         self.severity_cache: dict[str | None, tuple[str | None, int | None]] = {}
+        self.extras = [(f, extra_sources(f), extra_fit(f)) for f in mapping.extra_columns]
 
 
 def _map_chunk(
@@ -194,6 +197,8 @@ def _map_chunk(
         ts[i], severity[i], override[i], service[i], host[i], message[i], trace_id[i] = row[:7]
         span_id[i] = row[7]
     sev_text, sev_num = _severities(severity, override, mapper.severity_cache)
+    # Extra columns take from what the canonical columns left, before attributes are dumped.
+    extras = _extra_columns(objs, mapper.extras) if mapper.extras else {}
     return pa.record_batch(
         {
             "timestamp": pa.array(np.asarray(ts, dtype=np.int64), TIMESTAMP),
@@ -205,6 +210,7 @@ def _map_chunk(
             "span_id": _texts(span_id),
             "attributes": _attributes(list(map(_dumps, objs))),
             "service": _services(service, chunk.default),
+            **extras,
         }
     )
 
@@ -221,6 +227,28 @@ def _overrides(objs: list[dict[str, Any]], keys: Sequence[Any]) -> list[Any]:
     valid = list(map(severity_number_override, values))
     list(map(_pop, compress(objs, valid), compress(keys, valid)))
     return [v if ok else None for v, ok in zip(values, valid, strict=True)]
+
+
+def _extra_columns(
+    objs: list[dict[str, Any]], extras: list[tuple[pa.Field[Any], tuple[str, ...], Any]]
+) -> dict[str, pa.Array[Any]]:
+    """Each extra column, as ``mapping.take_extra`` fills it line by line: the first present
+    source key, popped only when its value fits the column's type."""
+    out: dict[str, pa.Array[Any]] = {}
+    for column, sources, fit in extras:
+        raw = list(map(_get, objs, repeat(sources[0]), repeat(ABSENT)))
+        keys = [sources[0]] * len(objs)
+        for alias in sources[1:]:  # rare: per-line loop over the lines still missing a key
+            for i in [i for i, v in enumerate(raw) if v is ABSENT]:
+                if alias in objs[i]:
+                    raw[i], keys[i] = objs[i][alias], alias
+        # One call per value (measured in benchmarks/writer.py only when columns are set).
+        fitted = [NOFIT if v is ABSENT else fit(v) for v in raw]
+        taken = [v is not NOFIT for v in fitted]
+        list(map(_pop, compress(objs, taken), compress(keys, taken)))
+        values = [None if v is NOFIT else v for v in fitted]
+        out[column.name] = pa.array(values, column.type)
+    return out
 
 
 def _spec_row(obj: dict[str, Any], arrival_us: int, spec: ColumnBuilder) -> tuple[Any, ...]:
@@ -242,9 +270,10 @@ def _spec_row(obj: dict[str, Any], arrival_us: int, spec: ColumnBuilder) -> tupl
     )
 
 
-def _table(mapped: pa.Table, records: list[DecodedRecord]) -> pa.Table:
+def _table(mapped: pa.Table, records: list[DecodedRecord], mapping: FieldMapping) -> pa.Table:
     columns = {**_lineage(records), **{n: mapped.column(n) for n in mapped.column_names}}
-    schema = table_schema().append(pa.field("service", pa.string(), nullable=False))
+    schema = table_schema(mapping.extra_columns)
+    schema = schema.append(pa.field("service", pa.string(), nullable=False))
     return pa.table([columns[name] for name in schema.names], schema=schema)
 
 

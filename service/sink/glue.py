@@ -11,13 +11,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 from service.schema import CANONICAL_FIELDS
 from service.sink.plan import FlushPlan
 
 log = logging.getLogger(__name__)
 
 GLUE_BATCH_LIMIT = 100  # BatchCreatePartition accepts at most 100 partitions per call
-_HIVE_TYPES = {"string": "string", "int32": "int", "timestamp[us, tz=UTC]": "timestamp"}
+_HIVE_TYPES = {
+    "string": "string",
+    "int32": "int",
+    "int64": "bigint",
+    "float": "float",
+    "double": "double",
+    "bool": "boolean",
+    "timestamp[us, tz=UTC]": "timestamp",
+}
 
 
 class CatalogError(RuntimeError):
@@ -93,11 +103,19 @@ def partition_values(path: str) -> list[str]:
     return [segment.partition("=")[2] for segment in path.split("/")]
 
 
-def table_input(table: str, location: str, partition_keys: Iterable[str]) -> dict[str, Any]:
-    """A Glue TableInput for the canonical Parquet columns, partitioned by ``partition_keys``
-    (the names in the partition template), as ``tideway setup`` and deploy/ define it."""
+def table_input(
+    table: str,
+    location: str,
+    partition_keys: Iterable[str],
+    *,
+    extra_columns: Iterable[pa.Field[Any]] = (),
+) -> dict[str, Any]:
+    """A Glue TableInput for the canonical Parquet columns, then ``extra_columns`` (the
+    configured typed columns), partitioned by ``partition_keys`` (the names in the partition
+    template), as ``tideway setup`` and deploy/ define it."""
     columns = [
-        {"Name": f.name, "Type": _HIVE_TYPES.get(str(f.type), "string")} for f in CANONICAL_FIELDS
+        {"Name": f.name, "Type": _HIVE_TYPES.get(str(f.type), "string")}
+        for f in (*CANONICAL_FIELDS, *extra_columns)
     ]
     return {
         "Name": table,

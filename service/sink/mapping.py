@@ -8,7 +8,8 @@ time outside the window) stays in ``attributes`` and the column falls back deter
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,7 @@ import orjson
 import pyarrow as pa
 
 from service.decode.types import LineBatch, RecordMeta
-from service.schema import SEVERITY_NUMBERS, table_schema
+from service.schema import SEVERITY_NUMBERS, TIMESTAMP, extra_sources, table_schema
 
 TIME_FIELDS = ("timestamp", "@timestamp", "time", "ts", "date")
 SEVERITY_FIELDS = ("level", "severity", "log.level", "severity_text", "loglevel")
@@ -42,6 +43,8 @@ class FieldMapping:
     span_id: tuple[str, ...] = SPAN_FIELDS
     max_past_us: int = 7 * 86400 * 10**6
     max_future_us: int = 3600 * 10**6
+    # Typed columns after the canonical ones (``schema.extra_fields``), each filled from the
+    # first present of its name and aliases among the keys no canonical column took.
     extra_columns: tuple[pa.Field[Any], ...] = field(default=())
 
 
@@ -124,6 +127,90 @@ def severity_number_override(value: Any) -> bool:
     return type(value) is int and -(2**31) <= value < 2**31
 
 
+# What a value that does not fit an extra column's type gives: null, and the key is kept.
+NOFIT: Any = object()
+_FLOAT32 = struct.Struct("<f")
+
+
+def _fit_string(value: Any) -> Any:
+    return value if value is None or type(value) is str else NOFIT
+
+
+def _fit_bool(value: Any) -> Any:
+    return value if value is None or type(value) is bool else NOFIT
+
+
+def _fit_int(bits: int) -> Callable[[Any], Any]:
+    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1)
+
+    def fit(value: Any) -> Any:
+        if value is None or (type(value) is int and low <= value < high):
+            return value
+        return NOFIT
+
+    return fit
+
+
+def _fit_double(value: Any) -> Any:
+    if value is None:
+        return None
+    if type(value) is not int and type(value) is not float:  # bool is not a number here
+        return NOFIT
+    try:
+        number = float(value)
+    except OverflowError:
+        return NOFIT
+    return number if math.isfinite(number) else NOFIT
+
+
+def _fit_float(value: Any) -> Any:
+    number = _fit_double(value)
+    if number is None or number is NOFIT:
+        return number
+    try:  # rounded to float32 here, so Arrow stores exactly this value
+        rounded: float = _FLOAT32.unpack(_FLOAT32.pack(number))[0]
+    except OverflowError:
+        return NOFIT
+    return rounded
+
+
+def _fit_timestamp(value: Any) -> Any:
+    if value is None:
+        return None
+    us = parse_time_us(value)
+    return us if us is not None and us < 2**63 else NOFIT
+
+
+_FITS: dict[pa.DataType, Callable[[Any], Any]] = {
+    pa.string(): _fit_string,
+    pa.int32(): _fit_int(32),
+    pa.int64(): _fit_int(64),
+    pa.float32(): _fit_float,
+    pa.float64(): _fit_double,
+    pa.bool_(): _fit_bool,
+    TIMESTAMP: _fit_timestamp,
+}
+
+
+def extra_fit(column: pa.Field[Any]) -> Callable[[Any], Any]:
+    """For an extra column: value -> the column's value (None for null), or NOFIT when the
+    value does not fit the type (a type conflict, an overflow, a bool for a number)."""
+    return _FITS[column.type]
+
+
+def take_extra(obj: dict[str, Any], sources: tuple[str, ...], fit: Callable[[Any], Any]) -> Any:
+    """An extra column's value from the first present source key, removed when it fits;
+    a value that does not fit stays in ``obj`` (so in ``attributes``) and gives None."""
+    for name in sources:
+        if name in obj:
+            value = fit(obj[name])
+            if value is NOFIT:
+                return None
+            del obj[name]
+            return value
+    return None
+
+
 def _text(value: Any) -> str | None:
     if value is None:
         return None
@@ -137,7 +224,9 @@ class ColumnBuilder:
 
     def __init__(self, mapping: FieldMapping) -> None:
         self.mapping = mapping
-        self.cols: dict[str, list[Any]] = {name: [] for name in table_schema().names}
+        self.extras = [(extra_sources(f), extra_fit(f)) for f in mapping.extra_columns]
+        schema = table_schema(mapping.extra_columns)
+        self.cols: dict[str, list[Any]] = {name: [] for name in schema.names}
         self.cols["service"] = []
 
     def __len__(self) -> int:
@@ -176,15 +265,21 @@ class ColumnBuilder:
         if severity_number_override(obj.get("severity_number")):
             sev_num = obj.pop("severity_number")
         service = _text(_pop_first(obj, m.service)) or batch.service or batch.log_group
+        host = _text(_pop_first(obj, m.host))
+        message = _text(_pop_first(obj, m.message))
+        trace_id = _text(_pop_first(obj, m.trace_id))
+        span_id = _text(_pop_first(obj, m.span_id))
+        # Extra columns see only what the canonical columns left, before attributes.
+        extras = tuple(take_extra(obj, sources, fit) for sources, fit in self.extras)
         return (
             ts,
             observed,
             sev_text,
             sev_num,
-            _text(_pop_first(obj, m.host)),
-            _text(_pop_first(obj, m.message)),
-            _text(_pop_first(obj, m.trace_id)),
-            _text(_pop_first(obj, m.span_id)),
+            host,
+            message,
+            trace_id,
+            span_id,
             orjson.dumps(obj).decode() if obj else None,
             batch.source or None,
             batch.log_group or None,
@@ -192,6 +287,7 @@ class ColumnBuilder:
             meta.shard_id,
             str(meta.sequence_number),
             sub,
+            *extras,
             service or UNKNOWN_SERVICE,
         )
 
@@ -211,7 +307,8 @@ class ColumnBuilder:
 
     def table(self) -> pa.Table:
         """The accumulated rows as Arrow (canonical schema + a ``service`` string column)."""
-        schema = table_schema().append(pa.field("service", pa.string(), nullable=False))
+        schema = table_schema(self.mapping.extra_columns)
+        schema = schema.append(pa.field("service", pa.string(), nullable=False))
         return pa.table(self.cols, schema=schema)
 
 

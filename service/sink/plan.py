@@ -89,7 +89,8 @@ def plan_flush(
     ]
     objects: list[FlushObject] = []
     if table.num_rows:
-        objects.extend(_data_objects(shard_id, table, layout))
+        columns = [*COLUMN_NAMES, *(f.name for f in mapping.extra_columns)]
+        objects.extend(_data_objects(shard_id, table, layout, columns))
     objects.extend(_dead_objects(shard_id, dead_all, layout))
     return FlushPlan(tuple(objects), table.num_rows, len(dead_all))
 
@@ -100,7 +101,9 @@ def _raw_hint(record: DecodedRecord) -> bytes:
     return record.raw or b"\n".join(b.payload for b in record.batches)
 
 
-def _data_objects(shard_id: str, table: pa.Table, layout: Layout) -> list[FlushObject]:
+def _data_objects(
+    shard_id: str, table: pa.Table, layout: Layout, columns: list[str]
+) -> list[FlushObject]:
     table = with_partitions(table, layout.max_partitions)
     # Stable sort: rows stay in lineage (sequence, sub-sequence) order inside a partition.
     order = pc.sort_indices(
@@ -116,7 +119,7 @@ def _data_objects(shard_id: str, table: pa.Table, layout: Layout) -> list[FlushO
     for end in _run_ends(keys):
         part = table.slice(start, end - start)
         path = hour_path(hours[start].as_py(), services[start].as_py(), layout.template)
-        for chunk in _split_by_size(part.select(list(COLUMN_NAMES)), layout.file_target_bytes):
+        for chunk in _split_by_size(part.select(columns), layout.file_target_bytes):
             seqs = chunk.column("kinesis_sequence_number")
             key = layout.data_key(path, shard_id, seqs[0].as_py(), seqs[-1].as_py())
             objects.append(FlushObject(key, encode_parquet(chunk), chunk.num_rows, path))
