@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -40,7 +41,11 @@ CONCURRENCY = 8
 
 def demo_lines(count: int) -> list[bytes]:
     """Generated lines, each tagged with ``demo_id`` so the report can find every one."""
-    return [orjson.dumps({**rec, "demo_id": i}) for i, rec in enumerate(log_records(count))]
+    # Event times over the last six hours, so they fall inside the event-time window
+    # (a fixed date would drift out of it and every line would take its arrival time).
+    base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
+    records = log_records(count, base=base)
+    return [orjson.dumps({**rec, "demo_id": i}) for i, rec in enumerate(records)]
 
 
 async def ship(url: str, lines: list[bytes]) -> int:

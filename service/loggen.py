@@ -41,14 +41,16 @@ def _time_value(rng: random.Random, when: datetime) -> tuple[str, object]:
     return "timestamp", when.isoformat()
 
 
-def log_records(count: int, *, seed: int = 7, hours: int = 6) -> Iterator[dict[str, object]]:
-    """Yield ``count`` log objects; deterministic for a given seed."""
+def log_records(
+    count: int, *, seed: int = 7, hours: int = 6, base: datetime = BASE_TIME
+) -> Iterator[dict[str, object]]:
+    """Yield ``count`` log objects over ``hours`` from ``base``; deterministic for a seed."""
     rng = random.Random(seed)
     span = hours * 3600
     for i in range(count):
         service = rng.choice(SERVICES)
         level = rng.choice(LEVELS)
-        when = BASE_TIME + timedelta(seconds=rng.randrange(span), microseconds=rng.randrange(10**6))
+        when = base + timedelta(seconds=rng.randrange(span), microseconds=rng.randrange(10**6))
         key, value = _time_value(rng, when)
         msg = rng.choice(MESSAGES).format(
             k=rng.randrange(10**6), n=rng.randrange(1, 5000), u=f"u{rng.randrange(10**5)}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +64,26 @@ def test_setup_against_an_unreachable_endpoint_fails_with_one_line(aws: Aws) -> 
     proc = run(["setup"], env)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("tideway setup: ")
+
+
+def test_demo_prints_a_report_whose_last_line_is_the_contract_json() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIDEWAY_", "AWS_"))}
+    proc = run(["demo", "--records", "600"], env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {
+        "sent",
+        "landed",
+        "lost",
+        "duplicated",
+        "files",
+        "bytes_in",
+        "bytes_out",
+        "seconds",
+    } <= set(report)
+    assert (report["sent"], report["landed"], report["lost"], report["duplicated"]) == (
+        600,
+        600,
+        0,
+        0,
+    )
