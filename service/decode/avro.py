@@ -86,31 +86,52 @@ def decode_single_object(data: bytes, config: DecoderConfig) -> Decoded:
     """``C3 01`` + fingerprint + datum; raise DecodeError for an unknown fingerprint or bad datum."""
     fp = data[2:_SINGLE_OBJECT_HEADER]
     by_fp = config.avro_schemas_by_fingerprint or _fingerprints(config)
-    schema = by_fp.get(fp)
-    if schema is None:
-        raw = decode_raw(data, config)
-        if raw is not None:
-            return raw
-        raise DecodeError(f"avro fingerprint {fp.hex()} unknown")
-    line = _datum_line(data, _SINGLE_OBJECT_HEADER, schema)
-    if line is None:
-        raise DecodeError(f"avro datum does not match schema {fp.hex()}")
-    return _decoded("avro_single_object", line)
+    return _framed(
+        data,
+        config,
+        by_fp.get(fp),
+        _SINGLE_OBJECT_HEADER,
+        "avro_single_object",
+        unknown=f"avro fingerprint {fp.hex()} unknown",
+        mismatch=f"avro datum does not match schema {fp.hex()}",
+    )
 
 
 def decode_confluent(data: bytes, config: DecoderConfig) -> Decoded:
     """``00`` + schema id + datum; raise DecodeError for an unknown schema id or bad datum."""
     schema_id = int.from_bytes(data[1:_CONFLUENT_HEADER], "big")
-    schema = config.avro_schemas_by_id.get(schema_id)
+    return _framed(
+        data,
+        config,
+        config.avro_schemas_by_id.get(schema_id),
+        _CONFLUENT_HEADER,
+        "avro_confluent",
+        unknown=f"avro schema id {schema_id} unknown",
+        mismatch=f"avro datum does not match schema id {schema_id}",
+    )
+
+
+def _framed(
+    data: bytes,
+    config: DecoderConfig,
+    schema: Any,
+    header: int,
+    fmt: str,
+    *,
+    unknown: str,
+    mismatch: str,
+) -> Decoded:
+    """A datum behind a ``header``-byte framing; with no schema for it, the bytes may still be
+    a raw datum of the configured schema (both framings start with bytes a raw datum can)."""
     if schema is None:
         raw = decode_raw(data, config)
         if raw is not None:
             return raw
-        raise DecodeError(f"avro schema id {schema_id} unknown")
-    line = _datum_line(data, _CONFLUENT_HEADER, schema)
+        raise DecodeError(unknown)
+    line = _datum_line(data, header, schema)
     if line is None:
-        raise DecodeError(f"avro datum does not match schema id {schema_id}")
-    return _decoded("avro_confluent", line)
+        raise DecodeError(mismatch)
+    return _decoded(fmt, line)
 
 
 def decode_raw(data: bytes, config: DecoderConfig) -> Decoded | None:
