@@ -1,10 +1,12 @@
 # Tideway: one image, two roles (`tideway serve`, `tideway consume`); see docs/deploy.md.
 #
-# The builder and the runtime use the same base image on purpose: the virtual environment's
+# The builder and the runtime use the same Python build on purpose: the virtual environment's
 # `python` is a symlink to /usr/local/bin/python3.11 of the base, so the venv copied into the
-# runtime stage works unchanged. Pin the digest when you release (`python:3.11-slim-bookworm@sha256:…`).
+# runtime stage works unchanged. The builder is the full bookworm variant because it compiles
+# the writer's C line scanner (gcc and the Python headers); the runtime stays slim.
+# Pin the digests when you release (`python:3.11-bookworm@sha256:…`).
 
-FROM python:3.11-slim-bookworm AS builder
+FROM python:3.11-bookworm AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \

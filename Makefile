@@ -16,7 +16,7 @@ RECORDS ?= 20000
 	python3 -m pip install --quiet --target .tools/lib uv==$(UV_VERSION)
 	mkdir -p .tools/bin && ln -sf ../lib/bin/uv .tools/bin/uv
 
-$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+$(VENV)/.synced: pyproject.toml uv.lock service/_scan.c | $(UV)
 	$(UV) sync --frozen --all-groups
 	touch $@
 
