@@ -9,11 +9,13 @@ the specification.
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import compress, repeat
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -46,14 +48,7 @@ def times_us(values: list[Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, A
     if is_str.any():
         where = np.flatnonzero(is_str)
         text = pa.array(list(compress(values, is_str.tolist())), pa.string())
-        zoned = pc.match_substring_regex(text, _ZONED).to_numpy(zero_copy_only=False)
-        try:
-            cast = pc.cast(text.filter(zoned), _UTC_US).cast(pa.int64())
-            out[where[zoned]] = cast.to_numpy(zero_copy_only=False)
-            ok[where[zoned]] = True
-            rest[where[~zoned]] = True
-        except pa.ArrowInvalid:  # an impossible date: every string takes the slow path
-            rest[where] = True
+        out[where], ok[where] = string_times_us(text)
     for cls in (int, float):
         is_num = np.fromiter(map(operator.is_, types, repeat(cls)), dtype=bool, count=n)
         if is_num.any():
@@ -63,13 +58,63 @@ def times_us(values: list[Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, A
             out[where[small]] = _epochs_to_us(number[small])
             ok[where[small]] = number[small] >= 0
             rest[where[small]] = False
-    for i in np.flatnonzero(rest).tolist():
+    _one_by_one(values, np.flatnonzero(rest).tolist(), out, ok)
+    return out, ok
+
+
+def string_times_us(
+    text: pa.Array[Any],
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """``parse_time_us`` of each string of ``text`` (no nulls) as (µs, parsed?) arrays."""
+    n = len(text)
+    out = np.zeros(n, dtype=np.int64)
+    ok = np.zeros(n, dtype=bool)
+    zoned = pc.match_substring_regex(text, _ZONED).to_numpy(zero_copy_only=False)
+    rest = ~zoned
+    try:
+        cast = pc.cast(text.filter(zoned), _UTC_US).cast(pa.int64())
+        out[zoned] = cast.to_numpy(zero_copy_only=False)
+        ok[zoned] = True
+    except pa.ArrowInvalid:  # an impossible date: every string takes the slow path
+        rest[:] = True
+    where = np.flatnonzero(rest)
+    if len(where):
+        got_out, got_ok = np.zeros(len(where), np.int64), np.zeros(len(where), bool)
+        _one_by_one(text.take(where).to_pylist(), range(len(where)), got_out, got_ok)
+        out[where], ok[where] = got_out, got_ok
+    return out, ok
+
+
+def number_times_us(
+    text: pa.Array[Any],
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """``parse_time_us`` of JSON number literals (``text``, no nulls) as (µs, parsed?)."""
+    number = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+    out = np.zeros(len(number), dtype=np.int64)
+    small = number < 1e17
+    out[small] = _epochs_to_us(number[small])
+    ok = small & (number >= 0)
+    large = np.flatnonzero(~small)
+    if len(large):  # nanoseconds: exact, from the literal itself
+        values = [orjson.loads(str(v)) for v in text.take(large).to_pylist()]
+        got_out, got_ok = np.zeros(len(large), np.int64), np.zeros(len(large), bool)
+        _one_by_one(values, range(len(large)), got_out, got_ok)
+        out[large], ok[large] = got_out, got_ok
+    return out, ok
+
+
+def _one_by_one(
+    values: Sequence[Any],
+    indices: Iterable[int],
+    out: np.ndarray[Any, Any],
+    ok: np.ndarray[Any, Any],
+) -> None:
+    for i in indices:
         got = _time_us(values[i])
         if got is not None and -(2**63) <= got < 2**63:
             out[i] = got
             ok[i] = True
         # else: unparseable, or far outside any window
-    return out, ok
 
 
 def _epochs_to_us(number: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

@@ -1,0 +1,197 @@
+"""Chunks of whole records mapped by the C scanner (``_scan.map_lines``), pure.
+
+The scanner maps the lines written the way orjson writes JSON and leaves the others; a
+record with any line left (or whose time did not parse inside the window, so the key must
+stay in ``attributes``) goes whole through the Python path (``columns``), which also finds
+and reports bad records. Both paths give ``ColumnBuilder``'s rows; tests/test_mapping.py
+holds the three to each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from service import _scan
+from service.schema import SEVERITY_NUMBERS, TIMESTAMP
+from service.sink.event_time import number_times_us, string_times_us
+from service.sink.mapping import UNKNOWN_SERVICE, DecodedRecord, FieldMapping
+
+# Value kinds of the scanner (service/_scan.c): 0 is absent or null.
+STRING, INT, FLOAT = 1, 2, 3
+_TIME, _SEVERITY, _SERVICE, _HOST, _MESSAGE, _TRACE, _SPAN, _ATTRIBUTES = range(8)
+
+
+def name_groups(mapping: FieldMapping) -> tuple[tuple[bytes, ...], ...]:
+    """The mapping's names as the scanner takes them, in ``ColumnBuilder``'s pop order."""
+    groups = (
+        mapping.time,
+        mapping.severity,
+        mapping.service,
+        mapping.host,
+        mapping.message,
+        mapping.trace_id,
+        mapping.span_id,
+    )
+    return tuple(tuple(name.encode() for name in names) for names in groups)
+
+
+def supports(mapping: FieldMapping) -> bool:
+    """Extra typed columns take the Python path (their values are checked one by one)."""
+    return not mapping.extra_columns and all(len(g) <= 16 for g in name_groups(mapping))
+
+
+@dataclass
+class NativeChunk:
+    """Whole records whose line counts are right, with what their rows repeat."""
+
+    records: list[DecodedRecord] = field(default_factory=list)
+    parts: list[bytes] = field(default_factory=list)
+    record_lines: list[int] = field(default_factory=list)
+    batch_lines: list[int] = field(default_factory=list)
+    batch_default: list[str] = field(default_factory=list)
+    lines: int = 0
+    bytes: int = 0
+
+    def add(self, record: DecodedRecord) -> bool:
+        """Take ``record``; False (taking nothing) if a batch's line count is wrong."""
+        for batch in record.batches:
+            if batch.count and batch.payload.count(b"\n") + 1 != batch.count:
+                return False
+        total = 0
+        for batch in record.batches:
+            if batch.count:
+                self.parts.append(batch.payload)
+                self.bytes += len(batch.payload)
+                self.batch_lines.append(batch.count)
+                self.batch_default.append(batch.service or batch.log_group or UNKNOWN_SERVICE)
+                total += batch.count
+        self.records.append(record)
+        self.record_lines.append(total)
+        self.lines += total
+        return True
+
+
+@dataclass(frozen=True)
+class Scanned:
+    """One chunk's rows as the scanner and Arrow made them; ``taken`` marks the rows that
+    are right as they are (the rest belong to records the Python path must redo)."""
+
+    batch: pa.RecordBatch
+    taken: np.ndarray[Any, Any]
+    record_of_row: np.ndarray[Any, Any]
+
+
+def scan_chunk(chunk: NativeChunk, mapping: FieldMapping, groups: Any) -> Scanned:
+    n = chunk.lines
+    mapped, sevnum, sevnum_ok, cols = _scan.map_lines(chunk.parts, n, groups)
+    taken = np.frombuffer(mapped, dtype=np.uint8).astype(bool)
+    record_of_row = np.repeat(
+        np.arange(len(chunk.records), dtype=np.int64), np.asarray(chunk.record_lines, np.int64)
+    )
+    arrival = np.asarray([r.meta.arrival_us for r in chunk.records], np.int64)[record_of_row]
+    ts, time_ok = _times(cols[_TIME], arrival, mapping)
+    taken &= time_ok
+    sev_text, sev_num = _severity(cols[_SEVERITY], sevnum, sevnum_ok)
+    default = pa.array(chunk.batch_default, pa.string()).take(
+        np.repeat(np.arange(len(chunk.batch_lines)), np.asarray(chunk.batch_lines, np.int64))
+    )
+    batch = pa.record_batch(
+        {
+            "timestamp": pa.array(ts, TIMESTAMP),
+            "severity_text": sev_text,
+            "severity_number": sev_num,
+            "host": _text(cols[_HOST]),
+            "message": _text(cols[_MESSAGE]),
+            "trace_id": _text(cols[_TRACE]),
+            "span_id": _text(cols[_SPAN]),
+            "attributes": _text(cols[_ATTRIBUTES]),
+            "service": _service(cols[_SERVICE], default),
+        }
+    )
+    return Scanned(batch, taken, record_of_row)
+
+
+def _kinds(column: tuple[bytes, bytes, bytes]) -> np.ndarray[Any, Any]:
+    return np.frombuffer(column[0], dtype=np.uint8)
+
+
+def _text(column: tuple[bytes, bytes, bytes], valid: Any = None) -> pa.Array[Any]:
+    kind, offsets, data = column
+    if valid is None:
+        valid = _kinds(column) != 0
+    bitmap = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little").tobytes())
+    return pa.Array.from_buffers(
+        pa.string(), len(kind), [bitmap, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+
+
+def _times(
+    column: tuple[bytes, bytes, bytes], arrival: np.ndarray[Any, Any], m: FieldMapping
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """(event time, row keeps its time key out of attributes rightly?) per row."""
+    kind = _kinds(column)
+    present = kind != 0
+    ts = arrival.copy()
+    if not present.any():
+        return ts, np.ones(len(kind), dtype=bool)
+    text = _text(column, np.ones(len(kind), dtype=bool))
+    us = np.zeros(len(kind), dtype=np.int64)
+    parsed = np.zeros(len(kind), dtype=bool)
+    for wanted, parse in ((kind == STRING, string_times_us), (kind >= INT, number_times_us)):
+        where = np.flatnonzero(wanted)
+        if len(where):
+            us[where], parsed[where] = parse(text.take(where))
+    inside = parsed & (us >= arrival - m.max_past_us) & (us <= arrival + m.max_future_us)
+    ts[inside] = us[inside]
+    return ts, inside | ~present
+
+
+def _severity(
+    column: tuple[bytes, bytes, bytes], sevnum: bytes, sevnum_ok: bytes
+) -> tuple[pa.Array[Any], pa.Array[Any]]:
+    """``severity_of`` per row (names looked up once per distinct value), then the override."""
+    kind = _kinds(column)
+    text = _text(column)
+    number = np.zeros(len(kind), dtype=np.int32)
+    known = np.zeros(len(kind), dtype=bool)
+    if (kind != 0).any():
+        encoded: Any = pc.dictionary_encode(text)
+        names = encoded.dictionary.to_pylist()
+        looked = [SEVERITY_NUMBERS.get(v.strip().lower()) for v in names]
+        lut = np.asarray([v or 0 for v in looked], dtype=np.int32)
+        lut_ok = np.asarray([v is not None for v in looked], dtype=bool)
+        index = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False)
+        if len(lut):
+            number, known = lut[index], lut_ok[index] & (kind != 0)
+        is_int = np.flatnonzero(kind == INT)
+        if len(is_int):  # ints 1-24 are OpenTelemetry numbers, not text
+            value = pc.cast(text.take(is_int), pa.int64()).to_numpy(zero_copy_only=False)
+            otel = is_int[(value >= 1) & (value <= 24)]
+            if len(otel):
+                number[otel] = value[(value >= 1) & (value <= 24)]
+                known[otel] = True
+                valid = kind != 0
+                valid[otel] = False
+                text = _text(column, valid)
+    override = np.frombuffer(sevnum_ok, dtype=np.uint8).astype(bool)
+    if override.any():
+        number = np.where(override, np.frombuffer(sevnum, dtype=np.int32), number)
+        known |= override
+    return text, pa.array(number, pa.int32(), mask=~known)
+
+
+def _service(column: tuple[bytes, bytes, bytes], default: pa.Array[Any]) -> pa.Array[Any]:
+    """The line's service unless absent, null or empty (``text or default``)."""
+    offsets = np.frombuffer(column[1], dtype=np.int32)
+    keep = (_kinds(column) != 0) & (np.diff(offsets) > 0)
+    if keep.all():
+        return _text(column)
+    if not keep.any():
+        return default
+    out: pa.Array[Any] = pc.if_else(pa.array(keep), _text(column), default)
+    return out
