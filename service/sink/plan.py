@@ -110,16 +110,17 @@ def _data_objects(
         table.select(["_hour", "_service"]),
         sort_keys=[("_hour", "ascending"), ("_service", "ascending")],
     )
-    table = table.take(order)
-    hours = table.column("_hour").combine_chunks()
-    services = table.column("_service").combine_chunks()
+    hours = table.column("_hour").take(order).combine_chunks()
+    services = table.column("_service").take(order).combine_chunks()
     keys = partition_keys(hours, services)
+    data = table.select(columns)
     objects = []
     start = 0
     for end in _run_ends(keys):
-        part = table.slice(start, end - start)
+        # One partition gathered at a time: never a second, sorted copy of the whole flush.
+        part = data.take(order.slice(start, end - start))
         path = hour_path(hours[start].as_py(), services[start].as_py(), layout.template)
-        for chunk in _split_by_size(part.select(columns), layout.file_target_bytes):
+        for chunk in _split_by_size(part, layout.file_target_bytes):
             seqs = chunk.column("kinesis_sequence_number")
             key = layout.data_key(path, shard_id, seqs[0].as_py(), seqs[-1].as_py())
             objects.append(FlushObject(key, encode_parquet(chunk), chunk.num_rows, path))
