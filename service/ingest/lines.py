@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from service import _scan
+
 MAX_REPORTED_ERRORS = 100
 
 
@@ -42,23 +44,25 @@ def _json_error(exc: orjson.JSONDecodeError) -> tuple[str, str]:
 
 
 def parse_ndjson(body: bytes, max_line: int) -> ParsedLines:
-    """One JSON object per line; blank lines are ignored. Per-line parse is the validation.
+    """One JSON object per line; blank lines are ignored.
 
-    Per-line loop, kept to one orjson call and two checks on the common path (about 1.5 µs
-    a line in benchmarks/ingest.py); refusals take the slow path that names the reason.
+    The C scanner (service/_scan.c, ~0.3 µs a line against orjson's ~1.3) vouches for the
+    lines orjson certainly reads as non-empty objects; the rest take orjson's per-line check,
+    which names the reason of each refusal exactly as before.
     """
+    if body.endswith(b"\n"):  # NDJSON's last newline ends a line, it does not start one
+        body = body[:-1]
+    lines = body.split(b"\n")
+    status = _scan.check_lines(body, max_line)
     out = ParsedLines()
+    if status.count(0) == len(lines):
+        out.lines = lines
+        return out
     accept = out.lines.append
-    loads = orjson.loads
-    for number, line in enumerate(body.split(b"\n"), start=1):
-        if len(line) <= max_line:
-            try:
-                value = loads(line)
-            except orjson.JSONDecodeError:
-                value = None
-            if type(value) is dict and value:
-                accept(line.strip() if line[-1:] in _SPACE else line)
-                continue
+    for number, (line, unsure) in enumerate(zip(lines, status, strict=True), start=1):
+        if not unsure:
+            accept(line)
+            continue
         stripped = line.strip()
         if stripped:
             _take_object(out, number, stripped, max_line)
