@@ -7,6 +7,8 @@ In the same run, on the same generated NDJSON bodies:
                 DescribeStreamSummary in the AWS JSON protocol, counting records, bytes and
                 PUT payload units) so that moto is not the bottleneck;
   bare_aiohttp  an aiohttp handler that only reads the body and answers 200: the upper bound.
+  bare_zstd     the same handler, plus zstd level 1 over the body (what every envelope costs
+                Tideway): the floor of any design that compresses on this core.
 Each server runs in its own process pinned to one core; the load generator (aiohttp client,
 127.0.0.1 only, bounded in count and time) and the stand-in share the other core.
 
@@ -37,9 +39,14 @@ UNIT = 25_000  # Kinesis PUT payload unit (pricing: a 1 MB record holds 40 units
 GB = 1e9
 
 
+# (server core, client core), read once at start: the load generator pins itself to the
+# client core, after which its own affinity no longer shows the server's core.
+_ALLOWED = sorted(os.sched_getaffinity(0))
+CORES = (_ALLOWED[0], _ALLOWED[-1])
+
+
 def _cores() -> tuple[int, int]:
-    allowed = sorted(os.sched_getaffinity(0))
-    return allowed[0], allowed[-1]
+    return CORES
 
 
 # -- the Kinesis stand-in ------------------------------------------------------------------
@@ -98,12 +105,17 @@ def run_standin(port: int) -> None:
 # -- the bare upper bound --------------------------------------------------------------------
 
 
-def run_bare(port: int) -> None:
+def run_bare(port: int, compress: bool = False) -> None:
     import uvloop
+    import zstandard
     from aiohttp import web
+
+    zstd = zstandard.ZstdCompressor(level=1, write_checksum=True)
 
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
+        if compress:
+            zstd.compress(body)
         return web.json_response({"accepted": body.count(b"\n") + 1, "rejected": 0, "errors": []})
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -238,7 +250,8 @@ async def measure(
         }
         server = _spawn([sys.executable, "-m", "service", "serve"], server_core, env)
     else:
-        server = _spawn([sys.executable, __file__, "--bare", str(port)], server_core, {})
+        flag = "--bare-zstd" if variant == "bare_zstd" else "--bare"
+        server = _spawn([sys.executable, __file__, flag, str(port)], server_core, {})
     procs.append(server)
     try:
         await _wait_ready(f"http://127.0.0.1:{port}/readyz", server)
@@ -294,7 +307,7 @@ async def main_async(args: argparse.Namespace) -> None:
     # variants alternate, ``--repeat`` times each, and each keeps its best run: both get the
     # same chance of a quiet machine. Every run's rate is kept for the record.
     results: dict[str, Any] = {}
-    rates: dict[str, list[int]] = {"bare_aiohttp": [], "tideway": []}
+    rates: dict[str, list[int]] = {"bare_aiohttp": [], "bare_zstd": [], "tideway": []}
     for _ in range(args.repeat):
         for variant, runs in rates.items():
             result = await measure(variant, bodies, per_body, args)
@@ -307,6 +320,9 @@ async def main_async(args: argparse.Namespace) -> None:
     ratio = results["tideway"]["lines_per_s"] / max(1, results["bare_aiohttp"]["lines_per_s"])
     extra = {
         "tideway_vs_bare": round(ratio, 3),
+        "tideway_vs_bare_zstd": round(
+            results["tideway"]["lines_per_s"] / max(1, results["bare_zstd"]["lines_per_s"]), 3
+        ),
         "tideway_vs_bare_per_round": [
             round(t / max(1, b), 3)
             for t, b in zip(rates["tideway"], rates["bare_aiohttp"], strict=True)
@@ -346,7 +362,9 @@ async def main_async(args: argparse.Namespace) -> None:
             )
             + "\n"
         )
-    print(f"tideway/bare = {ratio:.2f}; written {path}")
+    print(
+        f"tideway/bare = {ratio:.2f}, tideway/bare_zstd = {extra['tideway_vs_bare_zstd']}; written {path}"
+    )
 
 
 def main() -> None:
@@ -356,6 +374,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="under a minute")
     parser.add_argument("--standin", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-zstd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--lines-per-request", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each variant; best kept")
@@ -364,6 +383,8 @@ def main() -> None:
         return run_standin(args.standin)
     if args.bare:
         return run_bare(args.bare)
+    if args.bare_zstd:
+        return run_bare(args.bare_zstd, compress=True)
     args.lines = 300_000 if args.quick else 2_000_000
     args.seconds = 15.0 if args.quick else 120.0
     asyncio.run(main_async(args))
