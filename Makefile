@@ -4,7 +4,7 @@ UV_VERSION := 0.13.8
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 # The system certificate store (it holds any corporate or sandbox egress CA), not uv's own.
-export UV_NATIVE_TLS := 1
+export UV_SYSTEM_CERTS := 1
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 PY := $(VENV)/bin/python
