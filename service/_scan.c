@@ -714,34 +714,42 @@ static int certain_object(const unsigned char *s, const unsigned char *e) {
 }
 
 PyDoc_STRVAR(check_lines_doc,
-"check_lines(body, max_line) -> bytes\n\n"
+"check_lines(body, max_line) -> (status, ends)\n\n"
 "One status per b'\\n'-separated line of body: 0 where the line is certainly a non-empty\n"
 "JSON object orjson reads, at most max_line bytes, with no whitespace around it; 1 where\n"
-"the caller must decide (and say why).");
+"the caller must decide (and say why). ends: where each line ends in body (int64).");
 
 static PyObject *check_lines(PyObject *self, PyObject *args) {
     Py_buffer buf;
     Py_ssize_t max_line;
     if (!PyArg_ParseTuple(args, "y*n", &buf, &max_line)) return NULL;
-    const unsigned char *p = buf.buf, *end = p + buf.len;
+    const unsigned char *base = buf.buf, *p = base, *end = p + buf.len;
     Py_ssize_t n = 1;
     for (const unsigned char *q = p; (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++) n++;
     PyObject *out = PyBytes_FromStringAndSize(NULL, n);
-    if (!out) {
+    PyObject *ends = PyBytes_FromStringAndSize(NULL, n * 8);
+    if (!out || !ends) {
+        Py_XDECREF(out);
+        Py_XDECREF(ends);
         PyBuffer_Release(&buf);
         return NULL;
     }
     uint8_t *status = (uint8_t *)PyBytes_AS_STRING(out);
+    int64_t *stops = (int64_t *)PyBytes_AS_STRING(ends);
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t row = 0; row < n; row++) {
         const unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
         const unsigned char *stop = nl ? nl : end;
         status[row] = (stop - p <= max_line && certain_object(p, stop)) ? 0 : 1;
+        stops[row] = stop - base;
         p = nl ? nl + 1 : end;
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&buf);
-    return out;
+    PyObject *result = PyTuple_Pack(2, out, ends);
+    Py_DECREF(out);
+    Py_DECREF(ends);
+    return result;
 }
 
 static PyMethodDef methods[] = {

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import os
+
 import aiohttp
 
 from service import envelope
 from service.decode import DecoderConfig, decode_record
+from service.ingest.lines import LineBlock, parse_ndjson
 from service.ingest.packer import Header, Packer, Ticket
 from tests.conftest import Server
 
@@ -38,6 +42,40 @@ def test_repetitive_lines_never_make_an_envelope_the_consumer_refuses() -> None:
         decoded = decode_record(rec.data, DecoderConfig())  # raises on an over-limit envelope
         total += decoded.line_count
     assert total == 200 * 5000
+
+
+def test_a_wrong_learnt_ratio_moves_the_last_lines_to_the_next_record() -> None:
+    """Compressible bodies teach the packer a high ratio; then incompressible lines overshoot
+    the target and are cut at a line inside a whole-body block: every record still fits one
+    payload unit and every line arrives once, in order."""
+    packer = Packer(25_000)
+    sealed = []
+    easy = b'{"message": "GET /health 200", "service": "lb"}'
+    for i in range(20):
+        sealed += packer.add(
+            parse_ndjson(b"\n".join([easy] * 2000), 1 << 20).lines,
+            Header(),
+            Ticket(),
+            traceparent="",
+            now=float(i),
+            received_us=1,
+        )
+    noise = [
+        b'{"n": %d, "blob": "%s"}' % (i, base64.b64encode(os.urandom(300))) for i in range(2000)
+    ]
+    block = parse_ndjson(b"\n".join(noise), 1 << 20).lines
+    assert isinstance(block, LineBlock)
+    sealed += packer.add(block, Header(), Ticket(), traceparent="", now=99.0, received_us=1)
+    while packer.oldest() is not None:  # each seal may leave the lines it moved open
+        sealed += packer.due(1e9, 0)
+    assert packer.recompressions > 0
+    assert all(len(r.data) + len(r.partition_key) <= 25_000 for r in sealed)
+    lines = [
+        line
+        for r in sealed
+        for line in decode_record(r.data, DecoderConfig()).batches[0].payload.split(b"\n")
+    ]
+    assert lines == [easy] * 40_000 + noise
 
 
 def test_a_record_sealed_by_linger_carries_the_wall_clock_receive_time() -> None:

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from service import _scan
 from service.decode.types import LineBatch, RecordMeta
-from service.ingest.lines import ParsedLines, check_object, parse_ndjson
+from service.ingest.lines import LineBlock, ParsedLines, check_object, parse_ndjson
+from service.ingest.packer import Header, Packer, Ticket
 from service.loggen import ndjson_lines
 from service.sink.columns import build_columns
 from service.sink.mapping import DecodedRecord, FieldMapping, build_table_reference
@@ -294,7 +295,8 @@ def test_ndjson_validation_agrees_with_orjson(lines: list[bytes], max_line: int)
     body = b"\n".join(lines)
     for text in (body, body + b"\n"):
         got, want = parse_ndjson(text, max_line), parse_with_orjson_only(text, max_line)
-        assert got.lines == want.lines
+        assert list(got.lines) == list(want.lines)
+        assert [got.lines[i] for i in range(len(got.lines))] == list(want.lines)
         assert got.errors == want.errors
         assert got.rejected_by_reason == want.rejected_by_reason
 
@@ -312,5 +314,43 @@ def test_check_lines_vouches_for_agent_lines_only_when_sure() -> None:
             b'{"a":1}',
         ]
     )
-    assert list(_scan.check_lines(body, 1 << 20)) == [0, 0, 0, 1, 1, 1, 1, 0]
-    assert list(_scan.check_lines(b'{"a":1}', 6)) == [1]  # over max_line
+    status, ends = _scan.check_lines(body, 1 << 20)
+    assert list(status) == [0, 0, 0, 1, 1, 1, 1, 0]
+    assert list(memoryview(ends).cast("q")) == [
+        i + len(line) for i, line in zip(accumulate_starts(body), body.split(b"\n"), strict=True)
+    ]
+    assert list(_scan.check_lines(b'{"a":1}', 6)[0]) == [1]  # over max_line
+
+
+def accumulate_starts(body: bytes) -> list[int]:
+    starts, at = [], 0
+    for line in body.split(b"\n"):
+        starts.append(at)
+        at += len(line) + 1
+    return starts
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [b'{"a":1}'],
+        [b'{"a":1}', b'{"bb":22}', b'{"c":"333"}'],
+        [orjson.dumps({"i": i, "pad": "y" * (i % 50), "r": i * 7919 % 1000}) for i in range(600)],
+    ],
+)
+def test_a_line_block_packs_exactly_as_its_lines(lines: list[bytes]) -> None:
+    """The packer takes a whole valid body as one buffer; records, counts and bytes are those
+    of the same lines given one by one, with a target small enough to cut between them."""
+    block = parse_ndjson(b"\n".join(lines), 1 << 20).lines
+    assert isinstance(block, LineBlock)
+    assert block.nbytes == sum(map(len, lines))
+    sealed = []
+    for source in (block, lines):
+        packer = Packer(1024)
+        got = packer.add(source, Header(), Ticket(), traceparent="", now=0.0, received_us=1)
+        got += packer.due(now=1.0, linger=0)
+        sealed.append([(r.data, r.lines, r.raw_bytes) for r in got])
+    assert sealed[0] == sealed[1]
+    assert sum(count for _, count, _ in sealed[0]) == len(lines)
+    if len(lines) > 100:
+        assert len(sealed[0]) > 1  # cut between lines, as the target demands

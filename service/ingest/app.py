@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -152,7 +152,7 @@ async def receive(request: web.Request, held: Reservation) -> bytes:
 
 async def store(
     request: web.Request,
-    lines: list[bytes],
+    lines: Sequence[bytes],
     rejected: dict[str, int],
     ctype: ContentType,
     source: str,

@@ -7,7 +7,10 @@ reported by 1-based line number with a precise reason; nothing is dropped silent
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import overload
 
 import orjson
 
@@ -16,12 +19,68 @@ from service import _scan
 MAX_REPORTED_ERRORS = 100
 
 
+class LineBlock(Sequence[bytes]):
+    """Whole lines kept as one buffer: ``data`` is the lines joined by b"\\n" and ``ends[i]``
+    where line i ends in it. A request's valid NDJSON body reaches the envelope records as
+    slices of this buffer, without a bytes object per line (measured: 9 % of serve's CPU)."""
+
+    __slots__ = ("data", "ends")
+
+    def __init__(self, data: bytes, ends: Sequence[int]) -> None:
+        self.data = data
+        self.ends = ends
+
+    @classmethod
+    def of(cls, lines: Sequence[bytes]) -> LineBlock:
+        if isinstance(lines, LineBlock):
+            return lines
+        ends = [end + i for i, end in enumerate(accumulate(map(len, lines)))]
+        return cls(b"\n".join(lines), ends)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the lines themselves (newlines not counted)."""
+        return len(self.data) - max(0, len(self) - 1)
+
+    def upto(self, j: int) -> int:
+        """Bytes of the first ``j`` lines, each with its newline."""
+        return self.ends[j - 1] + 1 if j else 0
+
+    def joined(self, i: int, j: int) -> bytes:
+        """Lines ``i`` to ``j - 1`` joined by newlines (one slice of the buffer)."""
+        return self.data[self.upto(i) : self.ends[j - 1]]
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.joined(index, index + 1)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.data.split(b"\n") if len(self) else [])
+
+
 @dataclass
 class ParsedLines:
-    lines: list[bytes] = field(default_factory=list)
+    lines: list[bytes] | LineBlock = field(default_factory=list)
     errors: list[dict[str, object]] = field(default_factory=list)
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def keep(self, line: bytes) -> None:
+        if isinstance(self.lines, LineBlock):  # a block is only ever a whole, valid body
+            raise TypeError("a LineBlock takes no more lines")
+        self.lines.append(line)
 
     def reject(self, number: int, reason: str, kind: str) -> None:
         self.rejected += 1
@@ -52,16 +111,16 @@ def parse_ndjson(body: bytes, max_line: int) -> ParsedLines:
     """
     if body.endswith(b"\n"):  # NDJSON's last newline ends a line, it does not start one
         body = body[:-1]
-    lines = body.split(b"\n")
-    status = _scan.check_lines(body, max_line)
+    status, ends = _scan.check_lines(body, max_line)
     out = ParsedLines()
-    if status.count(0) == len(lines):
-        out.lines = lines
+    if status.count(0) == len(status):  # every line vouched for: the body is the block
+        out.lines = LineBlock(body, memoryview(ends).cast("q"))
         return out
-    accept = out.lines.append
-    for number, (line, unsure) in enumerate(zip(lines, status, strict=True), start=1):
+    kept: list[bytes] = []
+    out.lines = kept
+    for number, (line, unsure) in enumerate(zip(body.split(b"\n"), status, strict=True), 1):
         if not unsure:
-            accept(line)
+            kept.append(line)
             continue
         stripped = line.strip()
         if stripped:
@@ -75,7 +134,7 @@ _SPACE = frozenset({b" ", b"\r", b"\t"})
 def _take_object(out: ParsedLines, number: int, line: bytes, max_line: int) -> None:
     problem = check_object(line, max_line)
     if problem is None:
-        out.lines.append(line)
+        out.keep(line)
     else:
         out.reject(number, *problem)
 
@@ -122,7 +181,7 @@ def parse_json(body: bytes, max_line: int) -> ParsedLines:
                 "too_long",
             )
             continue
-        out.lines.append(line)
+        out.keep(line)
     return out
 
 
@@ -143,5 +202,5 @@ def parse_text(body: bytes, max_line: int) -> ParsedLines:
         except UnicodeDecodeError:
             out.reject(number, "invalid UTF-8", "invalid_utf8")
             continue
-        out.lines.append(orjson.dumps({"message": text}))
+        out.keep(orjson.dumps({"message": text}))
     return out

@@ -11,13 +11,14 @@ target, the last lines are moved to the next record rather than paying for a sec
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate
 
 import zstandard
 
 from service import envelope
 from service.envelope import ContentType, EnvelopeRecord
+from service.ingest.lines import LineBlock
 
 MAX_RECORD = 1024 * 1024 - 64  # Kinesis: data + partition key <= 1 MiB
 _HASH_SPACE = 2**128
@@ -56,7 +57,8 @@ class OpenRecord:
     traceparent: str
     opened_at: float
     received_us: int  # wall clock when the first line arrived (the envelope's receive time)
-    lines: list[bytes] = field(default_factory=list)
+    parts: list[bytes] = field(default_factory=list)  # whole lines, joined by newlines
+    count: int = 0  # lines in ``parts``
     raw_bytes: int = 0
     tickets: list[Ticket] = field(default_factory=list)
 
@@ -92,7 +94,7 @@ class Packer:
 
     def add(
         self,
-        lines: list[bytes],
+        lines: Sequence[bytes],
         header: Header,
         ticket: Ticket,
         *,
@@ -100,31 +102,30 @@ class Packer:
         now: float,
         received_us: int,
     ) -> list[SealedRecord]:
-        """Add one request's lines; return the records that became full."""
+        """Add one request's lines (a list, or a ``LineBlock``); return the records that
+        became full."""
         sealed: list[SealedRecord] = []
         rec = self._open.get(header)
         if rec is None:
             rec = self._open[header] = OpenRecord(header, traceparent, now, received_us)
-        # Bytes of lines[:j] with their newlines are ends[j - 1] + j: whole runs of lines
-        # are placed by bisection instead of a per-line Python loop.
-        ends = list(accumulate(map(len, lines)))
-
-        def upto(j: int) -> int:
-            return ends[j - 1] + j if j else 0
-
-        i, n = 0, len(lines)
+        # Whole runs of lines are placed by bisection over their end offsets and added as
+        # one slice of the request's buffer, instead of a per-line Python loop.
+        block = LineBlock.of(lines)
+        upto = block.upto
+        i, n = 0, len(block)
         while i < n:
             room = min(self.target * self.ratio * _AIM, MAX_RAW) - rec.raw_bytes
             j = bisect_right(range(n + 1), upto(i) + room, lo=i + 1, key=upto) - 1
             if j <= i:
-                if rec.lines:  # the open record is full: seal it and retry in a new one
+                if rec.count:  # the open record is full: seal it and retry in a new one
                     sealed.extend(self._seal(header, now))
                     rec = self._open.setdefault(
                         header, OpenRecord(header, traceparent, now, received_us)
                     )
                     continue
                 j = i + 1  # a line bigger than the budget travels alone
-            rec.lines.extend(lines[i:j])
+            rec.parts.append(block.joined(i, j))
+            rec.count += j - i
             rec.raw_bytes += upto(j) - upto(i)
             rec.attach(ticket)
             i = j
@@ -145,29 +146,32 @@ class Packer:
         """Encode the open record; lines that do not fit the target stay open (new record)."""
         rec = self._open.pop(header)
         received_us = rec.received_us
-        lines = rec.lines
-        data, payload_len = self._encode(rec, lines, received_us)
+        count = rec.count
+        data, payload_len = self._encode(rec, rec.parts, count, received_us)
         limit = self.target - 12  # the partition key counts too
-        while len(data) > limit and len(lines) > 1:
-            self.recompressions += 1
-            keep = max(1, min(len(lines) - 1, int(len(lines) * limit / len(data) * 0.98)))
-            lines = lines[:keep]
-            data, payload_len = self._encode(rec, lines, received_us)
-        if len(lines) < len(rec.lines):
-            rest = OpenRecord(header, rec.traceparent, now, received_us, rec.lines[len(lines) :])
-            rest.raw_bytes = sum(len(x) + 1 for x in rest.lines)
+        if len(data) > limit and count > 1:  # rare: cut at a line inside the parts
+            lines = b"\n".join(rec.parts).split(b"\n")
+            while len(data) > limit and count > 1:
+                self.recompressions += 1
+                count = max(1, min(count - 1, int(count * limit / len(data) * 0.98)))
+                data, payload_len = self._encode(rec, lines[:count], count, received_us)
+            rest = OpenRecord(header, rec.traceparent, now, received_us, lines[count:])
+            rest.count = len(rest.parts)
+            rest.raw_bytes = sum(len(x) + 1 for x in rest.parts)
             for ticket in rec.tickets:  # conservative: each may own some of the moved lines
                 rest.attach(ticket)
             self._open[header] = rest
         learnt = 0.8 * self.ratio + 0.2 * max(1.0, payload_len / max(1, len(data)))
         self.ratio = min(_MAX_RATIO, learnt)
-        return [self._record(rec, data, len(lines), payload_len)]
+        return [self._record(rec, data, count, payload_len)]
 
-    def _encode(self, rec: OpenRecord, lines: list[bytes], received_us: int) -> tuple[bytes, int]:
-        payload = b"\n".join(lines)
+    def _encode(
+        self, rec: OpenRecord, parts: list[bytes], count: int, received_us: int
+    ) -> tuple[bytes, int]:
+        payload = b"\n".join(parts)
         env = EnvelopeRecord(
             payload=b"",
-            line_count=len(lines),
+            line_count=count,
             received_us=received_us,
             content_type=rec.header.content_type,
             source=rec.header.source,

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -22,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from service.aws import error_code
 from service.errors import KinesisUnavailableError, OverloadedError, RequestError
 from service.ingest.budget import ByteBudget
+from service.ingest.lines import LineBlock
 from service.ingest.packer import Header, Packer, SealedRecord, Ticket, put_batches
 from service.telemetry.metrics import IngestMetrics
 from service.telemetry.tracing import aws_span
@@ -96,11 +98,11 @@ class Producer:
         """Shutdown: give up on Kinesis at loop time ``when`` at the latest (ECS stop timeout)."""
         self._stop_by = when
 
-    async def submit(self, lines: list[bytes], header: Header, traceparent: str = "") -> None:
+    async def submit(self, lines: Sequence[bytes], header: Header, traceparent: str = "") -> None:
         """Store ``lines`` durably in Kinesis; raise OverloadedError or KinesisUnavailableError."""
         if self._closing:
             raise OverloadedError("server is shutting down", retry_after=1.0)
-        size = sum(map(len, lines))
+        size = lines.nbytes if isinstance(lines, LineBlock) else sum(map(len, lines))
         self.budget.take(size)  # given back when every record holding these lines is done
         loop = asyncio.get_running_loop()
         ticket = Ticket(size)
