@@ -43,14 +43,7 @@ class KeyPlans(dict[tuple[str, ...], KeyPlan]):
         self.mapping = mapping
         self.fallbacks = 0
         self.by_relevant: dict[frozenset[str], KeyPlan] = {}
-        self.groups = (
-            mapping.severity,
-            mapping.service,
-            mapping.host,
-            mapping.message,
-            mapping.trace_id,
-            mapping.span_id,
-        )
+        self.groups = mapping.groups()[1:]  # every group after the time
         # Names whose presence the later groups look at: a time key among them would make
         # the later choice depend on whether the time parsed (and so was removed).
         self.looked_at = {"severity_number"}

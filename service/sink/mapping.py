@@ -47,6 +47,19 @@ class FieldMapping:
     # first present of its name and aliases among the keys no canonical column took.
     extra_columns: tuple[pa.Field[Any], ...] = field(default=())
 
+    def groups(self) -> tuple[tuple[str, ...], ...]:
+        """The name groups in ``ColumnBuilder``'s pop order: time, severity, service, host,
+        message, trace_id, span_id."""
+        return (
+            self.time,
+            self.severity,
+            self.service,
+            self.host,
+            self.message,
+            self.trace_id,
+            self.span_id,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class DecodedRecord:

@@ -28,16 +28,7 @@ _TIME, _SEVERITY, _SERVICE, _HOST, _MESSAGE, _TRACE, _SPAN, _ATTRIBUTES = range(
 
 def name_groups(mapping: FieldMapping) -> tuple[tuple[bytes, ...], ...]:
     """The mapping's names as the scanner takes them, in ``ColumnBuilder``'s pop order."""
-    groups = (
-        mapping.time,
-        mapping.severity,
-        mapping.service,
-        mapping.host,
-        mapping.message,
-        mapping.trace_id,
-        mapping.span_id,
-    )
-    return tuple(tuple(name.encode() for name in names) for names in groups)
+    return tuple(tuple(name.encode() for name in names) for names in mapping.groups())
 
 
 def supports(mapping: FieldMapping) -> bool:
