@@ -12,7 +12,7 @@ record bytes as they arrive from Kinesis (compressed where the format is).
 
 Baseline: ``aws_kinesis_agg`` is the library's own deaggregator on the same KPL input
 (it yields user records and does not decode them; Tideway also validates every line).
-Writes benchmarks/results/decoders.json (DESIGN §9).
+Writes benchmarks/results/decoders.json (DESIGN §9; decoders.quick.json with --quick).
 """
 
 from __future__ import annotations
@@ -293,15 +293,16 @@ def main() -> None:
         },
         "results": results,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    path = RESULTS.with_suffix(".quick.json") if args.quick else RESULTS  # never over a full run
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"{'variant':28} {'records/s':>10} {'lines/s':>11} {'MB/s':>7} {'rss MB':>7}")
     for name, r in results.items():
         print(
             f"{name:28} {r['records_per_s']:>10,} {r['lines_per_s']:>11,} "
             f"{r['mb_per_s']:>7} {r['peak_rss_mb']:>7}"
         )
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    print(f"wrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -190,7 +190,10 @@ def main() -> None:
         },
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "e2e.json").write_text(json.dumps(out, indent=2) + "\n")
+    # A quick run never overwrites the full one.
+    (RESULTS / ("e2e.quick.json" if args.quick else "e2e.json")).write_text(
+        json.dumps(out, indent=2) + "\n"
+    )
     print(
         f"{'variant':10} {'lines/s':>10} {'MB/s':>8} {'kinesis rec':>12} {'files':>6} {'out bytes':>10} {'rss MB':>7}"
     )

@@ -20,7 +20,7 @@ shared, and CPU time is immune to other work. The fastest run of each is reporte
 Prometheus counters are part of both variants: they are always on in the services.
 Spans go through the SDK's BatchSpanProcessor to an exporter that serializes them to
 OTLP protobuf and drops the bytes (the HTTP post to the sidecar is not measured).
-Writes benchmarks/results/telemetry.json (DESIGN §9).
+Writes benchmarks/results/telemetry.json (DESIGN §9; telemetry.quick.json with --quick).
 """
 
 from __future__ import annotations
@@ -250,8 +250,9 @@ def main() -> int:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     report = run(args.quick)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    path = RESULTS.with_suffix(".quick.json") if args.quick else RESULTS  # never over a full run
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({"overhead": report["overhead"], "results": {
         k: {m: v[m] for m in ("lines_per_s", "flush_lines_per_s")}
         for k, v in report["results"].items()
