@@ -8,8 +8,9 @@
  *
  *   - a line is taken only if re-emitting its bytes gives exactly orjson.dumps(orjson.loads):
  *     no duplicate keys at any depth, no \u or \/ escapes, integers of at most 18 digits,
- *     no "-0", decimals without exponent, trailing zeros or more than 15 significant digits
- *     and inside [1e-5, 1e16) (where orjson prints fixed notation); whitespace outside
+ *     no "-0", decimals without exponent or trailing zeros, in their shortest round-trip
+ *     form (any of up to 15 significant digits; 16-17 when strtod and snprintf agree) and
+ *     inside [1e-5, 1e15) (where orjson prints fixed notation); whitespace outside
  *     strings is dropped, as orjson drops it. A number taken as the event time may be
  *     written any way (its column is parsed from the text);
  *   - every other line (invalid JSON included) is marked for the Python path, which decides
@@ -139,6 +140,33 @@ static int scan_string(Cur *c) {
 
 static inline int is_digit(unsigned char b) { return b >= '0' && b <= '9'; }
 
+/* Whether the decimal s..e (no exponent, `sig` significant digits, 16 or 17) is the
+ * shortest text that reads back as its double, i.e. what orjson (shortest round trip)
+ * writes: its correctly rounded `sig`-digit form is itself, and no (sig - 1)-digit form
+ * reads back as the same double (if none of sig - 1 digits does, none shorter does). */
+static int shortest_form(const unsigned char *s, const unsigned char *e, int sig) {
+    char text[64], out[64];
+    Py_ssize_t len = e - s;
+    if (len >= (Py_ssize_t)sizeof(text)) return 0;
+    memcpy(text, s, (size_t)len);
+    text[len] = 0;
+    double d = strtod(text, NULL);
+    char want[32];
+    int nwant = 0;
+    for (const char *q = text; *q && nwant < 31; q++) /* significant digits of the text */
+        if (*q >= '0' && *q <= '9' && (nwant || *q != '0')) want[nwant++] = *q;
+    want[nwant] = 0;
+    snprintf(out, sizeof(out), "%.*e", sig - 1, d);
+    char got[32];
+    int ngot = 0;
+    for (const char *q = out; *q && *q != 'e' && ngot < 31; q++)
+        if (*q >= '0' && *q <= '9') got[ngot++] = *q;
+    got[ngot] = 0;
+    if (nwant != sig || strcmp(want, got) != 0) return 0;
+    snprintf(out, sizeof(out), "%.*e", sig - 2, d);
+    return strtod(out, NULL) != d;
+}
+
 /* Sets *kind to V_INT or V_FLOAT. */
 static int scan_number(Cur *c, int *kind) {
     const unsigned char *p = c->p, *end = c->end;
@@ -181,7 +209,9 @@ static int scan_number(Cur *c, int *kind) {
             } else {
                 sig = int_digits + frac_digits;
             }
-            if (sig > 15) rc = NONCANON; /* may not be the shortest round-trip form */
+            /* up to 15 digits every decimal is its double's shortest form; 16 and 17 only
+             * sometimes (0.30000000000000004 is, 0.1000000000000000055 is not) */
+            if (sig > 17 || (sig > 15 && !shortest_form(c->p, p, (int)sig))) rc = NONCANON;
         }
     } else if (int_digits > 18 || (neg && int_is_zero)) {
         rc = NONCANON;

@@ -213,6 +213,7 @@ def test_agent_shaped_lines_are_all_mapped_natively() -> None:
         b'{"date":1763625600.1234567,"log":"fluent bit line","stream":"stdout"}',
         b'{"ts":1.7636256e9,"msg":"exponent in the time field only"}',
         b'{"severity_number":9,"level":"x"}',
+        b'{"a":0.30000000000000004,"b":-2.2250738585072014}',  # 17 digits, shortest forms
         b"{}",
     ],
 )
@@ -227,6 +228,8 @@ def test_lines_the_scanner_takes(text: bytes) -> None:
         b'{"a":1.50}',  # orjson writes 1.5
         b'{"a":1e5}',  # 100000.0
         b'{"a":0.000001}',  # 1e-6
+        b'{"a":1.0000000000000001}',  # reads back as 1.0
+        b'{"a":0.1000000000000000055}',  # past 17 digits
         b'{"a":-0}',  # 0
         b'{"a":12345678901234567890}',  # past 18 digits
         b'{"a":"caf\\u00e9"}',  # orjson writes the character
