@@ -357,3 +357,29 @@ def test_a_line_block_packs_exactly_as_its_lines(lines: list[bytes]) -> None:
     assert sum(count for _, count, _ in sealed[0]) == len(lines)
     if len(lines) > 100:
         assert len(sealed[0]) > 1  # cut between lines, as the target demands
+
+
+def test_one_odd_line_in_a_large_record_is_mapped_alone() -> None:
+    """A record of 70 agent lines with one the scanner leaves (a \\u escape) and one whose
+    time is outside the window: both are mapped by the Python path in place, the rest stay
+    native, and the rows are the specification's; a broken line still dead-letters its
+    record whole, with the specification's reason."""
+    lines = ndjson_lines(70, seed=3)
+    lines[10] = b'{"msg":"caf\\u00e9","level":"info"}'
+    lines[40] = b'{"ts":1,"msg":"1970"}'
+    record = DecodedRecord(
+        RecordMeta("shardId-000", 7, ARRIVAL), (LineBatch(b"\n".join(lines), 70, source="http"),)
+    )
+    broken = DecodedRecord(
+        RecordMeta("shardId-000", 8, ARRIVAL),
+        (LineBatch(b"\n".join([lines[0], b'{"a":', lines[1]]), 3, source="http"),),
+    )
+    native, native_bad = build_columns([record, broken], MAPPING)
+    ref, ref_bad = build_table_reference([record, broken], MAPPING)
+    assert native.to_pylist() == ref.to_pylist()
+    assert native.num_rows == 70
+    assert [(r.meta.sequence_number, w) for r, w in native_bad] == [
+        (r.meta.sequence_number, w) for r, w in ref_bad
+    ]
+    assert [r.meta.sequence_number for r, _ in native_bad] == [8]
+    assert native.column("message")[10].as_py() == "café"

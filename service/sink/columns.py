@@ -151,33 +151,65 @@ def _map_native(
     good: list[DecodedRecord],
     bad: list[tuple[DecodedRecord, str]],
 ) -> pa.RecordBatch:
-    """The scanner's rows, with the records it left redone by the Python path and put back
-    in record order."""
+    """The scanner's rows, with the lines it left mapped by the Python path and put back in
+    place. A record holding a line that is not a JSON object goes whole to the Python path,
+    which names the line and dead-letters the record as the specification does."""
     scanned = native.scan_chunk(chunk, mapper.mapping, groups)
     if scanned.taken.all():
         good.extend(chunk.records)
         return scanned.batch
-    redo: list[int] = np.unique(scanned.record_of_row[~scanned.taken]).tolist()
-    slow = _Chunk()
-    for i in redo:
-        _add_record(slow, chunk.records[i])  # line counts were checked by the native chunk
-    slow_good: list[DecodedRecord] = []
-    slow_batch = _map_chunk(slow, mapper, slow_good, bad)
-    kept = {id(r) for r in slow_good}
-    redone = [i for i in redo if id(chunk.records[i]) in kept]
-    fast_rows = ~np.isin(scanned.record_of_row, redo)
-    record_of_row = np.concatenate(
-        [
-            scanned.record_of_row[fast_rows],
-            np.repeat(np.asarray(redone, np.int64), [chunk.record_lines[i] for i in redone]),
-        ]
+    left = np.flatnonzero(~scanned.taken)
+    texts, defaults = native.left_lines(chunk, left)
+    record_of = scanned.record_of_row
+    broken = sorted(
+        {int(record_of[r]) for r, t in zip(left, texts, strict=True) if not _is_object(t)}
     )
-    merged = pa.Table.from_batches([scanned.batch.filter(pa.array(fast_rows)), slow_batch])
-    merged = merged.take(np.argsort(record_of_row, kind="stable")).combine_chunks()
-    dropped = set(redo) - set(redone)
+    in_broken = np.isin(record_of, broken)
+    # Lines the scanner left in records that are otherwise fine: one by one.
+    one = _Chunk()
+    one_rows = left[~in_broken[left]]
+    for r, text, default in zip(left.tolist(), texts, defaults, strict=True):
+        if not in_broken[r]:
+            one.lines.append(text)
+            one.arrival.append(int(scanned.arrival[r]))
+            one.default.append(default)
+    redone = [_map_chunk(one, mapper, [], bad)] if one.lines else []
+    rows = [one_rows] if one.lines else []
+    # Records with a broken line: whole, through the path that finds and names bad lines.
+    dropped: set[int] = set()
+    if broken:
+        whole = _Chunk()
+        for i in broken:
+            _add_record(whole, chunk.records[i])  # line counts were checked by the native chunk
+        whole_good: list[DecodedRecord] = []
+        redone.append(_map_chunk(whole, mapper, whole_good, bad))
+        kept = {id(r) for r in whole_good}
+        dropped = {i for i in broken if id(chunk.records[i]) not in kept}
+        rows.append(np.flatnonzero(np.isin(record_of, [i for i in broken if i not in dropped])))
     good.extend(r for i, r in enumerate(chunk.records) if i not in dropped)
-    batches = merged.to_batches()
-    return batches[0] if batches else scanned.batch.slice(0, 0)
+    # The redone rows replace theirs in place: a linear copy of each column, not a gather.
+    at = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    replacement = pa.Table.from_batches(redone, schema=scanned.batch.schema)
+    replacement = replacement.take(np.argsort(at, kind="stable")).combine_chunks()
+    mask = np.zeros(len(record_of), dtype=bool)
+    mask[at] = True
+    columns = [
+        pc.replace_with_mask(column, pa.array(mask), replacement.column(k).combine_chunks())
+        if len(at)
+        else column
+        for k, column in enumerate(scanned.batch.columns)
+    ]
+    batch = pa.RecordBatch.from_arrays(columns, schema=scanned.batch.schema)
+    if dropped:
+        batch = batch.filter(pa.array(~np.isin(record_of, sorted(dropped))))
+    return batch
+
+
+def _is_object(line: bytes) -> bool:
+    try:
+        return type(_loads(line)) is dict
+    except orjson.JSONDecodeError:
+        return False
 
 
 def _add_record(chunk: _Chunk, record: DecodedRecord) -> bool:

@@ -119,12 +119,13 @@ def _one_by_one(
 
 def _epochs_to_us(number: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """``mapping._epoch_to_us`` of an array of finite numbers below 1e17 (negatives: anything)."""
+    number = np.maximum(number, 0.0)  # negatives give 0 (and never overflow the products)
     us = np.where(
         number < 1e11,
         np.rint(number * 1e6),
         np.where(number < 1e14, np.rint(number * 1e3), np.trunc(number)),
     )
-    return np.where(number >= 0, us, 0).astype(np.int64)
+    return us.astype(np.int64)
 
 
 def _time_us(value: Any) -> int | None:

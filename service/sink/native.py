@@ -1,9 +1,9 @@
 """Chunks of whole records mapped by the C scanner (``_scan.map_lines``), pure.
 
-The scanner maps the lines written the way orjson writes JSON and leaves the others; a
-record with any line left (or whose time did not parse inside the window, so the key must
-stay in ``attributes``) goes whole through the Python path (``columns``), which also finds
-and reports bad records. Both paths give ``ColumnBuilder``'s rows; tests/test_mapping.py
+The scanner maps the lines written the way orjson writes JSON and leaves the others; the
+lines left (and those whose time did not parse inside the window, so the key must stay in
+``attributes``) go through the Python path (``columns``) one by one, and a record holding a
+line that is not a JSON object goes there whole, to be named bad. Both paths give ``ColumnBuilder``'s rows; tests/test_mapping.py
 holds the three to each other.
 """
 
@@ -75,6 +75,7 @@ class Scanned:
     batch: pa.RecordBatch
     taken: np.ndarray[Any, Any]
     record_of_row: np.ndarray[Any, Any]
+    arrival: np.ndarray[Any, Any]  # the record's arrival time, per row
 
 
 def scan_chunk(chunk: NativeChunk, mapping: FieldMapping, groups: Any) -> Scanned:
@@ -104,7 +105,21 @@ def scan_chunk(chunk: NativeChunk, mapping: FieldMapping, groups: Any) -> Scanne
             "service": _service(cols[_SERVICE], default),
         }
     )
-    return Scanned(batch, taken, record_of_row)
+    return Scanned(batch, taken, record_of_row, arrival)
+
+
+def left_lines(chunk: NativeChunk, rows: np.ndarray[Any, Any]) -> tuple[list[bytes], list[str]]:
+    """Text and batch default service (service, else log group, else unknown) of the given
+    rows (ascending), splitting only the batches that hold them."""
+    starts = np.cumsum(np.asarray([0, *chunk.batch_lines], np.int64))
+    batch_of = (np.searchsorted(starts, rows, side="right") - 1).tolist()
+    texts: list[bytes] = []
+    split: dict[int, list[bytes]] = {}
+    for row, b in zip(rows.tolist(), batch_of, strict=True):
+        if b not in split:
+            split[b] = chunk.parts[b].split(b"\n")
+        texts.append(split[b][row - int(starts[b])])
+    return texts, [chunk.batch_default[b] for b in batch_of]
 
 
 def _kinds(column: tuple[bytes, bytes, bytes]) -> np.ndarray[Any, Any]:
