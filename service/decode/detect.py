@@ -21,6 +21,7 @@ from service import envelope
 from service.decode import avro, cloudwatch, kpl
 from service.decode.compression import GZIP_MAGIC, ZSTD_MAGIC, gunzip, unzstd
 from service.decode.plain import (
+    all_certain_objects,
     decode_json,
     decode_plain,
     decode_text,
@@ -76,8 +77,9 @@ def _decode_envelope(data: bytes) -> Decoded:
     env = envelope.decode(data)
     if not env.line_count:
         return Decoded("envelope", skipped="envelope holds no lines")
-    # Our own producer wrote these lines, but the contract holds for any bytes: one C-level
-    # orjson pass per line (measured in benchmarks/decoders.py as tideway_envelope).
+    # Our own producer wrote these lines, but the contract holds for any bytes: one pass of
+    # the C scanner, orjson for the lines it is unsure of (benchmarks/decoders.py,
+    # tideway_envelope).
     require_ndjson_objects(env.payload, env.line_count, "envelope")
     batch = LineBatch(
         payload=env.payload,
@@ -124,6 +126,8 @@ def _kpl_json_objects(records: list[bytes]) -> LineBatch | None:
     payload = b"\n".join(records)
     if payload.count(b"\n") != len(records) - 1:
         return None
+    if all_certain_objects(payload):
+        return LineBatch(payload, len(records), source=KPL_SOURCE)
     try:
         objects = list(map(orjson.loads, records))  # the loop runs in C
     except orjson.JSONDecodeError:

@@ -2,8 +2,9 @@
 
 Whole-buffer work where the bytes allow it: a single object is passed through as it
 came (newlines inside it can only be whitespace, so they become spaces), NDJSON is
-split once and parsed with ``map`` (the loop runs in C). Each line is still parsed once:
-that is the only way to prove it is a JSON object, and the writer relies on it.
+split once and checked by the C scanner (``service/_scan.c``), with orjson deciding the
+lines it is unsure of. Each line is checked once: the writer relies on every line being
+a JSON object.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from service import _scan
 from service.decode.types import Decoded, LineBatch
 from service.errors import DecodeError
 
@@ -67,6 +69,8 @@ def json_value_lines(
 def ndjson_lines(data: bytes) -> list[bytes] | None:
     """Non-blank lines of ``data`` when every one is a JSON object; None otherwise."""
     lines = data.split(b"\n")
+    if all_certain_objects(data):
+        return lines
     try:
         objects = list(map(_loads, lines))
     except _JSONDecodeError:
@@ -83,11 +87,31 @@ def ndjson_lines(data: bytes) -> list[bytes] | None:
 
 def require_ndjson_objects(payload: bytes, count: int, what: str) -> None:
     """Check that ``payload`` is exactly ``count`` JSON object lines; raise DecodeError if not."""
-    lines = payload.split(b"\n") if payload else []
-    if len(lines) != count:
-        raise DecodeError(f"{what} holds {len(lines)} lines, declares {count}")
+    lines = payload.count(b"\n") + 1 if payload else 0
+    if lines != count:
+        raise DecodeError(f"{what} holds {lines} lines, declares {count}")
+    if count:
+        require_objects(payload, what)
+
+
+def all_certain_objects(payload: bytes) -> bool:
+    """Whether the C scanner vouches that every line of ``payload`` is a non-empty JSON
+    object orjson reads (False only means: ask orjson)."""
+    status, _ = _scan.check_lines(payload, len(payload))
+    return status.count(0) == len(status)
+
+
+def require_objects(payload: bytes, what: str) -> None:
+    """Raise DecodeError unless every line of ``payload`` is a JSON object ("not JSON" wins
+    over "not an object", whichever lines they are). The C scanner vouches for the lines
+    orjson certainly reads as objects (≈ 0.3 µs a line against ≈ 1.3); orjson decides the
+    rest."""
+    status, _ = _scan.check_lines(payload, len(payload))
+    if status.count(0) == len(status):
+        return
+    unsure = [line for line, s in zip(payload.split(b"\n"), status, strict=True) if s]
     try:
-        objects = list(map(_loads, lines))
+        objects = list(map(_loads, unsure))
     except _JSONDecodeError:
         raise DecodeError(f"{what} line is not JSON") from None
     if any(type(o) is not dict for o in objects):
