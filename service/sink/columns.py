@@ -191,10 +191,11 @@ def _map_native(
     at = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     replacement = pa.Table.from_batches(redone, schema=scanned.batch.schema)
     replacement = replacement.take(np.argsort(at, kind="stable")).combine_chunks()
-    mask = np.zeros(len(record_of), dtype=bool)
-    mask[at] = True
+    where = np.zeros(len(record_of), dtype=bool)
+    where[at] = True
+    mask = pa.array(where)
     columns = [
-        pc.replace_with_mask(column, pa.array(mask), replacement.column(k).combine_chunks())
+        pc.replace_with_mask(column, mask, replacement.column(k).combine_chunks())
         if len(at)
         else column
         for k, column in enumerate(scanned.batch.columns)
