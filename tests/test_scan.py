@@ -383,3 +383,30 @@ def test_one_odd_line_in_a_large_record_is_mapped_alone() -> None:
     ]
     assert [r.meta.sequence_number for r, _ in native_bad] == [8]
     assert native.column("message")[10].as_py() == "café"
+
+
+def test_a_flush_cut_into_many_scanner_calls_maps_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Flushes past NATIVE_CHUNK_BYTES take several scanner calls (int32 offsets): the
+    rows, in order, and the Parquet objects are those of one call."""
+    from service.sink import columns
+    from service.sink.plan import Layout, plan_flush
+
+    lines = ndjson_lines(700, seed=4)
+    lines[5] = b'{"msg":"\\u00e9"}'  # one line for the Python path, inside the first call
+    records = [
+        DecodedRecord(
+            RecordMeta("shardId-000", i, ARRIVAL),
+            (LineBatch(b"\n".join(lines[j : j + 70]), 70, source="http"),),
+        )
+        for i, j in enumerate(range(0, 700, 70))
+    ]
+    whole = plan_flush("shardId-000", records, [], Layout("s"), MAPPING)
+    monkeypatch.setattr(columns, "NATIVE_CHUNK_BYTES", 10_000)
+    cut, _ = build_columns(records, MAPPING)
+    assert len(cut.column("attributes").chunks) > 5
+    ref, _ = build_table_reference(records, MAPPING)
+    assert cut.to_pylist() == ref.to_pylist()
+    again = plan_flush("shardId-000", records, [], Layout("s"), MAPPING)
+    assert [(o.key, o.body) for o in again.objects] == [(o.key, o.body) for o in whole.objects]
