@@ -312,6 +312,19 @@ def report(name: str, **values: Any) -> None:
             f.write(line + "\n")
 
 
+def report_run(name: str, sent: list[str], got: Landed, trials: int = 1, **extra: Any) -> None:
+    """``report`` of one fault scenario: what was sent and what landed, then its own figures."""
+    report(
+        name,
+        records=len(sent) // LINES_PER_RECORD,
+        lines=len(sent),
+        trials=trials,
+        lost=got.lost,
+        duplicated=got.duplicated,
+        **extra,
+    )
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")

@@ -15,14 +15,13 @@ from service.settings import Settings
 from tests.conftest import Aws
 from tests.faultproxy import FaultProxy, Rule, target_is
 from tests.fleet import (
-    LINES_PER_RECORD,
     Fleet,
     Producer,
     assert_exactly_once,
     caught_up,
     leases,
     percentile,
-    report,
+    report_run,
     shards_of,
     takeover_times,
     wait_until,
@@ -74,13 +73,11 @@ def test_sigkill_random_workers_repeatedly(aws: Aws, four_shards: Settings, tmp_
         times = [t for name, at, held in kills for t in takeover_times(fleet, name, at, held)]
     got = assert_exactly_once(aws, four_shards, producer.sent)
     assert times, "no takeover was observed"
-    report(
+    report_run(
         "sigkill_x6",
-        records=len(producer.sent) // LINES_PER_RECORD,
-        lines=len(producer.sent),
+        producer.sent,
+        got,
         trials=len(kills),
-        lost=got.lost,
-        duplicated=got.duplicated,
         takeovers=len(times),
         takeover_p50=round(percentile(times, 0.5), 2),
         takeover_max=round(max(times), 2),
@@ -109,13 +106,10 @@ def test_scale_one_to_four_to_two_hands_off_gracefully(
     got = assert_exactly_once(aws, four_shards, producer.sent)
     # Scaling moves shards by hand-off (release, then acquire), never by steal.
     assert lost == []
-    report(
+    report_run(
         "scale_1_4_2",
-        records=len(producer.sent) // LINES_PER_RECORD,
-        lines=len(producer.sent),
-        trials=1,
-        lost=got.lost,
-        duplicated=got.duplicated,
+        producer.sent,
+        got,
         handoff_p50=round(percentile(handoffs, 0.5), 2),
         handoff_max=round(max(handoffs), 2),
     )
@@ -143,13 +137,10 @@ def test_paused_zombie_is_fenced_and_gives_its_shards_up(
     # On waking, the zombie's first fenced write (intent or checkpoint) failed on the shards
     # it had been reading, and it stopped them.
     assert lost and {e["shard_id"] for e in lost} <= set(held)
-    report(
+    report_run(
         "sigstop_zombie",
-        records=len(producer.sent) // LINES_PER_RECORD,
-        lines=len(producer.sent),
-        trials=1,
-        lost=got.lost,
-        duplicated=got.duplicated,
+        producer.sent,
+        got,
         fenced_writes=len(lost),
         takeover_max=round(max(taken), 2),
     )
@@ -175,12 +166,4 @@ def test_throttling_5xx_and_resets_from_the_proxy(
         counts = dict(proxy.counts)
     got = assert_exactly_once(aws, four_shards, producer.sent)
     assert counts.get("throttle", 0) > 10 and counts.get("error500", 0) > 5
-    report(
-        "proxy_throttle_5xx_reset",
-        records=len(producer.sent) // LINES_PER_RECORD,
-        lines=len(producer.sent),
-        trials=1,
-        lost=got.lost,
-        duplicated=got.duplicated,
-        injected=counts,
-    )
+    report_run("proxy_throttle_5xx_reset", producer.sent, got, injected=counts)

@@ -10,7 +10,6 @@ import pytest
 from service.settings import Settings
 from tests.conftest import Aws
 from tests.fleet import (
-    LINES_PER_RECORD,
     Fleet,
     Producer,
     assert_exactly_once,
@@ -18,7 +17,7 @@ from tests.fleet import (
     drop_merge_copies,
     leases,
     log_time,
-    report,
+    report_run,
     route_writes_to_open_shards,
     wait_until,
 )
@@ -88,12 +87,4 @@ def test_split_then_merge_mid_stream(aws: Aws, ready: Settings, tmp_path: Path) 
         # A child is first acquired only after each parent was read to its end.
         first = min(log_time(e) for e in acquired if e["shard_id"] == sid)
         assert all(finished_at[p] <= first for p in parents), sid
-    report(
-        "split_and_merge",
-        records=len(producer.sent) // LINES_PER_RECORD,
-        lines=len(producer.sent),
-        trials=1,
-        lost=got.lost,
-        duplicated=got.duplicated,
-        shards=len(shards),
-    )
+    report_run("split_and_merge", producer.sent, got, shards=len(shards))
