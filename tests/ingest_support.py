@@ -91,3 +91,17 @@ async def gauge(session: aiohttp.ClientSession, url: str, name: str) -> float:
         text = await r.text()
     match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
+
+
+async def post_body(
+    url: str, body: bytes, ctype: str, encoding: str | None = None
+) -> tuple[int, dict[str, object]]:
+    """POST one body with its content type (and encoding); (status, parsed JSON answer)."""
+    headers = {"Content-Type": ctype}
+    if encoding:
+        headers["Content-Encoding"] = encoding
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers=headers) as resp,
+    ):
+        return resp.status, await resp.json()

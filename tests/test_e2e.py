@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
 import orjson
 import pyarrow as pa
 
@@ -14,6 +13,7 @@ from service.resources import ensure_lease_table
 from service.schema import CANONICAL_SCHEMA
 from service.settings import Settings
 from tests.conftest import Aws, Server, drain, lineage_counts, object_keys, read_table
+from tests.ingest_support import post_body as post
 
 NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0) - timedelta(hours=3)
 
@@ -31,19 +31,6 @@ def line(i: int, service: str, hours_ago: int) -> dict[str, object]:
         "http": {"status": 200 + i % 3, "path": "/x"},
         "case": i,
     }
-
-
-async def post(
-    url: str, body: bytes, ctype: str, encoding: str | None = None
-) -> tuple[int, dict[str, object]]:
-    headers = {"Content-Type": ctype}
-    if encoding:
-        headers["Content-Encoding"] = encoding
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(url, data=body, headers=headers) as resp,
-    ):
-        return resp.status, await resp.json()
 
 
 async def test_every_line_sent_over_http_lands_once_with_canonical_columns(

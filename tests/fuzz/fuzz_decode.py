@@ -19,8 +19,7 @@ with atheris.instrument_imports(include=["service"]):
     from service.decode import decode_record
     from service.errors import DecodeError
 
-from tests.test_decode_fuzz import CONFIG, SEEDS
-from tests.test_decode_producers import assert_contract
+from tests.builders import CONFIG, SEEDS, assert_contract
 
 
 def one_input(data: bytes) -> None:

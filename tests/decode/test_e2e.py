@@ -10,8 +10,7 @@ import zstandard
 
 from service.loggen import ndjson_lines
 from service.settings import Settings
-from tests.conftest import Aws, drain, lineage_counts, read_dead_letters, read_table
-from tests.test_decode_producers import (
+from tests.builders import (
     AVRO_REGISTRY,
     AVRO_SCHEMA,
     CONTROL_MESSAGE,
@@ -25,6 +24,7 @@ from tests.test_decode_producers import (
     ndjson,
     single_object,
 )
+from tests.conftest import Aws, drain, lineage_counts, read_dead_letters, read_table
 
 
 async def test_producer_formats_land_with_exact_counts_and_bad_records_dead_letter(

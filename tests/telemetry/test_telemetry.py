@@ -441,7 +441,7 @@ def test_dashboard_shows_every_emf_metric_the_services_emit_with_their_dimension
         )
         for m in metrics.emf_metrics()
     }
-    body = Path(__file__).parent.parent / "deploy" / "dashboard.json"
+    body = Path(__file__).parents[2] / "deploy" / "dashboard.json"
     shown = set()
     for widget in orjson.loads(body.read_bytes())["widgets"]:
         for row in widget["properties"]["metrics"]:

@@ -13,7 +13,7 @@ from service import envelope
 from service.decode import DecoderConfig, decode_record
 from service.errors import DecodeError
 from service.loggen import ndjson_lines
-from tests.test_decode_producers import (
+from tests.builders import (
     assert_contract,
     avro_config,
     avro_schema,

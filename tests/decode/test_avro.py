@@ -14,7 +14,7 @@ import pytest
 from service.decode import DecoderConfig, decode_record
 from service.decode.avro import load_config
 from service.errors import DecodeError
-from tests.test_decode_producers import (
+from tests.builders import (
     ACCESS_LOG_ID,
     AVRO_REGISTRY,
     AVRO_SCHEMA,

@@ -9,88 +9,28 @@ beneath the checksum or compression (then re-sealed), so the inner parsers are r
 from __future__ import annotations
 
 import gzip
-import hashlib
-from collections.abc import Callable
 
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service import envelope
 from service.decode import Decoded, DecoderConfig, decode_record
 from service.errors import DecodeError
-from service.loggen import ndjson_lines
-from tests.test_decode_producers import (
-    CONTROL_MESSAGE,
+from tests.builders import (
+    CONFIG,
+    INNER,
+    RESEAL,
+    SEEDS,
+    SMALL_LIMIT,
     assert_contract,
-    avro_config,
-    avro_schema,
-    confluent,
-    cwl_data_message,
-    cwl_record,
     kpl_records,
-    log_event_datums,
-    ndjson,
-    schemaless,
-    single_object,
 )
 
-CONFIG = avro_config()
-SMALL_LIMIT = DecoderConfig(
-    avro_schema=CONFIG.avro_schema,
-    avro_schemas_by_id=CONFIG.avro_schemas_by_id,
-    avro_schemas_by_fingerprint=CONFIG.avro_schemas_by_fingerprint,
-    max_decompressed_bytes=64 * 1024,
-)
-SCHEMA = avro_schema()
-DATUMS = log_event_datums(4)
 FUZZ = settings(
     max_examples=4000,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-
-
-def _envelope(payload: bytes, count: int) -> bytes:
-    record = envelope.EnvelopeRecord(payload, count, 1_700_000_000_000_000, source="http")
-    return envelope.encode(record)
-
-
-def _kpl_seal(protobuf: bytes) -> bytes:
-    return b"\xf3\x89\x9a\xc2" + protobuf + hashlib.md5(protobuf).digest()
-
-
-SEEDS: dict[str, bytes] = {
-    "envelope": _envelope(b"\n".join(ndjson_lines(8)), 8),
-    "kpl": kpl_records(ndjson_lines(6))[0],
-    "kpl_ehk": kpl_records(
-        [b'{"a":1}', b"text", confluent(7, SCHEMA, DATUMS[3])], explicit_hash_keys=True
-    )[0],
-    "cloudwatch": cwl_record(cwl_data_message(["GET /x 200", '{"k":"v"}'])),
-    "cloudwatch_control": cwl_record(CONTROL_MESSAGE),
-    "json": ndjson_lines(1)[0],
-    "json_array": b"[" + b",".join(ndjson_lines(3)) + b"]",
-    "ndjson": ndjson(5),
-    "ndjson_gzip": gzip.compress(ndjson(5)),
-    "ndjson_zstd": zstandard.ZstdCompressor().compress(ndjson(5)),
-    "avro_raw": schemaless(SCHEMA, DATUMS[0]),
-    "avro_single_object": single_object(SCHEMA, DATUMS[1]),
-    "avro_confluent": confluent(7, SCHEMA, DATUMS[2]),
-    "text": b"2026-11-20T06:00:00Z INFO request completed in 12 ms",
-}
-# Re-sealing wraps a mutated body back into its (valid) checksum or compression.
-RESEAL: dict[str, Callable[[bytes], bytes]] = {
-    "envelope": lambda body: _envelope(body, body.count(b"\n") + 1),
-    "kpl": _kpl_seal,
-    "gzip": gzip.compress,
-    "zstd": zstandard.ZstdCompressor().compress,
-}
-INNER: dict[str, bytes] = {
-    "envelope": b"\n".join(ndjson_lines(4)),
-    "kpl": SEEDS["kpl_ehk"][4:-16],
-    "gzip": gzip.decompress(SEEDS["cloudwatch"]),
-    "zstd": ndjson(3),
-}
 
 
 def check(data: bytes, config: DecoderConfig = CONFIG) -> Decoded | None:

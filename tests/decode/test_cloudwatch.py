@@ -9,7 +9,7 @@ import pytest
 
 from service.decode import DecoderConfig, decode_record
 from service.errors import DecodeError
-from tests.test_decode_producers import (
+from tests.builders import (
     CONTROL_MESSAGE,
     assert_contract,
     cwl_data_message,

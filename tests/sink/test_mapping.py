@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,39 +15,15 @@ from service.decode.types import LineBatch, RecordMeta
 from service.loggen import ndjson_lines
 from service.sink.columns import build_columns
 from service.sink.mapping import DecodedRecord, FieldMapping, build_table_reference
-
-ARRIVAL = int(datetime(2026, 11, 20, 9, 0, tzinfo=UTC).timestamp() * 1e6)
-MAPPING = FieldMapping()
-
-
-def record(lines: list[bytes], seq: int = 1, **batch: Any) -> DecodedRecord:
-    return DecodedRecord(
-        RecordMeta("shardId-000", seq, ARRIVAL),
-        (LineBatch(b"\n".join(lines), len(lines), **batch),),
-    )
-
-
-def one_row(obj: object, **batch: Any) -> dict[str, Any]:
-    table, bad = build_columns([record([orjson.dumps(obj)], **batch)], MAPPING)
-    assert not bad
-    return dict(table.to_pylist()[0])
-
-
-def assert_same_as_reference(
-    records: list[DecodedRecord], mapping: FieldMapping = MAPPING
-) -> pa.Table:
-    fast, fast_bad = build_columns(records, mapping)
-    ref, ref_bad = build_table_reference(records, mapping)
-    assert fast.schema == ref.schema
-    assert fast.to_pylist() == ref.to_pylist()
-    assert [(r.meta.sequence_number, why) for r, why in fast_bad] == [
-        (r.meta.sequence_number, why) for r, why in ref_bad
-    ]
-    return fast
-
-
-def us(text: str) -> int:
-    return int(datetime.fromisoformat(text).timestamp() * 1e6)
+from tests.builders import (
+    ARRIVAL,
+    MAPPING,
+    assert_same_as_reference,
+    json_object,
+    one_row,
+    record,
+    us,
+)
 
 
 @pytest.mark.parametrize(
@@ -165,44 +140,6 @@ def test_realistic_generated_lines_match_the_specification_byte_for_byte() -> No
     fast = assert_same_as_reference(records)
     ref, _ = build_table_reference(records, MAPPING)
     assert fast.equals(ref)
-
-
-json_leaf = (
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20)
-)
-json_value = st.recursive(
-    json_leaf,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
-MAPPED_NAMES = [
-    "timestamp",
-    "time",
-    "ts",
-    "level",
-    "severity",
-    "log",
-    "service",
-    "app",
-    "message",
-    "msg",
-    "host",
-    "trace_id",
-    "span_id",
-    "severity_number",
-    "date",
-    "@timestamp",
-    "body",
-]
-json_object = st.dictionaries(
-    st.sampled_from(MAPPED_NAMES) | st.text(max_size=10), json_value, max_size=8
-)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)

@@ -1,4 +1,5 @@
-"""Record producers for the decoder tests, built the way real producers write them.
+"""Shared test builders: records built the way real producers write them, decoded records
+for the mapping, and the fuzz seeds of every format (one module, imported by any test).
 
 KPL aggregates come from the ``aws_kinesis_agg`` library, Avro datums from fastavro's
 writer with single-object and Confluent framing added exactly as their specs describe,
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import hashlib
 import io
 import random
+from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,11 +23,18 @@ from typing import Any
 import fastavro
 import fastavro.schema
 import orjson
+import pyarrow as pa
+import zstandard
 from aws_kinesis_agg.aggregator import RecordAggregator
+from hypothesis import strategies as st
 
+from service import envelope
 from service.decode import Decoded, DecoderConfig
 from service.decode.avro import load_config
+from service.decode.types import LineBatch, RecordMeta
 from service.loggen import log_records, ndjson_lines
+from service.sink.columns import build_columns
+from service.sink.mapping import DecodedRecord, FieldMapping, build_table_reference
 
 DATA = Path(__file__).parent / "data" / "decode"
 AVRO_SCHEMA = DATA / "avro" / "log_event.avsc"
@@ -122,7 +133,7 @@ def cwl_record(payload: dict[str, Any]) -> bytes:
 # -- Avro -------------------------------------------------------------------------------
 
 _RABIN_EMPTY = 0xC15D213AA4D7A795
-_MASK = (1 << 64) - 1
+MASK_64 = (1 << 64) - 1
 
 
 def _rabin_table() -> list[int]:
@@ -130,7 +141,7 @@ def _rabin_table() -> list[int]:
     for i in range(256):
         fp = i
         for _ in range(8):
-            fp = (fp >> 1) ^ (_RABIN_EMPTY & (-(fp & 1) & _MASK))
+            fp = (fp >> 1) ^ (_RABIN_EMPTY & (-(fp & 1) & MASK_64))
         table.append(fp)
     return table
 
@@ -198,29 +209,130 @@ def ndjson(count: int, seed: int = 7) -> bytes:
     return b"\n".join(ndjson_lines(count, seed=seed))
 
 
-# -- the producers checked against their specifications ----------------------------------
+# -- mapping ---------------------------------------------------------------------------
+
+ARRIVAL = int(datetime(2026, 11, 20, 9, 0, tzinfo=UTC).timestamp() * 1e6)
+MAPPING = FieldMapping()
 
 
-def test_rabin_fingerprint_matches_the_avro_specification_and_fastavro() -> None:
-    # Test vectors of the Avro project (share/test/data/schema-tests.txt), signed 64-bit.
-    signed = {b'"null"': 7195948357588979594, b'"string"': -8142146995180207161}
-    for canonical_text, expected in signed.items():
-        assert crc64_avro(canonical_text) == expected & _MASK
-    canonical = fastavro.schema.to_parsing_canonical_form(avro_schema())
-    assert crc64_avro(canonical.encode()).to_bytes(8, "little").hex() == (
-        fastavro.schema.fingerprint(canonical, "CRC-64-AVRO")
+def record(lines: list[bytes], seq: int = 1, **batch: Any) -> DecodedRecord:
+    return DecodedRecord(
+        RecordMeta("shardId-000", seq, ARRIVAL),
+        (LineBatch(b"\n".join(lines), len(lines), **batch),),
     )
 
 
-def test_kpl_producer_writes_magic_protobuf_and_md5_trailer() -> None:
-    import hashlib
-
-    (record,) = kpl_records([b'{"a":1}', b'{"b":2}'])
-    assert record[:4] == b"\xf3\x89\x9a\xc2"
-    assert hashlib.md5(record[4:-16]).digest() == record[-16:]
+def one_row(obj: object, **batch: Any) -> dict[str, Any]:
+    table, bad = build_columns([record([orjson.dumps(obj)], **batch)], MAPPING)
+    assert not bad
+    return dict(table.to_pylist()[0])
 
 
-def test_cwl_producer_writes_gzip_json() -> None:
-    record = cwl_record(cwl_data_message(["x"]))
-    assert record[:2] == b"\x1f\x8b"
-    assert orjson.loads(gzip.decompress(record))["messageType"] == "DATA_MESSAGE"
+def assert_same_as_reference(
+    records: list[DecodedRecord], mapping: FieldMapping = MAPPING
+) -> pa.Table:
+    fast, fast_bad = build_columns(records, mapping)
+    ref, ref_bad = build_table_reference(records, mapping)
+    assert fast.schema == ref.schema
+    assert fast.to_pylist() == ref.to_pylist()
+    assert [(r.meta.sequence_number, why) for r, why in fast_bad] == [
+        (r.meta.sequence_number, why) for r, why in ref_bad
+    ]
+    return fast
+
+
+def us(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1e6)
+
+
+json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+MAPPED_NAMES = [
+    "timestamp",
+    "time",
+    "ts",
+    "level",
+    "severity",
+    "log",
+    "service",
+    "app",
+    "message",
+    "msg",
+    "host",
+    "trace_id",
+    "span_id",
+    "severity_number",
+    "date",
+    "@timestamp",
+    "body",
+]
+json_object = st.dictionaries(
+    st.sampled_from(MAPPED_NAMES) | st.text(max_size=10), json_value, max_size=8
+)
+
+
+# -- fuzz seeds of every format --------------------------------------------------------
+
+CONFIG = avro_config()
+SMALL_LIMIT = DecoderConfig(
+    avro_schema=CONFIG.avro_schema,
+    avro_schemas_by_id=CONFIG.avro_schemas_by_id,
+    avro_schemas_by_fingerprint=CONFIG.avro_schemas_by_fingerprint,
+    max_decompressed_bytes=64 * 1024,
+)
+SCHEMA = avro_schema()
+DATUMS = log_event_datums(4)
+
+
+def _envelope(payload: bytes, count: int) -> bytes:
+    record = envelope.EnvelopeRecord(payload, count, 1_700_000_000_000_000, source="http")
+    return envelope.encode(record)
+
+
+def _kpl_seal(protobuf: bytes) -> bytes:
+    return b"\xf3\x89\x9a\xc2" + protobuf + hashlib.md5(protobuf).digest()
+
+
+SEEDS: dict[str, bytes] = {
+    "envelope": _envelope(b"\n".join(ndjson_lines(8)), 8),
+    "kpl": kpl_records(ndjson_lines(6))[0],
+    "kpl_ehk": kpl_records(
+        [b'{"a":1}', b"text", confluent(7, SCHEMA, DATUMS[3])], explicit_hash_keys=True
+    )[0],
+    "cloudwatch": cwl_record(cwl_data_message(["GET /x 200", '{"k":"v"}'])),
+    "cloudwatch_control": cwl_record(CONTROL_MESSAGE),
+    "json": ndjson_lines(1)[0],
+    "json_array": b"[" + b",".join(ndjson_lines(3)) + b"]",
+    "ndjson": ndjson(5),
+    "ndjson_gzip": gzip.compress(ndjson(5)),
+    "ndjson_zstd": zstandard.ZstdCompressor().compress(ndjson(5)),
+    "avro_raw": schemaless(SCHEMA, DATUMS[0]),
+    "avro_single_object": single_object(SCHEMA, DATUMS[1]),
+    "avro_confluent": confluent(7, SCHEMA, DATUMS[2]),
+    "text": b"2026-11-20T06:00:00Z INFO request completed in 12 ms",
+}
+# Re-sealing wraps a mutated body back into its (valid) checksum or compression.
+RESEAL: dict[str, Callable[[bytes], bytes]] = {
+    "envelope": lambda body: _envelope(body, body.count(b"\n") + 1),
+    "kpl": _kpl_seal,
+    "gzip": gzip.compress,
+    "zstd": zstandard.ZstdCompressor().compress,
+}
+INNER: dict[str, bytes] = {
+    "envelope": b"\n".join(ndjson_lines(4)),
+    "kpl": SEEDS["kpl_ehk"][4:-16],
+    "gzip": gzip.decompress(SEEDS["cloudwatch"]),
+    "zstd": ndjson(3),
+}

@@ -24,9 +24,9 @@ from service.settings import Settings
 from service.sink.columns import build_columns
 from service.sink.mapping import FieldMapping, build_table_reference
 from service.sink.plan import Layout, plan_flush
+from tests.builders import MAPPED_NAMES, assert_same_as_reference, json_value, record
 from tests.conftest import Aws, Server, drain, read_table
-from tests.test_e2e import post
-from tests.test_mapping import MAPPED_NAMES, assert_same_as_reference, json_value, record
+from tests.ingest_support import post_body as post
 
 
 def avro(*fields: dict[str, Any]) -> dict[str, Any]:
