@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,3 +188,177 @@ def test_the_demo_extra_is_loaded_only_by_local_and_local_only_by_the_demo() -> 
         imp.source for imp in all_imports() if resolve_internal(imp.target) == "service.local"
     }
     assert local_users == {"service.demo"}
+
+
+# ------------------------------------------------------------------ import graph
+
+
+def internal_edges() -> dict[str, dict[str, Import]]:
+    """source module -> {target module: the first import that makes the edge}."""
+    edges: dict[str, dict[str, Import]] = {name: {} for name in package_modules()}
+    for imp in all_imports():
+        target = resolve_internal(imp.target)
+        if target is not None and target != imp.source:
+            edges[imp.source].setdefault(target, imp)
+    return edges
+
+
+def strongly_connected(edges: dict[str, dict[str, Import]]) -> list[list[str]]:
+    """Tarjan's components of more than one module (the import cycles), in a stable order."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for succ in sorted(edges[node]):
+            if succ not in index:
+                visit(succ)
+                low[node] = min(low[node], low[succ])
+            elif succ in on_stack:
+                low[node] = min(low[node], index[succ])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def one_cycle(component: list[str], edges: dict[str, dict[str, Import]]) -> list[str]:
+    """A shortest cycle through the component's first module, as modules from start to start."""
+    start, members = component[0], set(component)
+    paths = {start: [start]}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for succ in sorted(edges[node]):
+                if succ == start:
+                    return [*paths[node], start]
+                if succ in members and succ not in paths:
+                    paths[succ] = [*paths[node], succ]
+                    following.append(succ)
+        frontier = following
+    raise AssertionError(f"no cycle through {start}")
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    edges = internal_edges()
+    reports = []
+    for component in strongly_connected(edges):
+        cycle = one_cycle(component, edges)
+        steps = [_where(edges[a][b]) for a, b in pairwise(cycle)]
+        reports.append(
+            f"cycle among {', '.join(component)}:\n  "
+            + " -> ".join(cycle)
+            + "\n    "
+            + "\n    ".join(steps)
+        )
+    assert not reports, "\n".join(reports)
+
+
+# ------------------------------------------------------------------ module size
+
+MAX_MODULE_LINES = 400
+# The C scanner is one translation unit on purpose (docs/writer.md).
+LONG_BY_DESIGN = {PACKAGE / "_scan.c"}
+
+
+def test_no_module_is_over_400_lines() -> None:
+    sources = sorted(p for p in PACKAGE.rglob("*") if p.suffix in {".py", ".pyi", ".c"})
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in sources
+        if p not in LONG_BY_DESIGN and (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+# ------------------------------------------------------------------ layers
+
+# Lowest first; a module may import its own layer and the ones below, never one above.
+LAYERS: list[set[str]] = [
+    {"", "errors", "schema", "envelope", "aws", "settings", "local", "loggen", "_scan"},
+    {"decode"},
+    {"sink"},
+    {"telemetry"},
+    {"ingest", "consume"},
+    {"resources"},
+    {"demo"},
+    {"cli", "__main__"},
+]
+# Telemetry takes plain values: it sits above the sink but imports only the bottom layer.
+ONLY_FROM_BOTTOM = {"telemetry"}
+# The two services share the lower layers, never each other.
+APART = [{"ingest", "consume"}]
+
+
+def part_of(module: str) -> str:
+    """``service.sink.columns`` -> ``sink``; the package itself -> ``""``."""
+    return module.removeprefix("service").lstrip(".").partition(".")[0]
+
+
+def layer_of(module: str) -> int:
+    part = part_of(module)
+    for level, parts in enumerate(LAYERS):
+        if part in parts:
+            return level
+    raise AssertionError(f"{module}: in no layer; add {part!r} to LAYERS")
+
+
+def test_every_module_has_a_layer() -> None:
+    for module in package_modules():
+        layer_of(module)
+
+
+def test_imports_run_from_higher_layers_to_lower_ones_only() -> None:
+    wrong = []
+    for source, targets in internal_edges().items():
+        src = part_of(source)
+        for target, imp in targets.items():
+            dst = part_of(target)
+            if src == dst:
+                continue
+            if layer_of(target) > layer_of(source):
+                wrong.append(f"{_where(imp)}: {src or 'service'} imports higher layer {dst}")
+            elif src in ONLY_FROM_BOTTOM and layer_of(target) > 0:
+                wrong.append(f"{_where(imp)}: {src} takes plain values, imports {dst}")
+            elif any({src, dst} == pair for pair in APART):
+                wrong.append(f"{_where(imp)}: {src} and {dst} must not import each other")
+    assert not wrong, "imports against the layers:\n" + "\n".join(sorted(wrong))
+
+
+def test_the_walker_sees_relative_imports_and_imports_inside_functions(tmp_path: Path) -> None:
+    module = tmp_path / "columns.py"
+    module.write_text(
+        "from . import native\n"
+        "from ..decode.types import LineBatch\n"
+        "def build():\n"
+        "    from .mapping import FieldMapping\n"
+        "    if True:\n"
+        "        import service.schema as schema\n"
+    )
+    targets = {imp.target for imp in imports_in("service.sink.columns", module)}
+    assert targets == {
+        "service.sink.native",
+        "service.decode.types.LineBatch",
+        "service.sink.mapping.FieldMapping",
+        "service.schema",
+    }
+    assert resolve_internal("service.sink.mapping.FieldMapping") == "service.sink.mapping"
+    assert resolve_internal("service.decode.types.LineBatch") == "service.decode.types"
+    assert resolve_internal("orjson.dumps") is None
