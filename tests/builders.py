@@ -31,10 +31,10 @@ from hypothesis import strategies as st
 from service import envelope
 from service.decode import Decoded, DecoderConfig
 from service.decode.avro import load_config
-from service.decode.types import LineBatch, RecordMeta
+from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.loggen import log_records, ndjson_lines
 from service.sink.columns import build_columns
-from service.sink.mapping import DecodedRecord, FieldMapping, build_table_reference
+from service.sink.mapping import FieldMapping, build_table_reference
 
 DATA = Path(__file__).parent / "data" / "decode"
 AVRO_SCHEMA = DATA / "avro" / "log_event.avsc"

@@ -27,6 +27,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from service.decode.types import DecodedRecord
 from service.schema import TIMESTAMP, extra_sources, table_schema
 from service.sink import native
 from service.sink.event_time import times_us
@@ -36,7 +37,6 @@ from service.sink.mapping import (
     UNKNOWN_SERVICE,
     BadLine,
     ColumnBuilder,
-    DecodedRecord,
     FieldMapping,
     _pop_first,
     extra_fit,

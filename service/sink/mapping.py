@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from service.decode.types import LineBatch, RecordMeta
+from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.schema import SEVERITY_NUMBERS, TIMESTAMP, extra_sources, table_schema
 
 TIME_FIELDS = ("timestamp", "@timestamp", "time", "ts", "date")
@@ -59,15 +59,6 @@ class FieldMapping:
             self.trace_id,
             self.span_id,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class DecodedRecord:
-    """One Kinesis record's decoded lines with its lineage."""
-
-    meta: RecordMeta
-    batches: tuple[LineBatch, ...]
-    raw: bytes = b""  # the Kinesis record as read, for the dead letter if a line cannot map
 
 
 class BadLine(ValueError):

@@ -17,9 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service import _scan
+from service.decode.types import DecodedRecord
 from service.schema import SEVERITY_NUMBERS, TIMESTAMP
 from service.sink.event_time import number_times_us, string_times_us
-from service.sink.mapping import UNKNOWN_SERVICE, DecodedRecord, FieldMapping
+from service.sink.mapping import UNKNOWN_SERVICE, FieldMapping
 
 # Value kinds of the scanner (service/_scan.c): 0 is absent or null.
 STRING, INT, FLOAT = 1, 2, 3

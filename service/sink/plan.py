@@ -17,9 +17,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service.decode.types import RecordMeta
+from service.decode.types import DecodedRecord, RecordMeta
 from service.schema import COLUMN_NAMES
-from service.sink.mapping import DecodedRecord, FieldMapping, build_table
+from service.sink.mapping import FieldMapping, build_table
 from service.sink.parquet import encode_parquet
 from service.sink.partition import PartitionTemplate, hour_path, partition_keys, with_partitions
 

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.decode.types import LineBatch, RecordMeta
+from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.loggen import ndjson_lines
 from service.sink.columns import build_columns
-from service.sink.mapping import DecodedRecord, FieldMapping, build_table_reference
+from service.sink.mapping import FieldMapping, build_table_reference
 from tests.builders import (
     ARRIVAL,
     MAPPING,

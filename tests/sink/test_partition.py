@@ -8,8 +8,8 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from service.decode.types import LineBatch, RecordMeta
-from service.sink.mapping import DecodedRecord, FieldMapping
+from service.decode.types import DecodedRecord, LineBatch, RecordMeta
+from service.sink.mapping import FieldMapping
 from service.sink.partition import (
     OTHER_SERVICE,
     PartitionTemplate,

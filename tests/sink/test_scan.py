@@ -22,12 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service import _scan
-from service.decode.types import LineBatch, RecordMeta
+from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.ingest.lines import LineBlock, ParsedLines, check_object, parse_ndjson
 from service.ingest.packer import Header, Packer, Ticket
 from service.loggen import ndjson_lines
 from service.sink.columns import build_columns
-from service.sink.mapping import DecodedRecord, FieldMapping, build_table_reference
+from service.sink.mapping import FieldMapping, build_table_reference
 from service.sink.native import name_groups
 
 ARRIVAL = int(datetime(2026, 11, 20, 9, 0, tzinfo=UTC).timestamp() * 1e6)

@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 
 from service.consume.buffer import FLUSH_WORKING_SET, FlushPolicy, ShardBuffer
 from service.decode import DecoderConfig, RecordMeta
-from service.decode.types import LineBatch
+from service.decode.types import DecodedRecord, LineBatch
 from service.loggen import ndjson_lines
 from service.settings import Settings
 from service.sink.glue import PartitionCatalog, table_input
-from service.sink.mapping import DecodedRecord, FieldMapping
+from service.sink.mapping import FieldMapping
 from service.sink.plan import Layout, plan_flush
 from tests.conftest import Aws
 
