@@ -33,8 +33,9 @@ from service.decode import Decoded, DecoderConfig
 from service.decode.avro import load_config
 from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.loggen import log_records, ndjson_lines
-from service.sink.columns import build_columns
-from service.sink.mapping import FieldMapping, build_table_reference
+from service.sink.build import build_table
+from service.sink.mapping import build_table_reference
+from service.sink.rules import FieldMapping
 
 DATA = Path(__file__).parent / "data" / "decode"
 AVRO_SCHEMA = DATA / "avro" / "log_event.avsc"
@@ -223,7 +224,7 @@ def record(lines: list[bytes], seq: int = 1, **batch: Any) -> DecodedRecord:
 
 
 def one_row(obj: object, **batch: Any) -> dict[str, Any]:
-    table, bad = build_columns([record([orjson.dumps(obj)], **batch)], MAPPING)
+    table, bad = build_table([record([orjson.dumps(obj)], **batch)], MAPPING)
     assert not bad
     return dict(table.to_pylist()[0])
 
@@ -231,7 +232,7 @@ def one_row(obj: object, **batch: Any) -> dict[str, Any]:
 def assert_same_as_reference(
     records: list[DecodedRecord], mapping: FieldMapping = MAPPING
 ) -> pa.Table:
-    fast, fast_bad = build_columns(records, mapping)
+    fast, fast_bad = build_table(records, mapping)
     ref, ref_bad = build_table_reference(records, mapping)
     assert fast.schema == ref.schema
     assert fast.to_pylist() == ref.to_pylist()

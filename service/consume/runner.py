@@ -27,9 +27,9 @@ from service.errors import DecodeError, SettingsError
 from service.schema import extra_fields
 from service.settings import Settings, logs_location, partition_keys
 from service.sink.glue import PartitionCatalog
-from service.sink.mapping import FieldMapping
 from service.sink.partition import PartitionTemplate
 from service.sink.plan import ARROW_TO_PARQUET, Layout
+from service.sink.rules import FieldMapping
 from service.telemetry.metrics import ConsumerMetrics
 from service.telemetry.names import ROLE_CONSUME
 from service.telemetry.session import service_telemetry

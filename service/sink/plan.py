@@ -19,9 +19,10 @@ import pyarrow.compute as pc
 
 from service.decode.types import DecodedRecord, RecordMeta
 from service.schema import COLUMN_NAMES
-from service.sink.mapping import FieldMapping, build_table
+from service.sink.build import build_table
 from service.sink.parquet import encode_parquet
 from service.sink.partition import PartitionTemplate, hour_path, partition_keys, with_partitions
+from service.sink.rules import FieldMapping
 
 # Parquet with zstd shrinks these rows ~4-6x against their Arrow size; split a partition's
 # rows into files whose Arrow size is at most this many times the target object size.

@@ -26,8 +26,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from service.loggen import ndjson_lines
-from service.sink.mapping import FieldMapping
 from service.sink.native import name_groups
+from service.sink.rules import FieldMapping
 
 ALPHABET = (
     b'{}[]",:\\ \t\r0123456789.eE+-truefalsnul\x00\x7f\xc3\xa9\xff\xed\xa0\x80\xf0\x9f\x98\x80u/'

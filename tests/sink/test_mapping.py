@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.loggen import ndjson_lines
-from service.sink.columns import build_columns
-from service.sink.mapping import FieldMapping, build_table_reference
+from service.sink.build import build_table
+from service.sink.mapping import build_table_reference
+from service.sink.rules import FieldMapping
 from tests.builders import (
     ARRIVAL,
     MAPPING,
@@ -118,7 +119,7 @@ def test_a_line_that_is_not_an_object_dead_letters_its_record_only() -> None:
     wrong_count = DecodedRecord(RecordMeta("s", 4, ARRIVAL), (LineBatch(b'{"a":1}', 2),))
     table = assert_same_as_reference([good, not_object, not_json, wrong_count])
     assert table.column("message").to_pylist() == ["ok"]
-    _, bad = build_columns([good, not_object, not_json, wrong_count], MAPPING)
+    _, bad = build_table([good, not_object, not_json, wrong_count], MAPPING)
     assert [r.meta.sequence_number for r, _ in bad] == [2, 3, 4]
 
 
@@ -277,7 +278,7 @@ def test_bad_records_inside_a_large_flush_dead_letter_in_record_order() -> None:
     records[10] = record([b"{nope"], seq=10)
     records[70] = DecodedRecord(RecordMeta("shardId-000", 70, ARRIVAL), (LineBatch(b"{}", 2),))
     assert_same_as_reference(records)
-    _, bad = build_columns(records, MAPPING)
+    _, bad = build_table(records, MAPPING)
     assert [r.meta.sequence_number for r, _ in bad] == [10, 50, 70]
 
 

@@ -26,9 +26,10 @@ from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.ingest.lines import LineBlock, ParsedLines, check_object, parse_ndjson
 from service.ingest.packer import Header, Packer, Ticket
 from service.loggen import ndjson_lines
-from service.sink.columns import build_columns
-from service.sink.mapping import FieldMapping, build_table_reference
+from service.sink.build import MappingPath, build_table
+from service.sink.mapping import build_table_reference
 from service.sink.native import name_groups
+from service.sink.rules import FieldMapping
 
 ARRIVAL = int(datetime(2026, 11, 20, 9, 0, tzinfo=UTC).timestamp() * 1e6)
 MAPPING = FieldMapping()
@@ -76,8 +77,8 @@ def records_of(lines: list[bytes]) -> list[DecodedRecord]:
 
 def assert_three_agree(lines: list[bytes]) -> None:
     records = records_of(lines)
-    native, native_bad = build_columns(records, MAPPING)
-    python, python_bad = build_columns(records, MAPPING, use_native=False)
+    native, native_bad = build_table(records, MAPPING)
+    python, python_bad = build_table(records, MAPPING, MappingPath.COLUMNAR)
     ref, ref_bad = build_table_reference(records, MAPPING)
     assert native.schema == ref.schema
     assert native.to_pylist() == ref.to_pylist()
@@ -252,7 +253,7 @@ def test_lines_left_to_the_python_path(text: bytes) -> None:
 def test_a_time_that_does_not_parse_keeps_its_key_in_attributes() -> None:
     lines = [b'{"timestamp":"yesterday","msg":"x"}', b'{"ts":1,"msg":"1970 is outside the window"}']
     assert mapped(lines) == [1, 1]  # scanned, then redone by Python for the time
-    rows, _ = build_columns(records_of(lines), MAPPING)
+    rows, _ = build_table(records_of(lines), MAPPING)
     assert [orjson.loads(a) for a in rows.column("attributes").to_pylist()] == [
         {"timestamp": "yesterday"},
         {"ts": 1},
@@ -374,7 +375,7 @@ def test_one_odd_line_in_a_large_record_is_mapped_alone() -> None:
         RecordMeta("shardId-000", 8, ARRIVAL),
         (LineBatch(b"\n".join([lines[0], b'{"a":', lines[1]]), 3, source="http"),),
     )
-    native, native_bad = build_columns([record, broken], MAPPING)
+    native, native_bad = build_table([record, broken], MAPPING)
     ref, ref_bad = build_table_reference([record, broken], MAPPING)
     assert native.to_pylist() == ref.to_pylist()
     assert native.num_rows == 70
@@ -390,7 +391,7 @@ def test_a_flush_cut_into_many_scanner_calls_maps_the_same(
 ) -> None:
     """Flushes past NATIVE_CHUNK_BYTES take several scanner calls (int32 offsets): the
     rows, in order, and the Parquet objects are those of one call."""
-    from service.sink import columns
+    from service.sink import build
     from service.sink.plan import Layout, plan_flush
 
     lines = ndjson_lines(700, seed=4)
@@ -403,10 +404,19 @@ def test_a_flush_cut_into_many_scanner_calls_maps_the_same(
         for i, j in enumerate(range(0, 700, 70))
     ]
     whole = plan_flush("shardId-000", records, [], Layout("s"), MAPPING)
-    monkeypatch.setattr(columns, "NATIVE_CHUNK_BYTES", 10_000)
-    cut, _ = build_columns(records, MAPPING)
+    monkeypatch.setattr(build, "NATIVE_CHUNK_BYTES", 10_000)
+    cut, _ = build_table(records, MAPPING)
     assert len(cut.column("attributes").chunks) > 5
     ref, _ = build_table_reference(records, MAPPING)
     assert cut.to_pylist() == ref.to_pylist()
     again = plan_flush("shardId-000", records, [], Layout("s"), MAPPING)
     assert [(o.key, o.body) for o in again.objects] == [(o.key, o.body) for o in whole.objects]
+
+
+def test_the_scanner_groups_are_the_rules_groups() -> None:
+    """The C scanner's group table and the mapping rules name the same groups in order."""
+    from service.sink import rules
+
+    assert _scan.GROUPS == rules.GROUPS
+    assert _scan.NGROUPS == len(rules.GROUPS) == len(MAPPING.groups())
+    assert _scan.SEVERITY_NUMBER == rules.SEVERITY_NUMBER

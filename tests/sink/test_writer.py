@@ -14,8 +14,8 @@ from service.decode.types import DecodedRecord, LineBatch
 from service.loggen import ndjson_lines
 from service.settings import Settings
 from service.sink.glue import PartitionCatalog, table_input
-from service.sink.mapping import FieldMapping
 from service.sink.plan import Layout, plan_flush
+from service.sink.rules import FieldMapping
 from tests.conftest import Aws
 
 ARRIVAL = int(datetime(2026, 11, 20, 12, 0, tzinfo=UTC).timestamp() * 1e6)
