@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service import _scan
 from service.decode.types import DecodedRecord
+from service.scanner import SCAN
 from service.schema import SEVERITY_NUMBERS, TIMESTAMP
 from service.sink.event_time import number_times_us, string_times_us
 from service.sink.rules import (
@@ -37,8 +37,8 @@ from service.sink.rules import (
 )
 
 # The scanner's group table is the rules' own, or the native path is refused at import.
-if (_scan.GROUPS, _scan.SEVERITY_NUMBER) != (GROUPS, SEVERITY_NUMBER):
-    raise ImportError(f"service/_scan.c groups {_scan.GROUPS} are not rules.GROUPS {GROUPS}")
+if SCAN is not None and (SCAN.GROUPS, SCAN.SEVERITY_NUMBER) != (GROUPS, SEVERITY_NUMBER):
+    raise ImportError(f"service/_scan.c groups {SCAN.GROUPS} are not rules.GROUPS {GROUPS}")
 
 # Value kinds of the scanner (service/_scan.c): 0 is absent or null.
 STRING, INT, FLOAT = 1, 2, 3
@@ -52,8 +52,13 @@ def name_groups(mapping: FieldMapping) -> tuple[tuple[bytes, ...], ...]:
 
 
 def supports(mapping: FieldMapping) -> bool:
-    """Extra typed columns take the Python path (their values are checked one by one)."""
-    return not mapping.extra_columns and all(len(g) <= 16 for g in name_groups(mapping))
+    """Whether the scanner can map this flush: it is switched on (``service.scanner``), and
+    extra typed columns take the Python path (their values are checked one by one)."""
+    return (
+        SCAN is not None
+        and not mapping.extra_columns
+        and all(len(g) <= 16 for g in name_groups(mapping))
+    )
 
 
 @dataclass
@@ -99,7 +104,8 @@ class Scanned:
 
 def scan_chunk(chunk: NativeChunk, mapping: FieldMapping, groups: Any) -> Scanned:
     n = chunk.lines
-    mapped, sevnum, sevnum_ok, scanned = _scan.map_lines(chunk.parts, n, groups)
+    assert SCAN is not None, "supports() is False without the scanner"
+    mapped, sevnum, sevnum_ok, scanned = SCAN.map_lines(chunk.parts, n, groups)
     cols = dict(zip(SCANNED, scanned, strict=True))
     taken = np.frombuffer(mapped, dtype=np.uint8).astype(bool)
     record_of_row = np.repeat(

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service import _scan
+from service import _scan, scanner
 from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.ingest.lines import LineBlock, ParsedLines, check_object, parse_ndjson
 from service.ingest.packer import Header, Packer, Ticket
@@ -33,6 +33,9 @@ from service.sink.rules import FieldMapping
 
 ARRIVAL = int(datetime(2026, 11, 20, 9, 0, tzinfo=UTC).timestamp() * 1e6)
 MAPPING = FieldMapping()
+# Tests of what the scanner buys (whole bodies as one block, one scanner call per flush);
+# with TIDEWAY_NO_EXTENSIONS=1 the same lines take the pure path, tested everywhere else.
+needs_scanner = pytest.mark.skipif(scanner.SCAN is None, reason="TIDEWAY_NO_EXTENSIONS is set")
 GROUPS = name_groups(MAPPING)
 KEYS = [
     "timestamp",
@@ -342,6 +345,7 @@ def accumulate_starts(body: bytes) -> list[int]:
         [orjson.dumps({"i": i, "pad": "y" * (i % 50), "r": i * 7919 % 1000}) for i in range(600)],
     ],
 )
+@needs_scanner
 def test_a_line_block_packs_exactly_as_its_lines(lines: list[bytes]) -> None:
     """The packer takes a whole valid body as one buffer; records, counts and bytes are those
     of the same lines given one by one, with a target small enough to cut between them."""
@@ -386,6 +390,7 @@ def test_one_odd_line_in_a_large_record_is_mapped_alone() -> None:
     assert native.column("message")[10].as_py() == "café"
 
 
+@needs_scanner
 def test_a_flush_cut_into_many_scanner_calls_maps_the_same(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
