@@ -26,6 +26,13 @@
  * non-empty object; the others (and anything it is unsure of: \u escapes, exponents past two
  * digits, nesting past 64) go to orjson, which names the reason.
  *
+ * Numbers: orjson refuses one that overflows a double (1e309, 1<210 zeros>e99), so the
+ * digit count and the exponent are bounded together: a number whose leading digit's decimal
+ * exponent (digits before the point plus the written exponent) is past +-300, or with more
+ * than 300 digits, or an exponent written with more than two digits, is UNCERTAIN and left
+ * to orjson. tests/sink/test_scan_numbers.py holds this to orjson (hypothesis over long digit
+ * runs and exponents, and the boundary values), and tests/fuzz/fuzz_scan_asan.py fuzzes it.
+ *
  * tests/test_scan.py holds both to orjson and to the specification over every spelling.
  */
 #define PY_SSIZE_T_CLEAN
@@ -225,16 +232,33 @@ static int scan_number(Cur *c, int *kind) {
     } else if (int_digits > 18 || (neg && int_is_zero)) {
         rc = NONCANON;
     }
+    /* The decimal exponent of the leading significant digit, bounded together with the
+     * written exponent: orjson refuses a number that overflows a double (1e309, and
+     * 1<210 zeros>e99 alike), so anything whose magnitude may reach that, or underflow
+     * far enough to need care, is left to orjson. */
+    Py_ssize_t lead = int_digits - 1;
+    if (int_is_zero) {
+        Py_ssize_t zeros = 0;
+        while (zeros < frac_digits && int_start[2 + zeros] == '0') zeros++;
+        lead = zeros == frac_digits ? 0 : -(zeros + 1); /* 0.0...: zero never overflows */
+    }
     if (p < end && (*p == 'e' || *p == 'E')) {
         p++;
-        if (p < end && (*p == '+' || *p == '-')) p++;
+        int exp_neg = 0;
+        if (p < end && (*p == '+' || *p == '-')) exp_neg = *p++ == '-';
         const unsigned char *exp = p;
         if (p >= end || !is_digit(*p)) return INVALID;
-        while (p < end && is_digit(*p)) p++;
+        Py_ssize_t e = 0;
+        while (p < end && is_digit(*p)) {
+            if (p - exp < 3) e = e * 10 + (*p - '0');
+            p++;
+        }
         *kind = V_FLOAT;
-        rc = (p - exp > 2) ? UNCERTAIN : NONCANON; /* 1e400 is infinity: orjson refuses it */
+        rc = (p - exp > 2) ? UNCERTAIN : NONCANON; /* written past two digits: orjson decides */
+        lead += exp_neg ? -e : e;
     }
-    if (int_digits + frac_digits > 300) rc = UNCERTAIN; /* may overflow a double */
+    if (int_digits + frac_digits > 300 || lead > 300 || lead < -300)
+        rc = UNCERTAIN; /* may overflow (or underflow) a double */
     c->p = p;
     return rc;
 }
