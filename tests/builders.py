@@ -35,7 +35,7 @@ from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.loggen import log_records, ndjson_lines
 from service.sink.build import build_table
 from service.sink.mapping import build_table_reference
-from service.sink.rules import FieldMapping
+from service.sink.rules import FieldMapping, Unmapped
 
 DATA = Path(__file__).parent / "data" / "decode"
 AVRO_SCHEMA = DATA / "avro" / "log_event.avsc"
@@ -236,10 +236,13 @@ def assert_same_as_reference(
     ref, ref_bad = build_table_reference(records, mapping)
     assert fast.schema == ref.schema
     assert fast.to_pylist() == ref.to_pylist()
-    assert [(r.meta.sequence_number, why) for r, why in fast_bad] == [
-        (r.meta.sequence_number, why) for r, why in ref_bad
-    ]
+    assert unmapped(fast_bad) == unmapped(ref_bad)
     return fast
+
+
+def unmapped(bad: list[Unmapped]) -> list[tuple[int, int | None, str, bytes]]:
+    """What a user sees of each unmapped line or record: (sequence, line, reason, data)."""
+    return [(u.record.meta.sequence_number, u.line, u.reason, u.data) for u in bad]
 
 
 def us(text: str) -> int:

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -25,13 +24,13 @@ from service.sink.columns import (
     CHUNK_LINES,
     ChunkMapper,
     LineChunk,
+    LineFault,
     add_record,
     map_chunk,
-    unmapped_reason,
 )
 from service.sink.lineage import assemble
 from service.sink.mapping import build_table_reference
-from service.sink.rules import FieldMapping
+from service.sink.rules import FieldMapping, Unmapped, line_count_fault, record_raw
 
 
 class MappingPath(enum.Enum):
@@ -46,11 +45,13 @@ def build_table(
     records: Sequence[DecodedRecord],
     mapping: FieldMapping,
     path: MappingPath = MappingPath.NATIVE,
-) -> tuple[pa.Table, list[tuple[DecodedRecord, str]]]:
-    """Rows of every good record (``rules.output_schema``), and (record, reason) for each
-    record holding a line that is not a JSON object; never raises for bad input. ``path``
-    is the fastest path to try: native falls back to columnar when the scanner cannot take
-    the mapping (or is switched off)."""
+) -> tuple[pa.Table, list[Unmapped]]:
+    """Rows of every line that is a JSON object (``rules.output_schema``), and what could
+    not be mapped, in record and line order: each line that is not a JSON object by itself
+    (its record's other lines land, with their own sub-sequences), or a whole record whose
+    batches do not hold the lines they declare. Never raises for bad input. ``path`` is the
+    fastest path to try: native falls back to columnar when the scanner cannot take the
+    mapping (or is switched off)."""
     if path is MappingPath.REFERENCE:
         return build_table_reference(records, mapping)
     # Holding one dict per line makes every allocation tick the cyclic GC, which then walks
@@ -67,37 +68,81 @@ def build_table(
             gc.enable()
 
 
+class _Flush:
+    """The mapped batches of a flush's whole records, and the rows (counted over the whole
+    flush) whose line is not a JSON object."""
+
+    def __init__(self) -> None:
+        self.records: list[DecodedRecord] = []
+        self.broken: list[Unmapped] = []  # records whose line counts are wrong
+        self.batches: list[pa.RecordBatch] = []
+        self.faults: list[tuple[int, str, bytes]] = []  # (row, reason, line)
+        self.rows = 0
+
+    def add(self, batch: pa.RecordBatch, faults: list[tuple[int, str, bytes]]) -> None:
+        self.faults += [(self.rows + row, why, line) for row, why, line in faults]
+        self.batches.append(batch)
+        self.rows += batch.num_rows
+
+    def refuse(self, record: DecodedRecord) -> None:
+        why = next(f for f in map(line_count_fault, record.batches) if f)
+        self.broken.append(Unmapped(record, None, why, record_raw(record)))
+
+    def finish(
+        self, records: Sequence[DecodedRecord], mapping: FieldMapping
+    ) -> tuple[pa.Table, list[Unmapped]]:
+        table = assemble(pa.Table.from_batches(self.batches), self.records, mapping)
+        lines = _line_faults(self.records, self.faults)
+        if lines:  # the rows of lines that are not objects go; every other row keeps its place
+            keep = np.ones(table.num_rows, dtype=bool)
+            keep[[row for row, _, _ in self.faults]] = False
+            table = table.filter(pa.array(keep))
+        # In the order of the records, then of their lines.
+        order = {id(r): i for i, r in enumerate(records)}
+        unmapped = sorted(
+            self.broken + lines,
+            key=lambda u: (order[id(u.record)], -1 if u.line is None else u.line),
+        )
+        return table, unmapped
+
+
+def _line_faults(
+    records: list[DecodedRecord], faults: list[tuple[int, str, bytes]]
+) -> list[Unmapped]:
+    if not faults:
+        return []
+    per_record = np.array([sum(b.count for b in r.batches) for r in records], dtype=np.int64)
+    starts = np.cumsum(per_record) - per_record
+    rows = np.array([row for row, _, _ in faults], dtype=np.int64)
+    which = np.searchsorted(starts, rows, side="right") - 1
+    return [
+        Unmapped(records[i], row - int(starts[i]), why, line)
+        for i, (row, why, line) in zip(which.tolist(), faults, strict=True)
+    ]
+
+
+def _chunk_faults(chunk: LineChunk, faults: list[LineFault]) -> list[tuple[int, str, bytes]]:
+    return [(row, why, chunk.lines[row]) for row, why in faults]
+
+
 def _build_columnar(
     records: Sequence[DecodedRecord], mapper: ChunkMapper
-) -> tuple[pa.Table, list[tuple[DecodedRecord, str]]]:
-    mapping = mapper.mapping
-    chunks: list[pa.RecordBatch] = []
-    good: list[DecodedRecord] = []
-    bad: list[tuple[DecodedRecord, str]] = []
+) -> tuple[pa.Table, list[Unmapped]]:
+    flush = _Flush()
     chunk = LineChunk()
     for record in records:  # per-record loop (tens of lines each); lines are parsed by map
         if not add_record(chunk, record):
-            bad.append((record, unmapped_reason(record, mapping)))
+            flush.refuse(record)
             continue
+        flush.records.append(record)
         if len(chunk.lines) >= CHUNK_LINES:
-            chunks.append(map_chunk(chunk, mapper, good, bad))
+            batch, faults = map_chunk(chunk, mapper)
+            flush.add(batch, _chunk_faults(chunk, faults))
             chunk = LineChunk()
-    if chunk.lines or not chunks:
-        chunks.append(map_chunk(chunk, mapper, good, bad))
-    return _finish(records, chunks, good, bad, mapping)
-
-
-def _finish(
-    records: Sequence[DecodedRecord],
-    chunks: list[pa.RecordBatch],
-    good: list[DecodedRecord],
-    bad: list[tuple[DecodedRecord, str]],
-    mapping: FieldMapping,
-) -> tuple[pa.Table, list[tuple[DecodedRecord, str]]]:
-    # A bad record found late (inside a chunk) is reported in the order of the records.
-    order = {id(r): i for i, r in enumerate(records)}
-    bad.sort(key=lambda item: order[id(item[0])])
-    return assemble(pa.Table.from_batches(chunks), good, mapping), bad
+    if chunk.lines or not flush.batches:
+        batch, faults = map_chunk(chunk, mapper)
+        flush.add(batch, _chunk_faults(chunk, faults))
+    return flush.finish(records, mapper.mapping)
 
 
 # Bytes per call of the C scanner. A flush is usually one call, so its columns are single
@@ -108,88 +153,45 @@ NATIVE_CHUNK_BYTES = 512 * 1024 * 1024
 
 def _build_native(
     records: Sequence[DecodedRecord], mapper: ChunkMapper
-) -> tuple[pa.Table, list[tuple[DecodedRecord, str]]]:
+) -> tuple[pa.Table, list[Unmapped]]:
     groups = native.name_groups(mapper.mapping)
-    chunks: list[pa.RecordBatch] = []
-    good: list[DecodedRecord] = []
-    bad: list[tuple[DecodedRecord, str]] = []
+    flush = _Flush()
     chunk = native.NativeChunk()
     for record in records:
         if not chunk.add(record):
-            bad.append((record, unmapped_reason(record, mapper.mapping)))
+            flush.refuse(record)
             continue
+        flush.records.append(record)
         if chunk.bytes >= NATIVE_CHUNK_BYTES:
-            chunks.append(_merge_native(chunk, mapper, groups, good, bad))
+            flush.add(*_merge_native(chunk, mapper, groups))
             chunk = native.NativeChunk()
-    if chunk.records or not chunks:
-        chunks.append(_merge_native(chunk, mapper, groups, good, bad))
-    return _finish(records, chunks, good, bad, mapper.mapping)
+    if chunk.records or not flush.batches:
+        flush.add(*_merge_native(chunk, mapper, groups))
+    return flush.finish(records, mapper.mapping)
 
 
 def _merge_native(
-    chunk: native.NativeChunk,
-    mapper: ChunkMapper,
-    groups: Any,
-    good: list[DecodedRecord],
-    bad: list[tuple[DecodedRecord, str]],
-) -> pa.RecordBatch:
-    """The scanner's rows, with the lines it left mapped by the Python path and put back in
-    place. A record holding a line that is not a JSON object goes whole to the Python path,
-    which names the line and dead-letters the record as the specification does."""
+    chunk: native.NativeChunk, mapper: ChunkMapper, groups: Any
+) -> tuple[pa.RecordBatch, list[tuple[int, str, bytes]]]:
+    """The scanner's rows, with the lines it left mapped by the columnar path and put back
+    in place; and the rows whose line is not a JSON object (placeholders to drop)."""
     scanned = native.scan_chunk(chunk, mapper.mapping, groups)
     if scanned.taken.all():
-        good.extend(chunk.records)
-        return scanned.batch
+        return scanned.batch, []
     left = np.flatnonzero(~scanned.taken)
     texts, defaults = native.left_lines(chunk, left)
-    record_of = scanned.record_of_row
-    broken = sorted(
-        {int(record_of[r]) for r, t in zip(left, texts, strict=True) if not _is_object(t)}
-    )
-    in_broken = np.isin(record_of, broken)
-    # Lines the scanner left in records that are otherwise fine: one by one.
     one = LineChunk()
-    one_rows = left[~in_broken[left]]
-    for r, text, default in zip(left.tolist(), texts, defaults, strict=True):
-        if not in_broken[r]:
-            one.lines.append(text)
-            one.arrival.append(int(scanned.arrival[r]))
-            one.default.append(default)
-    redone = [map_chunk(one, mapper, [], bad)] if one.lines else []
-    rows = [one_rows] if one.lines else []
-    # Records with a broken line: whole, through the path that finds and names bad lines.
-    dropped: set[int] = set()
-    if broken:
-        whole = LineChunk()
-        for i in broken:
-            add_record(whole, chunk.records[i])  # line counts were checked by the native chunk
-        whole_good: list[DecodedRecord] = []
-        redone.append(map_chunk(whole, mapper, whole_good, bad))
-        kept = {id(r) for r in whole_good}
-        dropped = {i for i in broken if id(chunk.records[i]) not in kept}
-        rows.append(np.flatnonzero(np.isin(record_of, [i for i in broken if i not in dropped])))
-    good.extend(r for i, r in enumerate(chunk.records) if i not in dropped)
+    one.lines = texts
+    one.arrival = scanned.arrival[left].tolist()
+    one.default = defaults
+    redone, faults = map_chunk(one, mapper)
     # The redone rows replace theirs in place: a linear copy of each column, not a gather.
-    at = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    replacement = pa.Table.from_batches(redone, schema=scanned.batch.schema)
-    replacement = replacement.take(np.argsort(at, kind="stable")).combine_chunks()
-    where = np.zeros(len(record_of), dtype=bool)
-    where[at] = True
+    where = np.zeros(len(scanned.taken), dtype=bool)
+    where[left] = True
     mask = pa.array(where)
     columns = [
-        pc.replace_with_mask(column, mask, replacement.column(k).combine_chunks())
-        if len(at)
-        else column
-        for k, column in enumerate(scanned.batch.columns)
+        pc.replace_with_mask(column, mask, redone.column(name))
+        for name, column in zip(scanned.batch.schema.names, scanned.batch.columns, strict=True)
     ]
     batch = pa.RecordBatch.from_arrays(columns, schema=scanned.batch.schema)
-    if dropped:
-        batch = batch.filter(pa.array(~np.isin(record_of, sorted(dropped))))
-    return batch
-
-
-def _is_object(line: bytes) -> bool:
-    try:
-        return type(orjson.loads(line)) is dict
-    except orjson.JSONDecodeError:
-        return False
+    return batch, [(int(left[row]), why, texts[row]) for row, why in faults]

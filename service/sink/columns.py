@@ -30,7 +30,6 @@ from service.decode.types import DecodedRecord
 from service.schema import TIMESTAMP, extra_sources
 from service.sink.event_time import times_us
 from service.sink.keyplan import ABSENT, FALLBACK, SLOT, KeyPlans
-from service.sink.mapping import BadLine, ColumnBuilder
 from service.sink.rules import (
     ATTRIBUTES,
     HOST,
@@ -47,6 +46,7 @@ from service.sink.rules import (
     default_service,
     extra_fit,
     line_count_fault,
+    parse_line,
     pop_first,
     severity_number_override,
     severity_of,
@@ -93,41 +93,27 @@ def add_record(chunk: LineChunk, record: DecodedRecord) -> bool:
     return True
 
 
-def _parse(chunk: LineChunk) -> list[dict[str, Any]] | None:
-    """The chunk's lines as dicts, or None if some line is not a JSON object."""
+# A line's row while it is not a JSON object: mapped like an empty line, then dropped.
+LineFault = tuple[int, str]  # (row in the chunk, why the line is not a JSON object)
+
+
+def _parse(chunk: LineChunk) -> tuple[list[dict[str, Any]], list[LineFault]]:
+    """The chunk's lines as dicts, and the rows whose line is not a JSON object (an empty
+    dict stands in for each, so every row keeps its place)."""
     try:
         objs = list(map(_loads, chunk.lines))
+        if set(map(type, objs)) <= {dict}:
+            return objs, []
     except orjson.JSONDecodeError:
-        return None
-    return objs if set(map(type, objs)) <= {dict} else None
-
-
-def _drop_bad_records(chunk: LineChunk, bad: list[DecodedRecord]) -> LineChunk:
-    keep = LineChunk()
-    for record in chunk.records:
-        if record not in bad:
-            add_record(keep, record)
-    return keep
-
-
-def _bad_records(chunk: LineChunk) -> list[DecodedRecord]:
-    # Rare path: some record of the chunk holds a line that is not a JSON object.
-    out: list[DecodedRecord] = []
-    for record in chunk.records:
-        one = LineChunk()
-        add_record(one, record)
-        if _parse(one) is None:
-            out.append(record)
-    return out
-
-
-def unmapped_reason(record: DecodedRecord, mapping: FieldMapping) -> str:
-    # Rare path: the specification names the exact line and why.
-    try:
-        ColumnBuilder(mapping).add_record(record)
-    except BadLine as exc:
-        return str(exc)
-    return "unmappable record"
+        pass
+    # Rare path: some line is not a JSON object; each line is parsed again on its own.
+    objs, faults = [], []
+    for row, line in enumerate(chunk.lines):
+        obj, why = parse_line(line)
+        if obj is None:
+            faults.append((row, why))
+        objs.append({} if obj is None else obj)
+    return objs, faults
 
 
 class ChunkMapper:
@@ -141,22 +127,11 @@ class ChunkMapper:
         self.extras = [(f, extra_sources(f), extra_fit(f)) for f in mapping.extra_columns]
 
 
-def map_chunk(
-    chunk: LineChunk,
-    mapper: ChunkMapper,
-    good: list[DecodedRecord],
-    bad: list[tuple[DecodedRecord, str]],
-) -> pa.RecordBatch:
+def map_chunk(chunk: LineChunk, mapper: ChunkMapper) -> tuple[pa.RecordBatch, list[LineFault]]:
     """The mapped columns of one chunk's lines (lineage is added by ``lineage.assemble``);
-    records holding a line that is not a JSON object go to ``bad`` with the reference's
-    reason, the others to ``good``."""
-    objs = _parse(chunk)
-    if objs is None:
-        wrong = _bad_records(chunk)
-        bad.extend((r, unmapped_reason(r, mapper.mapping)) for r in wrong)
-        chunk = _drop_bad_records(chunk, wrong)
-        objs = _parse(chunk) or []
-    good.extend(chunk.records)
+    and the rows whose line is not a JSON object (their rows hold placeholders for the
+    caller to drop, so every other row keeps its place and its sub-sequence)."""
+    objs, faults = _parse(chunk)
     m, plans = mapper.mapping, mapper.plans
     by_row = list(map(plans.__getitem__, map(tuple, objs)))
     slow = [i for i, p in enumerate(by_row) if p is FALLBACK] if plans.fallbacks else []
@@ -177,7 +152,7 @@ def map_chunk(
     sev_text, sev_num = _severities(got[SEVERITY], got[SEVERITY_NUMBER], mapper.severity_cache)
     # Extra columns take from what the canonical columns left, before attributes are dumped.
     extras = _extra_columns(objs, mapper.extras) if mapper.extras else {}
-    return pa.record_batch(
+    batch = pa.record_batch(
         {
             "timestamp": pa.array(np.asarray(got[TIME], dtype=np.int64), TIMESTAMP),
             "severity_text": pa.array(sev_text, pa.string()),
@@ -188,6 +163,7 @@ def map_chunk(
             **extras,
         }
     )
+    return batch, faults
 
 
 def _pop_column(objs: list[dict[str, Any]], keys: Sequence[Any]) -> list[Any]:

@@ -20,21 +20,20 @@ from service.schema import extra_sources
 from service.sink.rules import (
     SEVERITY_NUMBER,
     FieldMapping,
+    Unmapped,
     default_service,
     extra_fit,
     line_count_fault,
     output_schema,
+    parse_line,
     pop_first,
+    record_raw,
     severity_number_override,
     severity_of,
     take_event_time,
     take_extra,
     text_of,
 )
-
-
-class BadLine(ValueError):
-    """A decoder produced a line that is not a JSON object (the record is dead-lettered)."""
 
 
 class ColumnBuilder:
@@ -49,33 +48,35 @@ class ColumnBuilder:
     def __len__(self) -> int:
         return len(self.cols["service"])
 
-    def add_record(self, record: DecodedRecord) -> None:
-        """Append every line of ``record``; raise BadLine (appending nothing) on a bad line."""
+    def add_record(self, record: DecodedRecord) -> list[Unmapped]:
+        """Append every line of ``record`` that is a JSON object, each keeping its position
+        in the record as its sub-sequence; return the lines that are not (or the whole
+        record, appending nothing, when a batch does not hold the lines it declares)."""
+        faults = [f for f in map(line_count_fault, record.batches) if f]
+        if faults:
+            return [Unmapped(record, None, faults[0], record_raw(record))]
         rows: list[tuple[Any, ...]] = []
+        unmapped: list[Unmapped] = []
         sub = 0
         meta = record.meta
         for batch in record.batches:
-            fault = line_count_fault(batch)
-            if fault:
-                raise BadLine(fault)
             observed = batch.observed_us or meta.arrival_us
             lines = batch.payload.split(b"\n") if batch.count else []
             for line in lines:  # per-line loop: measured in benchmarks/writer.py
-                rows.append(self._row(line, batch, meta, observed, sub))
+                obj, why = parse_line(line)
+                if obj is None:
+                    unmapped.append(Unmapped(record, sub, why, line))
+                else:
+                    rows.append(self._row(obj, batch, meta, observed, sub))
                 sub += 1
         for row in rows:
             for name, value in zip(self.cols, row, strict=True):
                 self.cols[name].append(value)
+        return unmapped
 
     def _row(
-        self, line: bytes, batch: LineBatch, meta: RecordMeta, observed: int, sub: int
+        self, obj: dict[str, Any], batch: LineBatch, meta: RecordMeta, observed: int, sub: int
     ) -> tuple[Any, ...]:
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise BadLine(f"line {sub} is not JSON: {exc}") from None
-        if not isinstance(obj, dict):
-            raise BadLine(f"line {sub} is not a JSON object")
         m = self.mapping
         ts = take_event_time(obj, meta.arrival_us, m)
         sev_text, sev_num = severity_of(pop_first(obj, m.severity))
@@ -115,13 +116,10 @@ class ColumnBuilder:
 
 def build_table_reference(
     records: Sequence[DecodedRecord], mapping: FieldMapping
-) -> tuple[pa.Table, list[tuple[DecodedRecord, str]]]:
+) -> tuple[pa.Table, list[Unmapped]]:
     """``build.build_table`` one line at a time: the readable specification of the mapping."""
     builder = ColumnBuilder(mapping)
-    bad: list[tuple[DecodedRecord, str]] = []
+    unmapped: list[Unmapped] = []
     for record in records:
-        try:
-            builder.add_record(record)
-        except BadLine as exc:
-            bad.append((record, str(exc)))
-    return builder.table(), bad
+        unmapped += builder.add_record(record)
+    return builder.table(), unmapped

@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from service.decode.types import LineBatch
+from service.decode.types import DecodedRecord, LineBatch
 from service.schema import SEVERITY_NUMBERS, TIMESTAMP, table_schema
 
 # The mapped groups, in the order their keys are popped from a line: a key taken by one
@@ -88,6 +88,36 @@ if set(GROUPS) - {f.name for f in fields(FieldMapping)}:  # pragma: no cover - a
 
 
 # ---- lines ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Unmapped:
+    """What a flush could not map, reported by itself so the rest lands: one line (``line``
+    is its position in the record, the ``kinesis_sub_sequence`` it would have had; ``data``
+    its bytes), or a whole record whose batches do not hold the lines they declare
+    (``line`` None; ``data`` the record's raw bytes)."""
+
+    record: DecodedRecord
+    line: int | None
+    reason: str
+    data: bytes
+
+
+def parse_line(line: bytes) -> tuple[dict[str, Any] | None, str]:
+    """The line as a JSON object, or (None, why it is not one)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return None, f"not JSON: {exc}"
+    if not isinstance(obj, dict):
+        return None, "not a JSON object"
+    return obj, ""
+
+
+def record_raw(record: DecodedRecord) -> bytes:
+    """The record as read, for a dead letter (DESIGN §10: replayable); the decoded payload
+    only when the caller kept no raw bytes (pure uses of the sink)."""
+    return record.raw or b"\n".join(b.payload for b in record.batches)
 
 
 def line_count_fault(batch: LineBatch) -> str | None:
