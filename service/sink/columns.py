@@ -42,6 +42,7 @@ from service.sink.rules import (
     SPAN_ID,
     TIME,
     TRACE_ID,
+    UNWRITABLE,
     FieldMapping,
     default_service,
     extra_fit,
@@ -129,9 +130,34 @@ class ChunkMapper:
 
 def map_chunk(chunk: LineChunk, mapper: ChunkMapper) -> tuple[pa.RecordBatch, list[LineFault]]:
     """The mapped columns of one chunk's lines (lineage is added by ``lineage.assemble``);
-    and the rows whose line is not a JSON object (their rows hold placeholders for the
-    caller to drop, so every other row keeps its place and its sub-sequence)."""
+    and the rows whose line cannot be mapped: not a JSON object, or ``UNWRITABLE`` (their
+    rows hold placeholders for the caller to drop, so every other row keeps its place and
+    its sub-sequence)."""
     objs, faults = _parse(chunk)
+    try:
+        return _map_objects(chunk, mapper, objs), faults
+    except orjson.JSONEncodeError:
+        pass
+    # Rare path: some line cannot be written back. Each line is tried alone (the same
+    # mapping, so the same verdict as the specification's), then the rest mapped again.
+    for row in sorted(set(range(len(chunk.lines))).difference(r for r, _ in faults)):
+        one = LineChunk()
+        one.lines, one.arrival = [chunk.lines[row]], [chunk.arrival[row]]
+        one.default = [chunk.default[row]]
+        try:
+            _map_objects(one, mapper, _parse(one)[0])
+        except orjson.JSONEncodeError:
+            faults.append((row, UNWRITABLE))
+    faults.sort()
+    objs, _ = _parse(chunk)
+    for row, _ in faults:
+        objs[row] = {}
+    return _map_objects(chunk, mapper, objs), faults
+
+
+def _map_objects(
+    chunk: LineChunk, mapper: ChunkMapper, objs: list[dict[str, Any]]
+) -> pa.RecordBatch:
     m, plans = mapper.mapping, mapper.plans
     by_row = list(map(plans.__getitem__, map(tuple, objs)))
     slow = [i for i, p in enumerate(by_row) if p is FALLBACK] if plans.fallbacks else []
@@ -163,7 +189,7 @@ def map_chunk(chunk: LineChunk, mapper: ChunkMapper) -> tuple[pa.RecordBatch, li
             **extras,
         }
     )
-    return batch, faults
+    return batch
 
 
 def _pop_column(objs: list[dict[str, Any]], keys: Sequence[Any]) -> list[Any]:

@@ -19,6 +19,7 @@ from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.schema import extra_sources
 from service.sink.rules import (
     SEVERITY_NUMBER,
+    UNWRITABLE,
     FieldMapping,
     Unmapped,
     default_service,
@@ -64,10 +65,13 @@ class ColumnBuilder:
             lines = batch.payload.split(b"\n") if batch.count else []
             for line in lines:  # per-line loop: measured in benchmarks/writer.py
                 obj, why = parse_line(line)
+                try:
+                    if obj is not None:
+                        rows.append(self._row(obj, batch, meta, observed, sub))
+                except orjson.JSONEncodeError:
+                    obj, why = None, UNWRITABLE
                 if obj is None:
                     unmapped.append(Unmapped(record, sub, why, line))
-                else:
-                    rows.append(self._row(obj, batch, meta, observed, sub))
                 sub += 1
         for row in rows:
             for name, value in zip(self.cols, row, strict=True):

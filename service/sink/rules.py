@@ -103,6 +103,11 @@ class Unmapped:
     data: bytes
 
 
+# orjson reads objects nested up to 1024 deep but writes only up to 254: a line whose
+# mapped values or attributes it cannot write back is unmapped by itself with this reason.
+UNWRITABLE = "nested too deeply to write back as JSON"
+
+
 def parse_line(line: bytes) -> tuple[dict[str, Any] | None, str]:
     """The line as a JSON object, or (None, why it is not one)."""
     try:

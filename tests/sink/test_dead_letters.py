@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from service.decode.types import DecodedRecord, LineBatch, RecordMeta
+from service.sink.build import MappingPath, build_table
 from service.sink.plan import DeadLetter, FlushObject, Layout, plan_flush
 from service.sink.rules import FieldMapping
-from tests.builders import ARRIVAL
+from tests.builders import ARRIVAL, assert_same_as_reference
 
 # orjson refuses this number (infinity); the scanner once vouched for it.
 POISON = b'{"timestamp":1' + b"0" * 210 + b'e99,"message":"hostile"}'
@@ -89,3 +90,20 @@ def test_a_record_that_fails_to_decode_keeps_its_whole_record_entry() -> None:
         "data",
     ]
     assert base64.b64decode(str(entry["data"])) == b"\x00garbage"
+
+
+def test_a_line_orjson_reads_but_cannot_write_back_is_dead_lettered_alone() -> None:
+    """orjson reads objects nested up to 1024 deep but writes only 254: such a line once
+    failed every flush of its shard. Every path reports it alone, the same way."""
+    deep = b'{"a":' + b"[" * 300 + b"]" * 300 + b"}"
+    deep_message = b'{"message":' + b"[" * 300 + b"]" * 300 + b"}"
+    lines = [b'{"message":"before"}', deep, deep_message, b'{"message":"after"}']
+    record = DecodedRecord(
+        RecordMeta("shardId-000", 5, ARRIVAL), (LineBatch(b"\n".join(lines), 4, service="x"),)
+    )
+    table = assert_same_as_reference([record])
+    assert table.column("message").to_pylist() == ["before", "after"]
+    for path in MappingPath:
+        _, bad = build_table([record], FieldMapping(), path)
+        assert [(u.line, u.data) for u in bad] == [(1, deep), (2, deep_message)]
+        assert {u.reason for u in bad} == {"nested too deeply to write back as JSON"}
