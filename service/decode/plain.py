@@ -62,8 +62,25 @@ def json_value_lines(
         if not all(type(v) is dict for v in value):
             return None
         # Array elements are not line-delimited in the input: re-serialising is unavoidable.
-        return _batch("json" + fmt_suffix, list(map(orjson.dumps, value)), source)
+        return Decoded(
+            "json" + fmt_suffix,
+            (LineBatch(_object_lines(value), len(value), source=source),),
+        )
     return None
+
+
+# Elements serialised per join: each ``orjson.dumps`` result holds ~4 KB until freed
+# (measured with tracemalloc: a 1 MiB array of 131k small objects peaked at 574 MB when all
+# were held at once for one join, 5 MB in slices).
+_DUMPS_PER_JOIN = 1024
+
+
+def _object_lines(objects: list[Any]) -> bytes:
+    """``objects`` as NDJSON (no trailing newline), without holding every line at once."""
+    step = _DUMPS_PER_JOIN
+    return b"\n".join(
+        b"\n".join(map(orjson.dumps, objects[i : i + step])) for i in range(0, len(objects), step)
+    )
 
 
 def ndjson_lines(data: bytes) -> list[bytes] | None:
