@@ -210,6 +210,41 @@ def ndjson(count: int, seed: int = 7) -> bytes:
     return b"\n".join(ndjson_lines(count, seed=seed))
 
 
+# Numbers a JSON scanner and orjson may disagree on: overflow to infinity (orjson refuses
+# it), underflow, integers past 64 bits, long decimals, exponents written long.
+BOUNDARY_NUMBERS = [
+    str(2**63),
+    str(2**63 - 1),
+    str(-(2**63)),
+    str(-(2**63) - 1),
+    str(2**64),
+    str(2**64 - 1),
+    "1e308",
+    "1.7976931348623157e308",
+    "1.7976931348623158e308",
+    "1.7976931348623159e308",
+    "1e309",
+    "-1e309",
+    "-0",
+    "-0.0",
+    "5e-324",
+    "2e-324",
+    "1e-400",
+    "1" + "0" * 210 + "e99",
+    "1" + "0" * 300,
+    "1" + "0" * 308,
+    "9" * 309,
+    "0." + "0" * 299 + "1",
+    "0." + "0" * 250 + "1e-99",
+    "1" + "0" * 250 + ".5e58",
+    "1E+99",
+    "1e0099",
+    "123456789012345678901234567890",
+    "1795161600",
+    "1795161600000.5",
+]
+
+
 # -- mapping ---------------------------------------------------------------------------
 
 ARRIVAL = int(datetime(2026, 11, 20, 9, 0, tzinfo=UTC).timestamp() * 1e6)

@@ -36,34 +36,12 @@ sys.path.insert(0, str(ROOT))
 from service.loggen import ndjson_lines  # noqa: E402
 from service.sink.native import name_groups  # noqa: E402
 from service.sink.rules import FieldMapping  # noqa: E402
+from tests.builders import BOUNDARY_NUMBERS  # noqa: E402
 
 ALPHABET = (
     b'{}[]",:\\ \t\r0123456789.eE+-truefalsnul\x00\x7f\xc3\xa9\xff\xed\xa0\x80\xf0\x9f\x98\x80u/'
 )
-# Number classes where a scanner and orjson may disagree: overflow to infinity (refused by
-# orjson), underflow, integers past 64 bits, the shortest-form checks of long decimals.
-NUMBERS = [
-    str(2**63),
-    str(2**63 - 1),
-    str(-(2**63) - 1),
-    str(2**64),
-    str(2**64 - 1),
-    "1e308",
-    "1.7976931348623157e308",
-    "1.7976931348623159e308",
-    "1e309",
-    "-1e309",
-    "-0",
-    "-0.0",
-    "5e-324",
-    "1e-400",
-    "1" + "0" * 210 + "e99",
-    "1" + "0" * 308,
-    "0." + "0" * 299 + "1",
-    "0." + "0" * 250 + "1e-99",
-    "0.30000000000000004",
-    "1e0099",
-]
+NUMBERS = BOUNDARY_NUMBERS
 CHILD = "TIDEWAY_ASAN_CHILD"
 
 
