@@ -22,14 +22,14 @@ from service.consume.reader import Position
 from service.consume.shard import ShardContext
 from service.consume.worker import ConsumerWorker
 from service.decode import DecoderConfig
-from service.decode.avro import load_schema
+from service.decode.avro import load_config, load_schema
 from service.errors import DecodeError, SettingsError
 from service.schema import extra_fields
 from service.settings import Settings, logs_location, partition_keys
 from service.sink.glue import PartitionCatalog
-from service.sink.mapping import FieldMapping
 from service.sink.partition import PartitionTemplate
 from service.sink.plan import ARROW_TO_PARQUET, Layout
+from service.sink.rules import FieldMapping
 from service.telemetry.metrics import ConsumerMetrics
 from service.telemetry.names import ROLE_CONSUME
 from service.telemetry.session import service_telemetry
@@ -47,7 +47,7 @@ def decoder_config(settings: Settings) -> DecoderConfig:
     if settings.avro_schema is None and settings.avro_schema_dir is None:
         return DecoderConfig(max_decompressed_bytes=settings.max_decompressed_bytes)
     try:
-        return DecoderConfig.from_paths(
+        return load_config(
             settings.avro_schema,
             settings.avro_schema_dir,
             max_decompressed_bytes=settings.max_decompressed_bytes,

@@ -26,8 +26,8 @@ from service.consume.reader import Position, ShardReader
 from service.decode import DecoderConfig, RecordMeta
 from service.errors import LeaseLostError
 from service.sink.glue import PartitionCatalog
-from service.sink.mapping import FieldMapping
 from service.sink.plan import Layout, plan_flush
+from service.sink.rules import FieldMapping
 from service.sink.s3 import upload_objects
 from service.telemetry.metrics import ConsumerMetrics
 from service.telemetry.tracing import aws_span, flush_links, span
