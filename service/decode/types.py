@@ -35,11 +35,18 @@ class LineBatch:
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
-    """What one Kinesis record held. ``skipped`` names why a record yields no lines on purpose."""
+    """What one Kinesis record held. ``skipped`` names why a record yields no lines on purpose.
+
+    An envelope of version 2 names itself with ``producer_id`` (16 bytes), ``producer_seq``
+    and ``created_us`` for the consumer's dedupe; ``producer_id`` is empty otherwise.
+    """
 
     format: str
     batches: tuple[LineBatch, ...] = ()
     skipped: str = ""
+    producer_id: bytes = b""
+    producer_seq: int = 0
+    created_us: int = 0
 
     @property
     def line_count(self) -> int:
