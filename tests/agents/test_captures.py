@@ -14,6 +14,7 @@ why a mislabelled body answered 4xx loses data and why busy must be 429/503, nev
 |---------------------------|------|------------------------------------|---------------------------|--------------------------|
 | Fluent Bit 1.9 out_http   | done | retried like any non-2xx, up to    | same, no Retry-After      | same                     |
 |                           |      | Retry_Limit (default 1), dropped   |                           |                          |
+| Fluent Bit, current main  | done | but 408: dropped at once           | retried                   | retried                  |
 | Fluent Bit out_es         | done | retried; 200 with `errors: true`   | same                      | same                     |
 |                           |      | is retried whole (duplicates!)     |                           |                          |
 | Vector http / es sinks    | done | dropped, events rejected           | retried, backoff          | retried, backoff         |
