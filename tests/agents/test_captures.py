@@ -27,6 +27,8 @@ why a mislabelled body answered 4xx loses data and why busy must be 429/503, nev
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +41,8 @@ import pytest
 from service.settings import Settings
 from tests.agents.agent_support import with_key
 from tests.conftest import Aws, drain, read_table
-from tests.ingest_support import serving
+from tests.faultproxy import FaultProxy, Rule, target_is
+from tests.ingest_support import serving, stream_lines
 
 CAPTURES = Path(__file__).resolve().parents[1] / "data" / "agents"
 # The captures carry fixed event times; the consumer's window must not move them.
@@ -123,3 +126,45 @@ async def test_captured_agent_session_lands_every_record_once(
         pytest.fail(f"[XPASS(strict)] fixed, remove known_defect from expected.json: {defect}")
     else:
         pytest.xfail(f"{defect}; landed {landed[0]}, expected {expected[0]}")
+
+
+# The statuses each agent resends (table above); anything else it drops.
+RESENT: dict[str, frozenset[int]] = {
+    "fluent-bit": frozenset(range(300, 600)),  # 1.9: every non-2xx, up to Retry_Limit
+    "vector": frozenset({408, 429, *range(500, 600)}),
+    "otel-collector": frozenset({429, 502, 503, 504}),
+    "filebeat": frozenset({429, *range(500, 600)}),
+}
+# One data request per agent: the request whose records must survive a refusal.
+AFTER_REFUSAL = [
+    ("fluent-bit", "fluent-bit/3.0.7/01-out_http-json_lines.http"),
+    ("fluent-bit", "fluent-bit/1.9.10/03-out_es-bulk.http"),
+    ("vector", "vector/0.43.1/03-es-bulk.http"),
+    ("otel-collector", "otel-collector/0.114.0/01-otlphttp-logs-protobuf-gzip.http"),
+    ("filebeat", "filebeat/8.15.0/07-bulk-gzip.http"),
+]
+
+
+@pytest.fixture
+def proxy(aws: Aws) -> Iterator[FaultProxy]:
+    """The server's AWS endpoint is a fault proxy; the stream is read from the backend."""
+    with FaultProxy(aws.endpoint) as p:
+        os.environ["AWS_ENDPOINT_URL"] = p.url
+        yield p
+
+
+@pytest.mark.parametrize(("agent", "capture"), AFTER_REFUSAL, ids=[c for _, c in AFTER_REFUSAL])
+async def test_a_request_refused_while_kinesis_throttles_is_resent_by_the_agent_and_lands_once(
+    aws: Aws, ready: Settings, proxy: FaultProxy, agent: str, capture: str
+) -> None:
+    request = parse_capture((CAPTURES / capture).read_bytes())
+    proxy.add(Rule(target_is("PutRecords"), "throttle"))
+    keyed = with_key(ready).model_copy(update={"put_deadline": 1.0})
+    async with serving(keyed, create=False) as url:
+        refused = await _replay(url, request)
+        assert refused in RESENT[agent], f"{agent} drops a {refused}"
+        proxy.clear()
+        # What the agent does next: the same bytes again.
+        assert await _replay(url, request) == 200
+    messages = [str(line.get("message")) for line in stream_lines(aws, ready.stream)]
+    assert len(messages) == len(set(messages)) == 3, messages
