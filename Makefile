@@ -12,7 +12,7 @@ RECORDS ?= 20000
 FUZZ_SECONDS ?= 60
 SEEDS ?= 20
 
-.PHONY: run test lint typecheck unit faults fuzz sim bench bench-full deploy-check env clean
+.PHONY: run test lint typecheck unit faults fuzz sim bench bench-full deploy-check env clean agents
 
 .tools/bin/uv:
 	python3 -m pip install --quiet --target .tools/lib uv==$(UV_VERSION)
@@ -45,6 +45,12 @@ lint: env
 
 test: lint
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# Real log agents for tests/agents/ (syslog-ng and rsyslog from Debian's packages, unpacked
+# into .tools/agents as the two conflict; the OpenTelemetry JS SDK into .tools/node). Needs
+# root for apt-get; quick and idempotent once installed. CI runs it before `make test`.
+agents:
+	bash tests/agents/install.sh
 
 faults: env
 	$(PY) -m pytest -q -m faults
