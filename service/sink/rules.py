@@ -206,6 +206,8 @@ def parse_time_us(value: Any) -> int | None:
         return None
     if isinstance(value, str):
         text = value.strip()
+        if text.isascii() and text.isdigit():
+            return parse_time_us(int(text))
         try:
             return epoch_to_us(float(text))
         except ValueError:
@@ -218,6 +220,10 @@ def parse_time_us(value: Any) -> int | None:
             parsed = parsed.replace(tzinfo=UTC)
         delta = parsed - datetime(1970, 1, 1, tzinfo=UTC)
         return (delta.days * 86400 + delta.seconds) * 10**6 + delta.microseconds
+    if isinstance(value, int) and value >= MICROS_BELOW:
+        # Nanoseconds in exact integer arithmetic: a float near 1.7e18 is 256 ns coarse, so
+        # OTLP's timeUnixNano would often land 1 µs early.
+        return value // 1000
     if isinstance(value, int | float):
         return epoch_to_us(float(value))
     return None

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -300,3 +300,13 @@ def test_lines_whose_keys_never_repeat_match_the_specification() -> None:
     ]
     records = [record(lines[i : i + 100], seq=i) for i in range(0, 3000, 100)]
     assert_same_as_reference(records)
+
+
+@pytest.mark.parametrize("offset_ns", [-250_000_000, -1, -999_999_001])
+def test_integer_nanosecond_epochs_become_exact_microseconds(offset_ns: int) -> None:
+    # A float near 1.7e18 is 256 ns coarse: OTLP timeUnixNano used to land 1 µs early.
+    ns = ARRIVAL * 1000 + offset_ns
+    expected = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=ns // 1000)
+    for value in (ns, str(ns)):
+        assert one_row({"timestamp": value, "message": "x"})["timestamp"] == expected, value
+    assert_same_as_reference([record([orjson.dumps({"ts": ns}), orjson.dumps({"ts": str(ns)})])])
