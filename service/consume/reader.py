@@ -21,6 +21,7 @@ import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
 from service.aws import error_code
+from service.consume.discovery import ShardInfo, shard_info
 from service.telemetry.metrics import ConsumerMetrics, timed_call
 from service.telemetry.tracing import aws_span
 
@@ -53,6 +54,21 @@ class ReadBatch:
     records: list[dict[str, Any]]
     millis_behind: int
     shard_end: bool  # Kinesis returned no next iterator: the closed shard is fully read
+
+
+async def list_shards(kinesis: Any, stream: str) -> dict[str, ShardInfo]:
+    """Every shard of the stream with its parents and whether it is closed (ListShards)."""
+    shards: dict[str, ShardInfo] = {}
+    kwargs: dict[str, Any] = {"StreamName": stream}
+    while True:
+        resp = await kinesis.list_shards(**kwargs)
+        for listing in resp["Shards"]:
+            info = shard_info(listing)
+            shards[info.shard_id] = info
+        token = resp.get("NextToken")
+        if not token:
+            return shards
+        kwargs = {"NextToken": token}
 
 
 class ShardReader:

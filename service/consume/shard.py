@@ -15,23 +15,21 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any, TypeVar
 
-from service.consume.buffer import FlushPolicy, ShardBuffer
-from service.consume.leases import FROM_START, SHARD_END, LeaseTable, ShardLease
+from service.consume.buffer import ShardBuffer
+from service.consume.context import ShardContext
+from service.consume.leases import FROM_START, SHARD_END, ShardLease
 from service.consume.reader import Position, ShardReader
-from service.decode import DecoderConfig, RecordMeta
+from service.decode import RecordMeta
 from service.errors import LeaseLostError
-from service.sink.glue import PartitionCatalog
-from service.sink.mapping import FieldMapping
-from service.sink.plan import Layout, plan_flush
+from service.sink.plan import plan_flush
 from service.sink.s3 import upload_objects
-from service.telemetry.metrics import ConsumerMetrics
 from service.telemetry.tracing import aws_span, flush_links, span
 
+__all__ = ["Outcome", "ShardConsumer", "ShardContext"]
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
@@ -41,26 +39,6 @@ class Outcome(Enum):
     AT_TIP = "at_tip"  # drain mode: read to the current tip, flushed, checkpointed
     STOPPED = "stopped"  # asked to stop: flushed and checkpointed (caller releases)
     LOST = "lost"  # a fenced write failed: someone else owns the shard
-
-
-@dataclass(frozen=True, slots=True)
-class ShardContext:
-    """Everything a shard consumer needs, built once per worker."""
-
-    kinesis: Any
-    s3: Any
-    bucket: str
-    stream: str
-    leases: LeaseTable
-    layout: Layout
-    mapping: FieldMapping
-    decoders: DecoderConfig
-    policy: FlushPolicy
-    worker_id: str
-    start: Position
-    metrics: ConsumerMetrics
-    idle_wait: float = 1.0
-    catalog: PartitionCatalog | None = None  # Glue registration when configured
 
 
 def _meta(shard_id: str, record: dict[str, Any]) -> RecordMeta:
@@ -210,7 +188,13 @@ class ShardConsumer:
             if ctx.catalog is not None:
                 await ctx.catalog.register_plan(plan)
             await self._checkpoint(last)
-            ctx.metrics.observe_flush(reason, plan, buffer, time.perf_counter() - started)
+            ctx.metrics.observe_flush(
+                reason,
+                plan,
+                [d.reason for d in buffer.dead],
+                buffer.skipped,
+                time.perf_counter() - started,
+            )
             log.info(
                 "flushed",
                 extra={
