@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from service.consume.leases import FROM_START, SHARD_END, ShardLease
+from service.consume.leases import ShardLease
+from service.consume.sequence import FROM_START, SHARD_END, Sentinel
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,7 @@ def ready_shards(shards: Mapping[str, ShardInfo], leases: Mapping[str, ShardLeas
 
 def initial_checkpoint(
     info: ShardInfo, leases: Mapping[str, ShardLease], start_kind: str
-) -> str | None:
+) -> Sentinel | None:
     """Where a shard first seen now starts, whatever the configured start position.
 
     A child of a shard the fleet tracks starts at its first record: records written to it

@@ -8,9 +8,10 @@ still alive and owning its shards, but no longer given any). Every write a worke
 shard is conditioned on ``owner`` and ``epoch`` still being its own (fencing); every change
 of owner bumps ``epoch``, so the owner seen with an epoch is the owner at that epoch.
 
-``checkpoint`` holds a sequence number or one of two sentinels: ``SHARD_END`` (closed shard
-read to its end) and ``TRIM_HORIZON`` (read from the shard's first record: the children of
-a shard the fleet consumed, so nothing written to them before they are acquired is lost).
+``checkpoint`` holds a sequence number or one of two sentinels (sequence.py): ``SHARD_END``
+(closed shard read to its end) and ``TRIM_HORIZON`` (read from the shard's first record: the
+children of a shard the fleet consumed, so nothing written to them before they are acquired
+is lost). Strings live only in the items; this module hands out ints and Sentinels.
 """
 
 from __future__ import annotations
@@ -21,11 +22,18 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from service.aws import error_code
+from service.consume.sequence import (
+    FROM_START,
+    SHARD_END,
+    Checkpoint,
+    checkpoint_from_wire,
+    checkpoint_to_wire,
+    sequence_from_wire,
+)
 from service.errors import LeaseLostError
 
+__all__ = ["FROM_START", "SHARD_END", "LeaseTable", "ShardLease", "WorkerBeat"]
 WORKER_PREFIX = "worker#"
-SHARD_END = "SHARD_END"
-FROM_START = "TRIM_HORIZON"
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
@@ -36,14 +44,14 @@ class ShardLease:
     shard_id: str
     owner: str | None
     epoch: int
-    checkpoint: str | None
-    intent_first: str | None
-    intent_last: str | None
+    checkpoint: Checkpoint | None
+    intent_first: int | None
+    intent_last: int | None
     parents: tuple[str, ...]
 
     @property
     def finished(self) -> bool:
-        return self.checkpoint == SHARD_END
+        return self.checkpoint is SHARD_END
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,13 +66,17 @@ def _lease_from_item(item: dict[str, Any]) -> ShardLease:
         value = item.get(name)
         return value["S"] if value else None
 
+    def seq(name: str) -> int | None:
+        text = s(name)
+        return None if text is None else sequence_from_wire(text)
+
     return ShardLease(
         shard_id=item["shard_id"]["S"],
         owner=s("owner"),
         epoch=int(item.get("epoch", {"N": "0"})["N"]),
-        checkpoint=s("checkpoint"),
-        intent_first=s("intent_first"),
-        intent_last=s("intent_last"),
+        checkpoint=checkpoint_from_wire(s("checkpoint")),
+        intent_first=seq("intent_first"),
+        intent_last=seq("intent_last"),
         parents=tuple(p["S"] for p in item.get("parents", {"L": []})["L"]),
     )
 
@@ -111,7 +123,7 @@ class LeaseTable:
         )
 
     async def ensure_shard(
-        self, shard_id: str, parents: tuple[str, ...], checkpoint: str | None = None
+        self, shard_id: str, parents: tuple[str, ...], checkpoint: Checkpoint | None = None
     ) -> None:
         """Create the shard's lease item unless it exists (idempotent)."""
         item: dict[str, Any] = {
@@ -120,7 +132,7 @@ class LeaseTable:
             "parents": {"L": [{"S": p} for p in parents]},
         }
         if checkpoint is not None:
-            item["checkpoint"] = {"S": checkpoint}
+            item["checkpoint"] = {"S": checkpoint_to_wire(checkpoint)}
         try:
             await self._ddb.put_item(
                 TableName=self.table,
@@ -153,7 +165,7 @@ class LeaseTable:
         return _lease_from_item(item)
 
     async def write_intent(
-        self, shard_id: str, worker_id: str, epoch: int, first: str, last: str
+        self, shard_id: str, worker_id: str, epoch: int, first: int, last: int
     ) -> None:
         """Step 1 of a flush: record the exact range about to be written."""
         await self._fenced_update(
@@ -161,20 +173,24 @@ class LeaseTable:
             "SET intent_first = :f, intent_last = :l",
             "#o = :me AND epoch = :e",
             {
-                ":f": {"S": first},
-                ":l": {"S": last},
+                ":f": {"S": str(first)},
+                ":l": {"S": str(last)},
                 ":me": {"S": worker_id},
                 ":e": {"N": str(epoch)},
             },
         )
 
-    async def checkpoint(self, shard_id: str, worker_id: str, epoch: int, seq: str) -> None:
+    async def checkpoint(self, shard_id: str, worker_id: str, epoch: int, seq: Checkpoint) -> None:
         """Step 3: the range is in S3; advance the checkpoint and clear the intent."""
         await self._fenced_update(
             shard_id,
             "SET checkpoint = :c REMOVE intent_first, intent_last",
             "#o = :me AND epoch = :e",
-            {":c": {"S": seq}, ":me": {"S": worker_id}, ":e": {"N": str(epoch)}},
+            {
+                ":c": {"S": checkpoint_to_wire(seq)},
+                ":me": {"S": worker_id},
+                ":e": {"N": str(epoch)},
+            },
         )
 
     async def release(self, shard_id: str, worker_id: str, epoch: int) -> None:

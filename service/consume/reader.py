@@ -22,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from service.aws import error_code
 from service.consume.discovery import ShardInfo, shard_info
+from service.consume.sequence import sequence_from_wire
 from service.telemetry.metrics import ConsumerMetrics, timed_call
 from service.telemetry.tracing import aws_span
 
@@ -45,7 +46,7 @@ class Position:
     """Where to (re)start reading: a Kinesis iterator type and optional argument."""
 
     kind: str  # TRIM_HORIZON | LATEST | AT_TIMESTAMP | AT_SEQUENCE_NUMBER | AFTER_SEQUENCE_NUMBER
-    sequence: str | None = None
+    sequence: int | None = None
     timestamp: float | None = None
 
 
@@ -96,7 +97,7 @@ class ShardReader:
         self._max_backoff = max_backoff
         self._iterator: str | None = None
         self._latest_at: float | None = None  # when a LATEST start was first resolved
-        self.last_sequence: str | None = None
+        self.last_sequence: int | None = None
         self._last_call = 0.0
         self.errors: dict[str, int] = {}
 
@@ -119,7 +120,7 @@ class ShardReader:
             "ShardIteratorType": pos.kind,
         }
         if pos.sequence is not None:
-            kwargs["StartingSequenceNumber"] = pos.sequence
+            kwargs["StartingSequenceNumber"] = str(pos.sequence)
         if pos.timestamp is not None:
             kwargs["Timestamp"] = datetime.fromtimestamp(pos.timestamp, UTC)
         resp = await self._kinesis.get_shard_iterator(**kwargs)
@@ -170,7 +171,7 @@ class ShardReader:
             # Spend the shard's 2 MiB/s read budget: a 10 MB batch delays the next call ~5 s.
             self._last_call += max(0.0, size / READ_BYTES_PER_SECOND - MIN_CALL_INTERVAL)
             if records:
-                self.last_sequence = records[-1]["SequenceNumber"]
+                self.last_sequence = sequence_from_wire(records[-1]["SequenceNumber"])
             self._iterator = resp.get("NextShardIterator")
             return ReadBatch(
                 records, int(resp.get("MillisBehindLatest", 0)), self._iterator is None

@@ -23,6 +23,7 @@ from service.consume.buffer import ShardBuffer
 from service.consume.context import ShardContext
 from service.consume.leases import FROM_START, SHARD_END, ShardLease
 from service.consume.reader import Position, ShardReader
+from service.consume.sequence import Checkpoint, sequence_from_wire
 from service.decode import RecordMeta
 from service.errors import LeaseLostError
 from service.sink.plan import plan_flush
@@ -45,7 +46,7 @@ def _meta(shard_id: str, record: dict[str, Any]) -> RecordMeta:
     arrival: datetime = record["ApproximateArrivalTimestamp"]
     return RecordMeta(
         shard_id=shard_id,
-        sequence_number=int(record["SequenceNumber"]),
+        sequence_number=sequence_from_wire(record["SequenceNumber"]),
         arrival_us=int(arrival.timestamp() * 1_000_000),
         partition_key=record.get("PartitionKey", ""),
     )
@@ -78,7 +79,7 @@ class ShardConsumer:
         """Consume until the shard ends, the tip is reached (drain), ``stop`` is set, or the
         lease is lost. Always flushes and checkpoints what it read, except when lost."""
         try:
-            if self.lease.intent_first and self.lease.intent_last:
+            if self.lease.intent_first is not None and self.lease.intent_last is not None:
                 await self._replay(self.lease.intent_first, self.lease.intent_last)
             return await self._consume(stop, drain=drain)
         except LeaseLostError:
@@ -96,10 +97,11 @@ class ShardConsumer:
             metrics=self.ctx.metrics,
         )
 
-    async def _replay(self, first: str, last: str) -> None:
+    async def _replay(self, first: int, last: int) -> None:
         """Rebuild an open intent exactly: the same records give the same objects."""
         log.info(
-            "replaying intent", extra={"shard_id": self.shard_id, "first": first, "last": last}
+            "replaying intent",
+            extra={"shard_id": self.shard_id, "first": str(first), "last": str(last)},
         )
         reader = self._reader(Position("AT_SEQUENCE_NUMBER", first))
         buffer = ShardBuffer()
@@ -108,25 +110,24 @@ class ShardConsumer:
         while not done:
             batch = await reader.read()
             for record in batch.records:
-                if int(record["SequenceNumber"]) > int(last):
+                meta = _meta(self.shard_id, record)
+                if meta.sequence_number > last:
                     done = True
                     break
-                buffer.add(
-                    record["Data"], _meta(self.shard_id, record), self.ctx.decoders, loop.time()
-                )
+                buffer.add(record["Data"], meta, self.ctx.decoders, loop.time())
             done = done or buffer.last == last or (not batch.records and batch.millis_behind == 0)
         if buffer.last != last:
             log.error(
                 "intent range no longer readable; checkpointing what was replayed",
-                extra={"shard_id": self.shard_id, "wanted": last, "got": buffer.last},
+                extra={"shard_id": self.shard_id, "wanted": str(last), "got": str(buffer.last)},
             )
         await self._flush(buffer, last, reason="replay")
         self.ctx.metrics.replays.inc()
 
     def _start(self) -> Position:
-        if self.checkpoint == FROM_START:
+        if self.checkpoint is FROM_START:
             return Position("TRIM_HORIZON")
-        if self.checkpoint and self.checkpoint != SHARD_END:
+        if isinstance(self.checkpoint, int):
             return Position("AFTER_SEQUENCE_NUMBER", self.checkpoint)
         return self.ctx.start
 
@@ -167,13 +168,19 @@ class ShardConsumer:
         if buffer.last is not None:
             await self._flush(buffer, buffer.last, reason=reason)
 
-    async def _flush(self, buffer: ShardBuffer, last: str, *, reason: str) -> None:
+    async def _flush(self, buffer: ShardBuffer, last: int, *, reason: str) -> None:
         ctx = self.ctx
-        first = buffer.first or last
+        first = buffer.first if buffer.first is not None else last
         started = time.perf_counter()
         # A new trace per flush, linked to the request spans whose lines it writes (at most
         # MAX_FLUSH_LINKS): one flush serves many requests, so they cannot all be parents.
-        attributes = {"shard_id": self.shard_id, "reason": reason, "first": first, "last": last}
+        # Sequence numbers go out as strings: they overflow the int64 of span attributes.
+        attributes = {
+            "shard_id": self.shard_id,
+            "reason": reason,
+            "first": str(first),
+            "last": str(last),
+        }
         with span("tideway.flush", attributes=attributes, links=flush_links(buffer.records)):
             with span("tideway.encode"):
                 plan = await asyncio.to_thread(
@@ -199,8 +206,8 @@ class ShardConsumer:
                 "flushed",
                 extra={
                     "shard_id": self.shard_id,
-                    "first": first,
-                    "last": last,
+                    "first": str(first),
+                    "last": str(last),
                     "rows": plan.rows,
                     "files": len(plan.objects),
                     "dead_letters": plan.dead_letters,
@@ -208,7 +215,7 @@ class ShardConsumer:
                 },
             )
 
-    async def _checkpoint(self, seq: str) -> None:
+    async def _checkpoint(self, seq: Checkpoint) -> None:
         await self.ctx.leases.checkpoint(self.shard_id, self.ctx.worker_id, self.epoch, seq)
         self.checkpoint = seq
 

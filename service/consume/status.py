@@ -8,7 +8,14 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.consume.sequence import Checkpoint, checkpoint_to_wire
 from service.consume.worker import ConsumerWorker
+
+
+def _wire(checkpoint: Checkpoint | None) -> str | None:
+    # Sequence numbers are strings in JSON as on every wire: they exceed a double's 53 bits.
+    return None if checkpoint is None else checkpoint_to_wire(checkpoint)
+
 
 WORKER: web.AppKey[ConsumerWorker] = web.AppKey("worker", ConsumerWorker)
 
@@ -25,9 +32,9 @@ def status_view(worker: ConsumerWorker) -> dict[str, Any]:
         view: dict[str, Any] = {
             "owner": lease.owner if lease else None,
             "epoch": lease.epoch if lease else None,
-            "checkpoint": lease.checkpoint if lease else None,
-            "intent": [lease.intent_first, lease.intent_last]
-            if lease and lease.intent_last
+            "checkpoint": _wire(lease.checkpoint if lease else None),
+            "intent": [_wire(lease.intent_first), _wire(lease.intent_last)]
+            if lease and lease.intent_last is not None
             else None,
             "parents": list(lease.parents if lease else info.parents if info else ()),
             "closed": info.closed if info else None,
@@ -42,8 +49,8 @@ def status_view(worker: ConsumerWorker) -> dict[str, Any]:
             view["here"] = {
                 "epoch": consumer.epoch,
                 "millis_behind": consumer.millis_behind,
-                "last_read": reader.last_sequence if reader else None,
-                "checkpoint": consumer.checkpoint,
+                "last_read": _wire(reader.last_sequence if reader else None),
+                "checkpoint": _wire(consumer.checkpoint),
                 "buffered_records": len(consumer.buffer.records) + len(consumer.buffer.dead),
                 "buffered_bytes": consumer.buffer.size,
                 "read_errors": dict(reader.errors) if reader else {},

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Container, Mapping
 
 from service.consume.leases import LeaseTable, ShardLease
+from service.consume.sequence import checkpoint_to_wire
 from service.errors import LeaseLostError
 from service.telemetry.metrics import ConsumerMetrics
 
@@ -43,7 +44,9 @@ class LeaseTaker:
                 "shard_id": lease.shard_id,
                 "epoch": fresh.epoch,
                 "from": lease.owner,
-                "checkpoint": fresh.checkpoint,
+                "checkpoint": None
+                if fresh.checkpoint is None
+                else checkpoint_to_wire(fresh.checkpoint),
                 "intent": fresh.intent_last is not None,
             },
         )

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from service.consume.discovery import ShardInfo, initial_checkpoint, ready_shards, shard_info
-from service.consume.leases import FROM_START, SHARD_END, ShardLease
+from service.consume.leases import ShardLease
+from service.consume.sequence import FROM_START, SHARD_END, Checkpoint
 
 
 def shard(sid: str, *parents: str, closed: bool = False) -> ShardInfo:
     return ShardInfo(sid, parents, closed)
 
 
-def lease(sid: str, checkpoint: str | None = None, *parents: str) -> ShardLease:
+def lease(sid: str, checkpoint: Checkpoint | None = None, *parents: str) -> ShardLease:
     return ShardLease(sid, None, 0, checkpoint, None, None, parents)
 
 
@@ -43,13 +44,13 @@ def test_listing_names_parents_and_closed_shards() -> None:
 
 def test_after_a_split_the_children_wait_for_their_parent() -> None:
     shards = streams(shard("p", closed=True), shard("c1", "p"), shard("c2", "p"))
-    leases = table(lease("p", "41"), lease("c1", FROM_START), lease("c2", FROM_START))
+    leases = table(lease("p", 41), lease("c1", FROM_START), lease("c2", FROM_START))
     assert ready_shards(shards, leases) == ["p"]
 
 
 def test_after_a_merge_the_child_waits_for_both_parents() -> None:
     shards = streams(shard("a", closed=True), shard("b", closed=True), shard("m", "a", "b"))
-    one_done = table(lease("a", SHARD_END), lease("b", "12"), lease("m", FROM_START))
+    one_done = table(lease("a", SHARD_END), lease("b", 12), lease("m", FROM_START))
     both_done = table(lease("a", SHARD_END), lease("b", SHARD_END), lease("m", FROM_START))
     assert ready_shards(shards, one_done) == ["b"]
     assert ready_shards(shards, both_done) == ["m"]
@@ -76,7 +77,7 @@ def test_a_shard_without_a_lease_item_is_not_ready() -> None:
 
 
 def test_children_of_a_tracked_parent_start_at_their_first_record() -> None:
-    leases = table(lease("p", "5"))
+    leases = table(lease("p", 5))
     for kind in ("LATEST", "AT_TIMESTAMP", "TRIM_HORIZON"):
         assert initial_checkpoint(shard("c", "p"), leases, kind) == FROM_START
 
