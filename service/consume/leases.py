@@ -148,17 +148,21 @@ class LeaseTable:
 
         Returns the item as written, never ``lease``: the previous owner may have written an
         intent or a checkpoint after the scan (those do not bump the epoch), and the new owner
-        must start from them. Raises LeaseLostError if someone else changed the owner first.
+        must start from them. Raises LeaseLostError if someone else changed the owner first
+        or the shard is finished (SHARD_END): a finished shard is never taken again.
         """
         new_epoch = lease.epoch + 1
+        # SHARD_END does not bump the epoch, so a scan that saw the shard unfinished may still
+        # hold the current epoch: the condition itself refuses a finished shard.
         item = await self._fenced_update(
             lease.shard_id,
             "SET #o = :me, epoch = :new",
-            "epoch = :seen",
+            "epoch = :seen AND (attribute_not_exists(checkpoint) OR checkpoint <> :end)",
             {
                 ":me": {"S": worker_id},
                 ":new": {"N": str(new_epoch)},
                 ":seen": {"N": str(lease.epoch)},
+                ":end": {"S": checkpoint_to_wire(SHARD_END)},
             },
             returns=True,
         )

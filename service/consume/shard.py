@@ -78,6 +78,8 @@ class ShardConsumer:
     async def run(self, stop: asyncio.Event, *, drain: bool) -> Outcome:
         """Consume until the shard ends, the tip is reached (drain), ``stop`` is set, or the
         lease is lost. Always flushes and checkpoints what it read, except when lost."""
+        if self.lease.finished:
+            return Outcome.FINISHED  # SHARD_END: read to its end already, never read again
         try:
             if self.lease.intent_first is not None and self.lease.intent_last is not None:
                 await self._replay(self.lease.intent_first, self.lease.intent_last)
@@ -125,10 +127,14 @@ class ShardConsumer:
         self.ctx.metrics.replays.inc()
 
     def _start(self) -> Position:
-        if self.checkpoint is FROM_START:
+        """Where reading resumes; the configured start only for a shard never checkpointed."""
+        checkpoint = self.checkpoint
+        if isinstance(checkpoint, int):
+            return Position("AFTER_SEQUENCE_NUMBER", checkpoint)
+        if checkpoint is FROM_START:
             return Position("TRIM_HORIZON")
-        if isinstance(self.checkpoint, int):
-            return Position("AFTER_SEQUENCE_NUMBER", self.checkpoint)
+        if checkpoint is SHARD_END:
+            raise AssertionError(f"{self.shard_id} is finished and must not be read")
         return self.ctx.start
 
     async def _consume(self, stop: asyncio.Event, *, drain: bool) -> Outcome:

@@ -78,3 +78,18 @@ async def test_release_frees_the_shard_and_bumps_the_epoch(table: LeaseTable) ->
     assert (released.owner, released.epoch, released.checkpoint) == (None, alice.epoch + 1, 3)
     bob = await table.acquire(released, "bob")
     assert (bob.owner, bob.checkpoint) == ("bob", 3)
+
+
+async def test_a_finished_shard_is_never_taken_again(table: LeaseTable) -> None:
+    """Issue 14 item 1: a scan saw the parent's owner as dead just before it wrote SHARD_END
+    (at the same epoch); the take from that scan must fail."""
+    await table.ensure_shard("parent", ())
+    alice = await table.acquire(await lease_of(table, "parent"), "alice")
+    stale = await lease_of(table, "parent")
+    await table.checkpoint("parent", "alice", alice.epoch, SHARD_END)
+    await table.release("parent", "alice", alice.epoch)
+    with pytest.raises(LeaseLostError):
+        await table.acquire(stale, "bob")
+    with pytest.raises(LeaseLostError):
+        await table.acquire(await lease_of(table, "parent"), "bob")
+    assert (await lease_of(table, "parent")).owner is None
