@@ -3,6 +3,8 @@ shares (clients, layout, mapping, decoders, flush policy, start position)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +43,9 @@ class ShardContext:
     metrics: ConsumerMetrics
     idle_wait: float = 1.0
     catalog: PartitionCatalog | None = None  # Glue registration when configured
+    # Wall clock (epoch seconds) for what is written as data, never to judge liveness; the
+    # simulation injects its own. Monotonic time is always the event loop's.
+    wall_clock: Callable[[], float] = time.time
 
 
 def decoder_config(settings: Settings) -> DecoderConfig:

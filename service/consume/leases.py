@@ -3,7 +3,9 @@
 Item ``shard_id=<shard>``: ``owner``, ``epoch`` (the fencing token, +1 on every change of
 owner), ``checkpoint`` (last flushed sequence number, or SHARD_END), ``intent_first`` /
 ``intent_last`` (a flush that may be half written), ``parents``.
-Item ``shard_id=worker#<id>``: ``expires_at`` (epoch ms) and ``leaving`` (set on SIGTERM:
+Item ``shard_id=worker#<id>``: ``beats`` (a counter the worker increments with every
+heartbeat: peers judge it alive while they see it change, on their own monotonic clock),
+``written_at`` (the writer's wall clock, epoch ms, for people only) and ``leaving`` (set on SIGTERM:
 still alive and owning its shards, but no longer given any). Every write a worker makes to a
 shard is conditioned on ``owner`` and ``epoch`` still being its own (fencing); every change
 of owner bumps ``epoch``, so the owner seen with an epoch is the owner at that epoch.
@@ -57,8 +59,9 @@ class ShardLease:
 @dataclass(frozen=True, slots=True)
 class WorkerBeat:
     worker_id: str
-    expires_at_ms: int
+    beats: int
     leaving: bool = False
+    written_at_ms: int = 0  # the writer's wall clock: shown to people, never compared
 
 
 def _lease_from_item(item: dict[str, Any]) -> ShardLease:
@@ -100,19 +103,28 @@ class LeaseTable:
                 if key.startswith(WORKER_PREFIX):
                     wid = key.removeprefix(WORKER_PREFIX)
                     leaving = bool(item.get("leaving", {}).get("BOOL", False))
-                    workers[wid] = WorkerBeat(wid, int(item["expires_at"]["N"]), leaving)
+                    workers[wid] = WorkerBeat(
+                        wid,
+                        int(item.get("beats", {"N": "0"})["N"]),
+                        leaving,
+                        int(item.get("written_at", {"N": "0"})["N"]),
+                    )
                 else:
                     leases[key] = _lease_from_item(item)
             if "LastEvaluatedKey" not in page:
                 return leases, workers
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    async def heartbeat(self, worker_id: str, expires_at_ms: int, *, leaving: bool = False) -> None:
+    async def heartbeat(
+        self, worker_id: str, beats: int, written_at_ms: int, *, leaving: bool = False
+    ) -> None:
+        """Write the worker's heartbeat item (unconditional: only its worker writes it)."""
         await self._ddb.put_item(
             TableName=self.table,
             Item={
                 "shard_id": {"S": WORKER_PREFIX + worker_id},
-                "expires_at": {"N": str(expires_at_ms)},
+                "beats": {"N": str(beats)},
+                "written_at": {"N": str(written_at_ms)},
                 "leaving": {"BOOL": leaving},
             },
         )

@@ -32,6 +32,9 @@ from service.telemetry.tracing import aws_span, flush_links, span
 
 __all__ = ["Outcome", "ShardConsumer", "ShardContext"]
 log = logging.getLogger(__name__)
+# Decoding runs on the event loop: a 10,000-record page must not hold the heartbeat and the
+# other shards' reads back for seconds, so it yields every this many records.
+YIELD_EVERY = 64
 _T = TypeVar("_T")
 
 
@@ -111,12 +114,14 @@ class ShardConsumer:
         done = False
         while not done:
             batch = await reader.read()
-            for record in batch.records:
+            for n, record in enumerate(batch.records, 1):
                 meta = _meta(self.shard_id, record)
                 if meta.sequence_number > last:
                     done = True
                     break
                 buffer.add(record["Data"], meta, self.ctx.decoders, loop.time())
+                if n % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
             done = done or buffer.last == last or (not batch.records and batch.millis_behind == 0)
         if buffer.last != last:
             log.error(
@@ -146,11 +151,13 @@ class ShardConsumer:
                 break
             self.millis_behind = batch.millis_behind
             m = self.ctx.metrics
-            for record in batch.records:
+            for n, record in enumerate(batch.records, 1):
                 data: bytes = record["Data"]
                 self.buffer.add(data, _meta(self.shard_id, record), self.ctx.decoders, loop.time())
                 m.records_read.inc()
                 m.bytes_read.inc(len(data))
+                if n % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
             at_tip = not batch.records and batch.millis_behind == 0
             # moto never ends a closed shard's iterator; ListShards' EndingSequenceNumber
             # (``closed``) plus an empty read at the tip marks the end there.

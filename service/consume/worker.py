@@ -14,15 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass, field
 
 from service.consume.assign import assign
 from service.consume.context import ShardContext
 from service.consume.discovery import ShardInfo, initial_checkpoint, ready_shards
 from service.consume.leases import LeaseTable, ShardLease
+from service.consume.liveness import Liveness
 from service.consume.reader import list_shards
-from service.consume.renewer import LeaseRenewer, live_workers
+from service.consume.renewer import LeaseRenewer
 from service.consume.shard import Outcome, ShardConsumer
 from service.consume.taker import LeaseTaker
 from service.errors import TidewayError
@@ -78,7 +78,8 @@ class ConsumerWorker:
         self._running: dict[str, _Running] = {}
         self._cooldown: dict[str, float] = {}
         self._failures: dict[str, int] = {}
-        self.renewer = LeaseRenewer(self.table, ctx.worker_id, lease_duration)
+        self.renewer = LeaseRenewer(self.table, ctx.worker_id, lease_duration, ctx.wall_clock)
+        self.liveness = Liveness(lease_duration)
         self.taker = LeaseTaker(self.table, ctx.worker_id, ctx.metrics)
         self.ready = asyncio.Event()
 
@@ -97,24 +98,30 @@ class ConsumerWorker:
         me = self.ctx.worker_id
         failures = 0
         gave_up = ""
+        heartbeat_done = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tg:
-                while not stop.is_set():
-                    ok = await self._guarded_round(tg)
-                    failures = 0 if ok else failures + 1
-                    if self.drain and failures >= DRAIN_MAX_FAILED_ROUNDS:
-                        gave_up = (
-                            f"drain gave up after {failures} failed rounds: {self.state.last_error}"
-                        )
-                        break
-                    if ok:
-                        self.ready.set()
-                        if self.drain and self._drained():
+                # The heartbeat is its own task: it flows while flushes run and while the
+                # final flushes of a SIGTERM drain, and stops only after every shard is released.
+                tg.create_task(self.renewer.run(heartbeat_done), name="heartbeat")
+                try:
+                    while not stop.is_set():
+                        ok = await self._guarded_round(tg)
+                        failures = 0 if ok else failures + 1
+                        if self.drain and failures >= DRAIN_MAX_FAILED_ROUNDS:
+                            gave_up = f"drain gave up after {failures} failed rounds: "
+                            gave_up += str(self.state.last_error)
                             break
-                    wait = self.poll if ok else min(self.poll * 2, self.lease_duration / 2)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), wait)
-                await self._leave()
+                        if ok:
+                            self.ready.set()
+                            if self.drain and self._drained():
+                                break
+                        wait = self.poll if ok else min(self.poll * 2, self.lease_duration / 2)
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), wait)
+                    await self._leave()
+                finally:
+                    heartbeat_done.set()
             if gave_up:  # raised outside the TaskGroup so callers see it unwrapped
                 raise TidewayError(gave_up)
         finally:
@@ -137,6 +144,7 @@ class ConsumerWorker:
             self._fence_if_expired()
             return False
         self.state.last_round_failed = False
+        self._fence_if_expired()
         return True
 
     def _fence_if_expired(self) -> None:
@@ -157,8 +165,7 @@ class ConsumerWorker:
         wait for ours), flush, checkpoint and release every shard, then drop the heartbeat."""
         self.state.leaving = True
         if not self.drain:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.renewer.beat(leaving=True), self.poll)
+            self.renewer.leave()
         await self._stop_all()
 
     def _drained(self) -> bool:
@@ -172,7 +179,6 @@ class ConsumerWorker:
 
     async def _round(self, tg: asyncio.TaskGroup) -> None:
         me = self.ctx.worker_id
-        now_ms = await self.renewer.beat(leaving=self.state.leaving)
         shards = await list_shards(self.ctx.kinesis, self.ctx.stream)
         leases, beats = await self.table.scan()
         missing = [info for sid, info in shards.items() if sid not in leases]
@@ -181,7 +187,7 @@ class ConsumerWorker:
             await self.table.ensure_shard(info.shard_id, info.parents, first)
         if missing:
             leases, beats = await self.table.scan()
-        alive = live_workers(beats, now_ms) | {me}
+        alive = self.liveness.observe(beats, asyncio.get_running_loop().time()) | {me}
         leaving = {w for w, b in beats.items() if b.leaving and w != me}
         assignable = sorted(alive - leaving - ({me} if self.state.leaving else set()))
         ready = [s for s in ready_shards(shards, leases) if s not in self.state.done]
@@ -229,7 +235,7 @@ class ConsumerWorker:
         # A live owner hands the shard off itself when it sees the assignment.
         if not self.taker.may_take(lease, alive):
             return
-        if self._cooldown.get(lease.shard_id, 0.0) > time.monotonic():
+        if self._cooldown.get(lease.shard_id, 0.0) > asyncio.get_running_loop().time():
             return
         fresh = await self.taker.take(lease)
         if fresh is None:
@@ -256,7 +262,8 @@ class ConsumerWorker:
             # elsewhere) acquire it again and replay any open intent.
             self.ctx.metrics.count_error("shard_consumer", exc)
             failures = self._failures[sid] = self._failures.get(sid, 0) + 1
-            self._cooldown[sid] = time.monotonic() + min(60.0, 2.0 ** min(failures, 6))
+            backoff = min(60.0, 2.0 ** min(failures, 6))
+            self._cooldown[sid] = asyncio.get_running_loop().time() + backoff
             log.exception("shard consumer failed", extra={"shard_id": sid, "failures": failures})
             with contextlib.suppress(Exception):
                 await self.table.release(sid, self.ctx.worker_id, consumer.epoch)

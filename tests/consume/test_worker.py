@@ -3,21 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import Callable
+from typing import Any
 
 from service.aws import AwsClients
 from service.consume.context import shard_context
 from service.consume.leases import LeaseTable
 from service.consume.worker import ConsumerWorker
 from service.settings import Settings
+from tests.conftest import Aws
 
 
-def worker(clients: AwsClients, settings: Settings, name: str) -> ConsumerWorker:
+def worker(
+    clients: AwsClients,
+    settings: Settings,
+    name: str,
+    *,
+    wall_clock: Callable[[], float] = time.time,
+    s3: Any = None,
+) -> ConsumerWorker:
+    ctx = shard_context(settings, clients.kinesis, s3 or clients.s3, clients.dynamodb, name)
     return ConsumerWorker(
-        shard_context(settings, clients.kinesis, clients.s3, clients.dynamodb, name),
+        dataclasses.replace(ctx, wall_clock=wall_clock),
         lease_duration=settings.lease_duration,
         memory_budget=settings.memory_budget_bytes,
     )
+
+
+def leases_lost(w: ConsumerWorker) -> float:
+    return w.ctx.metrics.registry.get_sample_value("tideway_leases_lost_total") or 0.0
 
 
 async def owners(table: LeaseTable) -> dict[str, str | None]:
@@ -77,3 +93,76 @@ async def test_two_workers_split_the_shards_and_a_leaver_hands_its_share_over(
         await eventually(all_w2, "w2 to take over w1's shard", timeout=ready.lease_duration * 3)
         stops["w2"].set()
     assert set((await owners(table)).values()) == {None}
+
+
+async def test_a_peer_whose_wall_clock_is_an_hour_slow_is_alive_and_keeps_its_share(
+    clients: AwsClients, ready: Settings, table: LeaseTable
+) -> None:
+    slow = worker(clients, ready, "slow", wall_clock=lambda: time.time() - 3600)
+    fast = worker(clients, ready, "fast")
+    stops = [asyncio.Event(), asyncio.Event()]
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(slow.run(stops[0]))
+
+        async def slow_holds_all() -> bool:
+            return set((await owners(table)).values()) == {"slow"}
+
+        await eventually(slow_holds_all, "slow to hold both shards")
+        tg.create_task(fast.run(stops[1]))
+
+        async def split() -> bool:
+            return sorted((await owners(table)).values(), key=str) == ["fast", "slow"]
+
+        await eventually(split, "one shard each")
+        await asyncio.sleep(ready.lease_duration * 2)  # fast would have judged slow dead by now
+        held = await owners(table)
+        for stop in stops:
+            stop.set()
+    assert fast.state.live_workers == ["fast", "slow"]
+    assert sorted(held.values(), key=str) == ["fast", "slow"]
+    assert leases_lost(slow) == 0 and leases_lost(fast) == 0
+
+
+class SlowUploads:
+    """The backend's S3 client, but every PutObject takes ``seconds`` first."""
+
+    def __init__(self, s3: Any, seconds: float) -> None:
+        self._s3 = s3
+        self.seconds = seconds
+        self.started = asyncio.Event()
+
+    async def put_object(self, **kwargs: Any) -> Any:
+        self.started.set()
+        await asyncio.sleep(self.seconds)
+        return await self._s3.put_object(**kwargs)
+
+
+async def test_heartbeats_flow_while_a_stopping_worker_waits_for_its_last_flush(
+    aws: Aws, clients: AwsClients, ready: Settings, table: LeaseTable
+) -> None:
+    """Issue 14 item 1: no heartbeat while SIGTERM waited for flushes made a live owner look
+    dead, and a peer took its shards under it."""
+    uploads = SlowUploads(clients.s3, seconds=ready.lease_duration * 2.5)
+    leaver = worker(clients, ready, "leaver", s3=uploads)
+    heir = worker(clients, ready, "heir")
+    stops = [asyncio.Event(), asyncio.Event()]
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(leaver.run(stops[0]))
+
+        async def leaver_holds_all() -> bool:
+            return set((await owners(table)).values()) == {"leaver"}
+
+        await eventually(leaver_holds_all, "leaver to hold both shards")
+        kinesis = aws.client("kinesis")
+        for i in range(20):
+            kinesis.put_record(StreamName=ready.stream, Data=b'{"n": %d}' % i, PartitionKey=str(i))
+        await asyncio.wait_for(uploads.started.wait(), 30)  # a flush is under way
+        stops[0].set()  # SIGTERM: the leaver waits for its flushes
+        tg.create_task(heir.run(stops[1]))
+
+        async def heir_holds_all() -> bool:
+            return set((await owners(table)).values()) == {"heir"}
+
+        await eventually(heir_holds_all, "heir to take both shards", timeout=60)
+        stops[1].set()
+    assert leases_lost(leaver) == 0
