@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.consume.leases import ShardLease
-from service.consume.sequence import FROM_START, SHARD_END, Sentinel
+from service.consume.sequence import FROM_START, SHARD_END, Sentinel, sequence_from_wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,7 @@ class ShardInfo:
     shard_id: str
     parents: tuple[str, ...]
     closed: bool
+    ending_sequence: int | None = None  # EndingSequenceNumber of a closed shard
 
 
 def shard_info(listing: Mapping[str, Any]) -> ShardInfo:
@@ -31,8 +32,13 @@ def shard_info(listing: Mapping[str, Any]) -> ShardInfo:
     )
     # moto never ends a closed shard's iterator nor names its children; a closed shard is
     # one whose range has an EndingSequenceNumber (DESIGN §8).
-    closed = "EndingSequenceNumber" in listing.get("SequenceNumberRange", {})
-    return ShardInfo(listing["ShardId"], parents, closed)
+    ending = listing.get("SequenceNumberRange", {}).get("EndingSequenceNumber")
+    return ShardInfo(
+        listing["ShardId"],
+        parents,
+        closed=ending is not None,
+        ending_sequence=None if ending is None else sequence_from_wire(ending),
+    )
 
 
 def ready_shards(shards: Mapping[str, ShardInfo], leases: Mapping[str, ShardLease]) -> list[str]:

@@ -50,6 +50,7 @@ class ShardLease:
     intent_first: int | None
     intent_last: int | None
     parents: tuple[str, ...]
+    start_at_ms: int | None = None  # LATEST resolved by the first owner: read from this time
 
     @property
     def finished(self) -> bool:
@@ -81,6 +82,7 @@ def _lease_from_item(item: dict[str, Any]) -> ShardLease:
         intent_first=seq("intent_first"),
         intent_last=seq("intent_last"),
         parents=tuple(p["S"] for p in item.get("parents", {"L": []})["L"]),
+        start_at_ms=int(item["start_at"]["N"]) if "start_at" in item else None,
     )
 
 
@@ -155,27 +157,36 @@ class LeaseTable:
             if error_code(exc) != _CONDITION_FAILED:
                 raise
 
-    async def acquire(self, lease: ShardLease, worker_id: str) -> ShardLease:
+    async def acquire(
+        self, lease: ShardLease, worker_id: str, *, start_at_ms: int | None = None
+    ) -> ShardLease:
         """Take the shard if its owner did not change since ``lease`` was read.
 
         Returns the item as written, never ``lease``: the previous owner may have written an
         intent or a checkpoint after the scan (those do not bump the epoch), and the new owner
         must start from them. Raises LeaseLostError if someone else changed the owner first
         or the shard is finished (SHARD_END): a finished shard is never taken again.
+        ``start_at_ms`` (LATEST resolved to a time) is recorded unless a previous owner
+        recorded one already, so every owner starts a never-checkpointed shard at one point.
         """
         new_epoch = lease.epoch + 1
+        update = "SET #o = :me, epoch = :new"
+        values: dict[str, Any] = {
+            ":me": {"S": worker_id},
+            ":new": {"N": str(new_epoch)},
+            ":seen": {"N": str(lease.epoch)},
+            ":end": {"S": checkpoint_to_wire(SHARD_END)},
+        }
+        if start_at_ms is not None:
+            update += ", start_at = if_not_exists(start_at, :at)"
+            values[":at"] = {"N": str(start_at_ms)}
         # SHARD_END does not bump the epoch, so a scan that saw the shard unfinished may still
         # hold the current epoch: the condition itself refuses a finished shard.
         item = await self._fenced_update(
             lease.shard_id,
-            "SET #o = :me, epoch = :new",
+            update,
             "epoch = :seen AND (attribute_not_exists(checkpoint) OR checkpoint <> :end)",
-            {
-                ":me": {"S": worker_id},
-                ":new": {"N": str(new_epoch)},
-                ":seen": {"N": str(lease.epoch)},
-                ":end": {"S": checkpoint_to_wire(SHARD_END)},
-            },
+            values,
             returns=True,
         )
         return _lease_from_item(item)

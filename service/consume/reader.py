@@ -53,8 +53,14 @@ class Position:
 @dataclass(frozen=True, slots=True)
 class ReadBatch:
     records: list[dict[str, Any]]
-    millis_behind: int
+    millis_behind: int | None  # None when Kinesis left it out: never read as "at the tip"
     shard_end: bool  # Kinesis returned no next iterator: the closed shard is fully read
+
+    @property
+    def at_tip(self) -> bool:
+        """Nothing returned and nothing behind. Kinesis also answers empty pages while
+        records follow, so this ends a drain, never a replay or a closed shard."""
+        return not self.records and self.millis_behind == 0
 
 
 async def list_shards(kinesis: Any, stream: str) -> dict[str, ShardInfo]:
@@ -91,7 +97,7 @@ class ShardReader:
         self.metrics = metrics
         self._stream = stream
         self.shard_id = shard_id
-        self._start = start
+        self.start = start
         self._limit = limit
         self._idle_wait = idle_wait
         self._max_backoff = max_backoff
@@ -104,13 +110,13 @@ class ShardReader:
     def _position(self) -> Position:
         if self.last_sequence is not None:
             return Position("AFTER_SEQUENCE_NUMBER", self.last_sequence)
-        if self._start.kind == "LATEST":
+        if self.start.kind == "LATEST":
             if self._latest_at is None:
                 self._latest_at = time.time()
-                return self._start
+                return self.start
             # A renewed LATEST iterator would skip what arrived while we backed off.
             return Position("AT_TIMESTAMP", timestamp=self._latest_at)
-        return self._start
+        return self.start
 
     async def _new_iterator(self) -> str:
         pos = self._position()
@@ -173,8 +179,9 @@ class ShardReader:
             if records:
                 self.last_sequence = sequence_from_wire(records[-1]["SequenceNumber"])
             self._iterator = resp.get("NextShardIterator")
+            behind = resp.get("MillisBehindLatest")
             return ReadBatch(
-                records, int(resp.get("MillisBehindLatest", 0)), self._iterator is None
+                records, None if behind is None else int(behind), self._iterator is None
             )
 
     async def idle(self) -> None:

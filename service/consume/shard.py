@@ -66,15 +66,17 @@ class ShardConsumer:
         *,
         closed: bool,
         budget_share: Callable[[], int],
+        ending: int | None = None,
     ) -> None:
         self.ctx = ctx
         self.lease = lease
         self.shard_id = lease.shard_id
         self.epoch = epoch
         self.closed = closed
+        self.ending = ending  # EndingSequenceNumber when closed (updated by the worker)
         self.budget_share = budget_share
         self.buffer = ShardBuffer()
-        self.millis_behind = 0
+        self.millis_behind = 0  # as last reported; 0 until Kinesis says otherwise
         self.checkpoint = lease.checkpoint
         self.reader: ShardReader | None = None
 
@@ -111,25 +113,45 @@ class ShardConsumer:
         reader = self._reader(Position("AT_SEQUENCE_NUMBER", first))
         buffer = ShardBuffer()
         loop = asyncio.get_running_loop()
-        done = False
-        while not done:
+        # Read until ``last`` is seen or the shard provably ends; an empty page, a zero or
+        # missing MillisBehindLatest prove nothing (Kinesis answers empty pages while
+        # records follow), so they only wait and read again.
+        while buffer.last is None or buffer.last < last:
             batch = await reader.read()
+            past = False
             for n, record in enumerate(batch.records, 1):
                 meta = _meta(self.shard_id, record)
                 if meta.sequence_number > last:
-                    done = True
+                    past = True
                     break
                 buffer.add(record["Data"], meta, self.ctx.decoders, loop.time())
                 if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
-            done = done or buffer.last == last or (not batch.records and batch.millis_behind == 0)
+            if past or batch.shard_end or self._passed_end(reader):
+                break
+            if not batch.records:
+                await reader.idle()
         if buffer.last != last:
             log.error(
                 "intent range no longer readable; checkpointing what was replayed",
                 extra={"shard_id": self.shard_id, "wanted": str(last), "got": str(buffer.last)},
             )
-        await self._flush(buffer, last, reason="replay")
+        # Exactly the intent's range, never narrowed to what was read.
+        await self._flush(buffer, last, reason="replay", first=first)
         self.ctx.metrics.replays.inc()
+
+    def _passed_end(self, reader: ShardReader) -> bool:
+        """The reader is at or past the EndingSequenceNumber ListShards gave this closed shard
+        (moto never ends a closed shard's iterator, DESIGN §8); never judged on an empty page."""
+        if not self.closed or self.ending is None:
+            return False
+        if reader.last_sequence is not None:
+            return reader.last_sequence >= self.ending
+        start = reader.start
+        position = start.sequence if start.sequence is not None else 0
+        if start.kind == "AT_SEQUENCE_NUMBER":
+            position -= 1
+        return position >= self.ending
 
     def _start(self) -> Position:
         """Where reading resumes; the configured start only for a shard never checkpointed."""
@@ -140,6 +162,8 @@ class ShardConsumer:
             return Position("TRIM_HORIZON")
         if checkpoint is SHARD_END:
             raise AssertionError(f"{self.shard_id} is finished and must not be read")
+        if self.lease.start_at_ms is not None:  # LATEST as the first owner resolved it
+            return Position("AT_TIMESTAMP", timestamp=self.lease.start_at_ms / 1000)
         return self.ctx.start
 
     async def _consume(self, stop: asyncio.Event, *, drain: bool) -> Outcome:
@@ -149,7 +173,8 @@ class ShardConsumer:
             batch = await _unless_stopped(reader.read(), stop)
             if batch is None:
                 break
-            self.millis_behind = batch.millis_behind
+            if batch.millis_behind is not None:
+                self.millis_behind = batch.millis_behind
             m = self.ctx.metrics
             for n, record in enumerate(batch.records, 1):
                 data: bytes = record["Data"]
@@ -158,14 +183,13 @@ class ShardConsumer:
                 m.bytes_read.inc(len(data))
                 if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
-            at_tip = not batch.records and batch.millis_behind == 0
-            # moto never ends a closed shard's iterator; ListShards' EndingSequenceNumber
-            # (``closed``) plus an empty read at the tip marks the end there.
-            if batch.shard_end or (self.closed and at_tip):
+            # A closed shard ends when Kinesis returns no next iterator or the reader has
+            # passed its EndingSequenceNumber; an empty page at the tip is no proof.
+            if batch.shard_end or self._passed_end(reader):
                 await self._flush_buffer("shard_end")
                 await self._checkpoint(SHARD_END)
                 return Outcome.FINISHED
-            if drain and at_tip:
+            if drain and batch.at_tip and not self.closed:
                 await self._flush_buffer("drain")
                 return Outcome.AT_TIP
             reason = self.ctx.policy.reason(self.buffer, loop.time(), self.budget_share())
@@ -181,9 +205,13 @@ class ShardConsumer:
         if buffer.last is not None:
             await self._flush(buffer, buffer.last, reason=reason)
 
-    async def _flush(self, buffer: ShardBuffer, last: int, *, reason: str) -> None:
+    async def _flush(
+        self, buffer: ShardBuffer, last: int, *, reason: str, first: int | None = None
+    ) -> None:
+        """The flush protocol for ``[first, last]`` (``first`` defaults to the buffer's)."""
         ctx = self.ctx
-        first = buffer.first if buffer.first is not None else last
+        if first is None:
+            first = buffer.first if buffer.first is not None else last
         started = time.perf_counter()
         # A new trace per flush, linked to the request spans whose lines it writes (at most
         # MAX_FLUSH_LINKS): one flush serves many requests, so they cannot all be parents.

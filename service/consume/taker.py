@@ -31,10 +31,11 @@ class LeaseTaker:
         """Free, ours, or held by a worker no longer alive (a live owner hands it off)."""
         return lease.owner in (None, self.worker_id) or lease.owner not in alive
 
-    async def take(self, lease: ShardLease) -> ShardLease | None:
-        """The lease as written after taking it, or None if another worker changed it first."""
+    async def take(self, lease: ShardLease, *, start_at_ms: int | None = None) -> ShardLease | None:
+        """The lease as written after taking it, or None if another worker changed it first
+        (or it is finished). ``start_at_ms``: LATEST resolved to a time (leases.acquire)."""
         try:
-            fresh = await self.table.acquire(lease, self.worker_id)
+            fresh = await self.table.acquire(lease, self.worker_id, start_at_ms=start_at_ms)
         except LeaseLostError:
             return None
         self.metrics.observe_acquired(lease.owner, self.worker_id)

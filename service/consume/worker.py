@@ -224,6 +224,7 @@ class ConsumerWorker:
             if sid in shards:
                 # A shard open when acquired may have been closed by a reshard since.
                 run.consumer.closed = shards[sid].closed
+                run.consumer.ending = shards[sid].ending_sequence
             lease = leases.get(sid)
             lost = lease is None or lease.owner != me or lease.epoch != run.consumer.epoch
             if lost or desired.get(sid) != me:
@@ -237,11 +238,20 @@ class ConsumerWorker:
             return
         if self._cooldown.get(lease.shard_id, 0.0) > asyncio.get_running_loop().time():
             return
-        fresh = await self.taker.take(lease)
+        # LATEST is resolved to a time recorded in the lease, so an heir of a shard never
+        # checkpointed starts where the first owner did, not at its own "latest".
+        latest = lease.checkpoint is None and self.ctx.start.kind == "LATEST"
+        start_at = int(self.ctx.wall_clock() * 1000) if latest else None
+        fresh = await self.taker.take(lease, start_at_ms=start_at)
         if fresh is None:
             return
         consumer = ShardConsumer(
-            self.ctx, fresh, fresh.epoch, closed=info.closed, budget_share=self.budget_share
+            self.ctx,
+            fresh,
+            fresh.epoch,
+            closed=info.closed,
+            budget_share=self.budget_share,
+            ending=info.ending_sequence,
         )
         stop = asyncio.Event()
         task = tg.create_task(self._consume(consumer, stop), name=f"shard-{lease.shard_id}")

@@ -39,7 +39,7 @@ def test_listing_names_parents_and_closed_shards() -> None:
         }
     )
     assert child == ShardInfo("c", ("p", "q"), closed=False)
-    assert parent == ShardInfo("p", (), closed=True)
+    assert parent == ShardInfo("p", (), closed=True, ending_sequence=9)
 
 
 def test_after_a_split_the_children_wait_for_their_parent() -> None:

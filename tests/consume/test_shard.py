@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from typing import Any
+
+import pytest
 
 from service.aws import AwsClients
 from service.consume.context import ShardContext, shard_context
@@ -10,7 +14,7 @@ from service.consume.leases import SHARD_END, LeaseTable, ShardLease
 from service.consume.reader import list_shards
 from service.consume.shard import Outcome, ShardConsumer
 from service.settings import Settings
-from tests.conftest import Aws, object_keys
+from tests.conftest import Aws, object_keys, read_table
 
 
 def put(aws: Aws, settings: Settings, shard_id: str, n: int, tag: str = "r") -> list[int]:
@@ -63,4 +67,83 @@ async def test_a_shard_marked_shard_end_is_never_read_again(
     outcome = await asyncio.wait_for(consumer.run(asyncio.Event(), drain=True), 30)
     assert outcome is Outcome.FINISHED
     assert object_keys(aws, ready.bucket) == []
+    assert (await table.scan())[0][shard].checkpoint is SHARD_END
+
+
+class EmptyPagesFirst:
+    """The backend's Kinesis client, but the first ``pages`` GetRecords answer an empty page
+    (as Kinesis may while records follow), with MillisBehindLatest 0 or without it."""
+
+    def __init__(self, kinesis: Any, pages: int, *, millis_behind: bool = True) -> None:
+        self._kinesis = kinesis
+        self.pages = pages
+        self.millis_behind = millis_behind
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._kinesis, name)
+
+    async def get_records(self, **kwargs: Any) -> Any:
+        if self.pages > 0:
+            self.pages -= 1
+            page: dict[str, Any] = {"Records": [], "NextShardIterator": kwargs["ShardIterator"]}
+            if self.millis_behind:
+                page["MillisBehindLatest"] = 0
+            return page
+        return await self._kinesis.get_records(**kwargs)
+
+
+def landed_sequences(aws: Aws, settings: Settings) -> list[int]:
+    table = read_table(aws, settings)
+    if table.num_rows == 0:
+        return []
+    return sorted(int(s) for s in table.column("kinesis_sequence_number").to_pylist())
+
+
+async def run_consumer(
+    clients: AwsClients,
+    settings: Settings,
+    table: LeaseTable,
+    shard: str,
+    kinesis: Any,
+    **kwargs: Any,
+) -> Outcome:
+    leases, _ = await table.scan()
+    ctx = dataclasses.replace(context(clients, settings, "w"), kinesis=kinesis)
+    lease = leases[shard]
+    consumer = ShardConsumer(
+        ctx, lease, lease.epoch, budget_share=lambda: settings.memory_budget_bytes, **kwargs
+    )
+    return await asyncio.wait_for(consumer.run(asyncio.Event(), drain=True), 60)
+
+
+@pytest.mark.parametrize("millis_behind", [True, False], ids=["zero_lag", "no_lag_field"])
+async def test_replay_reads_past_empty_pages_to_the_intents_last_record(
+    aws: Aws, clients: AwsClients, ready: Settings, table: LeaseTable, millis_behind: bool
+) -> None:
+    """Issue 14 item 2: replay stopped on an empty page and checkpointed data never written."""
+    shard = await first_shard(clients, ready)
+    seqs = put(aws, ready, shard, 6)
+    lease = await owned(table, shard, "w")
+    await table.write_intent(shard, "w", lease.epoch, seqs[0], seqs[-1])  # then died
+    kinesis = EmptyPagesFirst(clients.kinesis, 2, millis_behind=millis_behind)
+    await run_consumer(clients, ready, table, shard, kinesis, closed=False)
+    assert landed_sequences(aws, ready) == seqs
+    after = (await table.scan())[0][shard]
+    assert (after.checkpoint, after.intent_last) == (seqs[-1], None)
+
+
+async def test_a_closed_shard_is_finished_only_past_its_ending_sequence_number(
+    aws: Aws, clients: AwsClients, ready: Settings, table: LeaseTable
+) -> None:
+    """Issue 14 item 2: an empty page at the tip of a closed shard marked it SHARD_END
+    before its records were read."""
+    shard = await first_shard(clients, ready)
+    seqs = put(aws, ready, shard, 5)
+    await owned(table, shard, "w")
+    kinesis = EmptyPagesFirst(clients.kinesis, 1)
+    outcome = await run_consumer(
+        clients, ready, table, shard, kinesis, closed=True, ending=seqs[-1]
+    )
+    assert outcome is Outcome.FINISHED
+    assert landed_sequences(aws, ready) == seqs
     assert (await table.scan())[0][shard].checkpoint is SHARD_END

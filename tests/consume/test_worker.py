@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from service.consume.context import shard_context
 from service.consume.leases import LeaseTable
 from service.consume.worker import ConsumerWorker
 from service.settings import Settings
-from tests.conftest import Aws
+from tests.conftest import Aws, read_table
 
 
 def worker(
@@ -166,3 +167,37 @@ async def test_heartbeats_flow_while_a_stopping_worker_waits_for_its_last_flush(
         await eventually(heir_holds_all, "heir to take both shards", timeout=60)
         stops[1].set()
     assert leases_lost(leaver) == 0
+
+
+async def test_latest_loses_nothing_when_the_first_owner_dies_before_its_first_flush(
+    aws: Aws, clients: AwsClients, ready: Settings, table: LeaseTable
+) -> None:
+    """Issue 14 item 7: with LATEST, the heir of a shard never checkpointed started at the
+    then-latest record and skipped what arrived after the first owner started."""
+    latest = ready.model_copy(update={"start_position": "LATEST", "flush_max_age": 60.0})
+    first = worker(clients, latest, "first")
+    run = asyncio.create_task(first.run(asyncio.Event()))
+
+    async def first_holds_all() -> bool:
+        return set((await owners(table)).values()) == {"first"}
+
+    await eventually(first_holds_all, "first to hold both shards")
+    await asyncio.sleep(1.5)  # its readers are at the tip
+    kinesis = aws.client("kinesis")
+    sent = [f"after-start-{i}" for i in range(12)]
+    for i, message in enumerate(sent):
+        data = b'{"message": "%s"}' % message.encode()
+        kinesis.put_record(StreamName=latest.stream, Data=data, PartitionKey=str(i))
+    await asyncio.sleep(1.0)  # read and buffered, never flushed (flush_max_age 60 s)
+    run.cancel()  # dies: no flush, no release (its heartbeat item is dropped on the way out)
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
+    heir = ConsumerWorker(
+        shard_context(latest, clients.kinesis, clients.s3, clients.dynamodb, "heir"),
+        lease_duration=latest.lease_duration,
+        memory_budget=latest.memory_budget_bytes,
+        drain=True,
+    )
+    await asyncio.wait_for(heir.run(asyncio.Event()), 60)
+    landed = read_table(aws, latest)
+    assert sorted(landed.column("message").to_pylist() if landed.num_rows else []) == sorted(sent)
