@@ -51,6 +51,7 @@ class ShardLease:
     intent_last: int | None
     parents: tuple[str, ...]
     start_at_ms: int | None = None  # LATEST resolved by the first owner: read from this time
+    intent_bytes: int | None = None  # buffered bytes of the open intent (sizes its replay)
 
     @property
     def finished(self) -> bool:
@@ -83,6 +84,7 @@ def _lease_from_item(item: dict[str, Any]) -> ShardLease:
         intent_last=seq("intent_last"),
         parents=tuple(p["S"] for p in item.get("parents", {"L": []})["L"]),
         start_at_ms=int(item["start_at"]["N"]) if "start_at" in item else None,
+        intent_bytes=int(item["intent_bytes"]["N"]) if "intent_bytes" in item else None,
     )
 
 
@@ -192,16 +194,25 @@ class LeaseTable:
         return _lease_from_item(item)
 
     async def write_intent(
-        self, shard_id: str, worker_id: str, epoch: int, first: int, last: int
+        self,
+        shard_id: str,
+        worker_id: str,
+        epoch: int,
+        first: int,
+        last: int,
+        *,
+        nbytes: int = 0,
     ) -> None:
-        """Step 1 of a flush: record the exact range about to be written."""
+        """Step 1 of a flush: record the exact range about to be written (and its buffered
+        size, so a replay can wait for that much of its worker's memory budget)."""
         await self._fenced_update(
             shard_id,
-            "SET intent_first = :f, intent_last = :l",
+            "SET intent_first = :f, intent_last = :l, intent_bytes = :b",
             "#o = :me AND epoch = :e",
             {
                 ":f": {"S": str(first)},
                 ":l": {"S": str(last)},
+                ":b": {"N": str(nbytes)},
                 ":me": {"S": worker_id},
                 ":e": {"N": str(epoch)},
             },
@@ -211,7 +222,7 @@ class LeaseTable:
         """Step 3: the range is in S3; advance the checkpoint and clear the intent."""
         await self._fenced_update(
             shard_id,
-            "SET checkpoint = :c REMOVE intent_first, intent_last",
+            "SET checkpoint = :c REMOVE intent_first, intent_last, intent_bytes",
             "#o = :me AND epoch = :e",
             {
                 ":c": {"S": checkpoint_to_wire(seq)},

@@ -98,7 +98,7 @@ class ShardReader:
         self._stream = stream
         self.shard_id = shard_id
         self.start = start
-        self._limit = limit
+        self.limit = limit
         self._idle_wait = idle_wait
         self._max_backoff = max_backoff
         self._iterator: str | None = None
@@ -149,7 +149,7 @@ class ShardReader:
                     timed_call(self.metrics, "get_records"),
                 ):
                     resp = await self._kinesis.get_records(
-                        ShardIterator=self._iterator, Limit=self._limit
+                        ShardIterator=self._iterator, Limit=self.limit
                     )
             except ClientError as exc:
                 code = error_code(exc)

@@ -19,7 +19,8 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, TypeVar
 
-from service.consume.buffer import ShardBuffer
+from service.consume.budget import FIRST_RECORD_GUESS, MemoryBudget, read_limit
+from service.consume.buffer import FLUSH_WORKING_SET, ShardBuffer
 from service.consume.context import ShardContext
 from service.consume.leases import FROM_START, SHARD_END, ShardLease
 from service.consume.reader import Position, ShardReader
@@ -67,6 +68,7 @@ class ShardConsumer:
         closed: bool,
         budget_share: Callable[[], int],
         ending: int | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.ctx = ctx
         self.lease = lease
@@ -75,6 +77,8 @@ class ShardConsumer:
         self.closed = closed
         self.ending = ending  # EndingSequenceNumber when closed (updated by the worker)
         self.budget_share = budget_share
+        self.budget = budget  # the worker's, when it gates replays
+        self.record_bytes = FIRST_RECORD_GUESS  # decoded bytes per record, as last read
         self.buffer = ShardBuffer()
         self.millis_behind = 0  # as last reported; 0 until Kinesis says otherwise
         self.checkpoint = lease.checkpoint
@@ -86,8 +90,16 @@ class ShardConsumer:
         if self.lease.finished:
             return Outcome.FINISHED  # SHARD_END: read to its end already, never read again
         try:
-            if self.lease.intent_first is not None and self.lease.intent_last is not None:
-                await self._replay(self.lease.intent_first, self.lease.intent_last)
+            lease = self.lease
+            if lease.intent_first is not None and lease.intent_last is not None:
+                # An intent written without its size may have held up to a whole flush.
+                size = lease.intent_bytes or self.ctx.policy.max_bytes
+                need = size * FLUSH_WORKING_SET
+                if self.budget is None:
+                    await self._replay(lease.intent_first, lease.intent_last, need)
+                else:
+                    async with self.budget.hold(need) as held:
+                        await self._replay(lease.intent_first, lease.intent_last, held)
             return await self._consume(stop, drain=drain)
         except LeaseLostError:
             log.warning("lease lost", extra={"shard_id": self.shard_id, "epoch": self.epoch})
@@ -104,8 +116,9 @@ class ShardConsumer:
             metrics=self.ctx.metrics,
         )
 
-    async def _replay(self, first: int, last: int) -> None:
-        """Rebuild an open intent exactly: the same records give the same objects."""
+    async def _replay(self, first: int, last: int, room: int) -> None:
+        """Rebuild an open intent exactly: the same records give the same objects. Reads are
+        sized to ``room`` bytes (what the replay holds of the budget)."""
         log.info(
             "replaying intent",
             extra={"shard_id": self.shard_id, "first": str(first), "last": str(last)},
@@ -117,7 +130,9 @@ class ShardConsumer:
         # missing MillisBehindLatest prove nothing (Kinesis answers empty pages while
         # records follow), so they only wait and read again.
         while buffer.last is None or buffer.last < last:
+            reader.limit = read_limit(room - buffer.size * FLUSH_WORKING_SET, self.record_bytes)
             batch = await reader.read()
+            before = buffer.size
             past = False
             for n, record in enumerate(batch.records, 1):
                 meta = _meta(self.shard_id, record)
@@ -127,6 +142,7 @@ class ShardConsumer:
                 buffer.add(record["Data"], meta, self.ctx.decoders, loop.time())
                 if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
+            self._learn_record_size(buffer, batch.records, before)
             if past or batch.shard_end or self._passed_end(reader):
                 break
             if not batch.records:
@@ -139,6 +155,13 @@ class ShardConsumer:
         # Exactly the intent's range, never narrowed to what was read.
         await self._flush(buffer, last, reason="replay", first=first)
         self.ctx.metrics.replays.inc()
+
+    def _learn_record_size(
+        self, buffer: ShardBuffer, records: list[dict[str, Any]], before: int
+    ) -> None:
+        """Follow the decoded size per record of the page just read (sizes the next read)."""
+        if records:
+            self.record_bytes = max(1, (buffer.size - before) // len(records))
 
     def _passed_end(self, reader: ShardReader) -> bool:
         """The reader is at or past the EndingSequenceNumber ListShards gave this closed shard
@@ -170,19 +193,29 @@ class ShardConsumer:
         reader = self.reader = self._reader(self._start())
         loop = asyncio.get_running_loop()
         while not stop.is_set():
+            # The page is sized to this shard's free share of the budget; a page that decodes
+            # larger than estimated is flushed part way (below), so the share is a hard bound.
+            share = self.budget_share()
+            room = share - self.buffer.size * FLUSH_WORKING_SET
+            reader.limit = read_limit(room, self.record_bytes)
             batch = await _unless_stopped(reader.read(), stop)
             if batch is None:
                 break
             if batch.millis_behind is not None:
                 self.millis_behind = batch.millis_behind
             m = self.ctx.metrics
+            before = self.buffer.size
             for n, record in enumerate(batch.records, 1):
                 data: bytes = record["Data"]
                 self.buffer.add(data, _meta(self.shard_id, record), self.ctx.decoders, loop.time())
                 m.records_read.inc()
                 m.bytes_read.inc(len(data))
+                if self.buffer.size * FLUSH_WORKING_SET >= share:
+                    before -= self.buffer.size
+                    await self._flush_buffer("memory")
                 if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
+            self._learn_record_size(self.buffer, batch.records, before)
             # A closed shard ends when Kinesis returns no next iterator or the reader has
             # passed its EndingSequenceNumber; an empty page at the tip is no proof.
             if batch.shard_end or self._passed_end(reader):
@@ -227,7 +260,9 @@ class ShardConsumer:
                 plan = await asyncio.to_thread(
                     plan_flush, self.shard_id, buffer.records, buffer.dead, ctx.layout, ctx.mapping
                 )
-            await ctx.leases.write_intent(self.shard_id, ctx.worker_id, self.epoch, first, last)
+            await ctx.leases.write_intent(
+                self.shard_id, ctx.worker_id, self.epoch, first, last, nbytes=buffer.size
+            )
             with (
                 aws_span("S3", "PutObject", objects=len(plan.objects), bytes=plan.bytes_out),
                 ctx.metrics.aws_call("s3_upload"),

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 
 from service.consume.assign import assign
+from service.consume.budget import MemoryBudget
 from service.consume.context import ShardContext
 from service.consume.discovery import ShardInfo, initial_checkpoint, ready_shards
 from service.consume.leases import LeaseTable, ShardLease
@@ -73,6 +74,7 @@ class ConsumerWorker:
         self.lease_duration = lease_duration
         self.poll = min(1.0, lease_duration / 5)
         self.memory_budget = memory_budget
+        self.budget = MemoryBudget(memory_budget)
         self.drain = drain
         self.state = WorkerState(ctx.worker_id)
         self._running: dict[str, _Running] = {}
@@ -84,7 +86,8 @@ class ConsumerWorker:
         self.ready = asyncio.Event()
 
     def budget_share(self) -> int:
-        return self.memory_budget // max(1, len(self._running))
+        """One running shard's share of the budget replays leave free."""
+        return self.budget.share(len(self._running))
 
     @property
     def lag_ms(self) -> int:
@@ -252,6 +255,7 @@ class ConsumerWorker:
             closed=info.closed,
             budget_share=self.budget_share,
             ending=info.ending_sequence,
+            budget=self.budget,
         )
         stop = asyncio.Event()
         task = tg.create_task(self._consume(consumer, stop), name=f"shard-{lease.shard_id}")

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from service.aws import AwsClients
+from service.consume.buffer import FLUSH_WORKING_SET
 from service.consume.context import ShardContext, shard_context
 from service.consume.leases import SHARD_END, LeaseTable, ShardLease
 from service.consume.reader import list_shards
@@ -147,3 +148,54 @@ async def test_a_closed_shard_is_finished_only_past_its_ending_sequence_number(
     assert outcome is Outcome.FINISHED
     assert landed_sequences(aws, ready) == seqs
     assert (await table.scan())[0][shard].checkpoint is SHARD_END
+
+
+class RecordsLimits:
+    """The backend's Kinesis client; remembers the Limit of every GetRecords."""
+
+    def __init__(self, kinesis: Any) -> None:
+        self._kinesis = kinesis
+        self.limits: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._kinesis, name)
+
+    async def get_records(self, **kwargs: Any) -> Any:
+        self.limits.append(kwargs["Limit"])
+        return await self._kinesis.get_records(**kwargs)
+
+
+async def test_a_shard_never_buffers_past_its_share_of_the_memory_budget(
+    aws: Aws, clients: AwsClients, ready: Settings, table: LeaseTable
+) -> None:
+    """Issue 14 item 5: the budget was checked once per GetRecords page (up to 10,000
+    records), so one page could hold many times a shard's share."""
+    shard = await first_shard(clients, ready)
+    kinesis = aws.client("kinesis")
+    key = kinesis.list_shards(StreamName=ready.stream)["Shards"][0]["HashKeyRange"]
+    line = b'{"message": "%d ' + b"x" * 2000 + b'"}'
+    for i in range(120):
+        kinesis.put_record(
+            StreamName=ready.stream,
+            Data=line % i,
+            PartitionKey="k",
+            ExplicitHashKey=key["StartingHashKey"],
+        )
+    await owned(table, shard, "w")
+    share = 40 * 1024
+    counting = RecordsLimits(clients.kinesis)
+    leases, _ = await table.scan()
+    ctx = dataclasses.replace(context(clients, ready, "w"), kinesis=counting)
+    consumer = ShardConsumer(
+        ctx, leases[shard], leases[shard].epoch, closed=False, budget_share=lambda: share
+    )
+    await asyncio.wait_for(consumer.run(asyncio.Event(), drain=True), 60)
+    ranges = [
+        tuple(int(n) for n in key.rsplit(".", 1)[0].split("-")[-2:])
+        for key in object_keys(aws, ready.bucket, "logs/")
+    ]
+    assert len(landed_sequences(aws, ready)) == 120
+    per_record = len(line) + 400  # payload plus the buffer's per-record overhead
+    most = share // (FLUSH_WORKING_SET * per_record) + 1
+    assert max(last - first + 1 for first, last in ranges) <= most
+    assert max(counting.limits[1:]) <= most  # pages sized to the share once sizes are known
