@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,24 +13,6 @@ from service.consume.reader import Position, ShardReader, list_shards
 from service.consume.sequence import sequence_from_wire
 from service.settings import Settings
 from tests.conftest import Aws
-
-
-def put(aws: Aws, settings: Settings, shard_id: str, n: int, tag: str = "r") -> list[int]:
-    """Write ``n`` records to one shard; return their sequence numbers."""
-    kinesis = aws.client("kinesis")
-    listing = kinesis.list_shards(StreamName=settings.stream)["Shards"]
-    key = next(s["HashKeyRange"]["StartingHashKey"] for s in listing if s["ShardId"] == shard_id)
-    return [
-        int(
-            kinesis.put_record(
-                StreamName=settings.stream,
-                Data=f"{tag}-{i}".encode(),
-                PartitionKey="k",
-                ExplicitHashKey=key,
-            )["SequenceNumber"]
-        )
-        for i in range(n)
-    ]
 
 
 async def first_shard(clients: AwsClients, settings: Settings) -> str:
@@ -45,24 +28,24 @@ async def read_all(reader: ShardReader, pages: int) -> list[int]:
 
 
 async def test_pages_follow_each_other_and_an_empty_page_at_the_tip_is_no_error(
-    aws: Aws, clients: AwsClients, ready: Settings
+    put_lines: Callable[..., list[int]], aws: Aws, clients: AwsClients, ready: Settings
 ) -> None:
     shard = await first_shard(clients, ready)
-    sent = put(aws, ready, shard, 7)
+    sent = put_lines(shard, 7)
     reader = ShardReader(clients.kinesis, ready.stream, shard, Position("TRIM_HORIZON"), limit=3)
     assert await read_all(reader, 3) == sent
     empty = await reader.read()
     assert empty.records == [] and not empty.shard_end
     assert reader.last_sequence == sent[-1]
-    more = put(aws, ready, shard, 2, tag="later")
+    more = put_lines(shard, 2, tag="later")
     assert await read_all(reader, 1) == more
 
 
 async def test_after_sequence_number_starts_past_the_checkpoint(
-    aws: Aws, clients: AwsClients, ready: Settings
+    put_lines: Callable[..., list[int]], aws: Aws, clients: AwsClients, ready: Settings
 ) -> None:
     shard = await first_shard(clients, ready)
-    sent = put(aws, ready, shard, 5)
+    sent = put_lines(shard, 5)
     reader = ShardReader(
         clients.kinesis, ready.stream, shard, Position("AFTER_SEQUENCE_NUMBER", sent[1])
     )
@@ -91,10 +74,10 @@ class ExpiresOnce:
 
 
 async def test_an_expired_iterator_is_renewed_after_the_last_record_read(
-    aws: Aws, clients: AwsClients, ready: Settings
+    put_lines: Callable[..., list[int]], aws: Aws, clients: AwsClients, ready: Settings
 ) -> None:
     shard = await first_shard(clients, ready)
-    sent = put(aws, ready, shard, 6)
+    sent = put_lines(shard, 6)
     kinesis = ExpiresOnce(clients.kinesis)
     reader = ShardReader(
         kinesis, ready.stream, shard, Position("TRIM_HORIZON"), limit=4, max_backoff=0.01

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,24 +17,6 @@ from service.consume.reader import list_shards
 from service.consume.shard import Outcome, ShardConsumer
 from service.settings import Settings
 from tests.conftest import Aws, object_keys, read_table
-
-
-def put(aws: Aws, settings: Settings, shard_id: str, n: int, tag: str = "r") -> list[int]:
-    """Write ``n`` JSON lines to one shard; return their sequence numbers."""
-    kinesis = aws.client("kinesis")
-    listing = kinesis.list_shards(StreamName=settings.stream)["Shards"]
-    key = next(s["HashKeyRange"]["StartingHashKey"] for s in listing if s["ShardId"] == shard_id)
-    return [
-        int(
-            kinesis.put_record(
-                StreamName=settings.stream,
-                Data=b'{"message": "%s-%d", "service": "api"}' % (tag.encode(), i),
-                PartitionKey="k",
-                ExplicitHashKey=key,
-            )["SequenceNumber"]
-        )
-        for i in range(n)
-    ]
 
 
 async def owned(table: LeaseTable, shard_id: str, worker_id: str) -> ShardLease:
@@ -51,10 +34,14 @@ async def first_shard(clients: AwsClients, settings: Settings) -> str:
 
 
 async def test_a_shard_marked_shard_end_is_never_read_again(
-    aws: Aws, clients: AwsClients, ready: Settings, table: LeaseTable
+    put_lines: Callable[..., list[int]],
+    aws: Aws,
+    clients: AwsClients,
+    ready: Settings,
+    table: LeaseTable,
 ) -> None:
     shard = await first_shard(clients, ready)
-    put(aws, ready, shard, 20)
+    put_lines(shard, 20)
     lease = await owned(table, shard, "w")
     await table.checkpoint(shard, "w", lease.epoch, SHARD_END)
     leases, _ = await table.scan()
@@ -119,11 +106,17 @@ async def run_consumer(
 
 @pytest.mark.parametrize("millis_behind", [True, False], ids=["zero_lag", "no_lag_field"])
 async def test_replay_reads_past_empty_pages_to_the_intents_last_record(
-    aws: Aws, clients: AwsClients, ready: Settings, table: LeaseTable, millis_behind: bool
+    put_lines: Callable[..., list[int]],
+    *,
+    aws: Aws,
+    clients: AwsClients,
+    ready: Settings,
+    table: LeaseTable,
+    millis_behind: bool,
 ) -> None:
     """Issue 14 item 2: replay stopped on an empty page and checkpointed data never written."""
     shard = await first_shard(clients, ready)
-    seqs = put(aws, ready, shard, 6)
+    seqs = put_lines(shard, 6)
     lease = await owned(table, shard, "w")
     await table.write_intent(shard, "w", lease.epoch, seqs[0], seqs[-1])  # then died
     kinesis = EmptyPagesFirst(clients.kinesis, 2, millis_behind=millis_behind)
@@ -134,12 +127,16 @@ async def test_replay_reads_past_empty_pages_to_the_intents_last_record(
 
 
 async def test_a_closed_shard_is_finished_only_past_its_ending_sequence_number(
-    aws: Aws, clients: AwsClients, ready: Settings, table: LeaseTable
+    put_lines: Callable[..., list[int]],
+    aws: Aws,
+    clients: AwsClients,
+    ready: Settings,
+    table: LeaseTable,
 ) -> None:
     """Issue 14 item 2: an empty page at the tip of a closed shard marked it SHARD_END
     before its records were read."""
     shard = await first_shard(clients, ready)
-    seqs = put(aws, ready, shard, 5)
+    seqs = put_lines(shard, 5)
     await owned(table, shard, "w")
     kinesis = EmptyPagesFirst(clients.kinesis, 1)
     outcome = await run_consumer(
