@@ -156,6 +156,9 @@ class ShardConsumer:
         await self._flush(buffer, last, reason="replay", first=first)
         self.ctx.metrics.replays.inc()
 
+    def _replays_hold_memory(self) -> bool:
+        return self.budget is not None and self.budget.held > 0
+
     def _learn_record_size(
         self, buffer: ShardBuffer, records: list[dict[str, Any]], before: int
     ) -> None:
@@ -197,6 +200,14 @@ class ShardConsumer:
             # larger than estimated is flushed part way (below), so the share is a hard bound.
             share = self.budget_share()
             room = share - self.buffer.size * FLUSH_WORKING_SET
+            if room < self.record_bytes * FLUSH_WORKING_SET and self._replays_hold_memory():
+                # Replays elsewhere hold the budget: pause rather than write one tiny file
+                # per record; they are short and free it when done.
+                if self.buffer:
+                    await self._flush_buffer("memory")
+                else:
+                    await _unless_stopped(reader.idle(), stop)
+                continue
             reader.limit = read_limit(room, self.record_bytes)
             batch = await _unless_stopped(reader.read(), stop)
             if batch is None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from service.aws import AwsClients
+from service.consume.budget import MemoryBudget
 from service.consume.buffer import FLUSH_WORKING_SET
 from service.consume.context import ShardContext, shard_context
 from service.consume.leases import SHARD_END, LeaseTable, ShardLease
@@ -196,3 +197,32 @@ async def test_a_shard_never_buffers_past_its_share_of_the_memory_budget(
     most = share // (FLUSH_WORKING_SET * per_record) + 1
     assert max(last - first + 1 for first, last in ranges) <= most
     assert max(counting.limits[1:]) <= most  # pages sized to the share once sizes are known
+
+
+async def test_a_shard_pauses_while_replays_hold_the_budget_instead_of_writing_tiny_files(
+    put_lines: Callable[..., list[int]],
+    aws: Aws,
+    clients: AwsClients,
+    ready: Settings,
+    table: LeaseTable,
+) -> None:
+    shard = await first_shard(clients, ready)
+    seqs = put_lines(shard, 10)
+    await owned(table, shard, "w")
+    budget = MemoryBudget(1024 * 1024)
+    leases, _ = await table.scan()
+    consumer = ShardConsumer(
+        context(clients, ready, "w"),
+        leases[shard],
+        leases[shard].epoch,
+        closed=False,
+        budget_share=lambda: budget.share(1),
+        budget=budget,
+    )
+    async with budget.hold(budget.total):  # a replay of another shard holds it all
+        task = asyncio.create_task(consumer.run(asyncio.Event(), drain=True))
+        await asyncio.sleep(1.0)
+        assert object_keys(aws, ready.bucket) == []
+    assert await asyncio.wait_for(task, 30) is Outcome.AT_TIP
+    assert landed_sequences(aws, ready) == seqs
+    assert len(object_keys(aws, ready.bucket, "logs/")) == 1
