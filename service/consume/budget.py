@@ -46,8 +46,14 @@ class MemoryBudget:
         return max(0, self.total - self.held) // max(1, consumers)
 
 
-def read_limit(room: int, record_bytes: int) -> int:
+# A GetRecords answer is held as the HTTP body, its parsed JSON (base64 text) and the
+# decoded bytes at once while the page is turned into records.
+WIRE_COPIES = 3
+
+
+def read_limit(room: int, record_bytes: int, raw_bytes: int = 0) -> int:
     """GetRecords ``Limit`` for ``room`` free bytes when a record decodes to ``record_bytes``
-    (charged FLUSH_WORKING_SET times, as the flush trigger charges it); at least 1."""
-    per_record = max(1, record_bytes) * FLUSH_WORKING_SET
+    (charged FLUSH_WORKING_SET times, as the flush trigger charges it) and arrives as
+    ``raw_bytes`` (charged WIRE_COPIES times while the page is read); at least 1."""
+    per_record = max(1, record_bytes) * FLUSH_WORKING_SET + raw_bytes * WIRE_COPIES
     return max(1, min(MAX_RECORDS_PER_READ, room // per_record))

@@ -79,6 +79,7 @@ class ShardConsumer:
         self.budget_share = budget_share
         self.budget = budget  # the worker's, when it gates replays
         self.record_bytes = FIRST_RECORD_GUESS  # decoded bytes per record, as last read
+        self.raw_bytes = FIRST_RECORD_GUESS  # Kinesis bytes per record, as last read
         self.buffer = ShardBuffer()
         self.millis_behind = 0  # as last reported; 0 until Kinesis says otherwise
         self.checkpoint = lease.checkpoint
@@ -130,7 +131,9 @@ class ShardConsumer:
         # missing MillisBehindLatest prove nothing (Kinesis answers empty pages while
         # records follow), so they only wait and read again.
         while buffer.last is None or buffer.last < last:
-            reader.limit = read_limit(room - buffer.size * FLUSH_WORKING_SET, self.record_bytes)
+            reader.limit = read_limit(
+                room - buffer.size * FLUSH_WORKING_SET, self.record_bytes, self.raw_bytes
+            )
             batch = await reader.read()
             before = buffer.size
             past = False
@@ -165,6 +168,7 @@ class ShardConsumer:
         """Follow the decoded size per record of the page just read (sizes the next read)."""
         if records:
             self.record_bytes = max(1, (buffer.size - before) // len(records))
+            self.raw_bytes = sum(len(r["Data"]) for r in records) // len(records)
 
     def _passed_end(self, reader: ShardReader) -> bool:
         """The reader is at or past the EndingSequenceNumber ListShards gave this closed shard
@@ -208,7 +212,7 @@ class ShardConsumer:
                 else:
                     await _unless_stopped(reader.idle(), stop)
                 continue
-            reader.limit = read_limit(room, self.record_bytes)
+            reader.limit = read_limit(room, self.record_bytes, self.raw_bytes)
             batch = await _unless_stopped(reader.read(), stop)
             if batch is None:
                 break
