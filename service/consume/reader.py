@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -92,6 +93,7 @@ class ShardReader:
         idle_wait: float = 1.0,
         max_backoff: float = 10.0,
         metrics: ConsumerMetrics | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._kinesis = kinesis
         self.metrics = metrics
@@ -102,6 +104,7 @@ class ShardReader:
         self._idle_wait = idle_wait
         self._max_backoff = max_backoff
         self._iterator: str | None = None
+        self._wall_clock = wall_clock  # resolves LATEST to a time (data, not liveness)
         self._latest_at: float | None = None  # when a LATEST start was first resolved
         self.last_sequence: int | None = None
         self._last_call = 0.0
@@ -112,7 +115,7 @@ class ShardReader:
             return Position("AFTER_SEQUENCE_NUMBER", self.last_sequence)
         if self.start.kind == "LATEST":
             if self._latest_at is None:
-                self._latest_at = time.time()
+                self._latest_at = self._wall_clock()
                 return self.start
             # A renewed LATEST iterator would skip what arrived while we backed off.
             return Position("AT_TIMESTAMP", timestamp=self._latest_at)

@@ -115,6 +115,7 @@ class ShardConsumer:
             start,
             idle_wait=self.ctx.idle_wait,
             metrics=self.ctx.metrics,
+            wall_clock=self.ctx.wall_clock,
         )
 
     async def _replay(self, first: int, last: int, room: int) -> None:
