@@ -3,7 +3,6 @@ shares (clients, layout, mapping, decoders, flush policy, start position)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +11,7 @@ import pyarrow as pa
 
 from service.consume.buffer import FlushPolicy
 from service.consume.leases import LeaseTable
-from service.consume.reader import Position
+from service.consume.reader import Position, wall_time
 from service.decode import DecoderConfig
 from service.decode.avro import load_schema
 from service.errors import DecodeError, SettingsError
@@ -45,7 +44,7 @@ class ShardContext:
     catalog: PartitionCatalog | None = None  # Glue registration when configured
     # Wall clock (epoch seconds) for what is written as data, never to judge liveness; the
     # simulation injects its own. Monotonic time is always the event loop's.
-    wall_clock: Callable[[], float] = time.time
+    wall_clock: Callable[[], float] = wall_time
 
 
 def decoder_config(settings: Settings) -> DecoderConfig:

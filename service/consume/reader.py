@@ -42,6 +42,12 @@ _RETRYABLE = {
 }
 
 
+def wall_time() -> float:
+    """The system's wall clock (epoch seconds), looked up at each call so a simulation that
+    replaces this module's ``time`` controls it."""
+    return time.time()
+
+
 @dataclass(frozen=True, slots=True)
 class Position:
     """Where to (re)start reading: a Kinesis iterator type and optional argument."""
@@ -93,7 +99,7 @@ class ShardReader:
         idle_wait: float = 1.0,
         max_backoff: float = 10.0,
         metrics: ConsumerMetrics | None = None,
-        wall_clock: Callable[[], float] = time.time,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self._kinesis = kinesis
         self.metrics = metrics
@@ -104,7 +110,7 @@ class ShardReader:
         self._idle_wait = idle_wait
         self._max_backoff = max_backoff
         self._iterator: str | None = None
-        self._wall_clock = wall_clock  # resolves LATEST to a time (data, not liveness)
+        self._wall_clock = wall_clock or wall_time  # resolves LATEST (data, not liveness)
         self._latest_at: float | None = None  # when a LATEST start was first resolved
         self.last_sequence: int | None = None
         self._last_call = 0.0

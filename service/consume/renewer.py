@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 
 from service.consume.leases import LeaseTable
+from service.consume.reader import wall_time
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ class LeaseRenewer:
         table: LeaseTable,
         worker_id: str,
         lease_duration: float,
-        wall_clock: Callable[[], float] = time.time,
+        wall_clock: Callable[[], float] = wall_time,
     ) -> None:
         self.table = table
         self.worker_id = worker_id
