@@ -19,13 +19,21 @@ RUN pip install --no-cache-dir uv==0.13.8
 
 WORKDIR /src
 
-# Dependencies first, from the lock file only: this layer is reused until uv.lock changes.
+# Runtime dependencies only: no extras (moto is the `demo` extra), no dependency groups (dev,
+# bench, deploy). First from the lock file alone: this layer is reused until uv.lock changes.
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 
-# Then the project itself, as a regular (non-editable) install, so /src is not needed at run time.
+# Then the project itself, as a regular (non-editable) install, so /src is not needed at run time;
+# this compiles the C scanner (service/_scan.c). Shared objects lose their symbol tables (about
+# 85 MB), except the auditwheel-vendored ones in *.libs/, which strip corrupts (numpy's OpenBLAS
+# then fails to load). The imports of serve and consume (and the lazily loaded columnar sink)
+# are tried last, so a broken environment fails the build rather than the first flush.
 COPY service/ ./service/
-RUN uv sync --frozen --no-dev --no-editable
+RUN uv sync --frozen --no-dev --no-editable \
+    && find /opt/venv \( -name '*.so' -o -name '*.so.*' \) -type f -not -path '*.libs/*' \
+       -exec strip --strip-unneeded {} + \
+    && /opt/venv/bin/python -I -c "import service.cli, service.ingest.server, service.consume.runner, service.resources, service.sink.columns, service._scan"
 
 
 FROM python:3.11-slim-bookworm AS runtime

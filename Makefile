@@ -9,15 +9,28 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 PY := $(VENV)/bin/python
 RECORDS ?= 20000
+FUZZ_SECONDS ?= 60
+SEEDS ?= 20
 
-.PHONY: run test lint typecheck unit faults bench bench-full deploy-check env clean
+.PHONY: run test lint typecheck unit faults fuzz sim bench bench-full deploy-check env clean
 
 .tools/bin/uv:
 	python3 -m pip install --quiet --target .tools/lib uv==$(UV_VERSION)
 	mkdir -p .tools/bin && ln -sf ../lib/bin/uv .tools/bin/uv
 
+# The environment of `make run` and `make test`: runtime dependencies, the `demo` extra (moto's
+# server) and the `dev` group. `bench` and `deploy` are added on top (--inexact) by the targets
+# that need them; they depend on .synced because an exact re-sync of it removes them.
 $(VENV)/.synced: pyproject.toml uv.lock service/_scan.c | $(UV)
-	$(UV) sync --frozen --all-groups
+	$(UV) sync --frozen --extra demo
+	touch $@
+
+$(VENV)/.bench: $(VENV)/.synced
+	$(UV) sync --frozen --inexact --extra demo --group bench
+	touch $@
+
+$(VENV)/.deploy: $(VENV)/.synced
+	$(UV) sync --frozen --inexact --extra demo --group deploy
 	touch $@
 
 env: $(VENV)/.synced
@@ -36,13 +49,21 @@ test: lint
 faults: env
 	$(PY) -m pytest -q -m faults
 
-bench: env
+# The C scanner under AddressSanitizer, fed mutated log lines for FUZZ_SECONDS.
+fuzz: env
+	$(PY) tests/fuzz/fuzz_scan_asan.py --seconds $(FUZZ_SECONDS)
+
+# Deterministic simulation of the consumer: SEEDS seeded runs.
+sim: env
+	$(PY) -m pytest -q -p no:cacheprovider tests/sim --sim-seeds=$(SEEDS)
+
+bench: $(VENV)/.bench
 	$(PY) benchmarks/run_all.py --quick
 
-bench-full: env
+bench-full: $(VENV)/.bench
 	$(PY) benchmarks/run_all.py
 
-deploy-check: env
+deploy-check: $(VENV)/.deploy
 	PATH=$(abspath $(VENV))/bin:$$PATH bash deploy/check.sh
 
 clean:

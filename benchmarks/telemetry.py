@@ -54,8 +54,8 @@ from service.decode import DecoderConfig, RecordMeta  # noqa: E402
 from service.ingest.packer import Header  # noqa: E402
 from service.ingest.producer import Producer  # noqa: E402
 from service.loggen import ndjson_lines  # noqa: E402
-from service.sink.mapping import FieldMapping  # noqa: E402
 from service.sink.plan import Layout, plan_flush  # noqa: E402
+from service.sink.rules import FieldMapping  # noqa: E402
 from service.telemetry import tracing  # noqa: E402
 from service.telemetry.emf import EmfEmitter  # noqa: E402
 from service.telemetry.metrics import ConsumerMetrics, IngestMetrics  # noqa: E402

@@ -63,9 +63,9 @@ def dir_stats(out: Path) -> tuple[int, int]:
 
 
 def run_tideway(src: Path, out: Path) -> None:
-    from service.decode.types import LineBatch, RecordMeta
-    from service.sink.mapping import DecodedRecord, FieldMapping
+    from service.decode.types import DecodedRecord, LineBatch, RecordMeta
     from service.sink.plan import Layout, plan_flush
+    from service.sink.rules import FieldMapping
 
     lines = src.read_bytes().rstrip(b"\n").split(b"\n")
     records = [

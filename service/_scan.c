@@ -26,6 +26,13 @@
  * non-empty object; the others (and anything it is unsure of: \u escapes, exponents past two
  * digits, nesting past 64) go to orjson, which names the reason.
  *
+ * Numbers: orjson refuses one that overflows a double (1e309, 1<210 zeros>e99), so the
+ * digit count and the exponent are bounded together: a number whose leading digit's decimal
+ * exponent (digits before the point plus the written exponent) is past +-300, or with more
+ * than 300 digits, or an exponent written with more than two digits, is UNCERTAIN and left
+ * to orjson. tests/sink/test_scan_numbers.py holds this to orjson (hypothesis over long digit
+ * runs and exponents, and the boundary values), and tests/fuzz/fuzz_scan_asan.py fuzzes it.
+ *
  * tests/test_scan.py holds both to orjson and to the specification over every spelling.
  */
 #define PY_SSIZE_T_CLEAN
@@ -36,7 +43,16 @@
 #define MAX_KEYS 256      /* top-level keys per line; more: Python path */
 #define MAX_NESTED_KEYS 64 /* keys per nested object checked for duplicates */
 #define MAX_DEPTH 64
-#define NGROUPS 7 /* time, severity, service, host, message, trace_id, span_id */
+/* The mapped groups in pop order, named as service/sink/rules.py names them (GROUPS);
+ * service/sink/native.py checks at import that the two tables agree. The code below takes
+ * the time group first and reads the severity override right after the severity group. */
+static const char *const GROUP_NAMES[] = {
+    "time", "severity", "service", "host", "message", "trace_id", "span_id",
+};
+#define NGROUPS ((int)(sizeof(GROUP_NAMES) / sizeof(GROUP_NAMES[0])))
+enum { G_TIME = 0, G_SEVERITY = 1 };
+#define SEVERITY_NUMBER "severity_number" /* rules.SEVERITY_NUMBER */
+#define SEVERITY_NUMBER_LEN ((Py_ssize_t)sizeof(SEVERITY_NUMBER) - 1)
 #define MAX_NAMES 16
 
 enum { V_STRING = 1, V_INT, V_FLOAT, V_OTHER, V_NULL, V_OBJECT };
@@ -216,16 +232,33 @@ static int scan_number(Cur *c, int *kind) {
     } else if (int_digits > 18 || (neg && int_is_zero)) {
         rc = NONCANON;
     }
+    /* The decimal exponent of the leading significant digit, bounded together with the
+     * written exponent: orjson refuses a number that overflows a double (1e309, and
+     * 1<210 zeros>e99 alike), so anything whose magnitude may reach that, or underflow
+     * far enough to need care, is left to orjson. */
+    Py_ssize_t lead = int_digits - 1;
+    if (int_is_zero) {
+        Py_ssize_t zeros = 0;
+        while (zeros < frac_digits && int_start[2 + zeros] == '0') zeros++;
+        lead = zeros == frac_digits ? 0 : -(zeros + 1); /* 0.0...: zero never overflows */
+    }
     if (p < end && (*p == 'e' || *p == 'E')) {
         p++;
-        if (p < end && (*p == '+' || *p == '-')) p++;
+        int exp_neg = 0;
+        if (p < end && (*p == '+' || *p == '-')) exp_neg = *p++ == '-';
         const unsigned char *exp = p;
         if (p >= end || !is_digit(*p)) return INVALID;
-        while (p < end && is_digit(*p)) p++;
+        Py_ssize_t e = 0;
+        while (p < end && is_digit(*p)) {
+            if (p - exp < 3) e = e * 10 + (*p - '0');
+            p++;
+        }
         *kind = V_FLOAT;
-        rc = (p - exp > 2) ? UNCERTAIN : NONCANON; /* 1e400 is infinity: orjson refuses it */
+        rc = (p - exp > 2) ? UNCERTAIN : NONCANON; /* written past two digits: orjson decides */
+        lead += exp_neg ? -e : e;
     }
-    if (int_digits + frac_digits > 300) rc = UNCERTAIN; /* may overflow a double */
+    if (int_digits + frac_digits > 300 || lead > 300 || lead < -300)
+        rc = UNCERTAIN; /* may overflow (or underflow) a double */
     c->p = p;
     return rc;
 }
@@ -489,17 +522,17 @@ static int map_line(const unsigned char *s, const unsigned char *e, Group *group
 
     Field *chosen[NGROUPS] = {NULL};
     /* time: the first present name; a value that cannot be a time stays (as parse_time_us) */
-    for (int j = 0; j < groups[0].n; j++) {
-        int i = find_key(f, nf, groups[0].name[j], groups[0].len[j]);
+    for (int j = 0; j < groups[G_TIME].n; j++) {
+        int i = find_key(f, nf, groups[G_TIME].name[j], groups[G_TIME].len[j]);
         if (i < 0) continue;
         if (looked[j]) return 0; /* a later column looks at this name: depends on the parse */
         if (f[i].kind == V_STRING || f[i].kind == V_INT || f[i].kind == V_FLOAT) {
             f[i].taken = 1;
-            chosen[0] = &f[i];
+            chosen[G_TIME] = &f[i];
         }
         break;
     }
-    for (int g = 1; g < NGROUPS; g++) {
+    for (int g = G_TIME + 1; g < NGROUPS; g++) {
         Group *gr = &groups[g];
         for (int j = 0; j < gr->n; j++) {
             int i = find_key(f, nf, gr->name[j], gr->len[j]);
@@ -513,8 +546,8 @@ static int map_line(const unsigned char *s, const unsigned char *e, Group *group
                 if (h >= 0 && f[h].kind == V_OBJECT) return 0; /* may match inside it */
             }
         }
-        if (g == 1) { /* an int32 severity_number overrides, read after the severity pop */
-            int i = find_key(f, nf, "severity_number", 15);
+        if (g == G_SEVERITY) { /* an int32 severity_number overrides, read after its pop */
+            int i = find_key(f, nf, SEVERITY_NUMBER, SEVERITY_NUMBER_LEN);
             sevnum_ok[row] = 0;
             if (i >= 0 && f[i].kind == V_INT) {
                 long long v = strtoll((const char *)f[i].val, NULL, 10);
@@ -529,7 +562,7 @@ static int map_line(const unsigned char *s, const unsigned char *e, Group *group
     /* Only a number taken as the time may be written otherwise than orjson writes it: the
      * column is parsed from its text, and if it does not parse Python redoes the line. */
     for (int i = 0; i < nf; i++)
-        if (!f[i].canon && !(&f[i] == chosen[0] && f[i].kind != V_STRING)) return 0;
+        if (!f[i].canon && !(&f[i] == chosen[G_TIME] && f[i].kind != V_STRING)) return 0;
     for (int g = 0; g < NGROUPS; g++) emit_value(&cols[g], row, chosen[g], c.ws);
     Column *attrs = &cols[NGROUPS];
     char *start = attrs->base + attrs->len;
@@ -564,7 +597,7 @@ static int parse_groups(PyObject *seq, Group *groups, char *looked) {
     if (!fast) return -1;
     if (PySequence_Fast_GET_SIZE(fast) != NGROUPS) {
         Py_DECREF(fast);
-        PyErr_SetString(PyExc_ValueError, "expected 7 name groups");
+        PyErr_Format(PyExc_ValueError, "expected %d name groups", NGROUPS);
         return -1;
     }
     for (int g = 0; g < NGROUPS; g++) {
@@ -599,12 +632,12 @@ static int parse_groups(PyObject *seq, Group *groups, char *looked) {
     }
     Py_DECREF(fast);
     /* time names that a later group (or the override) looks at */
-    for (int j = 0; j < groups[0].n; j++) {
+    for (int j = 0; j < groups[G_TIME].n; j++) {
         looked[j] = 0;
-        const char *t = groups[0].name[j];
-        Py_ssize_t tl = groups[0].len[j];
-        if (tl == 15 && memcmp(t, "severity_number", 15) == 0) looked[j] = 1;
-        for (int g = 1; g < NGROUPS; g++)
+        const char *t = groups[G_TIME].name[j];
+        Py_ssize_t tl = groups[G_TIME].len[j];
+        if (tl == SEVERITY_NUMBER_LEN && memcmp(t, SEVERITY_NUMBER, (size_t)tl) == 0) looked[j] = 1;
+        for (int g = G_TIME + 1; g < NGROUPS; g++)
             for (int k = 0; k < groups[g].n; k++) {
                 Py_ssize_t l = groups[g].head[k] >= 0 ? groups[g].head[k] : groups[g].len[k];
                 if ((tl == groups[g].len[k] && memcmp(t, groups[g].name[k], (size_t)tl) == 0) ||
@@ -627,10 +660,10 @@ static PyObject *column_result(Column *col, Py_ssize_t n) {
 
 PyDoc_STRVAR(map_lines_doc,
 "map_lines(parts, n, groups) -> (mapped, sevnum, sevnum_ok, columns)\n\n"
-"parts: a list of bytes, each lines separated by b'\\n', n lines in all; groups: 7\n"
-"sequences of bytes names (time, severity, service, host, message, trace_id, span_id).\n"
+"parts: a list of bytes, each lines separated by b'\\n', n lines in all; groups: one\n"
+"sequence of bytes names per entry of GROUPS, in that order.\n"
 "mapped[i] is 1 where line i was mapped here, 0 where the Python path must take it.\n"
-"columns: 8 (kind, offsets, data) triples (the 7 groups, then attributes); kind 0 is\n"
+"columns: (kind, offsets, data) triples, one per group, then attributes; kind 0 is\n"
 "null, offsets are int32.");
 
 static PyObject *map_lines(PyObject *self, PyObject *args) {
@@ -795,5 +828,27 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__scan(void) {
     init_plain();
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    PyObject *names = PyTuple_New(NGROUPS);
+    if (!names) goto fail;
+    for (int g = 0; g < NGROUPS; g++) {
+        PyObject *name = PyUnicode_FromString(GROUP_NAMES[g]);
+        if (!name) {
+            Py_DECREF(names);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(names, g, name);
+    }
+    if (PyModule_AddObject(m, "GROUPS", names) < 0) {
+        Py_DECREF(names);
+        goto fail;
+    }
+    if (PyModule_AddIntConstant(m, "NGROUPS", NGROUPS) < 0 ||
+        PyModule_AddStringConstant(m, "SEVERITY_NUMBER", SEVERITY_NUMBER) < 0)
+        goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
 }

@@ -4,6 +4,10 @@ from collections.abc import Sequence
 
 Column = tuple[bytes, bytes, bytes]  # kind per line, int32 offsets, data
 
+GROUPS: tuple[str, ...]  # the mapped groups in pop order (service.sink.rules.GROUPS)
+NGROUPS: int
+SEVERITY_NUMBER: str
+
 def map_lines(
     parts: Sequence[bytes], n: int, groups: Sequence[Sequence[bytes]], /
 ) -> tuple[bytes, bytes, bytes, tuple[Column, ...]]: ...

@@ -14,7 +14,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from service.errors import SettingsError, TidewayError
+from service.errors import MissingExtraError, SettingsError, TidewayError
 from service.settings import Settings
 from service.telemetry.logs import setup_logging
 
@@ -76,8 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _command(args: argparse.Namespace) -> int:
     """Run one subcommand; SettingsError (at load or while wiring) is the caller's to report."""
     if args.command == "demo":
-        from service.demo import run_demo  # noqa: PLC0415 - imports moto; only for demo
-
+        try:
+            from service.demo import run_demo  # noqa: PLC0415 - imports moto (the demo extra)
+        except MissingExtraError as exc:
+            print(exc, file=sys.stderr)
+            return 2
         return int(_run(lambda stop: run_demo(args.config, args.records, stop)))
     settings = Settings.load(args.config, port=getattr(args, "port", None))
     setup_logging(settings.log_level)

@@ -1,4 +1,4 @@
-"""The envelope record: Tideway's own Kinesis record format (pure; see docs/envelope.md).
+"""The envelope record: Tideway's own Kinesis record format (pure; see docs/formats.md).
 
 Many normalized NDJSON log lines, zstd-compressed, behind a small fixed header. All
 integers are big-endian. The magic starts with 0xF0 followed by ASCII, which is invalid
@@ -18,9 +18,13 @@ import zstandard
 from service.errors import EnvelopeError
 
 MAGIC = b"\xf0TWE"
-VERSION = 1
+VERSION_PLAIN = 1  # no producer identity: never deduplicated
+VERSION = 2  # producer identity, per-producer sequence and creation time follow the fixed part
+PRODUCER_ID_BYTES = 16
 # magic, version, flags, line count, received_us, content type, source len
 _FIXED = struct.Struct(">4sBBIqBH")
+# v2 only, right after _FIXED: producer id, producer sequence (u64), created_us (i64)
+_IDENTITY = struct.Struct(">16sQq")
 _U8 = struct.Struct(">B")
 _U32 = struct.Struct(">I")
 FLAG_ZSTD = 0x01
@@ -41,7 +45,12 @@ class ContentType(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class EnvelopeRecord:
-    """A decoded envelope: ``payload`` is NDJSON, exactly ``line_count`` JSON objects."""
+    """A decoded envelope: ``payload`` is NDJSON, exactly ``line_count`` JSON objects.
+
+    ``producer_id`` (16 bytes) and ``producer_seq`` name the envelope for the consumer's
+    dedupe; ``created_us`` is when the producer sealed it (the dedupe window's clock). An
+    empty ``producer_id`` is a version 1 envelope, which is never deduplicated.
+    """
 
     payload: bytes
     line_count: int
@@ -50,6 +59,9 @@ class EnvelopeRecord:
     source: str = ""
     service: str = ""
     traceparent: str = ""
+    producer_id: bytes = b""
+    producer_seq: int = 0
+    created_us: int = 0
 
 
 def is_envelope(data: bytes) -> bool:
@@ -79,13 +91,14 @@ def encode_compressed(record: EnvelopeRecord, compressed: bytes) -> bytes:
         (
             _FIXED.pack(
                 MAGIC,
-                VERSION,
+                VERSION if record.producer_id else VERSION_PLAIN,
                 FLAG_ZSTD,
                 record.line_count,
                 record.received_us,
                 int(record.content_type),
                 len(source),
             ),
+            _identity(record),
             source,
             struct.pack(">H", len(service)),
             service,
@@ -95,6 +108,14 @@ def encode_compressed(record: EnvelopeRecord, compressed: bytes) -> bytes:
             compressed,
         )
     )
+
+
+def _identity(record: EnvelopeRecord) -> bytes:
+    if not record.producer_id:
+        return b""
+    if len(record.producer_id) != PRODUCER_ID_BYTES:
+        raise ValueError(f"producer_id must be {PRODUCER_ID_BYTES} bytes")
+    return _IDENTITY.pack(record.producer_id, record.producer_seq, record.created_us)
 
 
 class _Cursor:
@@ -127,8 +148,13 @@ def decode(data: bytes) -> EnvelopeRecord:
     )
     if magic != MAGIC:
         raise EnvelopeError("not an envelope (bad magic)")
-    if version != VERSION:
+    if version not in (VERSION_PLAIN, VERSION):
         raise EnvelopeError(f"unsupported envelope version {version}")
+    producer_id, producer_seq, created_us = b"", 0, 0
+    if version == VERSION:
+        producer_id, producer_seq, created_us = _IDENTITY.unpack(
+            cur.take(_IDENTITY.size, "producer identity")
+        )
     try:
         content_type = ContentType(ctype)
     except ValueError:
@@ -146,7 +172,18 @@ def decode(data: bytes) -> EnvelopeRecord:
     lines = payload.count(b"\n") + 1 if payload else 0
     if lines != count:
         raise EnvelopeError(f"envelope declares {count} lines but holds {lines}")
-    return EnvelopeRecord(payload, count, received_us, content_type, source, service, traceparent)
+    return EnvelopeRecord(
+        payload,
+        count,
+        received_us,
+        content_type,
+        source,
+        service,
+        traceparent,
+        producer_id,
+        producer_seq,
+        created_us,
+    )
 
 
 def _decompress(body: bytes) -> bytes:

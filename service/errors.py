@@ -11,6 +11,10 @@ class SettingsError(TidewayError):
     """A setting is missing or invalid; the message is one line naming it and the fix."""
 
 
+class MissingExtraError(TidewayError):
+    """An optional part of Tideway is not installed; the message is the one line that says which."""
+
+
 class DecodeError(TidewayError):
     """A Kinesis record (or an ingest line) could not be decoded; ``reason`` is short and stable."""
 

@@ -12,7 +12,14 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from moto.server import ThreadedMotoServer
+from service.errors import MissingExtraError
+
+try:
+    from moto.server import ThreadedMotoServer
+except ModuleNotFoundError as exc:  # moto[server] is the `demo` extra, not a runtime dependency
+    raise MissingExtraError(
+        "tideway demo needs the demo extra: pip install 'tideway[demo]'"
+    ) from exc
 
 LOCAL_ENV = {
     "AWS_REGION": "us-east-1",

@@ -1,7 +1,9 @@
 """A small fault-injecting reverse proxy between AWS clients and the backend (tests only).
 
 Faults that moto cannot produce come from here: throttling, 5xx, slow answers, connection
-resets, partial PutRecords failures, and "hold" (park a matching request until released,
+resets, partial PutRecords failures, answers lost after success ("lost_answer": the request
+reaches the backend and takes effect, then the connection drops without the response), and
+"hold" (park a matching request until released,
 so a test can SIGKILL a process at an exact point of the protocol).
 """
 
@@ -33,7 +35,7 @@ def target_is(*targets: str) -> Matcher:
 @dataclass
 class Rule:
     match: Matcher
-    action: str  # throttle | error500 | delay | reset | hold | blackhole | partial
+    action: str  # throttle | error500 | delay | reset | hold | blackhole | partial | lost_answer
     times: int = 1_000_000  # how many matching requests it applies to
     probability: float = 1.0
     seconds: float = 0.0  # for delay
@@ -140,6 +142,11 @@ class FaultProxy:
             rule.held.set()
             while not rule.release.is_set():
                 await asyncio.sleep(0.05)
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
+        if rule.action == "lost_answer":
+            await self._forward(request, body)  # done upstream; the client never hears it
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError

@@ -87,3 +87,21 @@ def test_demo_prints_a_report_whose_last_line_is_the_contract_json() -> None:
         0,
         0,
     )
+
+
+def test_demo_without_the_demo_extra_fails_with_one_line_naming_it() -> None:
+    # moto is the `demo` extra; None in sys.modules is how Python spells "not installed".
+    without_moto = (
+        "import runpy, sys; sys.modules['moto'] = None; sys.argv = ['tideway', 'demo'];"
+        " runpy.run_module('service', run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", without_moto],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "tideway demo needs the demo extra: pip install 'tideway[demo]'\n"
+    assert done.stdout == ""

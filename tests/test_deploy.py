@@ -504,6 +504,18 @@ def test_image_is_multi_stage_non_root_and_exec_form() -> None:
     assert {str(p) for p in ROLE_PORTS.values()} <= set(re.findall(r"'(\d+)'", healthcheck))
 
 
+def test_image_installs_only_the_runtime_dependencies() -> None:
+    # moto is the `demo` extra; DuckDB, Polars, pytest and the linters are dependency groups.
+    logical_lines = re.sub(r"\\\n\s*", " ", DOCKERFILE_PATH.read_text()).splitlines()
+    syncs = [line for line in logical_lines if "uv sync" in line and not line.startswith("#")]
+    assert len(syncs) == 2
+    for sync in syncs:
+        assert "--no-dev" in sync
+        assert not re.search(r"--(all-)?extras?\b|--(all-)?groups?\b|--only-group", sync)
+    # The builder compiles the C scanner and proves the runtime imports before the copy.
+    assert "service._scan" in syncs[-1]
+
+
 # ------------------------------------------------------------------ linters
 
 

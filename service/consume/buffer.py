@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from service.decode import DecoderConfig, RecordMeta, decode_record
+from service.decode.types import DecodedRecord
 from service.errors import DecodeError
-from service.sink.mapping import DecodedRecord
 from service.sink.plan import DeadLetter
 
 # Python objects around each record's bytes (DecodedRecord, RecordMeta, LineBatch, tuple,

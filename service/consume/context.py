@@ -13,14 +13,14 @@ from service.consume.buffer import FlushPolicy
 from service.consume.leases import LeaseTable
 from service.consume.reader import Position, wall_time
 from service.decode import DecoderConfig
-from service.decode.avro import load_schema
+from service.decode.avro import load_config, load_schema
 from service.errors import DecodeError, SettingsError
 from service.schema import extra_fields
 from service.settings import Settings, partition_keys
 from service.sink.glue import PartitionCatalog
-from service.sink.mapping import FieldMapping
 from service.sink.partition import PartitionTemplate
 from service.sink.plan import ARROW_TO_PARQUET, Layout
+from service.sink.rules import FieldMapping
 from service.telemetry.metrics import ConsumerMetrics
 
 
@@ -52,7 +52,7 @@ def decoder_config(settings: Settings) -> DecoderConfig:
     if settings.avro_schema is None and settings.avro_schema_dir is None:
         return DecoderConfig(max_decompressed_bytes=settings.max_decompressed_bytes)
     try:
-        return DecoderConfig.from_paths(
+        return load_config(
             settings.avro_schema,
             settings.avro_schema_dir,
             max_decompressed_bytes=settings.max_decompressed_bytes,

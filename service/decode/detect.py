@@ -76,7 +76,13 @@ def _dispatch(data: bytes, config: DecoderConfig, *, nested: bool) -> Decoded:
 def _decode_envelope(data: bytes) -> Decoded:
     env = envelope.decode(data)
     if not env.line_count:
-        return Decoded("envelope", skipped="envelope holds no lines")
+        return Decoded(
+            "envelope",
+            skipped="envelope holds no lines",
+            producer_id=env.producer_id,
+            producer_seq=env.producer_seq,
+            created_us=env.created_us,
+        )
     # Our own producer wrote these lines, but the contract holds for any bytes: one pass of
     # the C scanner, orjson for the lines it is unsure of (benchmarks/decoders.py,
     # tideway_envelope).
@@ -89,7 +95,13 @@ def _decode_envelope(data: bytes) -> Decoded:
         observed_us=env.received_us,
         traceparent=env.traceparent,
     )
-    return Decoded("envelope", (batch,))
+    return Decoded(
+        "envelope",
+        (batch,),
+        producer_id=env.producer_id,
+        producer_seq=env.producer_seq,
+        created_us=env.created_us,
+    )
 
 
 def _decode_gzip(content: bytes) -> Decoded:

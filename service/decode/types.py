@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 
@@ -36,11 +35,18 @@ class LineBatch:
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
-    """What one Kinesis record held. ``skipped`` names why a record yields no lines on purpose."""
+    """What one Kinesis record held. ``skipped`` names why a record yields no lines on purpose.
+
+    An envelope of version 2 names itself with ``producer_id`` (16 bytes), ``producer_seq``
+    and ``created_us`` for the consumer's dedupe; ``producer_id`` is empty otherwise.
+    """
 
     format: str
     batches: tuple[LineBatch, ...] = ()
     skipped: str = ""
+    producer_id: bytes = b""
+    producer_seq: int = 0
+    created_us: int = 0
 
     @property
     def line_count(self) -> int:
@@ -52,8 +58,9 @@ class DecoderConfig:
     """Decoder options resolved once at start (schemas parsed, not paths).
 
     ``avro_schemas_by_fingerprint`` maps the 8-byte CRC-64-AVRO fingerprint (as on the
-    wire in single-object encoding) of every configured schema to it; ``load_config``
-    fills it so no fingerprint is computed per record.
+    wire in single-object encoding) of every configured schema to it;
+    ``decode.avro.load_config`` builds one from the settings' paths and fills it so no
+    fingerprint is computed per record.
     """
 
     avro_schema: Any = None
@@ -61,17 +68,11 @@ class DecoderConfig:
     max_decompressed_bytes: int = 64 * 1024 * 1024
     avro_schemas_by_fingerprint: dict[bytes, Any] = field(default_factory=dict)
 
-    @classmethod
-    def from_paths(
-        cls,
-        avro_schema: Path | None,
-        avro_schema_dir: Path | None,
-        *,
-        max_decompressed_bytes: int | None = None,
-    ) -> DecoderConfig:
-        """Load Avro schemas named by the settings; raise DecodeError naming a bad file."""
-        from service.decode import avro  # noqa: PLC0415 - local: avro imports this module
 
-        return avro.load_config(
-            avro_schema, avro_schema_dir, max_decompressed_bytes=max_decompressed_bytes
-        )
+@dataclass(frozen=True, slots=True)
+class DecodedRecord:
+    """One Kinesis record's decoded lines with its lineage: what the consumer hands the sink."""
+
+    meta: RecordMeta
+    batches: tuple[LineBatch, ...]
+    raw: bytes = b""  # the Kinesis record as read, for the dead letter if it cannot map

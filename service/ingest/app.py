@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -167,8 +167,18 @@ async def store(
     caller: Caller = request.get(CALLER) or Caller()
     header = Header(ctype, source, caller.service)
     traceparent = current_traceparent(request.headers.get("traceparent", ""))
-    await state.producer.submit(lines, header, traceparent)
+    key = idempotency_key(request.headers)
+    idempotency = (caller.key, key) if key else None
+    await state.producer.submit(lines, header, traceparent, idempotency=idempotency)
     metrics.lines_accepted.inc(len(lines))
+
+
+def idempotency_key(headers: Mapping[str, str]) -> str:
+    """The request's ``Idempotency-Key`` (empty if none); 400 unless 1-255 visible ASCII."""
+    key = headers.get("Idempotency-Key", "")
+    if key and (len(key) > 255 or not key.isascii() or not key.isprintable()):
+        raise RequestError(400, "Idempotency-Key must be 1 to 255 printable ASCII characters")
+    return key
 
 
 _PARSERS: dict[str, tuple[Callable[[bytes, int], ParsedLines], ContentType]] = {

@@ -20,9 +20,11 @@ from service.settings import ApiKey
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who sent a request: the key's default service, if it has one."""
+    """Who sent a request: the key's default service, if it has one, and the key's configured
+    digest (its identity, empty when the server is open)."""
 
     service: str = ""
+    key: str = ""
 
 
 ANONYMOUS = Caller()
@@ -74,5 +76,5 @@ def authenticate(keys: tuple[ApiKey, ...] | None, presented: tuple[str, ...]) ->
         digest = hashlib.sha256(candidate.encode()).hexdigest()
         for key in keys:
             if hmac.compare_digest(digest, key.sha256) and found is None:
-                found = Caller(key.service or "")
+                found = Caller(key.service or "", key.sha256)
     return found

@@ -14,7 +14,7 @@ from typing import overload
 
 import orjson
 
-from service import _scan
+from service.scanner import check_lines
 
 MAX_REPORTED_ERRORS = 100
 
@@ -111,7 +111,7 @@ def parse_ndjson(body: bytes, max_line: int) -> ParsedLines:
     """
     if body.endswith(b"\n"):  # NDJSON's last newline ends a line, it does not start one
         body = body[:-1]
-    status, ends = _scan.check_lines(body, max_line)
+    status, ends = check_lines(body, max_line)
     out = ParsedLines()
     if status.count(0) == len(status):  # every line vouched for: the body is the block
         out.lines = LineBlock(body, memoryview(ends).cast("q"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -24,7 +25,15 @@ from service.aws import error_code
 from service.errors import KinesisUnavailableError, OverloadedError, RequestError
 from service.ingest.budget import ByteBudget
 from service.ingest.lines import LineBlock
-from service.ingest.packer import Header, Packer, SealedRecord, Ticket, put_batches
+from service.ingest.packer import (
+    Header,
+    Packer,
+    SealedRecord,
+    Ticket,
+    keyed_producer_id,
+    pack_keyed,
+    put_batches,
+)
 from service.telemetry.metrics import IngestMetrics
 from service.telemetry.tracing import aws_span
 
@@ -45,7 +54,15 @@ _TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, TimeoutError, OSError)
 
 
 class Producer:
-    """Async context manager: packs lines from concurrent requests and sends them."""
+    """Async context manager: packs lines from concurrent requests and sends them.
+
+    The idempotent half of exactly once: each process picks a random producer id at start;
+    every envelope is named by it and a sequence assigned when the envelope is sealed, and
+    every retry (ours, and botocore's own, which re-sends the same request body) carries
+    the same bytes and the same partition and hash keys, so a copy lands on the same shard
+    and the consumer drops it. Retries stop at ``deadline`` seconds after the first
+    attempt: the consumer's dedupe window must be at least that (docs/operations.md).
+    """
 
     def __init__(
         self,
@@ -58,12 +75,15 @@ class Producer:
         linger: float = 0.005,
         deadline: float = 20.0,
         max_inflight_bytes: int = 256 * 1024 * 1024,
+        producer_id: bytes | None = None,
     ) -> None:
         self._kinesis = kinesis
         self._stream = stream
         self.metrics = metrics
         self.budget = budget or ByteBudget(max_inflight_bytes, metrics.inflight_bytes)
-        self._packer = Packer(record_target_bytes)
+        self.producer_id = producer_id or os.urandom(16)
+        self._target = record_target_bytes
+        self._packer = Packer(record_target_bytes, producer_id=self.producer_id)
         self._linger = linger
         self._deadline = deadline
         self._stop_by: float | None = None
@@ -98,8 +118,20 @@ class Producer:
         """Shutdown: give up on Kinesis at loop time ``when`` at the latest (ECS stop timeout)."""
         self._stop_by = when
 
-    async def submit(self, lines: Sequence[bytes], header: Header, traceparent: str = "") -> None:
-        """Store ``lines`` durably in Kinesis; raise OverloadedError or KinesisUnavailableError."""
+    async def submit(
+        self,
+        lines: Sequence[bytes],
+        header: Header,
+        traceparent: str = "",
+        *,
+        idempotency: tuple[str, str] | None = None,
+    ) -> None:
+        """Store ``lines`` durably in Kinesis; raise OverloadedError or KinesisUnavailableError.
+
+        With ``idempotency`` = (caller, Idempotency-Key), the lines go into envelopes of
+        their own named by a producer id derived from the pair and sequences 0..n-1, so the
+        same request sent again is landed once (within the consumer's dedupe window).
+        """
         if self._closing:
             raise OverloadedError("server is shutting down", retry_after=1.0)
         size = lines.nbytes if isinstance(lines, LineBlock) else sum(map(len, lines))
@@ -108,14 +140,25 @@ class Producer:
         ticket = Ticket(size)
         future: asyncio.Future[None] = loop.create_future()
         ticket.waiter = future
-        sealed = self._packer.add(
-            lines,
-            header,
-            ticket,
-            traceparent=traceparent,
-            now=loop.time(),
-            received_us=int(time.time() * 1e6),
-        )
+        if idempotency is None:
+            sealed = self._packer.add(
+                lines,
+                header,
+                ticket,
+                traceparent=traceparent,
+                now=loop.time(),
+                received_us=int(time.time() * 1e6),
+            )
+        else:
+            sealed = pack_keyed(
+                lines,
+                header,
+                ticket,
+                producer_id=keyed_producer_id(*idempotency),
+                target_bytes=self._target,
+                traceparent=traceparent,
+                received_us=int(time.time() * 1e6),
+            )
         self._dispatch(sealed)
         self._wake.set()
         await future
@@ -178,7 +221,8 @@ class Producer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
                 self._wake.clear()
-            self._dispatch(self._packer.due(loop.time(), 0 if self._closing else self._linger))
+            linger = 0 if self._closing else self._linger
+            self._dispatch(self._packer.due(loop.time(), linger, int(time.time() * 1e6)))
 
     async def _send(self, batch: list[SealedRecord]) -> None:
         """Deliver ``batch``; every ticket is completed, whatever happens (never raises)."""

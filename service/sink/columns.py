@@ -1,13 +1,13 @@
-"""Columnar field mapping: a flush's decoded records -> canonical Arrow columns (pure).
+"""Columnar field mapping: chunks of decoded lines -> the mapped Arrow columns (pure).
 
 Gives exactly the rows of ``mapping.ColumnBuilder`` (the readable specification), built
 column by column in chunks: each line is parsed once by orjson (``map`` runs the loop in C).
 Which key each mapped column takes ("first present wins") depends only on the line's key
 set, except for dotted names that may match a nested object; so each distinct key tuple is
 planned once (``keyplan``) and the pops run as ``map(dict.pop, rows, keys)`` in C. Lines whose
-plan would need to look inside a value take the specification's per-line path. Lineage
-and per-batch metadata are repeated with numpy, and ``attributes`` is the same
-``orjson.dumps`` of what is left, so the bytes match.
+plan would need to look inside a value take the specification's per-line path, with the
+same ``rules``. ``attributes`` is the same ``orjson.dumps`` of what is left, so the bytes
+match; ``lineage`` adds the columns that only depend on the record.
 
 Why orjson dicts and not a native engine: ``attributes`` must be lossless JSON of every
 unmapped field, in the line's own key order. DuckDB, Polars and pyarrow.json parse into a
@@ -16,7 +16,6 @@ schema and cannot re-emit "everything else" faster than this (measured in docs/w
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Sequence
 from itertools import compress, repeat
 from operator import itemgetter
@@ -27,44 +26,39 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service.schema import TIMESTAMP, extra_sources, table_schema
-from service.sink import native
+from service.decode.types import DecodedRecord
+from service.schema import TIMESTAMP, extra_sources
 from service.sink.event_time import times_us
-from service.sink.keyplan import ABSENT, FALLBACK, KeyPlans
-from service.sink.mapping import (
+from service.sink.keyplan import ABSENT, FALLBACK, SLOT, KeyPlans
+from service.sink.rules import (
+    ATTRIBUTES,
+    HOST,
+    MESSAGE,
     NOFIT,
-    UNKNOWN_SERVICE,
-    BadLine,
-    ColumnBuilder,
-    DecodedRecord,
+    PLAN_SLOTS,
+    SERVICE,
+    SEVERITY,
+    SEVERITY_NUMBER,
+    SPAN_ID,
+    TIME,
+    TRACE_ID,
+    UNWRITABLE,
     FieldMapping,
-    _pop_first,
+    default_service,
     extra_fit,
+    line_count_fault,
+    parse_line,
+    pop_first,
     severity_number_override,
     severity_of,
+    take_event_time,
+    text_of,
 )
 
 _loads = orjson.loads
 _dumps = orjson.dumps
 _pop = dict.pop
 _get = dict.get
-
-
-def build_columns(
-    records: Sequence[DecodedRecord], mapping: FieldMapping, use_native: bool = True
-) -> tuple[pa.Table, list[tuple[DecodedRecord, str]]]:
-    """Rows of every good record (canonical schema + ``service``), and (record, reason) for
-    each record holding a line that is not a JSON object; never raises for bad input."""
-    # Holding one dict per line makes every allocation tick the cyclic GC, which then walks
-    # them all again and again (measured: 4x slower). These dicts cannot form cycles.
-    paused = gc.isenabled()
-    gc.disable()
-    try:
-        return _build(records, mapping, use_native)
-    finally:
-        if paused:
-            gc.enable()
-
 
 # Lines mapped per pass: each chunk's dicts are revisited while still in the CPU cache, and
 # its Python objects become Arrow and are freed before the next chunk, so the allocator
@@ -73,7 +67,7 @@ def build_columns(
 CHUNK_LINES = 2048
 
 
-class _Chunk:
+class LineChunk:
     """Lines of whole records waiting to be mapped, with their per-line defaults."""
 
     def __init__(self) -> None:
@@ -83,145 +77,16 @@ class _Chunk:
         self.records: list[DecodedRecord] = []
 
 
-def _build(
-    records: Sequence[DecodedRecord], mapping: FieldMapping, use_native: bool = True
-) -> tuple[pa.Table, list[tuple[DecodedRecord, str]]]:
-    mapper = _Mapper(mapping)
-    if use_native and native.supports(mapping):
-        return _build_native(records, mapper)
-    chunks: list[pa.RecordBatch] = []
-    good: list[DecodedRecord] = []
-    bad: list[tuple[DecodedRecord, str]] = []
-    chunk = _Chunk()
-    for record in records:  # per-record loop (tens of lines each); lines are parsed by map
-        if not _add_record(chunk, record):
-            bad.append((record, _reason(record, mapping)))
-            continue
-        if len(chunk.lines) >= CHUNK_LINES:
-            chunks.append(_map_chunk(chunk, mapper, good, bad))
-            chunk = _Chunk()
-    if chunk.lines or not chunks:
-        chunks.append(_map_chunk(chunk, mapper, good, bad))
-    return _finish(records, chunks, good, bad, mapping)
-
-
-def _finish(
-    records: Sequence[DecodedRecord],
-    chunks: list[pa.RecordBatch],
-    good: list[DecodedRecord],
-    bad: list[tuple[DecodedRecord, str]],
-    mapping: FieldMapping,
-) -> tuple[pa.Table, list[tuple[DecodedRecord, str]]]:
-    # A bad record found late (inside a chunk) is reported in the order of the records.
-    order = {id(r): i for i, r in enumerate(records)}
-    bad.sort(key=lambda item: order[id(item[0])])
-    return _table(pa.Table.from_batches(chunks), good, mapping), bad
-
-
-# Bytes per call of the C scanner. A flush is usually one call, so its columns are single
-# Arrow chunks, which the partition gather (plan.py) takes ~3x faster than many chunks;
-# the cap keeps the scanner's int32 offsets safe.
-NATIVE_CHUNK_BYTES = 512 * 1024 * 1024
-
-
-def _build_native(
-    records: Sequence[DecodedRecord], mapper: _Mapper
-) -> tuple[pa.Table, list[tuple[DecodedRecord, str]]]:
-    groups = native.name_groups(mapper.mapping)
-    chunks: list[pa.RecordBatch] = []
-    good: list[DecodedRecord] = []
-    bad: list[tuple[DecodedRecord, str]] = []
-    chunk = native.NativeChunk()
-    for record in records:
-        if not chunk.add(record):
-            bad.append((record, _reason(record, mapper.mapping)))
-            continue
-        if chunk.bytes >= NATIVE_CHUNK_BYTES:
-            chunks.append(_map_native(chunk, mapper, groups, good, bad))
-            chunk = native.NativeChunk()
-    if chunk.records or not chunks:
-        chunks.append(_map_native(chunk, mapper, groups, good, bad))
-    return _finish(records, chunks, good, bad, mapper.mapping)
-
-
-def _map_native(
-    chunk: native.NativeChunk,
-    mapper: _Mapper,
-    groups: Any,
-    good: list[DecodedRecord],
-    bad: list[tuple[DecodedRecord, str]],
-) -> pa.RecordBatch:
-    """The scanner's rows, with the lines it left mapped by the Python path and put back in
-    place. A record holding a line that is not a JSON object goes whole to the Python path,
-    which names the line and dead-letters the record as the specification does."""
-    scanned = native.scan_chunk(chunk, mapper.mapping, groups)
-    if scanned.taken.all():
-        good.extend(chunk.records)
-        return scanned.batch
-    left = np.flatnonzero(~scanned.taken)
-    texts, defaults = native.left_lines(chunk, left)
-    record_of = scanned.record_of_row
-    broken = sorted(
-        {int(record_of[r]) for r, t in zip(left, texts, strict=True) if not _is_object(t)}
-    )
-    in_broken = np.isin(record_of, broken)
-    # Lines the scanner left in records that are otherwise fine: one by one.
-    one = _Chunk()
-    one_rows = left[~in_broken[left]]
-    for r, text, default in zip(left.tolist(), texts, defaults, strict=True):
-        if not in_broken[r]:
-            one.lines.append(text)
-            one.arrival.append(int(scanned.arrival[r]))
-            one.default.append(default)
-    redone = [_map_chunk(one, mapper, [], bad)] if one.lines else []
-    rows = [one_rows] if one.lines else []
-    # Records with a broken line: whole, through the path that finds and names bad lines.
-    dropped: set[int] = set()
-    if broken:
-        whole = _Chunk()
-        for i in broken:
-            _add_record(whole, chunk.records[i])  # line counts were checked by the native chunk
-        whole_good: list[DecodedRecord] = []
-        redone.append(_map_chunk(whole, mapper, whole_good, bad))
-        kept = {id(r) for r in whole_good}
-        dropped = {i for i in broken if id(chunk.records[i]) not in kept}
-        rows.append(np.flatnonzero(np.isin(record_of, [i for i in broken if i not in dropped])))
-    good.extend(r for i, r in enumerate(chunk.records) if i not in dropped)
-    # The redone rows replace theirs in place: a linear copy of each column, not a gather.
-    at = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    replacement = pa.Table.from_batches(redone, schema=scanned.batch.schema)
-    replacement = replacement.take(np.argsort(at, kind="stable")).combine_chunks()
-    where = np.zeros(len(record_of), dtype=bool)
-    where[at] = True
-    mask = pa.array(where)
-    columns = [
-        pc.replace_with_mask(column, mask, replacement.column(k).combine_chunks())
-        if len(at)
-        else column
-        for k, column in enumerate(scanned.batch.columns)
-    ]
-    batch = pa.RecordBatch.from_arrays(columns, schema=scanned.batch.schema)
-    if dropped:
-        batch = batch.filter(pa.array(~np.isin(record_of, sorted(dropped))))
-    return batch
-
-
-def _is_object(line: bytes) -> bool:
-    try:
-        return type(_loads(line)) is dict
-    except orjson.JSONDecodeError:
+def add_record(chunk: LineChunk, record: DecodedRecord) -> bool:
+    """Take ``record``'s lines into ``chunk``; False (taking nothing) if a batch's line count
+    is wrong."""
+    if any(line_count_fault(batch) for batch in record.batches):
         return False
-
-
-def _add_record(chunk: _Chunk, record: DecodedRecord) -> bool:
     lines: list[bytes] = []
     default: list[str] = []
     for batch in record.batches:
-        split = batch.payload.split(b"\n") if batch.count else []
-        if len(split) != batch.count:
-            return False
-        lines += split
-        default += [batch.service or batch.log_group or UNKNOWN_SERVICE] * batch.count
+        lines += batch.payload.split(b"\n") if batch.count else []
+        default += [default_service(batch)] * batch.count
     chunk.lines += lines
     chunk.default += default
     chunk.arrival += [record.meta.arrival_us] * len(lines)
@@ -229,98 +94,102 @@ def _add_record(chunk: _Chunk, record: DecodedRecord) -> bool:
     return True
 
 
-def _parse(chunk: _Chunk) -> list[dict[str, Any]] | None:
-    """The chunk's lines as dicts, or None if some line is not a JSON object."""
+# A line's row while it is not a JSON object: mapped like an empty line, then dropped.
+LineFault = tuple[int, str]  # (row in the chunk, why the line is not a JSON object)
+
+
+def _parse(chunk: LineChunk) -> tuple[list[dict[str, Any]], list[LineFault]]:
+    """The chunk's lines as dicts, and the rows whose line is not a JSON object (an empty
+    dict stands in for each, so every row keeps its place)."""
     try:
         objs = list(map(_loads, chunk.lines))
+        if set(map(type, objs)) <= {dict}:
+            return objs, []
     except orjson.JSONDecodeError:
-        return None
-    return objs if set(map(type, objs)) <= {dict} else None
+        pass
+    # Rare path: some line is not a JSON object; each line is parsed again on its own.
+    objs, faults = [], []
+    for row, line in enumerate(chunk.lines):
+        obj, why = parse_line(line)
+        if obj is None:
+            faults.append((row, why))
+        objs.append({} if obj is None else obj)
+    return objs, faults
 
 
-def _drop_bad_records(chunk: _Chunk, bad: list[DecodedRecord]) -> _Chunk:
-    keep = _Chunk()
-    for record in chunk.records:
-        if record not in bad:
-            _add_record(keep, record)
-    return keep
-
-
-def _bad_records(chunk: _Chunk) -> list[DecodedRecord]:
-    # Rare path: some record of the chunk holds a line that is not a JSON object.
-    out: list[DecodedRecord] = []
-    for record in chunk.records:
-        one = _Chunk()
-        _add_record(one, record)
-        if _parse(one) is None:
-            out.append(record)
-    return out
-
-
-def _reason(record: DecodedRecord, mapping: FieldMapping) -> str:
-    # Rare path: the specification names the exact line and why.
-    try:
-        ColumnBuilder(mapping).add_record(record)
-    except BadLine as exc:
-        return str(exc)
-    return "unmappable record"
-
-
-class _Mapper:
-    """What one flush's chunks share: the key plans, the specification for odd lines, and
-    the parsed severity names."""
+class ChunkMapper:
+    """What one flush's chunks share: the key plans, the parsed severity names and the
+    extra columns' rules."""
 
     def __init__(self, mapping: FieldMapping) -> None:
         self.mapping = mapping
         self.plans = KeyPlans(mapping)
-        self.spec = ColumnBuilder(mapping)
         self.severity_cache: dict[str | None, tuple[str | None, int | None]] = {}
         self.extras = [(f, extra_sources(f), extra_fit(f)) for f in mapping.extra_columns]
 
 
-def _map_chunk(
-    chunk: _Chunk,
-    mapper: _Mapper,
-    good: list[DecodedRecord],
-    bad: list[tuple[DecodedRecord, str]],
+def map_chunk(chunk: LineChunk, mapper: ChunkMapper) -> tuple[pa.RecordBatch, list[LineFault]]:
+    """The mapped columns of one chunk's lines (lineage is added by ``lineage.assemble``);
+    and the rows whose line cannot be mapped: not a JSON object, or ``UNWRITABLE`` (their
+    rows hold placeholders for the caller to drop, so every other row keeps its place and
+    its sub-sequence)."""
+    objs, faults = _parse(chunk)
+    try:
+        return _map_objects(chunk, mapper, objs), faults
+    except orjson.JSONEncodeError:
+        pass
+    # Rare path: some line cannot be written back. Each line is tried alone (the same
+    # mapping, so the same verdict as the specification's), then the rest mapped again.
+    for row in sorted(set(range(len(chunk.lines))).difference(r for r, _ in faults)):
+        one = LineChunk()
+        one.lines, one.arrival = [chunk.lines[row]], [chunk.arrival[row]]
+        one.default = [chunk.default[row]]
+        try:
+            _map_objects(one, mapper, _parse(one)[0])
+        except orjson.JSONEncodeError:
+            faults.append((row, UNWRITABLE))
+    faults.sort()
+    objs, _ = _parse(chunk)
+    for row, _ in faults:
+        objs[row] = {}
+    return _map_objects(chunk, mapper, objs), faults
+
+
+def _map_objects(
+    chunk: LineChunk, mapper: ChunkMapper, objs: list[dict[str, Any]]
 ) -> pa.RecordBatch:
-    """Map one chunk of lines, in ColumnBuilder's order of pops."""
-    objs = _parse(chunk)
-    if objs is None:
-        wrong = _bad_records(chunk)
-        bad.extend((r, _reason(r, mapper.mapping)) for r in wrong)
-        chunk = _drop_bad_records(chunk, wrong)
-        objs = _parse(chunk) or []
-    good.extend(chunk.records)
     m, plans = mapper.mapping, mapper.plans
     by_row = list(map(plans.__getitem__, map(tuple, objs)))
     slow = [i for i, p in enumerate(by_row) if p is FALLBACK] if plans.fallbacks else []
-    keys = list(zip(*by_row, strict=True)) if by_row else [()] * len(FALLBACK)
-    ts = _event_times(objs, chunk.arrival, keys[0], m)
-    severity = _pop_column(objs, keys[1])
-    override = _overrides(objs, keys[2])
-    service, host, message, trace_id, span_id = (_pop_column(objs, keys[g]) for g in range(3, 8))
+    columns = list(zip(*by_row, strict=True)) if by_row else [()] * len(SLOT)
+    keys = dict(zip(PLAN_SLOTS, columns, strict=True))
+    # Popped in the plans' slot order: a key taken by one slot is gone for the next.
+    got: dict[str, list[Any]] = {}
+    for slot in PLAN_SLOTS:
+        if slot == TIME:
+            got[slot] = _event_times(objs, chunk.arrival, keys[slot], m)
+        elif slot == SEVERITY_NUMBER:
+            got[slot] = _overrides(objs, keys[slot])
+        else:
+            got[slot] = _pop_column(objs, keys[slot])
     for i in slow:  # the specification's own per-line path
-        row = _spec_row(objs[i], chunk.arrival[i], mapper.spec)
-        ts[i], severity[i], override[i], service[i], host[i], message[i], trace_id[i] = row[:7]
-        span_id[i] = row[7]
-    sev_text, sev_num = _severities(severity, override, mapper.severity_cache)
+        for slot, value in _spec_row(objs[i], chunk.arrival[i], m).items():
+            got[slot][i] = value
+    sev_text, sev_num = _severities(got[SEVERITY], got[SEVERITY_NUMBER], mapper.severity_cache)
     # Extra columns take from what the canonical columns left, before attributes are dumped.
     extras = _extra_columns(objs, mapper.extras) if mapper.extras else {}
-    return pa.record_batch(
+    batch = pa.record_batch(
         {
-            "timestamp": pa.array(np.asarray(ts, dtype=np.int64), TIMESTAMP),
+            "timestamp": pa.array(np.asarray(got[TIME], dtype=np.int64), TIMESTAMP),
             "severity_text": pa.array(sev_text, pa.string()),
             "severity_number": pa.array(sev_num, pa.int32()),
-            "host": _texts(host),
-            "message": _texts(message),
-            "trace_id": _texts(trace_id),
-            "span_id": _texts(span_id),
-            "attributes": _attributes(list(map(_dumps, objs))),
-            "service": _services(service, chunk.default),
+            **{g: _texts(got[g]) for g in (HOST, MESSAGE, TRACE_ID, SPAN_ID)},
+            ATTRIBUTES: _attributes(list(map(_dumps, objs))),
+            SERVICE: _services(got[SERVICE], chunk.default),
             **extras,
         }
     )
+    return batch
 
 
 def _pop_column(objs: list[dict[str, Any]], keys: Sequence[Any]) -> list[Any]:
@@ -359,58 +228,17 @@ def _extra_columns(
     return out
 
 
-def _spec_row(obj: dict[str, Any], arrival_us: int, spec: ColumnBuilder) -> tuple[Any, ...]:
-    """One line exactly as ``ColumnBuilder._row`` pops it (raw values, override or None)."""
-    m = spec.mapping
-    ts = spec._event_time(obj, arrival_us)
-    severity = _pop_first(obj, m.severity)
-    valid = severity_number_override(obj.get("severity_number"))
-    override = obj.pop("severity_number") if valid else None
-    return (
-        ts,
-        severity,
-        override,
-        _pop_first(obj, m.service),
-        _pop_first(obj, m.host),
-        _pop_first(obj, m.message),
-        _pop_first(obj, m.trace_id),
-        _pop_first(obj, m.span_id),
-    )
-
-
-def _table(mapped: pa.Table, records: list[DecodedRecord], mapping: FieldMapping) -> pa.Table:
-    columns = {**_lineage(records), **{n: mapped.column(n) for n in mapped.column_names}}
-    schema = table_schema(mapping.extra_columns)
-    schema = schema.append(pa.field("service", pa.string(), nullable=False))
-    return pa.table([columns[name] for name in schema.names], schema=schema)
-
-
-def _lineage(records: list[DecodedRecord]) -> dict[str, pa.Array[Any]]:
-    """Per-row columns that only depend on the record and batch: repeated, not looped."""
-    counts = np.array([b.count for r in records for b in r.batches], dtype=np.int64)
-    per_record = np.array([sum(b.count for b in r.batches) for r in records], dtype=np.int64)
-    rows = int(counts.sum())
-    batch_of_row = pa.array(np.repeat(np.arange(len(counts), dtype=np.int64), counts), pa.int64())
-    batches = [(r, b) for r in records for b in r.batches]
-
-    def per_batch(values: list[Any], typ: pa.DataType) -> pa.Array[Any]:
-        return pa.array(values, typ).take(batch_of_row)
-
-    starts = np.cumsum(per_record) - per_record
-    sub = np.arange(rows, dtype=np.int64) - np.repeat(starts, per_record)
-    return {
-        "observed_timestamp": per_batch(
-            [b.observed_us or r.meta.arrival_us for r, b in batches], TIMESTAMP
-        ),
-        "source": per_batch([b.source or None for _, b in batches], pa.string()),
-        "log_group": per_batch([b.log_group or None for _, b in batches], pa.string()),
-        "log_stream": per_batch([b.log_stream or None for _, b in batches], pa.string()),
-        "kinesis_shard_id": per_batch([r.meta.shard_id for r, _ in batches], pa.string()),
-        "kinesis_sequence_number": per_batch(
-            [str(r.meta.sequence_number) for r, _ in batches], pa.string()
-        ),
-        "kinesis_sub_sequence": pa.array(sub.astype(np.int32), pa.int32()),
-    }
+def _spec_row(obj: dict[str, Any], arrival_us: int, m: FieldMapping) -> dict[str, Any]:
+    """One line exactly as ``mapping.ColumnBuilder`` pops it, by plan slot (raw values; the
+    override or None)."""
+    row: dict[str, Any] = {TIME: take_event_time(obj, arrival_us, m)}
+    for slot in PLAN_SLOTS[1:]:
+        if slot == SEVERITY_NUMBER:
+            valid = severity_number_override(obj.get(SEVERITY_NUMBER))
+            row[slot] = obj.pop(SEVERITY_NUMBER) if valid else None
+        else:
+            row[slot] = pop_first(obj, m.names(slot))
+    return row
 
 
 def _texts(values: list[Any]) -> pa.Array[Any]:
@@ -418,8 +246,7 @@ def _texts(values: list[Any]) -> pa.Array[Any]:
         return pa.array(values, pa.string())
     except (pa.ArrowTypeError, pa.ArrowInvalid):
         pass
-    text = [v if type(v) is str or v is None else _dumps(v).decode() for v in values]
-    return pa.array(text, pa.string())
+    return pa.array(list(map(text_of, values)), pa.string())
 
 
 def _services(raw: list[Any], default: list[str]) -> pa.Array[Any]:
@@ -435,7 +262,7 @@ def _event_times(
     """Event time per row; the field is removed only when it parsed inside the window."""
     ts, parsed = times_us(list(map(_get, objs, keys, repeat(None))))
     at = np.asarray(arrival, dtype=np.int64)
-    inside = parsed & (ts >= at - m.max_past_us) & (ts <= at + m.max_future_us)
+    inside = parsed & m.in_window(ts, at)
     keep = inside.tolist()
     list(map(_pop, compress(objs, keep), compress(keys, keep)))
     out: list[int] = np.where(inside, ts, at).tolist()

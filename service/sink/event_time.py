@@ -1,4 +1,4 @@
-"""Event times in bulk: ``mapping.parse_time_us`` over a column of raw values (pure).
+"""Event times in bulk: ``rules.parse_time_us`` over a column of raw values (pure).
 
 Zoned RFC 3339 strings go through Arrow's cast and epoch numbers through numpy; only the
 values neither reads exactly like ``parse_time_us`` (naive or odd strings, nanosecond
@@ -19,7 +19,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service.sink.mapping import parse_time_us
+from service.sink.rules import MICROS_BELOW, epochs_to_us, parse_time_us
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -53,9 +53,9 @@ def times_us(values: list[Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, A
         is_num = np.fromiter(map(operator.is_, types, repeat(cls)), dtype=bool, count=n)
         if is_num.any():
             number = np.asarray(list(compress(values, is_num.tolist())), dtype=np.float64)
-            small = number < 1e17  # larger: nanoseconds, kept on the exact per-value path
+            small = number < MICROS_BELOW  # larger: nanoseconds, kept on the exact per-value path
             where = np.flatnonzero(is_num)
-            out[where[small]] = _epochs_to_us(number[small])
+            out[where[small]] = epochs_to_us(number[small])
             ok[where[small]] = number[small] >= 0
             rest[where[small]] = False
     _one_by_one(values, np.flatnonzero(rest).tolist(), out, ok)
@@ -91,8 +91,8 @@ def number_times_us(
     """``parse_time_us`` of JSON number literals (``text``, no nulls) as (µs, parsed?)."""
     number = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
     out = np.zeros(len(number), dtype=np.int64)
-    small = number < 1e17
-    out[small] = _epochs_to_us(number[small])
+    small = number < MICROS_BELOW
+    out[small] = epochs_to_us(number[small])
     ok = small & (number >= 0)
     large = np.flatnonzero(~small)
     if len(large):  # nanoseconds: exact, from the literal itself
@@ -115,17 +115,6 @@ def _one_by_one(
             out[i] = got
             ok[i] = True
         # else: unparseable, or far outside any window
-
-
-def _epochs_to_us(number: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """``mapping._epoch_to_us`` of an array of finite numbers below 1e17 (negatives: anything)."""
-    number = np.maximum(number, 0.0)  # negatives give 0 (and never overflow the products)
-    us = np.where(
-        number < 1e11,
-        np.rint(number * 1e6),
-        np.where(number < 1e14, np.rint(number * 1e3), np.trunc(number)),
-    )
-    return us.astype(np.int64)
 
 
 def _time_us(value: Any) -> int | None:

@@ -8,30 +8,20 @@ get ``FALLBACK`` and their lines take the specification's per-line path.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
-from service.sink.mapping import FieldMapping
+from service.sink.rules import GROUPS, PLAN_SLOTS, SEVERITY_NUMBER, TIME, FieldMapping
 
 # A key no JSON object can hold (not a str): ``dict.pop(obj, ABSENT, None)`` is a no-op.
 ABSENT: Any = object()
 
-
-class KeyPlan(NamedTuple):
-    """For one key tuple: the key each group takes (``ABSENT`` if none), in pop order."""
-
-    time: Any
-    severity: Any
-    severity_number: Any
-    service: Any
-    host: Any
-    message: Any
-    trace_id: Any
-    span_id: Any
-
+# For one key tuple: the key each of ``PLAN_SLOTS`` takes (``ABSENT`` if none), in pop order.
+KeyPlan = tuple[Any, ...]
+SLOT: dict[str, int] = {name: i for i, name in enumerate(PLAN_SLOTS)}
 
 # Distinct key tuples planned per flush before starting over (a plan is ~1 µs to make).
 PLANS_KEPT = 1 << 16
-FALLBACK = KeyPlan(*([ABSENT] * 8))
+FALLBACK: KeyPlan = (ABSENT,) * len(PLAN_SLOTS)
 
 
 class KeyPlans(dict[tuple[str, ...], KeyPlan]):
@@ -43,10 +33,10 @@ class KeyPlans(dict[tuple[str, ...], KeyPlan]):
         self.mapping = mapping
         self.fallbacks = 0
         self.by_relevant: dict[frozenset[str], KeyPlan] = {}
-        self.groups = mapping.groups()[1:]  # every group after the time
+        self.groups = [mapping.names(g) for g in GROUPS if g != TIME]
         # Names whose presence the later groups look at: a time key among them would make
         # the later choice depend on whether the time parsed (and so was removed).
-        self.looked_at = {"severity_number"}
+        self.looked_at = {SEVERITY_NUMBER}
         for names in self.groups:
             for name in names:
                 self.looked_at.add(name)
@@ -71,10 +61,19 @@ class KeyPlans(dict[tuple[str, ...], KeyPlan]):
         time = next((n for n in self.mapping.time if n in present), ABSENT)
         if time in self.looked_at:
             return None
-        chosen: list[Any] = []
-        for k, names in enumerate(self.groups):
+        chosen: list[Any] = [time]
+        for slot in PLAN_SLOTS[1:]:
+            if slot == SEVERITY_NUMBER:  # read after the severity pop, before the rest
+                if SEVERITY_NUMBER in present and any(
+                    SEVERITY_NUMBER in (n, n.partition(".")[0])
+                    for g in PLAN_SLOTS[PLAN_SLOTS.index(slot) + 1 :]
+                    for n in self.mapping.names(g)
+                ):
+                    return None  # whether the override pops it depends on the value
+                chosen.append(SEVERITY_NUMBER if SEVERITY_NUMBER in present else ABSENT)
+                continue
             pick: Any = ABSENT
-            for name in names:
+            for name in self.mapping.names(slot):
                 if name in present:
                     pick = name
                     break
@@ -82,12 +81,4 @@ class KeyPlans(dict[tuple[str, ...], KeyPlan]):
                     return None  # a nested match depends on the value
             present.discard(pick)
             chosen.append(pick)
-            if k == 0:  # the override is read after the severity pop, before the rest
-                if "severity_number" in present and any(
-                    "severity_number" in (n, n.partition(".")[0])
-                    for g in self.groups[1:]
-                    for n in g
-                ):
-                    return None  # whether the override pops it depends on the value
-                chosen.append("severity_number" if "severity_number" in present else ABSENT)
-        return KeyPlan(time, *chosen)
+        return tuple(chosen)

@@ -16,24 +16,49 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service import _scan
+from service.decode.types import DecodedRecord
+from service.scanner import SCAN
 from service.schema import SEVERITY_NUMBERS, TIMESTAMP
 from service.sink.event_time import number_times_us, string_times_us
-from service.sink.mapping import UNKNOWN_SERVICE, DecodedRecord, FieldMapping
+from service.sink.rules import (
+    ATTRIBUTES,
+    GROUPS,
+    HOST,
+    MESSAGE,
+    SERVICE,
+    SEVERITY,
+    SEVERITY_NUMBER,
+    SPAN_ID,
+    TIME,
+    TRACE_ID,
+    FieldMapping,
+    default_service,
+    line_count_fault,
+)
+
+# The scanner's group table is the rules' own, or the native path is refused at import.
+if SCAN is not None and (SCAN.GROUPS, SCAN.SEVERITY_NUMBER) != (GROUPS, SEVERITY_NUMBER):
+    raise ImportError(f"service/_scan.c groups {SCAN.GROUPS} are not rules.GROUPS {GROUPS}")
 
 # Value kinds of the scanner (service/_scan.c): 0 is absent or null.
 STRING, INT, FLOAT = 1, 2, 3
-_TIME, _SEVERITY, _SERVICE, _HOST, _MESSAGE, _TRACE, _SPAN, _ATTRIBUTES = range(8)
+# The scanner's columns: one per group, then the attributes.
+SCANNED = (*GROUPS, ATTRIBUTES)
 
 
 def name_groups(mapping: FieldMapping) -> tuple[tuple[bytes, ...], ...]:
-    """The mapping's names as the scanner takes them, in ``ColumnBuilder``'s pop order."""
+    """The mapping's names as the scanner takes them, in ``GROUPS`` order."""
     return tuple(tuple(name.encode() for name in names) for names in mapping.groups())
 
 
 def supports(mapping: FieldMapping) -> bool:
-    """Extra typed columns take the Python path (their values are checked one by one)."""
-    return not mapping.extra_columns and all(len(g) <= 16 for g in name_groups(mapping))
+    """Whether the scanner can map this flush: it is switched on (``service.scanner``), and
+    extra typed columns take the Python path (their values are checked one by one)."""
+    return (
+        SCAN is not None
+        and not mapping.extra_columns
+        and all(len(g) <= 16 for g in name_groups(mapping))
+    )
 
 
 @dataclass
@@ -50,16 +75,15 @@ class NativeChunk:
 
     def add(self, record: DecodedRecord) -> bool:
         """Take ``record``; False (taking nothing) if a batch's line count is wrong."""
-        for batch in record.batches:
-            if batch.count and batch.payload.count(b"\n") + 1 != batch.count:
-                return False
+        if any(line_count_fault(batch) for batch in record.batches):
+            return False
         total = 0
         for batch in record.batches:
             if batch.count:
                 self.parts.append(batch.payload)
                 self.bytes += len(batch.payload)
                 self.batch_lines.append(batch.count)
-                self.batch_default.append(batch.service or batch.log_group or UNKNOWN_SERVICE)
+                self.batch_default.append(default_service(batch))
                 total += batch.count
         self.records.append(record)
         self.record_lines.append(total)
@@ -80,15 +104,17 @@ class Scanned:
 
 def scan_chunk(chunk: NativeChunk, mapping: FieldMapping, groups: Any) -> Scanned:
     n = chunk.lines
-    mapped, sevnum, sevnum_ok, cols = _scan.map_lines(chunk.parts, n, groups)
+    assert SCAN is not None, "supports() is False without the scanner"
+    mapped, sevnum, sevnum_ok, scanned = SCAN.map_lines(chunk.parts, n, groups)
+    cols = dict(zip(SCANNED, scanned, strict=True))
     taken = np.frombuffer(mapped, dtype=np.uint8).astype(bool)
     record_of_row = np.repeat(
         np.arange(len(chunk.records), dtype=np.int64), np.asarray(chunk.record_lines, np.int64)
     )
     arrival = np.asarray([r.meta.arrival_us for r in chunk.records], np.int64)[record_of_row]
-    ts, time_ok = _times(cols[_TIME], arrival, mapping)
+    ts, time_ok = _times(cols[TIME], arrival, mapping)
     taken &= time_ok
-    sev_text, sev_num = _severity(cols[_SEVERITY], sevnum, sevnum_ok)
+    sev_text, sev_num = _severity(cols[SEVERITY], sevnum, sevnum_ok)
     default = pa.array(chunk.batch_default, pa.string()).take(
         np.repeat(np.arange(len(chunk.batch_lines)), np.asarray(chunk.batch_lines, np.int64))
     )
@@ -97,12 +123,12 @@ def scan_chunk(chunk: NativeChunk, mapping: FieldMapping, groups: Any) -> Scanne
             "timestamp": pa.array(ts, TIMESTAMP),
             "severity_text": sev_text,
             "severity_number": sev_num,
-            "host": _text(cols[_HOST]),
-            "message": _text(cols[_MESSAGE]),
-            "trace_id": _text(cols[_TRACE]),
-            "span_id": _text(cols[_SPAN]),
-            "attributes": _text(cols[_ATTRIBUTES]),
-            "service": _service(cols[_SERVICE], default),
+            "host": _text(cols[HOST]),
+            "message": _text(cols[MESSAGE]),
+            "trace_id": _text(cols[TRACE_ID]),
+            "span_id": _text(cols[SPAN_ID]),
+            "attributes": _text(cols[ATTRIBUTES]),
+            "service": _service(cols[SERVICE], default),
         }
     )
     return Scanned(batch, taken, record_of_row, arrival)
@@ -152,7 +178,7 @@ def _times(
         where = np.flatnonzero(wanted)
         if len(where):
             us[where], parsed[where] = parse(text.take(where))
-    inside = parsed & (us >= arrival - m.max_past_us) & (us <= arrival + m.max_future_us)
+    inside = parsed & m.in_window(us, arrival)
     ts[inside] = us[inside]
     return ts, inside | ~present
 

@@ -17,11 +17,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service.decode.types import RecordMeta
+from service.decode.types import DecodedRecord, RecordMeta
 from service.schema import COLUMN_NAMES
-from service.sink.mapping import DecodedRecord, FieldMapping, build_table
+from service.sink.build import build_table
 from service.sink.parquet import encode_parquet
 from service.sink.partition import PartitionTemplate, hour_path, partition_keys, with_partitions
+from service.sink.rules import FieldMapping
 
 # Parquet with zstd shrinks these rows ~4-6x against their Arrow size; split a partition's
 # rows into files whose Arrow size is at most this many times the target object size.
@@ -30,11 +31,14 @@ ARROW_TO_PARQUET = 4
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A record that could not be decoded or mapped, kept whole with its reason."""
+    """A record that could not be decoded (kept whole), or one line of a record that could
+    not be mapped (``sub_sequence``: its position in the record; ``data``: the line), with
+    its reason."""
 
     meta: RecordMeta
     data: bytes
     reason: str
+    sub_sequence: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +89,7 @@ def plan_flush(
     """Objects for one flush: Parquet per partition (split by size) and dead-letter files."""
     table, bad = build_table(records, mapping)
     dead_all = list(dead) + [
-        DeadLetter(rec.meta, _raw_hint(rec), f"unmappable: {reason}") for rec, reason in bad
+        DeadLetter(u.record.meta, u.data, f"unmappable: {u.reason}", u.line) for u in bad
     ]
     objects: list[FlushObject] = []
     if table.num_rows:
@@ -93,12 +97,6 @@ def plan_flush(
         objects.extend(_data_objects(shard_id, table, layout, columns))
     objects.extend(_dead_objects(shard_id, dead_all, layout))
     return FlushPlan(tuple(objects), table.num_rows, len(dead_all))
-
-
-def _raw_hint(record: DecodedRecord) -> bytes:
-    # DESIGN §10: the raw record, so it can be replayed; the decoded payload only when the
-    # caller did not keep the raw bytes (pure uses of plan_flush).
-    return record.raw or b"\n".join(b.payload for b in record.batches)
 
 
 def _data_objects(
@@ -159,27 +157,35 @@ def _split_by_size(part: pa.Table, target_bytes: int) -> list[pa.Table]:
 
 def _dead_objects(shard_id: str, dead: Sequence[DeadLetter], layout: Layout) -> list[FlushObject]:
     by_date: dict[str, list[DeadLetter]] = {}
-    for d in sorted(dead, key=lambda d: d.meta.sequence_number):
+    for d in sorted(dead, key=_dead_order):
         date = datetime.fromtimestamp(d.meta.arrival_us / 1e6, UTC).strftime("%Y-%m-%d")
         by_date.setdefault(date, []).append(d)
     objects = []
     for date, items in sorted(by_date.items()):
-        lines = [
-            orjson.dumps(
-                {
-                    "reason": d.reason,
-                    "kinesis_shard_id": d.meta.shard_id,
-                    "kinesis_sequence_number": str(d.meta.sequence_number),
-                    "arrival_time": datetime.fromtimestamp(d.meta.arrival_us / 1e6, UTC)
-                    .isoformat()
-                    .replace("+00:00", "Z"),
-                    "data": base64.b64encode(d.data).decode(),
-                }
-            )
-            for d in items
-        ]
+        lines = [orjson.dumps(_dead_entry(d)) for d in items]
         body = gzip.compress(b"\n".join(lines) + b"\n", compresslevel=6, mtime=0)
         first, last = str(items[0].meta.sequence_number), str(items[-1].meta.sequence_number)
         key = layout.dead_key(date, shard_id, first, last)
         objects.append(FlushObject(key, body, len(items), f"dt={date}"))
     return objects
+
+
+def _dead_order(d: DeadLetter) -> tuple[int, int]:
+    return d.meta.sequence_number, -1 if d.sub_sequence is None else d.sub_sequence
+
+
+def _dead_entry(d: DeadLetter) -> dict[str, Any]:
+    """One dead-letter line (docs/formats.md): a whole record's, or one unmappable line's
+    with its ``kinesis_sub_sequence`` (a record's entry has none, as before)."""
+    entry: dict[str, Any] = {
+        "reason": d.reason,
+        "kinesis_shard_id": d.meta.shard_id,
+        "kinesis_sequence_number": str(d.meta.sequence_number),
+    }
+    if d.sub_sequence is not None:
+        entry["kinesis_sub_sequence"] = d.sub_sequence
+    entry["arrival_time"] = (
+        datetime.fromtimestamp(d.meta.arrival_us / 1e6, UTC).isoformat().replace("+00:00", "Z")
+    )
+    entry["data"] = base64.b64encode(d.data).decode()
+    return entry

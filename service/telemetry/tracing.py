@@ -37,7 +37,7 @@ from service.errors import SettingsError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from service.sink.mapping import DecodedRecord
+    from service.decode.types import DecodedRecord
 
 log = logging.getLogger(__name__)
 MAX_FLUSH_LINKS = 128

@@ -146,7 +146,7 @@ def test_non_record_datum_is_wrapped_as_value() -> None:
 def test_load_config_reads_schema_and_registry(tmp_path: Path) -> None:
     assert set(CONFIG.avro_schemas_by_id) == {LOG_EVENT_ID, ACCESS_LOG_ID}
     assert len(CONFIG.avro_schemas_by_fingerprint) == 2  # 7.avsc is log_event.avsc
-    assert DecoderConfig.from_paths(AVRO_SCHEMA, None).avro_schemas_by_id == {}
+    assert load_config(AVRO_SCHEMA, None).avro_schemas_by_id == {}
 
 
 def test_load_config_names_a_misnamed_registry_file(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service import envelope
+from service.decode import DecoderConfig, decode_record
 from service.envelope import ContentType, EnvelopeRecord
 from service.errors import EnvelopeError
 
@@ -83,3 +84,66 @@ def test_magic_is_never_valid_utf8_nor_another_format_prefix() -> None:
         b"[",
     ):
         assert not envelope.MAGIC.startswith(other)
+
+
+@given(
+    lines=st.lists(objects, min_size=1, max_size=10),
+    producer=st.binary(min_size=16, max_size=16),
+    seq=st.integers(0, 2**64 - 1),
+    created=st.integers(-(2**63), 2**63 - 1),
+    source=st.text(max_size=30),
+)
+@settings(max_examples=150, deadline=None)
+def test_version_2_round_trips_the_producer_identity(
+    lines: list[dict[str, object]], producer: bytes, seq: int, created: int, source: str
+) -> None:
+    payload = b"\n".join(orjson.dumps(x) for x in lines)
+    rec = EnvelopeRecord(
+        payload,
+        len(lines),
+        7,
+        source=source,
+        producer_id=producer,
+        producer_seq=seq,
+        created_us=created,
+    )
+    data = envelope.encode(rec)
+    assert data[4] == 2
+    assert data[21:37] == producer
+    assert envelope.decode(data) == rec
+
+
+def test_version_1_still_decodes_without_an_identity() -> None:
+    data = _sample()
+    assert data[4] == 1
+    decoded = envelope.decode(data)
+    assert (decoded.producer_id, decoded.producer_seq, decoded.created_us) == (b"", 0, 0)
+
+
+def test_a_producer_id_of_another_length_is_refused_at_encode() -> None:
+    with pytest.raises(ValueError, match="16 bytes"):
+        envelope.encode(EnvelopeRecord(b'{"a":1}', 1, 0, producer_id=b"short"))
+
+
+def test_a_version_2_header_cut_in_the_identity_is_refused() -> None:
+    data = envelope.encode(
+        EnvelopeRecord(b'{"a":1}', 1, 0, producer_id=bytes(range(16)), producer_seq=3)
+    )
+    for cut in (22, 30, 44):
+        with pytest.raises(EnvelopeError, match="truncated in producer identity"):
+            envelope.decode(data[:cut])
+
+
+def test_decode_record_exposes_the_identity_of_an_envelope_only() -> None:
+    rec = EnvelopeRecord(
+        b'{"a":1}', 1, 5, producer_id=b"p" * 16, producer_seq=41, created_us=1_700_000_000
+    )
+    decoded = decode_record(envelope.encode(rec), DecoderConfig())
+    assert (decoded.producer_id, decoded.producer_seq, decoded.created_us) == (
+        b"p" * 16,
+        41,
+        1_700_000_000,
+    )
+    assert decoded.line_count == 1
+    plain = decode_record(b'{"a":1}', DecoderConfig())
+    assert plain.producer_id == b""

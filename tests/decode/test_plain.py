@@ -206,3 +206,22 @@ def test_json_line_with_unicode_escapes_and_nested_values_survives() -> None:
     obj = {"msg": 'line1\nline2 \u2028 "quoted"', "n": [1, {"x": None}]}
     decoded = decode_record(orjson.dumps(obj), CONFIG)
     assert assert_contract(decoded) == [obj]
+
+
+def test_a_1_mib_json_array_record_decodes_in_memory_proportional_to_its_bytes() -> None:
+    """Issue 15: each element's serialised line once held ~4 KB until the whole array was
+    joined (a 1 MiB array of 131k small objects peaked at 574 MB in decode)."""
+    import tracemalloc
+
+    from service.decode import DecoderConfig, decode_record
+
+    data = b"[" + b",".join([b'{"a":1}'] * (1 << 17)) + b"]"
+    tracemalloc.start()
+    try:
+        decoded = decode_record(data, DecoderConfig())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert decoded.line_count == 1 << 17
+    assert decoded.batches[0].payload == b"\n".join([b'{"a":1}'] * (1 << 17))
+    assert peak < 64 * len(data), f"{peak / 1e6:.0f} MB for a {len(data) / 1e6:.1f} MB record"

@@ -1,62 +1,100 @@
-"""Mutation fuzzing of the C line scanner under AddressSanitizer (optional; not run by pytest).
+"""Mutation fuzzing of the C line scanner under AddressSanitizer (not run by pytest).
 
-    gcc -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -std=c11 -fPIC -shared \\
-        $(python3-config --includes) service/_scan.c -o /tmp/asan/_scan$(python3-config --extension-suffix)
-    ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$(gcc -print-file-name=libasan.so) \\
-        $(gcc -print-file-name=libubsan.so)" \\
-        .venv/bin/python tests/fuzz/fuzz_scan_asan.py /tmp/asan SEED SECONDS
+    .venv/bin/python tests/fuzz/fuzz_scan_asan.py --seconds 60 [--seed N]
 
-Lines of service.loggen, cut and spliced with JSON's own bytes, invalid UTF-8, NUL and
-escapes, go through both entry points of the sanitized build. Any out-of-bounds access
-aborts the run; the properties: a line check_lines vouches for is a non-empty object to
-orjson, and a line map_lines maps is an object to orjson (the differential tests in
-tests/test_scan.py hold the mapped values themselves to the specification).
+builds ``service/_scan.c`` with ``-fsanitize=address,undefined`` into ``build/asan/`` (gcc and
+the Python headers are all it needs), then runs itself again with libasan and libubsan
+preloaded, importing that build instead of the package's. ``make fuzz`` runs it for
+``FUZZ_SECONDS``; CI runs a short round.
+
+Lines of service.loggen, cut and spliced with JSON's own bytes, invalid UTF-8, NUL, escapes
+and numbers of every class the scanner must be careful with (long digit runs, big and small
+exponents, the int64/uint64 and double boundaries) go through both entry points of the
+sanitized build. Any out-of-bounds access or undefined behaviour aborts the run; the
+properties: a line check_lines vouches for is a non-empty object to orjson, and a line
+map_lines maps is an object to orjson (tests/sink/test_scan.py and test_scan_numbers.py
+hold the mapped values themselves to the specification).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import os
 import random
+import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
 
-from service.loggen import ndjson_lines
-from service.sink.mapping import FieldMapping
-from service.sink.native import name_groups
+from service.loggen import ndjson_lines  # noqa: E402
+from service.sink.native import name_groups  # noqa: E402
+from service.sink.rules import FieldMapping  # noqa: E402
+from tests.builders import BOUNDARY_NUMBERS  # noqa: E402
 
 ALPHABET = (
     b'{}[]",:\\ \t\r0123456789.eE+-truefalsnul\x00\x7f\xc3\xa9\xff\xed\xa0\x80\xf0\x9f\x98\x80u/'
 )
+NUMBERS = BOUNDARY_NUMBERS
+CHILD = "TIDEWAY_ASAN_CHILD"
+
+
+def number(rng: random.Random) -> bytes:
+    """A number of a risky class: a known boundary, or a long digit run with an exponent."""
+    if rng.random() < 0.5:
+        return rng.choice(NUMBERS).encode()
+    head = str(rng.randint(1, 9)) + "".join(
+        rng.choice("0123456789") for _ in range(rng.randint(0, 400))
+    )
+    frac = "." + "0" * rng.randint(0, 320) + str(rng.randint(1, 9)) if rng.random() < 0.5 else ""
+    exp = rng.choice(["", "e", "E", "e-", "e+"])
+    if exp:
+        exp += str(rng.randint(0, 10 ** rng.randint(1, 4)))
+    return (rng.choice(["", "-"]) + head + frac + exp).encode()
 
 
 def mutate(rng: random.Random, line: bytes) -> bytes:
     b = bytearray(line)
     for _ in range(rng.randint(0, 6)):
         op, i = rng.random(), rng.randrange(len(b) + 1)
-        if op < 0.4 and b:
+        if op < 0.35 and b:
             at = min(i, len(b) - 1)
             del b[at : at + rng.randint(1, 5)]
-        elif op < 0.8:
+        elif op < 0.7:
             b[i:i] = bytes(rng.choice(ALPHABET) for _ in range(rng.randint(1, 4)))
+        elif op < 0.85:
+            b[i:i] = number(rng)
         else:
             b = b[:i]
     return bytes(b).replace(b"\n", b"")
 
 
-def main() -> None:
-    sys.path.insert(0, sys.argv[1])
+def corpus() -> list[bytes]:
+    keys = ["timestamp", "ts", "a", "severity_number", "message", "level"]
+    numeric = [orjson.dumps({k: 0}).replace(b"0", n.encode()) for k in keys for n in NUMBERS]
+    return [
+        *ndjson_lines(2000, seed=9),
+        b'{"a":"\\u00e9\\n","b":[1,2.5,{"c":null}],"ts":1.5e9}',
+        *numeric,
+    ]
+
+
+def fuzz(build: Path, seed: int, seconds: float) -> None:
+    sys.path.insert(0, str(build))
     scan = importlib.import_module("_scan")  # the sanitized build, not the package's
-    rng = random.Random(int(sys.argv[2]))
-    deadline = time.time() + float(sys.argv[3])
+    assert Path(scan.__file__ or "").parent == build, scan.__file__
+    rng = random.Random(seed)
+    deadline = time.monotonic() + seconds
     groups = name_groups(FieldMapping())
-    base = [*ndjson_lines(2000, seed=9), b'{"a":"\\u00e9\\n","b":[1,2.5,{"c":null}],"ts":1.5e9}']
+    base = corpus()
     runs = 0
-    while time.time() < deadline:
+    while time.monotonic() < deadline:
         lines = [mutate(rng, rng.choice(base)) for _ in range(rng.randint(1, 8))]
         status, _ = scan.check_lines(b"\n".join(lines), rng.choice([5, 100, 1 << 20]))
         for line, unsure in zip(lines, status, strict=True):
@@ -68,8 +106,65 @@ def main() -> None:
             if took:
                 assert type(orjson.loads(line)) is dict, line
         runs += 1
-    print(f"ok: {runs} bodies")
+    print(f"ok: {runs} bodies in {seconds:g} s, seed {seed}, {len(base)} corpus lines")
+
+
+def build_asan(out: Path) -> Path:
+    """The scanner built with ASan and UBSan into ``out``; returns the module's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"_scan{sysconfig.get_config_var('EXT_SUFFIX')}"
+    command = [
+        os.environ.get("CC", "gcc"),
+        "-O1",
+        "-g",
+        "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=undefined",
+        "-fno-omit-frame-pointer",
+        "-std=c11",
+        "-fPIC",
+        "-shared",
+        f"-I{sysconfig.get_paths()['include']}",
+        str(ROOT / "service" / "_scan.c"),
+        "-o",
+        str(target),
+    ]
+    subprocess.run(command, check=True)
+    return target
+
+
+def sanitizer_libraries() -> str:
+    cc = os.environ.get("CC", "gcc")
+    libs = [
+        subprocess.run(
+            [cc, f"-print-file-name={name}"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        for name in ("libasan.so", "libubsan.so")
+    ]
+    return " ".join(libs)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long to fuzz")
+    parser.add_argument("--seed", type=int, default=int(time.time()), help="random seed")
+    parser.add_argument("--build", type=Path, default=ROOT / "build" / "asan")
+    args = parser.parse_args()
+    if os.environ.get(CHILD) == "1":
+        fuzz(args.build, args.seed, args.seconds)
+        return 0
+    build_asan(args.build)
+    env = {
+        **os.environ,
+        CHILD: "1",
+        "LD_PRELOAD": sanitizer_libraries(),
+        # Python itself is not instrumented: its allocations would read as leaks.
+        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+    }
+    argv = [sys.executable, __file__, "--seconds", str(args.seconds), "--seed", str(args.seed)]
+    print(f"fuzzing {args.build} for {args.seconds:g} s, seed {args.seed}", flush=True)
+    return subprocess.run([*argv, "--build", str(args.build)], env=env, check=False).returncode
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -21,9 +21,10 @@ from service.loggen import ndjson_lines
 from service.resources import setup
 from service.schema import TIMESTAMP, extra_fields
 from service.settings import Settings
-from service.sink.columns import build_columns
-from service.sink.mapping import FieldMapping, build_table_reference
+from service.sink.build import build_table
+from service.sink.mapping import build_table_reference
 from service.sink.plan import Layout, plan_flush
+from service.sink.rules import FieldMapping
 from tests.builders import MAPPED_NAMES, assert_same_as_reference, json_value, record
 from tests.conftest import Aws, Server, drain, read_table
 from tests.ingest_support import post_body as post
@@ -50,7 +51,7 @@ AT = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 def row(obj: dict[str, Any]) -> dict[str, Any]:
     records = [record([orjson.dumps(obj)])]
     assert_same_as_reference(records, MAPPING)
-    table, bad = build_columns(records, MAPPING)
+    table, bad = build_table(records, MAPPING)
     assert not bad
     return dict(table.to_pylist()[0])
 
@@ -60,7 +61,7 @@ def attributes(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_extra_columns_are_typed_nullable_and_follow_the_canonical_ones() -> None:
-    table, _ = build_columns([record([b'{"user":"u"}'])], MAPPING)
+    table, _ = build_table([record([b'{"user":"u"}'])], MAPPING)
     names = table.schema.names
     assert names[names.index("kinesis_sub_sequence") + 1 :] == [
         "user",
@@ -188,7 +189,7 @@ def test_type_conflicts_between_lines_never_fail_the_batch() -> None:
 
 def test_no_extra_columns_gives_the_canonical_table() -> None:
     records = [record([b'{"status":200}'])]
-    plain, _ = build_columns(records, FieldMapping())
+    plain, _ = build_table(records, FieldMapping())
     assert plain.column("attributes").to_pylist() == ['{"status":200}']
     assert "status" not in plain.schema.names
 

@@ -11,10 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.decode.types import LineBatch, RecordMeta
+from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.loggen import ndjson_lines
-from service.sink.columns import build_columns
-from service.sink.mapping import DecodedRecord, FieldMapping, build_table_reference
+from service.sink.build import build_table
+from service.sink.mapping import build_table_reference
+from service.sink.rules import FieldMapping
 from tests.builders import (
     ARRIVAL,
     MAPPING,
@@ -111,15 +112,25 @@ def test_lineage_columns_number_lines_inside_a_record() -> None:
     assert [r["source"] for r in rows] == ["kpl", "kpl", None]
 
 
-def test_a_line_that_is_not_an_object_dead_letters_its_record_only() -> None:
+def test_a_line_that_is_not_an_object_is_unmapped_by_itself() -> None:
+    """Its record's other lines land with their own sub-sequences; only a record whose
+    batches do not hold the lines they declare is unmapped whole."""
     good = record([b'{"message":"ok"}'], seq=1)
-    not_object = record([b'{"message":"ok"}', b"[1,2]"], seq=2)
+    not_object = record([b"[1,2]", b'{"message":"also ok"}'], seq=2)
     not_json = record([b"{nope"], seq=3)
-    wrong_count = DecodedRecord(RecordMeta("s", 4, ARRIVAL), (LineBatch(b'{"a":1}', 2),))
+    wrong_count = DecodedRecord(RecordMeta("s", 4, ARRIVAL, ""), (LineBatch(b'{"a":1}', 2),))
     table = assert_same_as_reference([good, not_object, not_json, wrong_count])
-    assert table.column("message").to_pylist() == ["ok"]
-    _, bad = build_columns([good, not_object, not_json, wrong_count], MAPPING)
-    assert [r.meta.sequence_number for r, _ in bad] == [2, 3, 4]
+    assert table.column("message").to_pylist() == ["ok", "also ok"]
+    assert table.column("kinesis_sub_sequence").to_pylist() == [0, 1]
+    _, bad = build_table([good, not_object, not_json, wrong_count], MAPPING)
+    assert [(u.record.meta.sequence_number, u.line, u.data) for u in bad] == [
+        (2, 0, b"[1,2]"),
+        (3, 0, b"{nope"),
+        (4, None, b'{"a":1}'),
+    ]
+    assert bad[0].reason == "not a JSON object"
+    assert bad[1].reason.startswith("not JSON: ")
+    assert bad[2].reason == "batch declares 2 lines but holds 1"
 
 
 def test_type_conflicts_between_lines_never_fail_the_batch() -> None:
@@ -270,15 +281,16 @@ def test_a_time_key_that_is_also_a_candidate_elsewhere_is_mapped_like_the_specif
     assert_same_as_reference([record([orjson.dumps(x) for x in lines])], custom)
 
 
-def test_bad_records_inside_a_large_flush_dead_letter_in_record_order() -> None:
+def test_bad_lines_inside_a_large_flush_are_unmapped_in_record_order() -> None:
     lines = ndjson_lines(70 * 80, seed=4)
     records = [record(lines[i * 70 : (i + 1) * 70], seq=i) for i in range(80)]
     records[50] = record([lines[0], b"[1]"], seq=50)
     records[10] = record([b"{nope"], seq=10)
     records[70] = DecodedRecord(RecordMeta("shardId-000", 70, ARRIVAL), (LineBatch(b"{}", 2),))
     assert_same_as_reference(records)
-    _, bad = build_columns(records, MAPPING)
-    assert [r.meta.sequence_number for r, _ in bad] == [10, 50, 70]
+    table, bad = build_table(records, MAPPING)
+    assert [(u.record.meta.sequence_number, u.line) for u in bad] == [(10, 0), (50, 1), (70, None)]
+    assert table.num_rows == 77 * 70 + 1
 
 
 def test_lines_whose_keys_never_repeat_match_the_specification() -> None:

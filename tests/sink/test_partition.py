@@ -8,8 +8,7 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from service.decode.types import LineBatch, RecordMeta
-from service.sink.mapping import DecodedRecord, FieldMapping
+from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.sink.partition import (
     OTHER_SERVICE,
     PartitionTemplate,
@@ -18,6 +17,7 @@ from service.sink.partition import (
     safe_services,
 )
 from service.sink.plan import Layout, plan_flush
+from service.sink.rules import FieldMapping
 
 ARRIVAL = int(datetime(2026, 11, 20, 9, 30, tzinfo=UTC).timestamp() * 1e6)
 

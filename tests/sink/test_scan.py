@@ -21,17 +21,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service import _scan
-from service.decode.types import LineBatch, RecordMeta
+from service import _scan, scanner
+from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.ingest.lines import LineBlock, ParsedLines, check_object, parse_ndjson
 from service.ingest.packer import Header, Packer, Ticket
 from service.loggen import ndjson_lines
-from service.sink.columns import build_columns
-from service.sink.mapping import DecodedRecord, FieldMapping, build_table_reference
+from service.sink.build import MappingPath, build_table
+from service.sink.mapping import build_table_reference
 from service.sink.native import name_groups
+from service.sink.rules import FieldMapping
+from tests.builders import unmapped
 
 ARRIVAL = int(datetime(2026, 11, 20, 9, 0, tzinfo=UTC).timestamp() * 1e6)
 MAPPING = FieldMapping()
+# Tests of what the scanner buys (whole bodies as one block, one scanner call per flush);
+# with TIDEWAY_NO_EXTENSIONS=1 the same lines take the pure path, tested everywhere else.
+needs_scanner = pytest.mark.skipif(scanner.SCAN is None, reason="TIDEWAY_NO_EXTENSIONS is set")
 GROUPS = name_groups(MAPPING)
 KEYS = [
     "timestamp",
@@ -76,15 +81,14 @@ def records_of(lines: list[bytes]) -> list[DecodedRecord]:
 
 def assert_three_agree(lines: list[bytes]) -> None:
     records = records_of(lines)
-    native, native_bad = build_columns(records, MAPPING)
-    python, python_bad = build_columns(records, MAPPING, use_native=False)
+    native, native_bad = build_table(records, MAPPING)
+    python, python_bad = build_table(records, MAPPING, MappingPath.COLUMNAR)
     ref, ref_bad = build_table_reference(records, MAPPING)
     assert native.schema == ref.schema
     assert native.to_pylist() == ref.to_pylist()
     assert python.to_pylist() == ref.to_pylist()
-    why = [(r.meta.sequence_number, w) for r, w in ref_bad]
-    assert [(r.meta.sequence_number, w) for r, w in native_bad] == why
-    assert [(r.meta.sequence_number, w) for r, w in python_bad] == why
+    assert unmapped(native_bad) == unmapped(ref_bad)
+    assert unmapped(python_bad) == unmapped(ref_bad)
 
 
 # --- a serializer with the spellings of real producers ---------------------------------
@@ -252,7 +256,7 @@ def test_lines_left_to_the_python_path(text: bytes) -> None:
 def test_a_time_that_does_not_parse_keeps_its_key_in_attributes() -> None:
     lines = [b'{"timestamp":"yesterday","msg":"x"}', b'{"ts":1,"msg":"1970 is outside the window"}']
     assert mapped(lines) == [1, 1]  # scanned, then redone by Python for the time
-    rows, _ = build_columns(records_of(lines), MAPPING)
+    rows, _ = build_table(records_of(lines), MAPPING)
     assert [orjson.loads(a) for a in rows.column("attributes").to_pylist()] == [
         {"timestamp": "yesterday"},
         {"ts": 1},
@@ -341,6 +345,7 @@ def accumulate_starts(body: bytes) -> list[int]:
         [orjson.dumps({"i": i, "pad": "y" * (i % 50), "r": i * 7919 % 1000}) for i in range(600)],
     ],
 )
+@needs_scanner
 def test_a_line_block_packs_exactly_as_its_lines(lines: list[bytes]) -> None:
     """The packer takes a whole valid body as one buffer; records, counts and bytes are those
     of the same lines given one by one, with a target small enough to cut between them."""
@@ -362,8 +367,8 @@ def test_a_line_block_packs_exactly_as_its_lines(lines: list[bytes]) -> None:
 def test_one_odd_line_in_a_large_record_is_mapped_alone() -> None:
     """A record of 70 agent lines with one the scanner leaves (a \\u escape) and one whose
     time is outside the window: both are mapped by the Python path in place, the rest stay
-    native, and the rows are the specification's; a broken line still dead-letters its
-    record whole, with the specification's reason."""
+    native, and the rows are the specification's; a broken line is reported by itself, with
+    the specification's reason, and its record's other lines land."""
     lines = ndjson_lines(70, seed=3)
     lines[10] = b'{"msg":"caf\\u00e9","level":"info"}'
     lines[40] = b'{"ts":1,"msg":"1970"}'
@@ -374,23 +379,24 @@ def test_one_odd_line_in_a_large_record_is_mapped_alone() -> None:
         RecordMeta("shardId-000", 8, ARRIVAL),
         (LineBatch(b"\n".join([lines[0], b'{"a":', lines[1]]), 3, source="http"),),
     )
-    native, native_bad = build_columns([record, broken], MAPPING)
+    native, native_bad = build_table([record, broken], MAPPING)
     ref, ref_bad = build_table_reference([record, broken], MAPPING)
     assert native.to_pylist() == ref.to_pylist()
-    assert native.num_rows == 70
-    assert [(r.meta.sequence_number, w) for r, w in native_bad] == [
-        (r.meta.sequence_number, w) for r, w in ref_bad
+    assert native.num_rows == 72
+    assert unmapped(native_bad) == unmapped(ref_bad)
+    assert [(u.record.meta.sequence_number, u.line, u.data) for u in native_bad] == [
+        (8, 1, b'{"a":')
     ]
-    assert [r.meta.sequence_number for r, _ in native_bad] == [8]
     assert native.column("message")[10].as_py() == "café"
 
 
+@needs_scanner
 def test_a_flush_cut_into_many_scanner_calls_maps_the_same(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Flushes past NATIVE_CHUNK_BYTES take several scanner calls (int32 offsets): the
     rows, in order, and the Parquet objects are those of one call."""
-    from service.sink import columns
+    from service.sink import build
     from service.sink.plan import Layout, plan_flush
 
     lines = ndjson_lines(700, seed=4)
@@ -403,10 +409,19 @@ def test_a_flush_cut_into_many_scanner_calls_maps_the_same(
         for i, j in enumerate(range(0, 700, 70))
     ]
     whole = plan_flush("shardId-000", records, [], Layout("s"), MAPPING)
-    monkeypatch.setattr(columns, "NATIVE_CHUNK_BYTES", 10_000)
-    cut, _ = build_columns(records, MAPPING)
+    monkeypatch.setattr(build, "NATIVE_CHUNK_BYTES", 10_000)
+    cut, _ = build_table(records, MAPPING)
     assert len(cut.column("attributes").chunks) > 5
     ref, _ = build_table_reference(records, MAPPING)
     assert cut.to_pylist() == ref.to_pylist()
     again = plan_flush("shardId-000", records, [], Layout("s"), MAPPING)
     assert [(o.key, o.body) for o in again.objects] == [(o.key, o.body) for o in whole.objects]
+
+
+def test_the_scanner_groups_are_the_rules_groups() -> None:
+    """The C scanner's group table and the mapping rules name the same groups in order."""
+    from service.sink import rules
+
+    assert _scan.GROUPS == rules.GROUPS
+    assert _scan.NGROUPS == len(rules.GROUPS) == len(MAPPING.groups())
+    assert _scan.SEVERITY_NUMBER == rules.SEVERITY_NUMBER

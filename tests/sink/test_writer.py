@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 
 from service.consume.buffer import FLUSH_WORKING_SET, FlushPolicy, ShardBuffer
 from service.decode import DecoderConfig, RecordMeta
-from service.decode.types import LineBatch
+from service.decode.types import DecodedRecord, LineBatch
 from service.loggen import ndjson_lines
 from service.settings import Settings
 from service.sink.glue import PartitionCatalog, table_input
-from service.sink.mapping import DecodedRecord, FieldMapping
 from service.sink.plan import Layout, plan_flush
+from service.sink.rules import FieldMapping
 from tests.conftest import Aws
 
 ARRIVAL = int(datetime(2026, 11, 20, 12, 0, tzinfo=UTC).timestamp() * 1e6)
