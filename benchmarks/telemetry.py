@@ -160,7 +160,13 @@ def flush_once(buffer: ShardBuffer, provider: TracerProvider | None) -> tuple[fl
     with tracing.span("tideway.flush", attributes={"reason": "size"}, links=links):
         with tracing.span("tideway.encode"):
             plan = plan_flush("shardId-000000000000", buffer.records, buffer.dead, layout, mapping)
-        metrics.observe_flush("size", plan, buffer, time.process_time() - started)
+        metrics.observe_flush(
+            "size",
+            plan,
+            [d.reason for d in buffer.dead],
+            buffer.skipped,
+            time.process_time() - started,
+        )
     if provider is not None:
         provider.force_flush()
     return time.process_time() - started, plan.bytes_out

@@ -13,7 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from service.aws import aws_clients, error_code
-from service.consume.runner import extra_columns
+from service.consume.context import extra_columns
 from service.settings import Settings, logs_location, partition_keys
 from service.sink.glue import table_input
 

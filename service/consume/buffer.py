@@ -23,8 +23,8 @@ class ShardBuffer:
 
     records: list[DecodedRecord] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-    first: str | None = None
-    last: str | None = None
+    first: int | None = None
+    last: int | None = None
     size: int = 0  # bytes held: payloads, dead letters and per-record object overhead
     lines: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
@@ -35,7 +35,7 @@ class ShardBuffer:
 
     def add(self, data: bytes, meta: RecordMeta, decoders: DecoderConfig, now: float) -> None:
         """Decode one record into the buffer; a bad record becomes a dead letter, never lost."""
-        seq = str(meta.sequence_number)
+        seq = meta.sequence_number
         if self.first is None:
             self.first = seq
             self.opened_at = now

@@ -3,14 +3,17 @@
 Item ``shard_id=<shard>``: ``owner``, ``epoch`` (the fencing token, +1 on every change of
 owner), ``checkpoint`` (last flushed sequence number, or SHARD_END), ``intent_first`` /
 ``intent_last`` (a flush that may be half written), ``parents``.
-Item ``shard_id=worker#<id>``: ``expires_at`` (epoch ms) and ``leaving`` (set on SIGTERM:
+Item ``shard_id=worker#<id>``: ``beats`` (a counter the worker increments with every
+heartbeat: peers judge it alive while they see it change, on their own monotonic clock),
+``written_at`` (the writer's wall clock, epoch ms, for people only) and ``leaving`` (set on SIGTERM:
 still alive and owning its shards, but no longer given any). Every write a worker makes to a
 shard is conditioned on ``owner`` and ``epoch`` still being its own (fencing); every change
 of owner bumps ``epoch``, so the owner seen with an epoch is the owner at that epoch.
 
-``checkpoint`` holds a sequence number or one of two sentinels: ``SHARD_END`` (closed shard
-read to its end) and ``TRIM_HORIZON`` (read from the shard's first record: the children of
-a shard the fleet consumed, so nothing written to them before they are acquired is lost).
+``checkpoint`` holds a sequence number or one of two sentinels (sequence.py): ``SHARD_END``
+(closed shard read to its end) and ``TRIM_HORIZON`` (read from the shard's first record: the
+children of a shard the fleet consumed, so nothing written to them before they are acquired
+is lost). Strings live only in the items; this module hands out ints and Sentinels.
 """
 
 from __future__ import annotations
@@ -21,11 +24,18 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from service.aws import error_code
+from service.consume.sequence import (
+    FROM_START,
+    SHARD_END,
+    Checkpoint,
+    checkpoint_from_wire,
+    checkpoint_to_wire,
+    sequence_from_wire,
+)
 from service.errors import LeaseLostError
 
+__all__ = ["FROM_START", "SHARD_END", "LeaseTable", "ShardLease", "WorkerBeat"]
 WORKER_PREFIX = "worker#"
-SHARD_END = "SHARD_END"
-FROM_START = "TRIM_HORIZON"
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
@@ -36,21 +46,24 @@ class ShardLease:
     shard_id: str
     owner: str | None
     epoch: int
-    checkpoint: str | None
-    intent_first: str | None
-    intent_last: str | None
+    checkpoint: Checkpoint | None
+    intent_first: int | None
+    intent_last: int | None
     parents: tuple[str, ...]
+    start_at_ms: int | None = None  # LATEST resolved by the first owner: read from this time
+    intent_bytes: int | None = None  # buffered bytes of the open intent (sizes its replay)
 
     @property
     def finished(self) -> bool:
-        return self.checkpoint == SHARD_END
+        return self.checkpoint is SHARD_END
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerBeat:
     worker_id: str
-    expires_at_ms: int
+    beats: int
     leaving: bool = False
+    written_at_ms: int = 0  # the writer's wall clock: shown to people, never compared
 
 
 def _lease_from_item(item: dict[str, Any]) -> ShardLease:
@@ -58,14 +71,20 @@ def _lease_from_item(item: dict[str, Any]) -> ShardLease:
         value = item.get(name)
         return value["S"] if value else None
 
+    def seq(name: str) -> int | None:
+        text = s(name)
+        return None if text is None else sequence_from_wire(text)
+
     return ShardLease(
         shard_id=item["shard_id"]["S"],
         owner=s("owner"),
         epoch=int(item.get("epoch", {"N": "0"})["N"]),
-        checkpoint=s("checkpoint"),
-        intent_first=s("intent_first"),
-        intent_last=s("intent_last"),
+        checkpoint=checkpoint_from_wire(s("checkpoint")),
+        intent_first=seq("intent_first"),
+        intent_last=seq("intent_last"),
         parents=tuple(p["S"] for p in item.get("parents", {"L": []})["L"]),
+        start_at_ms=int(item["start_at"]["N"]) if "start_at" in item else None,
+        intent_bytes=int(item["intent_bytes"]["N"]) if "intent_bytes" in item else None,
     )
 
 
@@ -88,19 +107,28 @@ class LeaseTable:
                 if key.startswith(WORKER_PREFIX):
                     wid = key.removeprefix(WORKER_PREFIX)
                     leaving = bool(item.get("leaving", {}).get("BOOL", False))
-                    workers[wid] = WorkerBeat(wid, int(item["expires_at"]["N"]), leaving)
+                    workers[wid] = WorkerBeat(
+                        wid,
+                        int(item.get("beats", {"N": "0"})["N"]),
+                        leaving,
+                        int(item.get("written_at", {"N": "0"})["N"]),
+                    )
                 else:
                     leases[key] = _lease_from_item(item)
             if "LastEvaluatedKey" not in page:
                 return leases, workers
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    async def heartbeat(self, worker_id: str, expires_at_ms: int, *, leaving: bool = False) -> None:
+    async def heartbeat(
+        self, worker_id: str, beats: int, written_at_ms: int, *, leaving: bool = False
+    ) -> None:
+        """Write the worker's heartbeat item (unconditional: only its worker writes it)."""
         await self._ddb.put_item(
             TableName=self.table,
             Item={
                 "shard_id": {"S": WORKER_PREFIX + worker_id},
-                "expires_at": {"N": str(expires_at_ms)},
+                "beats": {"N": str(beats)},
+                "written_at": {"N": str(written_at_ms)},
                 "leaving": {"BOOL": leaving},
             },
         )
@@ -111,7 +139,7 @@ class LeaseTable:
         )
 
     async def ensure_shard(
-        self, shard_id: str, parents: tuple[str, ...], checkpoint: str | None = None
+        self, shard_id: str, parents: tuple[str, ...], checkpoint: Checkpoint | None = None
     ) -> None:
         """Create the shard's lease item unless it exists (idempotent)."""
         item: dict[str, Any] = {
@@ -120,7 +148,7 @@ class LeaseTable:
             "parents": {"L": [{"S": p} for p in parents]},
         }
         if checkpoint is not None:
-            item["checkpoint"] = {"S": checkpoint}
+            item["checkpoint"] = {"S": checkpoint_to_wire(checkpoint)}
         try:
             await self._ddb.put_item(
                 TableName=self.table,
@@ -131,50 +159,76 @@ class LeaseTable:
             if error_code(exc) != _CONDITION_FAILED:
                 raise
 
-    async def acquire(self, lease: ShardLease, worker_id: str) -> ShardLease:
+    async def acquire(
+        self, lease: ShardLease, worker_id: str, *, start_at_ms: int | None = None
+    ) -> ShardLease:
         """Take the shard if its owner did not change since ``lease`` was read.
 
         Returns the item as written, never ``lease``: the previous owner may have written an
         intent or a checkpoint after the scan (those do not bump the epoch), and the new owner
-        must start from them. Raises LeaseLostError if someone else changed the owner first.
+        must start from them. Raises LeaseLostError if someone else changed the owner first
+        or the shard is finished (SHARD_END): a finished shard is never taken again.
+        ``start_at_ms`` (LATEST resolved to a time) is recorded unless a previous owner
+        recorded one already, so every owner starts a never-checkpointed shard at one point.
         """
         new_epoch = lease.epoch + 1
+        update = "SET #o = :me, epoch = :new"
+        values: dict[str, Any] = {
+            ":me": {"S": worker_id},
+            ":new": {"N": str(new_epoch)},
+            ":seen": {"N": str(lease.epoch)},
+            ":end": {"S": checkpoint_to_wire(SHARD_END)},
+        }
+        if start_at_ms is not None:
+            update += ", start_at = if_not_exists(start_at, :at)"
+            values[":at"] = {"N": str(start_at_ms)}
+        # SHARD_END does not bump the epoch, so a scan that saw the shard unfinished may still
+        # hold the current epoch: the condition itself refuses a finished shard.
         item = await self._fenced_update(
             lease.shard_id,
-            "SET #o = :me, epoch = :new",
-            "epoch = :seen",
-            {
-                ":me": {"S": worker_id},
-                ":new": {"N": str(new_epoch)},
-                ":seen": {"N": str(lease.epoch)},
-            },
+            update,
+            "epoch = :seen AND (attribute_not_exists(checkpoint) OR checkpoint <> :end)",
+            values,
             returns=True,
         )
         return _lease_from_item(item)
 
     async def write_intent(
-        self, shard_id: str, worker_id: str, epoch: int, first: str, last: str
+        self,
+        shard_id: str,
+        worker_id: str,
+        epoch: int,
+        first: int,
+        last: int,
+        *,
+        nbytes: int = 0,
     ) -> None:
-        """Step 1 of a flush: record the exact range about to be written."""
+        """Step 1 of a flush: record the exact range about to be written (and its buffered
+        size, so a replay can wait for that much of its worker's memory budget)."""
         await self._fenced_update(
             shard_id,
-            "SET intent_first = :f, intent_last = :l",
+            "SET intent_first = :f, intent_last = :l, intent_bytes = :b",
             "#o = :me AND epoch = :e",
             {
-                ":f": {"S": first},
-                ":l": {"S": last},
+                ":f": {"S": str(first)},
+                ":l": {"S": str(last)},
+                ":b": {"N": str(nbytes)},
                 ":me": {"S": worker_id},
                 ":e": {"N": str(epoch)},
             },
         )
 
-    async def checkpoint(self, shard_id: str, worker_id: str, epoch: int, seq: str) -> None:
+    async def checkpoint(self, shard_id: str, worker_id: str, epoch: int, seq: Checkpoint) -> None:
         """Step 3: the range is in S3; advance the checkpoint and clear the intent."""
         await self._fenced_update(
             shard_id,
-            "SET checkpoint = :c REMOVE intent_first, intent_last",
+            "SET checkpoint = :c REMOVE intent_first, intent_last, intent_bytes",
             "#o = :me AND epoch = :e",
-            {":c": {"S": seq}, ":me": {"S": worker_id}, ":e": {"N": str(epoch)}},
+            {
+                ":c": {"S": checkpoint_to_wire(seq)},
+                ":me": {"S": worker_id},
+                ":e": {"N": str(epoch)},
+            },
         )
 
     async def release(self, shard_id: str, worker_id: str, epoch: int) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,8 @@ import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
 from service.aws import error_code
+from service.consume.discovery import ShardInfo, shard_info
+from service.consume.sequence import sequence_from_wire
 from service.telemetry.metrics import ConsumerMetrics, timed_call
 from service.telemetry.tracing import aws_span
 
@@ -39,20 +42,47 @@ _RETRYABLE = {
 }
 
 
+def wall_time() -> float:
+    """The system's wall clock (epoch seconds), looked up at each call so a simulation that
+    replaces this module's ``time`` controls it."""
+    return time.time()
+
+
 @dataclass(frozen=True, slots=True)
 class Position:
     """Where to (re)start reading: a Kinesis iterator type and optional argument."""
 
     kind: str  # TRIM_HORIZON | LATEST | AT_TIMESTAMP | AT_SEQUENCE_NUMBER | AFTER_SEQUENCE_NUMBER
-    sequence: str | None = None
+    sequence: int | None = None
     timestamp: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ReadBatch:
     records: list[dict[str, Any]]
-    millis_behind: int
+    millis_behind: int | None  # None when Kinesis left it out: never read as "at the tip"
     shard_end: bool  # Kinesis returned no next iterator: the closed shard is fully read
+
+    @property
+    def at_tip(self) -> bool:
+        """Nothing returned and nothing behind. Kinesis also answers empty pages while
+        records follow, so this ends a drain, never a replay or a closed shard."""
+        return not self.records and self.millis_behind == 0
+
+
+async def list_shards(kinesis: Any, stream: str) -> dict[str, ShardInfo]:
+    """Every shard of the stream with its parents and whether it is closed (ListShards)."""
+    shards: dict[str, ShardInfo] = {}
+    kwargs: dict[str, Any] = {"StreamName": stream}
+    while True:
+        resp = await kinesis.list_shards(**kwargs)
+        for listing in resp["Shards"]:
+            info = shard_info(listing)
+            shards[info.shard_id] = info
+        token = resp.get("NextToken")
+        if not token:
+            return shards
+        kwargs = {"NextToken": token}
 
 
 class ShardReader:
@@ -69,31 +99,33 @@ class ShardReader:
         idle_wait: float = 1.0,
         max_backoff: float = 10.0,
         metrics: ConsumerMetrics | None = None,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self._kinesis = kinesis
         self.metrics = metrics
         self._stream = stream
         self.shard_id = shard_id
-        self._start = start
-        self._limit = limit
+        self.start = start
+        self.limit = limit
         self._idle_wait = idle_wait
         self._max_backoff = max_backoff
         self._iterator: str | None = None
+        self._wall_clock = wall_clock or wall_time  # resolves LATEST (data, not liveness)
         self._latest_at: float | None = None  # when a LATEST start was first resolved
-        self.last_sequence: str | None = None
+        self.last_sequence: int | None = None
         self._last_call = 0.0
         self.errors: dict[str, int] = {}
 
     def _position(self) -> Position:
         if self.last_sequence is not None:
             return Position("AFTER_SEQUENCE_NUMBER", self.last_sequence)
-        if self._start.kind == "LATEST":
+        if self.start.kind == "LATEST":
             if self._latest_at is None:
-                self._latest_at = time.time()
-                return self._start
+                self._latest_at = self._wall_clock()
+                return self.start
             # A renewed LATEST iterator would skip what arrived while we backed off.
             return Position("AT_TIMESTAMP", timestamp=self._latest_at)
-        return self._start
+        return self.start
 
     async def _new_iterator(self) -> str:
         pos = self._position()
@@ -103,7 +135,7 @@ class ShardReader:
             "ShardIteratorType": pos.kind,
         }
         if pos.sequence is not None:
-            kwargs["StartingSequenceNumber"] = pos.sequence
+            kwargs["StartingSequenceNumber"] = str(pos.sequence)
         if pos.timestamp is not None:
             kwargs["Timestamp"] = datetime.fromtimestamp(pos.timestamp, UTC)
         resp = await self._kinesis.get_shard_iterator(**kwargs)
@@ -126,7 +158,7 @@ class ShardReader:
                     timed_call(self.metrics, "get_records"),
                 ):
                     resp = await self._kinesis.get_records(
-                        ShardIterator=self._iterator, Limit=self._limit
+                        ShardIterator=self._iterator, Limit=self.limit
                     )
             except ClientError as exc:
                 code = error_code(exc)
@@ -154,10 +186,11 @@ class ShardReader:
             # Spend the shard's 2 MiB/s read budget: a 10 MB batch delays the next call ~5 s.
             self._last_call += max(0.0, size / READ_BYTES_PER_SECOND - MIN_CALL_INTERVAL)
             if records:
-                self.last_sequence = records[-1]["SequenceNumber"]
+                self.last_sequence = sequence_from_wire(records[-1]["SequenceNumber"])
             self._iterator = resp.get("NextShardIterator")
+            behind = resp.get("MillisBehindLatest")
             return ReadBatch(
-                records, int(resp.get("MillisBehindLatest", 0)), self._iterator is None
+                records, None if behind is None else int(behind), self._iterator is None
             )
 
     async def idle(self) -> None:

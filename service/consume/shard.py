@@ -15,24 +15,27 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any, TypeVar
 
-from service.consume.buffer import FlushPolicy, ShardBuffer
-from service.consume.leases import FROM_START, SHARD_END, LeaseTable, ShardLease
+from service.consume.budget import FIRST_RECORD_GUESS, MemoryBudget, read_limit
+from service.consume.buffer import FLUSH_WORKING_SET, ShardBuffer
+from service.consume.context import ShardContext
+from service.consume.leases import FROM_START, SHARD_END, ShardLease
 from service.consume.reader import Position, ShardReader
-from service.decode import DecoderConfig, RecordMeta
+from service.consume.sequence import Checkpoint, sequence_from_wire
+from service.decode import RecordMeta
 from service.errors import LeaseLostError
-from service.sink.glue import PartitionCatalog
-from service.sink.plan import Layout, plan_flush
-from service.sink.rules import FieldMapping
+from service.sink.plan import plan_flush
 from service.sink.s3 import upload_objects
-from service.telemetry.metrics import ConsumerMetrics
 from service.telemetry.tracing import aws_span, flush_links, span
 
+__all__ = ["Outcome", "ShardConsumer", "ShardContext"]
 log = logging.getLogger(__name__)
+# Decoding runs on the event loop: a 10,000-record page must not hold the heartbeat and the
+# other shards' reads back for seconds, so it yields every this many records.
+YIELD_EVERY = 64
 _T = TypeVar("_T")
 
 
@@ -43,31 +46,11 @@ class Outcome(Enum):
     LOST = "lost"  # a fenced write failed: someone else owns the shard
 
 
-@dataclass(frozen=True, slots=True)
-class ShardContext:
-    """Everything a shard consumer needs, built once per worker."""
-
-    kinesis: Any
-    s3: Any
-    bucket: str
-    stream: str
-    leases: LeaseTable
-    layout: Layout
-    mapping: FieldMapping
-    decoders: DecoderConfig
-    policy: FlushPolicy
-    worker_id: str
-    start: Position
-    metrics: ConsumerMetrics
-    idle_wait: float = 1.0
-    catalog: PartitionCatalog | None = None  # Glue registration when configured
-
-
 def _meta(shard_id: str, record: dict[str, Any]) -> RecordMeta:
     arrival: datetime = record["ApproximateArrivalTimestamp"]
     return RecordMeta(
         shard_id=shard_id,
-        sequence_number=int(record["SequenceNumber"]),
+        sequence_number=sequence_from_wire(record["SequenceNumber"]),
         arrival_us=int(arrival.timestamp() * 1_000_000),
         partition_key=record.get("PartitionKey", ""),
     )
@@ -84,24 +67,40 @@ class ShardConsumer:
         *,
         closed: bool,
         budget_share: Callable[[], int],
+        ending: int | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.ctx = ctx
         self.lease = lease
         self.shard_id = lease.shard_id
         self.epoch = epoch
         self.closed = closed
+        self.ending = ending  # EndingSequenceNumber when closed (updated by the worker)
         self.budget_share = budget_share
+        self.budget = budget  # the worker's, when it gates replays
+        self.record_bytes = FIRST_RECORD_GUESS  # decoded bytes per record, as last read
+        self.raw_bytes = FIRST_RECORD_GUESS  # Kinesis bytes per record, as last read
         self.buffer = ShardBuffer()
-        self.millis_behind = 0
+        self.millis_behind = 0  # as last reported; 0 until Kinesis says otherwise
         self.checkpoint = lease.checkpoint
         self.reader: ShardReader | None = None
 
     async def run(self, stop: asyncio.Event, *, drain: bool) -> Outcome:
         """Consume until the shard ends, the tip is reached (drain), ``stop`` is set, or the
         lease is lost. Always flushes and checkpoints what it read, except when lost."""
+        if self.lease.finished:
+            return Outcome.FINISHED  # SHARD_END: read to its end already, never read again
         try:
-            if self.lease.intent_first and self.lease.intent_last:
-                await self._replay(self.lease.intent_first, self.lease.intent_last)
+            lease = self.lease
+            if lease.intent_first is not None and lease.intent_last is not None:
+                # An intent written without its size may have held up to a whole flush.
+                size = lease.intent_bytes or self.ctx.policy.max_bytes
+                need = size * FLUSH_WORKING_SET
+                if self.budget is None:
+                    await self._replay(lease.intent_first, lease.intent_last, need)
+                else:
+                    async with self.budget.hold(need) as held:
+                        await self._replay(lease.intent_first, lease.intent_last, held)
             return await self._consume(stop, drain=drain)
         except LeaseLostError:
             log.warning("lease lost", extra={"shard_id": self.shard_id, "epoch": self.epoch})
@@ -116,64 +115,130 @@ class ShardConsumer:
             start,
             idle_wait=self.ctx.idle_wait,
             metrics=self.ctx.metrics,
+            wall_clock=self.ctx.wall_clock,
         )
 
-    async def _replay(self, first: str, last: str) -> None:
-        """Rebuild an open intent exactly: the same records give the same objects."""
+    async def _replay(self, first: int, last: int, room: int) -> None:
+        """Rebuild an open intent exactly: the same records give the same objects. Reads are
+        sized to ``room`` bytes (what the replay holds of the budget)."""
         log.info(
-            "replaying intent", extra={"shard_id": self.shard_id, "first": first, "last": last}
+            "replaying intent",
+            extra={"shard_id": self.shard_id, "first": str(first), "last": str(last)},
         )
         reader = self._reader(Position("AT_SEQUENCE_NUMBER", first))
         buffer = ShardBuffer()
         loop = asyncio.get_running_loop()
-        done = False
-        while not done:
+        # Read until ``last`` is seen or the shard provably ends; an empty page, a zero or
+        # missing MillisBehindLatest prove nothing (Kinesis answers empty pages while
+        # records follow), so they only wait and read again.
+        while buffer.last is None or buffer.last < last:
+            reader.limit = read_limit(
+                room - buffer.size * FLUSH_WORKING_SET, self.record_bytes, self.raw_bytes
+            )
             batch = await reader.read()
-            for record in batch.records:
-                if int(record["SequenceNumber"]) > int(last):
-                    done = True
+            before = buffer.size
+            past = False
+            for n, record in enumerate(batch.records, 1):
+                meta = _meta(self.shard_id, record)
+                if meta.sequence_number > last:
+                    past = True
                     break
-                buffer.add(
-                    record["Data"], _meta(self.shard_id, record), self.ctx.decoders, loop.time()
-                )
-            done = done or buffer.last == last or (not batch.records and batch.millis_behind == 0)
+                buffer.add(record["Data"], meta, self.ctx.decoders, loop.time())
+                if n % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+            self._learn_record_size(buffer, batch.records, before)
+            if past or batch.shard_end or self._passed_end(reader):
+                break
+            if not batch.records:
+                await reader.idle()
         if buffer.last != last:
             log.error(
                 "intent range no longer readable; checkpointing what was replayed",
-                extra={"shard_id": self.shard_id, "wanted": last, "got": buffer.last},
+                extra={"shard_id": self.shard_id, "wanted": str(last), "got": str(buffer.last)},
             )
-        await self._flush(buffer, last, reason="replay")
+        # Exactly the intent's range, never narrowed to what was read.
+        await self._flush(buffer, last, reason="replay", first=first)
         self.ctx.metrics.replays.inc()
 
+    def _replays_hold_memory(self) -> bool:
+        return self.budget is not None and self.budget.held > 0
+
+    def _learn_record_size(
+        self, buffer: ShardBuffer, records: list[dict[str, Any]], before: int
+    ) -> None:
+        """Follow the decoded size per record of the page just read (sizes the next read)."""
+        if records:
+            self.record_bytes = max(1, (buffer.size - before) // len(records))
+            self.raw_bytes = sum(len(r["Data"]) for r in records) // len(records)
+
+    def _passed_end(self, reader: ShardReader) -> bool:
+        """The reader is at or past the EndingSequenceNumber ListShards gave this closed shard
+        (moto never ends a closed shard's iterator, DESIGN §8); never judged on an empty page."""
+        if not self.closed or self.ending is None:
+            return False
+        if reader.last_sequence is not None:
+            return reader.last_sequence >= self.ending
+        start = reader.start
+        position = start.sequence if start.sequence is not None else 0
+        if start.kind == "AT_SEQUENCE_NUMBER":
+            position -= 1
+        return position >= self.ending
+
     def _start(self) -> Position:
-        if self.checkpoint == FROM_START:
+        """Where reading resumes; the configured start only for a shard never checkpointed."""
+        checkpoint = self.checkpoint
+        if isinstance(checkpoint, int):
+            return Position("AFTER_SEQUENCE_NUMBER", checkpoint)
+        if checkpoint is FROM_START:
             return Position("TRIM_HORIZON")
-        if self.checkpoint and self.checkpoint != SHARD_END:
-            return Position("AFTER_SEQUENCE_NUMBER", self.checkpoint)
+        if checkpoint is SHARD_END:
+            raise AssertionError(f"{self.shard_id} is finished and must not be read")
+        if self.lease.start_at_ms is not None:  # LATEST as the first owner resolved it
+            return Position("AT_TIMESTAMP", timestamp=self.lease.start_at_ms / 1000)
         return self.ctx.start
 
     async def _consume(self, stop: asyncio.Event, *, drain: bool) -> Outcome:
         reader = self.reader = self._reader(self._start())
         loop = asyncio.get_running_loop()
         while not stop.is_set():
+            # The page is sized to this shard's free share of the budget; a page that decodes
+            # larger than estimated is flushed part way (below), so the share is a hard bound.
+            share = self.budget_share()
+            room = share - self.buffer.size * FLUSH_WORKING_SET
+            if room < self.record_bytes * FLUSH_WORKING_SET and self._replays_hold_memory():
+                # Replays elsewhere hold the budget: pause rather than write one tiny file
+                # per record; they are short and free it when done.
+                if self.buffer:
+                    await self._flush_buffer("memory")
+                else:
+                    await _unless_stopped(reader.idle(), stop)
+                continue
+            reader.limit = read_limit(room, self.record_bytes, self.raw_bytes)
             batch = await _unless_stopped(reader.read(), stop)
             if batch is None:
                 break
-            self.millis_behind = batch.millis_behind
+            if batch.millis_behind is not None:
+                self.millis_behind = batch.millis_behind
             m = self.ctx.metrics
-            for record in batch.records:
+            before = self.buffer.size
+            for n, record in enumerate(batch.records, 1):
                 data: bytes = record["Data"]
                 self.buffer.add(data, _meta(self.shard_id, record), self.ctx.decoders, loop.time())
                 m.records_read.inc()
                 m.bytes_read.inc(len(data))
-            at_tip = not batch.records and batch.millis_behind == 0
-            # moto never ends a closed shard's iterator; ListShards' EndingSequenceNumber
-            # (``closed``) plus an empty read at the tip marks the end there.
-            if batch.shard_end or (self.closed and at_tip):
+                if self.buffer.size * FLUSH_WORKING_SET >= share:
+                    before -= self.buffer.size
+                    await self._flush_buffer("memory")
+                if n % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+            self._learn_record_size(self.buffer, batch.records, before)
+            # A closed shard ends when Kinesis returns no next iterator or the reader has
+            # passed its EndingSequenceNumber; an empty page at the tip is no proof.
+            if batch.shard_end or self._passed_end(reader):
                 await self._flush_buffer("shard_end")
                 await self._checkpoint(SHARD_END)
                 return Outcome.FINISHED
-            if drain and at_tip:
+            if drain and batch.at_tip and not self.closed:
                 await self._flush_buffer("drain")
                 return Outcome.AT_TIP
             reason = self.ctx.policy.reason(self.buffer, loop.time(), self.budget_share())
@@ -189,19 +254,31 @@ class ShardConsumer:
         if buffer.last is not None:
             await self._flush(buffer, buffer.last, reason=reason)
 
-    async def _flush(self, buffer: ShardBuffer, last: str, *, reason: str) -> None:
+    async def _flush(
+        self, buffer: ShardBuffer, last: int, *, reason: str, first: int | None = None
+    ) -> None:
+        """The flush protocol for ``[first, last]`` (``first`` defaults to the buffer's)."""
         ctx = self.ctx
-        first = buffer.first or last
+        if first is None:
+            first = buffer.first if buffer.first is not None else last
         started = time.perf_counter()
         # A new trace per flush, linked to the request spans whose lines it writes (at most
         # MAX_FLUSH_LINKS): one flush serves many requests, so they cannot all be parents.
-        attributes = {"shard_id": self.shard_id, "reason": reason, "first": first, "last": last}
+        # Sequence numbers go out as strings: they overflow the int64 of span attributes.
+        attributes = {
+            "shard_id": self.shard_id,
+            "reason": reason,
+            "first": str(first),
+            "last": str(last),
+        }
         with span("tideway.flush", attributes=attributes, links=flush_links(buffer.records)):
             with span("tideway.encode"):
                 plan = await asyncio.to_thread(
                     plan_flush, self.shard_id, buffer.records, buffer.dead, ctx.layout, ctx.mapping
                 )
-            await ctx.leases.write_intent(self.shard_id, ctx.worker_id, self.epoch, first, last)
+            await ctx.leases.write_intent(
+                self.shard_id, ctx.worker_id, self.epoch, first, last, nbytes=buffer.size
+            )
             with (
                 aws_span("S3", "PutObject", objects=len(plan.objects), bytes=plan.bytes_out),
                 ctx.metrics.aws_call("s3_upload"),
@@ -210,13 +287,19 @@ class ShardConsumer:
             if ctx.catalog is not None:
                 await ctx.catalog.register_plan(plan)
             await self._checkpoint(last)
-            ctx.metrics.observe_flush(reason, plan, buffer, time.perf_counter() - started)
+            ctx.metrics.observe_flush(
+                reason,
+                plan,
+                [d.reason for d in buffer.dead],
+                buffer.skipped,
+                time.perf_counter() - started,
+            )
             log.info(
                 "flushed",
                 extra={
                     "shard_id": self.shard_id,
-                    "first": first,
-                    "last": last,
+                    "first": str(first),
+                    "last": str(last),
                     "rows": plan.rows,
                     "files": len(plan.objects),
                     "dead_letters": plan.dead_letters,
@@ -224,7 +307,7 @@ class ShardConsumer:
                 },
             )
 
-    async def _checkpoint(self, seq: str) -> None:
+    async def _checkpoint(self, seq: Checkpoint) -> None:
         await self.ctx.leases.checkpoint(self.shard_id, self.ctx.worker_id, self.epoch, seq)
         self.checkpoint = seq
 

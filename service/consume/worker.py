@@ -1,5 +1,7 @@
-"""The lease coordinator of one consumer process (I/O): heartbeat, discover shards, compute
-the assignment, acquire, hand off and release leases, and run one ShardConsumer per lease.
+"""The coordinator of one consumer process (I/O): each round it discovers shards, computes
+the assignment, hands off, takes and releases leases, and runs one ShardConsumer per lease.
+Discovery and readiness are pure (discovery.py); taking and releasing is the LeaseTaker's
+(taker.py); the heartbeat is the LeaseRenewer's (renewer.py).
 
 Safety never depends on this module's timing: every write a shard consumer makes is fenced
 by (owner, epoch) in the lease table (leases.py, shard.py). Timing here only decides how
@@ -12,25 +14,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from service.consume.assign import assign
-from service.consume.leases import FROM_START, SHARD_END, LeaseTable, ShardLease, WorkerBeat
-from service.consume.shard import Outcome, ShardConsumer, ShardContext
-from service.errors import LeaseLostError, TidewayError
+from service.consume.budget import MemoryBudget
+from service.consume.context import ShardContext
+from service.consume.discovery import ShardInfo, initial_checkpoint, ready_shards
+from service.consume.leases import LeaseTable, ShardLease
+from service.consume.liveness import Liveness
+from service.consume.reader import list_shards
+from service.consume.renewer import LeaseRenewer
+from service.consume.shard import Outcome, ShardConsumer
+from service.consume.taker import LeaseTaker
+from service.errors import TidewayError
 
 log = logging.getLogger(__name__)
 STOP_GRACE = 25.0  # seconds for final flushes after SIGTERM (DESIGN: exit within 30 s)
 DRAIN_MAX_FAILED_ROUNDS = 10  # --drain exits non-zero instead of retrying forever
-
-
-@dataclass(frozen=True, slots=True)
-class ShardInfo:
-    shard_id: str
-    parents: tuple[str, ...]
-    closed: bool
 
 
 @dataclass
@@ -58,55 +58,6 @@ class WorkerState:
     last_error: str | None = None
 
 
-async def list_shards(kinesis: Any, stream: str) -> dict[str, ShardInfo]:
-    """Every shard of the stream with its parents and whether it is closed."""
-    shards: dict[str, ShardInfo] = {}
-    kwargs: dict[str, Any] = {"StreamName": stream}
-    while True:
-        resp = await kinesis.list_shards(**kwargs)
-        for s in resp["Shards"]:
-            parents = tuple(
-                p for p in (s.get("ParentShardId"), s.get("AdjacentParentShardId")) if p
-            )
-            # moto never ends a closed shard's iterator nor names its children; a closed
-            # shard is one whose range has an EndingSequenceNumber (DESIGN §8).
-            closed = "EndingSequenceNumber" in s.get("SequenceNumberRange", {})
-            shards[s["ShardId"]] = ShardInfo(s["ShardId"], parents, closed)
-        token = resp.get("NextToken")
-        if not token:
-            return shards
-        kwargs = {"NextToken": token}
-
-
-def ready_shards(shards: dict[str, ShardInfo], leases: dict[str, ShardLease]) -> list[str]:
-    """Unfinished shards whose parents are finished (or gone from the stream): parents first."""
-    out = []
-    for sid, info in shards.items():
-        lease = leases.get(sid)
-        if lease is None or lease.finished:
-            continue
-        if all(p not in shards or (p in leases and leases[p].finished) for p in info.parents):
-            out.append(sid)
-    return out
-
-
-def initial_checkpoint(
-    info: ShardInfo, leases: dict[str, ShardLease], start_kind: str
-) -> str | None:
-    """Where a shard first seen now starts, whatever the configured start position.
-
-    A child of a shard the fleet tracks starts at its first record: records written to it
-    while its parents were still being read must not be skipped by LATEST or AT_TIMESTAMP
-    (KCL does the same). With LATEST, a shard already closed when first seen has nothing
-    new to give and is finished at once. Otherwise None: the configured position applies.
-    """
-    if any(p in leases for p in info.parents):
-        return FROM_START
-    if info.closed and start_kind == "LATEST":
-        return SHARD_END
-    return None
-
-
 class ConsumerWorker:
     """Runs until ``stop`` is set (or, with ``drain``, until every shard is read to its tip)."""
 
@@ -121,19 +72,22 @@ class ConsumerWorker:
         self.ctx = ctx
         self.table: LeaseTable = ctx.leases
         self.lease_duration = lease_duration
-        self.lease_ms = int(lease_duration * 1000)
         self.poll = min(1.0, lease_duration / 5)
         self.memory_budget = memory_budget
+        self.budget = MemoryBudget(memory_budget)
         self.drain = drain
         self.state = WorkerState(ctx.worker_id)
         self._running: dict[str, _Running] = {}
         self._cooldown: dict[str, float] = {}
         self._failures: dict[str, int] = {}
-        self._beat_at: float | None = None  # monotonic time of the last heartbeat that landed
+        self.renewer = LeaseRenewer(self.table, ctx.worker_id, lease_duration, ctx.wall_clock)
+        self.liveness = Liveness(lease_duration)
+        self.taker = LeaseTaker(self.table, ctx.worker_id, ctx.metrics)
         self.ready = asyncio.Event()
 
     def budget_share(self) -> int:
-        return self.memory_budget // max(1, len(self._running))
+        """One running shard's share of the budget replays leave free."""
+        return self.budget.share(len(self._running))
 
     @property
     def lag_ms(self) -> int:
@@ -147,29 +101,35 @@ class ConsumerWorker:
         me = self.ctx.worker_id
         failures = 0
         gave_up = ""
+        heartbeat_done = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as tg:
-                while not stop.is_set():
-                    ok = await self._guarded_round(tg)
-                    failures = 0 if ok else failures + 1
-                    if self.drain and failures >= DRAIN_MAX_FAILED_ROUNDS:
-                        gave_up = (
-                            f"drain gave up after {failures} failed rounds: {self.state.last_error}"
-                        )
-                        break
-                    if ok:
-                        self.ready.set()
-                        if self.drain and self._drained():
+                # The heartbeat is its own task: it flows while flushes run and while the
+                # final flushes of a SIGTERM drain, and stops only after every shard is released.
+                tg.create_task(self.renewer.run(heartbeat_done), name="heartbeat")
+                try:
+                    while not stop.is_set():
+                        ok = await self._guarded_round(tg)
+                        failures = 0 if ok else failures + 1
+                        if self.drain and failures >= DRAIN_MAX_FAILED_ROUNDS:
+                            gave_up = f"drain gave up after {failures} failed rounds: "
+                            gave_up += str(self.state.last_error)
                             break
-                    wait = self.poll if ok else min(self.poll * 2, self.lease_duration / 2)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), wait)
-                await self._leave()
+                        if ok:
+                            self.ready.set()
+                            if self.drain and self._drained():
+                                break
+                        wait = self.poll if ok else min(self.poll * 2, self.lease_duration / 2)
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), wait)
+                    await self._leave()
+                finally:
+                    heartbeat_done.set()
             if gave_up:  # raised outside the TaskGroup so callers see it unwrapped
                 raise TidewayError(gave_up)
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.table.remove_worker(me), self.lease_duration)
+                await asyncio.wait_for(self.renewer.remove(), self.lease_duration)
             log.info("worker stopped", extra={"worker_id": me})
 
     async def _guarded_round(self, tg: asyncio.TaskGroup) -> bool:
@@ -187,6 +147,7 @@ class ConsumerWorker:
             self._fence_if_expired()
             return False
         self.state.last_round_failed = False
+        self._fence_if_expired()
         return True
 
     def _fence_if_expired(self) -> None:
@@ -195,9 +156,7 @@ class ConsumerWorker:
         Not needed for safety (their writes are fenced) but it ends wasted reads and uploads
         and makes a partitioned worker quiet until it can reach the table again.
         """
-        if self._beat_at is None or not self._running:
-            return
-        if time.monotonic() - self._beat_at > self.lease_duration - self.poll:
+        if self._running and self.renewer.expired(self.poll):
             log.warning(
                 "heartbeat expired; stopping every shard", extra={"shards": len(self._running)}
             )
@@ -209,13 +168,7 @@ class ConsumerWorker:
         wait for ours), flush, checkpoint and release every shard, then drop the heartbeat."""
         self.state.leaving = True
         if not self.drain:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    self.table.heartbeat(
-                        self.ctx.worker_id, int(time.time() * 1000) + self.lease_ms, leaving=True
-                    ),
-                    self.poll,
-                )
+            self.renewer.leave()
         await self._stop_all()
 
     def _drained(self) -> bool:
@@ -229,10 +182,6 @@ class ConsumerWorker:
 
     async def _round(self, tg: asyncio.TaskGroup) -> None:
         me = self.ctx.worker_id
-        sent = time.monotonic()
-        now_ms = int(time.time() * 1000)
-        await self.table.heartbeat(me, now_ms + self.lease_ms, leaving=self.state.leaving)
-        self._beat_at = sent
         shards = await list_shards(self.ctx.kinesis, self.ctx.stream)
         leases, beats = await self.table.scan()
         missing = [info for sid, info in shards.items() if sid not in leases]
@@ -241,7 +190,7 @@ class ConsumerWorker:
             await self.table.ensure_shard(info.shard_id, info.parents, first)
         if missing:
             leases, beats = await self.table.scan()
-        alive = live_workers(beats, now_ms) | {me}
+        alive = self.liveness.observe(beats, asyncio.get_running_loop().time()) | {me}
         leaving = {w for w, b in beats.items() if b.leaving and w != me}
         assignable = sorted(alive - leaving - ({me} if self.state.leaving else set()))
         ready = [s for s in ready_shards(shards, leases) if s not in self.state.done]
@@ -256,7 +205,7 @@ class ConsumerWorker:
         for sid in sorted(ready):
             if desired.get(sid) == me and sid not in self._running:
                 await self._try_acquire(tg, leases[sid], shards[sid], alive)
-        await self._release_strays(leases, desired)
+        await self.taker.release_strays(leases, desired, self._running)
         loop_now = asyncio.get_running_loop().time()
         opened = [
             r.consumer.buffer.opened_at
@@ -278,49 +227,35 @@ class ConsumerWorker:
             if sid in shards:
                 # A shard open when acquired may have been closed by a reshard since.
                 run.consumer.closed = shards[sid].closed
+                run.consumer.ending = shards[sid].ending_sequence
             lease = leases.get(sid)
             lost = lease is None or lease.owner != me or lease.epoch != run.consumer.epoch
             if lost or desired.get(sid) != me:
                 run.stop.set()  # the consumer flushes (fenced), then we release
 
-    async def _release_strays(self, leases: dict[str, ShardLease], desired: dict[str, str]) -> None:
-        """Release leases the table says are ours but no consumer runs (a round cancelled
-        mid-acquire, a failed release): otherwise their next owner would wait for us forever."""
-        me = self.ctx.worker_id
-        for sid, lease in leases.items():
-            if lease.owner != me or sid in self._running or desired.get(sid) == me:
-                continue
-            if lease.finished:
-                continue
-            with contextlib.suppress(LeaseLostError):
-                await self.table.release(sid, me, lease.epoch)
-                log.info("stray lease released", extra={"shard_id": sid, "epoch": lease.epoch})
-
     async def _try_acquire(
         self, tg: asyncio.TaskGroup, lease: ShardLease, info: ShardInfo, alive: set[str]
     ) -> None:
-        me = self.ctx.worker_id
-        if lease.owner not in (None, me) and lease.owner in alive:
-            return  # its owner is alive; it hands the shard off when it sees the assignment
-        if self._cooldown.get(lease.shard_id, 0.0) > time.monotonic():
+        # A live owner hands the shard off itself when it sees the assignment.
+        if not self.taker.may_take(lease, alive):
             return
-        try:
-            fresh = await self.table.acquire(lease, me)
-        except LeaseLostError:
+        if self._cooldown.get(lease.shard_id, 0.0) > asyncio.get_running_loop().time():
             return
-        self.ctx.metrics.observe_acquired(lease.owner, me)
-        log.info(
-            "lease acquired",
-            extra={
-                "shard_id": lease.shard_id,
-                "epoch": fresh.epoch,
-                "from": lease.owner,
-                "checkpoint": fresh.checkpoint,
-                "intent": fresh.intent_last is not None,
-            },
-        )
+        # LATEST is resolved to a time recorded in the lease, so an heir of a shard never
+        # checkpointed starts where the first owner did, not at its own "latest".
+        latest = lease.checkpoint is None and self.ctx.start.kind == "LATEST"
+        start_at = int(self.ctx.wall_clock() * 1000) if latest else None
+        fresh = await self.taker.take(lease, start_at_ms=start_at)
+        if fresh is None:
+            return
         consumer = ShardConsumer(
-            self.ctx, fresh, fresh.epoch, closed=info.closed, budget_share=self.budget_share
+            self.ctx,
+            fresh,
+            fresh.epoch,
+            closed=info.closed,
+            budget_share=self.budget_share,
+            ending=info.ending_sequence,
+            budget=self.budget,
         )
         stop = asyncio.Event()
         task = tg.create_task(self._consume(consumer, stop), name=f"shard-{lease.shard_id}")
@@ -333,10 +268,7 @@ class ConsumerWorker:
             if outcome in (Outcome.AT_TIP, Outcome.FINISHED):
                 self.state.done.add(sid)
             if outcome is not Outcome.LOST:
-                with contextlib.suppress(LeaseLostError):
-                    await self.table.release(sid, self.ctx.worker_id, consumer.epoch)
-                    self.ctx.metrics.handoffs.inc()
-                    log.info("lease released", extra={"shard_id": sid, "outcome": outcome.value})
+                await self.taker.release(sid, consumer.epoch, outcome.value)
             self._failures.pop(sid, None)
             return outcome
         except Exception as exc:
@@ -344,7 +276,8 @@ class ConsumerWorker:
             # elsewhere) acquire it again and replay any open intent.
             self.ctx.metrics.count_error("shard_consumer", exc)
             failures = self._failures[sid] = self._failures.get(sid, 0) + 1
-            self._cooldown[sid] = time.monotonic() + min(60.0, 2.0 ** min(failures, 6))
+            backoff = min(60.0, 2.0 ** min(failures, 6))
+            self._cooldown[sid] = asyncio.get_running_loop().time() + backoff
             log.exception("shard consumer failed", extra={"shard_id": sid, "failures": failures})
             with contextlib.suppress(Exception):
                 await self.table.release(sid, self.ctx.worker_id, consumer.epoch)
@@ -366,8 +299,3 @@ class ConsumerWorker:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-
-
-def live_workers(beats: dict[str, WorkerBeat], now_ms: int) -> set[str]:
-    """Workers whose heartbeat has not expired at ``now_ms`` (wall clock, epoch ms)."""
-    return {w for w, b in beats.items() if b.expires_at_ms > now_ms}

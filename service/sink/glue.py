@@ -36,19 +36,28 @@ class CatalogError(RuntimeError):
 
 @dataclass
 class PartitionCatalog:
-    """One Glue table's partitions; remembers what it registered to skip repeat calls."""
+    """One Glue table's partitions; remembers what it registered to skip repeat calls.
+
+    The memory is bounded (``max_known`` paths, least recently used forgotten first):
+    partitions are hourly, so a long-running worker would otherwise hold every hour it
+    ever saw. Forgetting costs one idempotent BatchCreatePartition, nothing else.
+    """
 
     glue: Any
     database: str
     table: str
     location: str  # s3://bucket/prefix/logs
-    _known: set[str] = field(default_factory=set)
+    max_known: int = 10_000
+    _known: dict[str, None] = field(default_factory=dict)  # insertion order = recency
     _storage: dict[str, Any] | None = None
 
     async def register(self, partitions: Iterable[str]) -> int:
         """Create each hive path (``dt=…/hour=…/service=…``) not yet known; return how many
         were new to this process. Raises CatalogError for errors other than AlreadyExists."""
-        new = sorted(set(partitions) - self._known)
+        wanted = set(partitions)
+        for path in wanted & self._known.keys():
+            self._known[path] = self._known.pop(path)  # recently used: forgotten last
+        new = sorted(wanted - self._known.keys())
         if not new:
             return 0
         storage = await self._table_storage()
@@ -70,8 +79,14 @@ class PartitionCatalog:
                     f"glue {self.database}.{self.table}: {detail.get('ErrorCode')}: "
                     f"{detail.get('ErrorMessage')}"
                 )
-        self._known.update(new)
+            # Remembered per batch: a later batch that fails must not send this one again.
+            self._remember(batch)
         return len(new)
+
+    def _remember(self, paths: Iterable[str]) -> None:
+        self._known.update(dict.fromkeys(paths))
+        while len(self._known) > self.max_known:
+            del self._known[next(iter(self._known))]
 
     async def register_plan(self, plan: FlushPlan) -> None:
         """Register the data partitions of an uploaded flush. Never raises: the files are

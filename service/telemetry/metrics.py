@@ -9,7 +9,7 @@ lists the EMF metrics derived from it (``emf_metrics``). See docs/telemetry.md.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
@@ -26,7 +26,6 @@ from service.telemetry.reasons import (
 )
 
 if TYPE_CHECKING:
-    from service.consume.buffer import ShardBuffer
     from service.sink.plan import FlushPlan
 
 SIZE_BUCKETS = (1e3, 1e4, 1e5, 1e6, 4e6, 16e6, 64e6, 128e6, 256e6, 1e9)
@@ -258,9 +257,17 @@ class ConsumerMetrics(_Common):
         self.oldest_unflushed_seconds.set(oldest_unflushed_s)
 
     def observe_flush(
-        self, reason: str, plan: FlushPlan, buffer: ShardBuffer, seconds: float | None = None
+        self,
+        reason: str,
+        plan: FlushPlan,
+        dead_reasons: Sequence[str],
+        skipped: Mapping[str, int],
+        seconds: float | None = None,
     ) -> None:
-        """Count one completed flush: files, bytes, rows, dead letters and skips by class."""
+        """Count one completed flush: files, bytes, rows, dead letters and skips by class.
+
+        ``dead_reasons``: the reason of each record that failed to decode; ``skipped``: how
+        many records were skipped on purpose, by reason."""
         self.flushes.labels(reason).inc()
         if seconds is not None:
             self.flush_seconds.observe(seconds)
@@ -273,14 +280,14 @@ class ConsumerMetrics(_Common):
         self.bytes_written.inc(plan.bytes_out)
         self.rows.inc(plan.rows)
         self.flush_rows.observe(plan.rows)
-        # The plan counts decode failures (buffer.dead, with reasons) plus rows that could not
-        # be mapped; the latter carry no reason here, only their count.
-        for dead in buffer.dead:
-            self.dead_letters.labels(dead_letter_class(dead.reason)).inc()
-        unmappable = plan.dead_letters - len(buffer.dead)
+        # The plan counts decode failures (with reasons) plus rows that could not be mapped;
+        # the latter carry no reason here, only their count.
+        for why in dead_reasons:
+            self.dead_letters.labels(dead_letter_class(why)).inc()
+        unmappable = plan.dead_letters - len(dead_reasons)
         if unmappable > 0:
             self.dead_letters.labels("unmappable").inc(unmappable)
-        for why, count in buffer.skipped.items():
+        for why, count in skipped.items():
             self.skipped.labels(skip_class(why)).inc(count)
 
     def emf_metrics(self) -> tuple[EmfMetric, ...]:

@@ -1,0 +1,113 @@
+"""The wiring from settings to a shard's context: what every shard consumer of one worker
+shares (clients, layout, mapping, decoders, flush policy, start position)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from service.consume.buffer import FlushPolicy
+from service.consume.leases import LeaseTable
+from service.consume.reader import Position, wall_time
+from service.decode import DecoderConfig
+from service.decode.avro import load_config, load_schema
+from service.errors import DecodeError, SettingsError
+from service.schema import extra_fields
+from service.settings import Settings, partition_keys
+from service.sink.glue import PartitionCatalog
+from service.sink.partition import PartitionTemplate
+from service.sink.plan import ARROW_TO_PARQUET, Layout
+from service.sink.rules import FieldMapping
+from service.telemetry.metrics import ConsumerMetrics
+
+
+@dataclass(frozen=True, slots=True)
+class ShardContext:
+    """Everything a shard consumer needs, built once per worker."""
+
+    kinesis: Any
+    s3: Any
+    bucket: str
+    stream: str
+    leases: LeaseTable
+    layout: Layout
+    mapping: FieldMapping
+    decoders: DecoderConfig
+    policy: FlushPolicy
+    worker_id: str
+    start: Position
+    metrics: ConsumerMetrics
+    idle_wait: float = 1.0
+    catalog: PartitionCatalog | None = None  # Glue registration when configured
+    # Wall clock (epoch seconds) for what is written as data, never to judge liveness; the
+    # simulation injects its own. Monotonic time is always the event loop's.
+    wall_clock: Callable[[], float] = wall_time
+
+
+def decoder_config(settings: Settings) -> DecoderConfig:
+    """The decoders' configuration; raises SettingsError (one line) for a bad Avro schema."""
+    if settings.avro_schema is None and settings.avro_schema_dir is None:
+        return DecoderConfig(max_decompressed_bytes=settings.max_decompressed_bytes)
+    try:
+        return load_config(
+            settings.avro_schema,
+            settings.avro_schema_dir,
+            max_decompressed_bytes=settings.max_decompressed_bytes,
+        )
+    except DecodeError as exc:
+        name = "TIDEWAY_AVRO_SCHEMA" if settings.avro_schema else "TIDEWAY_AVRO_SCHEMA_DIR"
+        raise SettingsError(f"setting {name} is invalid: {exc.reason}") from None
+
+
+def extra_columns(settings: Settings) -> tuple[pa.Field[Any], ...]:
+    """The typed columns of TIDEWAY_EXTRA_COLUMNS (none when unset); raise SettingsError
+    (one line) for a missing or bad .avsc, a non-record schema, an unsupported type or a
+    name taken by a canonical column or partition key."""
+    path = settings.extra_columns
+    if path is None:
+        return ()
+    name = "TIDEWAY_EXTRA_COLUMNS"
+    try:
+        return extra_fields(load_schema(path, name), partition_keys(settings.partition_template))
+    except DecodeError as exc:
+        raise SettingsError(f"setting {name} is invalid: {exc.reason}") from None
+    except ValueError as exc:
+        raise SettingsError(f"setting {name} is invalid: {path}: {exc}") from None
+
+
+def shard_context(
+    settings: Settings, kinesis: object, s3: object, dynamodb: object, worker_id: str
+) -> ShardContext:
+    """The context of every shard consumer of one worker; raises SettingsError."""
+    start = Position(
+        settings.start_position,
+        timestamp=settings.start_timestamp if settings.start_position == "AT_TIMESTAMP" else None,
+    )
+    return ShardContext(
+        kinesis=kinesis,
+        s3=s3,
+        bucket=settings.bucket,
+        stream=settings.stream,
+        leases=LeaseTable(dynamodb, settings.lease_table),
+        layout=Layout(
+            settings.stream,
+            settings.prefix,
+            PartitionTemplate(settings.partition_template),
+            settings.max_partitions_per_flush,
+            settings.file_target_bytes,
+        ),
+        mapping=FieldMapping(
+            max_past_us=int(settings.event_time_max_past * 1e6),
+            max_future_us=int(settings.event_time_max_future * 1e6),
+            extra_columns=extra_columns(settings),
+        ),
+        decoders=decoder_config(settings),
+        policy=FlushPolicy(settings.file_target_bytes * ARROW_TO_PARQUET, settings.flush_max_age),
+        worker_id=worker_id,
+        start=start,
+        metrics=ConsumerMetrics(),
+        idle_wait=settings.idle_wait,
+    )
