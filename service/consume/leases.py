@@ -2,7 +2,9 @@
 
 Item ``shard_id=<shard>``: ``owner``, ``epoch`` (the fencing token, +1 on every change of
 owner), ``checkpoint`` (last flushed sequence number, or SHARD_END), ``intent_first`` /
-``intent_last`` (a flush that may be half written), ``parents``.
+``intent_last`` (a flush that may be half written), ``parents``, ``dedupe`` (the envelopes
+landed up to the checkpoint, service/consume/dedupe.py) and ``intent_dedupe`` (the same as
+of the intent's first record, so a replay drops exactly what the first reading dropped).
 Item ``shard_id=worker#<id>``: ``expires_at`` (epoch ms) and ``leaving`` (set on SIGTERM:
 still alive and owning its shards, but no longer given any). Every write a worker makes to a
 shard is conditioned on ``owner`` and ``epoch`` still being its own (fencing); every change
@@ -27,6 +29,9 @@ WORKER_PREFIX = "worker#"
 SHARD_END = "SHARD_END"
 FROM_START = "TRIM_HORIZON"
 _CONDITION_FAILED = "ConditionalCheckFailedException"
+_SCANNED = (
+    "shard_id, #o, epoch, checkpoint, intent_first, intent_last, parents, expires_at, leaving"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,8 @@ class ShardLease:
     intent_first: str | None
     intent_last: str | None
     parents: tuple[str, ...]
+    dedupe: bytes | None = None
+    intent_dedupe: bytes | None = None
 
     @property
     def finished(self) -> bool:
@@ -66,7 +73,19 @@ def _lease_from_item(item: dict[str, Any]) -> ShardLease:
         intent_first=s("intent_first"),
         intent_last=s("intent_last"),
         parents=tuple(p["S"] for p in item.get("parents", {"L": []})["L"]),
+        dedupe=item["dedupe"]["B"] if "dedupe" in item else None,
+        intent_dedupe=item["intent_dedupe"]["B"] if "intent_dedupe" in item else None,
     )
+
+
+def _fence(
+    worker_id: str, epoch: int, dedupe: bytes | None, values: dict[str, Any]
+) -> dict[str, Any]:
+    """``values`` plus the fencing token's (and the dedupe state as ``:d``, if any)."""
+    out = {**values, ":me": {"S": worker_id}, ":e": {"N": str(epoch)}}
+    if dedupe is not None:
+        out[":d"] = {"B": dedupe}
+    return out
 
 
 class LeaseTable:
@@ -80,7 +99,14 @@ class LeaseTable:
         """Every shard lease and worker heartbeat (consistent read)."""
         leases: dict[str, ShardLease] = {}
         workers: dict[str, WorkerBeat] = {}
-        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "ConsistentRead": True,
+            # Every attribute but the dedupe states (up to ~120 KB each per shard): a round
+            # runs every second, and only the acquire, which returns the whole item, needs them.
+            "ProjectionExpression": _SCANNED,
+            "ExpressionAttributeNames": {"#o": "owner"},
+        }
         while True:
             page = await self._ddb.scan(**kwargs)
             for item in page.get("Items", []):
@@ -153,29 +179,48 @@ class LeaseTable:
         return _lease_from_item(item)
 
     async def write_intent(
-        self, shard_id: str, worker_id: str, epoch: int, first: str, last: str
+        self,
+        shard_id: str,
+        worker_id: str,
+        epoch: int,
+        first: str,
+        last: str,
+        *,
+        dedupe: bytes | None = None,
     ) -> None:
-        """Step 1 of a flush: record the exact range about to be written."""
+        """Step 1 of a flush: record the exact range about to be written (and the dedupe
+        state as of its first record)."""
+        values = _fence(worker_id, epoch, dedupe, {":f": {"S": first}, ":l": {"S": last}})
+        update = "SET intent_first = :f, intent_last = :l"
+        if dedupe is not None:
+            update += ", intent_dedupe = :d"
+        await self._fenced_update(shard_id, update, "#o = :me AND epoch = :e", values)
+
+    async def checkpoint(
+        self, shard_id: str, worker_id: str, epoch: int, seq: str, *, dedupe: bytes | None = None
+    ) -> None:
+        """Step 3: the range is in S3; advance the checkpoint (with the dedupe state after
+        it) and clear the intent."""
+        values = _fence(worker_id, epoch, dedupe, {":c": {"S": seq}})
+        update = "SET checkpoint = :c" + (", dedupe = :d" if dedupe is not None else "")
         await self._fenced_update(
             shard_id,
-            "SET intent_first = :f, intent_last = :l",
+            update + " REMOVE intent_first, intent_last, intent_dedupe",
             "#o = :me AND epoch = :e",
-            {
-                ":f": {"S": first},
-                ":l": {"S": last},
-                ":me": {"S": worker_id},
-                ":e": {"N": str(epoch)},
-            },
+            values,
         )
 
-    async def checkpoint(self, shard_id: str, worker_id: str, epoch: int, seq: str) -> None:
-        """Step 3: the range is in S3; advance the checkpoint and clear the intent."""
-        await self._fenced_update(
-            shard_id,
-            "SET checkpoint = :c REMOVE intent_first, intent_last",
-            "#o = :me AND epoch = :e",
-            {":c": {"S": seq}, ":me": {"S": worker_id}, ":e": {"N": str(epoch)}},
-        )
+    async def dedupe_states(self, shard_ids: tuple[str, ...]) -> list[bytes]:
+        """The checkpointed dedupe states of ``shard_ids`` (a child's parents), in order."""
+        out: list[bytes] = []
+        for shard_id in shard_ids:
+            resp = await self._ddb.get_item(
+                TableName=self.table, Key={"shard_id": {"S": shard_id}}, ConsistentRead=True
+            )
+            item = resp.get("Item") or {}
+            if "dedupe" in item:
+                out.append(item["dedupe"]["B"])
+        return out
 
     async def release(self, shard_id: str, worker_id: str, epoch: int) -> None:
         """Give the shard up (after a final flush) so the next owner starts at once."""

@@ -21,6 +21,7 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from service.consume.buffer import FlushPolicy, ShardBuffer
+from service.consume.dedupe import ShardDedupe, merge
 from service.consume.leases import FROM_START, SHARD_END, LeaseTable, ShardLease
 from service.consume.reader import Position, ShardReader
 from service.decode import DecoderConfig, RecordMeta
@@ -95,11 +96,16 @@ class ShardConsumer:
         self.millis_behind = 0
         self.checkpoint = lease.checkpoint
         self.reader: ShardReader | None = None
+        # Envelopes landed up to the checkpoint, and its bytes as last checkpointed (written
+        # with the next intent: a replay of that intent starts from exactly this state).
+        self.dedupe = ShardDedupe()
+        self._dedupe_at_checkpoint = self.dedupe.encode()
 
     async def run(self, stop: asyncio.Event, *, drain: bool) -> Outcome:
         """Consume until the shard ends, the tip is reached (drain), ``stop`` is set, or the
         lease is lost. Always flushes and checkpoints what it read, except when lost."""
         try:
+            await self._load_dedupe()
             if self.lease.intent_first and self.lease.intent_last:
                 await self._replay(self.lease.intent_first, self.lease.intent_last)
             return await self._consume(stop, drain=drain)
@@ -107,6 +113,19 @@ class ShardConsumer:
             log.warning("lease lost", extra={"shard_id": self.shard_id, "epoch": self.epoch})
             self.ctx.metrics.leases_lost.inc()
             return Outcome.LOST
+
+    async def _load_dedupe(self) -> None:
+        """The state as of the open intent's first record, else as of the checkpoint, else
+        (a child never flushed) the merge of the parents' final states."""
+        lease = self.lease
+        saved = lease.intent_dedupe if lease.intent_last else None
+        saved = saved or lease.dedupe
+        if saved is not None:
+            self.dedupe = ShardDedupe.decode(saved)
+        elif lease.parents:
+            states = await self.ctx.leases.dedupe_states(lease.parents)
+            self.dedupe = merge(ShardDedupe.decode(s) for s in states)
+        self._dedupe_at_checkpoint = self.dedupe.encode()
 
     def _reader(self, start: Position) -> ShardReader:
         return ShardReader(
@@ -133,9 +152,8 @@ class ShardConsumer:
                 if int(record["SequenceNumber"]) > int(last):
                     done = True
                     break
-                buffer.add(
-                    record["Data"], _meta(self.shard_id, record), self.ctx.decoders, loop.time()
-                )
+                meta = _meta(self.shard_id, record)
+                buffer.add(record["Data"], meta, self.ctx.decoders, loop.time(), self.dedupe)
             done = done or buffer.last == last or (not batch.records and batch.millis_behind == 0)
         if buffer.last != last:
             log.error(
@@ -163,7 +181,8 @@ class ShardConsumer:
             m = self.ctx.metrics
             for record in batch.records:
                 data: bytes = record["Data"]
-                self.buffer.add(data, _meta(self.shard_id, record), self.ctx.decoders, loop.time())
+                meta = _meta(self.shard_id, record)
+                self.buffer.add(data, meta, self.ctx.decoders, loop.time(), self.dedupe)
                 m.records_read.inc()
                 m.bytes_read.inc(len(data))
             at_tip = not batch.records and batch.millis_behind == 0
@@ -201,7 +220,14 @@ class ShardConsumer:
                 plan = await asyncio.to_thread(
                     plan_flush, self.shard_id, buffer.records, buffer.dead, ctx.layout, ctx.mapping
                 )
-            await ctx.leases.write_intent(self.shard_id, ctx.worker_id, self.epoch, first, last)
+            await ctx.leases.write_intent(
+                self.shard_id,
+                ctx.worker_id,
+                self.epoch,
+                first,
+                last,
+                dedupe=self._dedupe_at_checkpoint,
+            )
             with (
                 aws_span("S3", "PutObject", objects=len(plan.objects), bytes=plan.bytes_out),
                 ctx.metrics.aws_call("s3_upload"),
@@ -225,8 +251,13 @@ class ShardConsumer:
             )
 
     async def _checkpoint(self, seq: str) -> None:
-        await self.ctx.leases.checkpoint(self.shard_id, self.ctx.worker_id, self.epoch, seq)
+        # Flushes run between reads, so the state now is the state after ``seq``.
+        state = self.dedupe.encode()
+        await self.ctx.leases.checkpoint(
+            self.shard_id, self.ctx.worker_id, self.epoch, seq, dedupe=state
+        )
         self.checkpoint = seq
+        self._dedupe_at_checkpoint = state
 
 
 async def _unless_stopped(work: Coroutine[Any, Any, _T], stop: asyncio.Event) -> _T | None:
