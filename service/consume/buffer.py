@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from service.consume.dedupe import ShardDedupe
 from service.decode import DecoderConfig, RecordMeta, decode_record
 from service.decode.types import DecodedRecord
 from service.errors import DecodeError
@@ -15,6 +16,7 @@ RECORD_OVERHEAD = 400
 # A flush holds the buffer, its Arrow table (~1x the NDJSON bytes) and the Parquet bodies
 # (~0.15x) at once, and one chunk of parsed dicts: the buffer is charged twice its size.
 FLUSH_WORKING_SET = 2
+DUPLICATE = "duplicate envelope"  # a copy of an envelope already landed (a re-sent put)
 
 
 @dataclass
@@ -33,8 +35,16 @@ class ShardBuffer:
     def __bool__(self) -> bool:
         return self.last is not None
 
-    def add(self, data: bytes, meta: RecordMeta, decoders: DecoderConfig, now: float) -> None:
-        """Decode one record into the buffer; a bad record becomes a dead letter, never lost."""
+    def add(
+        self,
+        data: bytes,
+        meta: RecordMeta,
+        decoders: DecoderConfig,
+        now: float,
+        dedupe: ShardDedupe | None = None,
+    ) -> None:
+        """Decode one record into the buffer; a bad record becomes a dead letter, never lost;
+        an envelope ``dedupe`` has seen land already is a copy and yields no rows."""
         seq = meta.sequence_number
         if self.first is None:
             self.first = seq
@@ -45,6 +55,11 @@ class ShardBuffer:
         except DecodeError as exc:
             self.dead.append(DeadLetter(meta, data, exc.reason))
             self.size += len(data) + len(exc.reason) + RECORD_OVERHEAD
+            return
+        if dedupe is not None and not dedupe.admit(
+            decoded.producer_id, decoded.producer_seq, decoded.created_us
+        ):
+            self.skipped[DUPLICATE] = self.skipped.get(DUPLICATE, 0) + 1
             return
         if decoded.skipped:
             self.skipped[decoded.skipped] = self.skipped.get(decoded.skipped, 0) + 1

@@ -2,7 +2,10 @@
 
 Item ``shard_id=<shard>``: ``owner``, ``epoch`` (the fencing token, +1 on every change of
 owner), ``checkpoint`` (last flushed sequence number, or SHARD_END), ``intent_first`` /
-``intent_last`` (a flush that may be half written), ``parents``.
+``intent_last`` (a flush that may be half written), ``intent_bytes``, ``start_at``,
+``parents``, ``dedupe`` (the envelopes landed up to the checkpoint, service/consume/dedupe.py)
+and ``intent_dedupe`` (the same as of the intent's first record, so a replay drops exactly
+what the first reading dropped).
 Item ``shard_id=worker#<id>``: ``beats`` (a counter the worker increments with every
 heartbeat: peers judge it alive while they see it change, on their own monotonic clock),
 ``written_at`` (the writer's wall clock, epoch ms, for people only) and ``leaving`` (set on SIGTERM:
@@ -37,6 +40,11 @@ from service.errors import LeaseLostError
 __all__ = ["FROM_START", "SHARD_END", "LeaseTable", "ShardLease", "WorkerBeat"]
 WORKER_PREFIX = "worker#"
 _CONDITION_FAILED = "ConditionalCheckFailedException"
+# Every attribute a lease round reads; the dedupe states stay out (see ``scan``).
+_SCANNED = (
+    "shard_id, #o, epoch, checkpoint, intent_first, intent_last, intent_bytes, start_at, "
+    "parents, beats, written_at, leaving"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +60,8 @@ class ShardLease:
     parents: tuple[str, ...]
     start_at_ms: int | None = None  # LATEST resolved by the first owner: read from this time
     intent_bytes: int | None = None  # buffered bytes of the open intent (sizes its replay)
+    dedupe: bytes | None = None
+    intent_dedupe: bytes | None = None
 
     @property
     def finished(self) -> bool:
@@ -85,7 +95,19 @@ def _lease_from_item(item: dict[str, Any]) -> ShardLease:
         parents=tuple(p["S"] for p in item.get("parents", {"L": []})["L"]),
         start_at_ms=int(item["start_at"]["N"]) if "start_at" in item else None,
         intent_bytes=int(item["intent_bytes"]["N"]) if "intent_bytes" in item else None,
+        dedupe=item["dedupe"]["B"] if "dedupe" in item else None,
+        intent_dedupe=item["intent_dedupe"]["B"] if "intent_dedupe" in item else None,
     )
+
+
+def _fence(
+    worker_id: str, epoch: int, dedupe: bytes | None, values: dict[str, Any]
+) -> dict[str, Any]:
+    """``values`` plus the fencing token's (and the dedupe state as ``:d``, if any)."""
+    out = {**values, ":me": {"S": worker_id}, ":e": {"N": str(epoch)}}
+    if dedupe is not None:
+        out[":d"] = {"B": dedupe}
+    return out
 
 
 class LeaseTable:
@@ -99,7 +121,14 @@ class LeaseTable:
         """Every shard lease and worker heartbeat (consistent read)."""
         leases: dict[str, ShardLease] = {}
         workers: dict[str, WorkerBeat] = {}
-        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "ConsistentRead": True,
+            # Every attribute but the dedupe states (up to ~120 KB each per shard): a round
+            # runs every second, and only the acquire, which returns the whole item, needs them.
+            "ProjectionExpression": _SCANNED,
+            "ExpressionAttributeNames": {"#o": "owner"},
+        }
         while True:
             page = await self._ddb.scan(**kwargs)
             for item in page.get("Items", []):
@@ -202,34 +231,53 @@ class LeaseTable:
         last: int,
         *,
         nbytes: int = 0,
+        dedupe: bytes | None = None,
     ) -> None:
-        """Step 1 of a flush: record the exact range about to be written (and its buffered
-        size, so a replay can wait for that much of its worker's memory budget)."""
+        """Step 1 of a flush: record the exact range about to be written, its buffered size
+        (so a replay can wait for that much of its worker's memory budget) and the dedupe
+        state as of its first record."""
+        values = _fence(
+            worker_id,
+            epoch,
+            dedupe,
+            {":f": {"S": str(first)}, ":l": {"S": str(last)}, ":b": {"N": str(nbytes)}},
+        )
+        update = "SET intent_first = :f, intent_last = :l, intent_bytes = :b"
+        if dedupe is not None:
+            update += ", intent_dedupe = :d"
+        await self._fenced_update(shard_id, update, "#o = :me AND epoch = :e", values)
+
+    async def checkpoint(
+        self,
+        shard_id: str,
+        worker_id: str,
+        epoch: int,
+        seq: Checkpoint,
+        *,
+        dedupe: bytes | None = None,
+    ) -> None:
+        """Step 3: the range is in S3; advance the checkpoint (with the dedupe state after
+        it) and clear the intent."""
+        values = _fence(worker_id, epoch, dedupe, {":c": {"S": checkpoint_to_wire(seq)}})
+        update = "SET checkpoint = :c" + (", dedupe = :d" if dedupe is not None else "")
         await self._fenced_update(
             shard_id,
-            "SET intent_first = :f, intent_last = :l, intent_bytes = :b",
+            update + " REMOVE intent_first, intent_last, intent_bytes, intent_dedupe",
             "#o = :me AND epoch = :e",
-            {
-                ":f": {"S": str(first)},
-                ":l": {"S": str(last)},
-                ":b": {"N": str(nbytes)},
-                ":me": {"S": worker_id},
-                ":e": {"N": str(epoch)},
-            },
+            values,
         )
 
-    async def checkpoint(self, shard_id: str, worker_id: str, epoch: int, seq: Checkpoint) -> None:
-        """Step 3: the range is in S3; advance the checkpoint and clear the intent."""
-        await self._fenced_update(
-            shard_id,
-            "SET checkpoint = :c REMOVE intent_first, intent_last, intent_bytes",
-            "#o = :me AND epoch = :e",
-            {
-                ":c": {"S": checkpoint_to_wire(seq)},
-                ":me": {"S": worker_id},
-                ":e": {"N": str(epoch)},
-            },
-        )
+    async def dedupe_states(self, shard_ids: tuple[str, ...]) -> list[bytes]:
+        """The checkpointed dedupe states of ``shard_ids`` (a child's parents), in order."""
+        out: list[bytes] = []
+        for shard_id in shard_ids:
+            resp = await self._ddb.get_item(
+                TableName=self.table, Key={"shard_id": {"S": shard_id}}, ConsistentRead=True
+            )
+            item = resp.get("Item") or {}
+            if "dedupe" in item:
+                out.append(item["dedupe"]["B"])
+        return out
 
     async def release(self, shard_id: str, worker_id: str, epoch: int) -> None:
         """Give the shard up (after a final flush) so the next owner starts at once."""

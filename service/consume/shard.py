@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from service.consume.budget import FIRST_RECORD_GUESS, MemoryBudget, read_limit
 from service.consume.buffer import FLUSH_WORKING_SET, ShardBuffer
 from service.consume.context import ShardContext
+from service.consume.dedupe import ShardDedupe, merge
 from service.consume.leases import FROM_START, SHARD_END, ShardLease
 from service.consume.reader import Position, ShardReader
 from service.consume.sequence import Checkpoint, sequence_from_wire
@@ -84,6 +85,10 @@ class ShardConsumer:
         self.millis_behind = 0  # as last reported; 0 until Kinesis says otherwise
         self.checkpoint = lease.checkpoint
         self.reader: ShardReader | None = None
+        # Envelopes landed up to the checkpoint, and its bytes as last checkpointed (written
+        # with the next intent: a replay of that intent starts from exactly this state).
+        self.dedupe = ShardDedupe()
+        self._dedupe_at_checkpoint = self.dedupe.encode()
 
     async def run(self, stop: asyncio.Event, *, drain: bool) -> Outcome:
         """Consume until the shard ends, the tip is reached (drain), ``stop`` is set, or the
@@ -91,6 +96,7 @@ class ShardConsumer:
         if self.lease.finished:
             return Outcome.FINISHED  # SHARD_END: read to its end already, never read again
         try:
+            await self._load_dedupe()
             lease = self.lease
             if lease.intent_first is not None and lease.intent_last is not None:
                 # An intent written without its size may have held up to a whole flush.
@@ -106,6 +112,19 @@ class ShardConsumer:
             log.warning("lease lost", extra={"shard_id": self.shard_id, "epoch": self.epoch})
             self.ctx.metrics.leases_lost.inc()
             return Outcome.LOST
+
+    async def _load_dedupe(self) -> None:
+        """The state as of the open intent's first record, else as of the checkpoint, else
+        (a child never flushed) the merge of the parents' final states."""
+        lease = self.lease
+        saved = lease.intent_dedupe if lease.intent_last is not None else None
+        saved = saved or lease.dedupe
+        if saved is not None:
+            self.dedupe = ShardDedupe.decode(saved)
+        elif lease.parents:
+            states = await self.ctx.leases.dedupe_states(lease.parents)
+            self.dedupe = merge(ShardDedupe.decode(s) for s in states)
+        self._dedupe_at_checkpoint = self.dedupe.encode()
 
     def _reader(self, start: Position) -> ShardReader:
         return ShardReader(
@@ -143,7 +162,7 @@ class ShardConsumer:
                 if meta.sequence_number > last:
                     past = True
                     break
-                buffer.add(record["Data"], meta, self.ctx.decoders, loop.time())
+                buffer.add(record["Data"], meta, self.ctx.decoders, loop.time(), self.dedupe)
                 if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
             self._learn_record_size(buffer, batch.records, before)
@@ -223,7 +242,8 @@ class ShardConsumer:
             before = self.buffer.size
             for n, record in enumerate(batch.records, 1):
                 data: bytes = record["Data"]
-                self.buffer.add(data, _meta(self.shard_id, record), self.ctx.decoders, loop.time())
+                meta = _meta(self.shard_id, record)
+                self.buffer.add(data, meta, self.ctx.decoders, loop.time(), self.dedupe)
                 m.records_read.inc()
                 m.bytes_read.inc(len(data))
                 if self.buffer.size * FLUSH_WORKING_SET >= share:
@@ -277,7 +297,13 @@ class ShardConsumer:
                     plan_flush, self.shard_id, buffer.records, buffer.dead, ctx.layout, ctx.mapping
                 )
             await ctx.leases.write_intent(
-                self.shard_id, ctx.worker_id, self.epoch, first, last, nbytes=buffer.size
+                self.shard_id,
+                ctx.worker_id,
+                self.epoch,
+                first,
+                last,
+                nbytes=buffer.size,
+                dedupe=self._dedupe_at_checkpoint,
             )
             with (
                 aws_span("S3", "PutObject", objects=len(plan.objects), bytes=plan.bytes_out),
@@ -308,8 +334,13 @@ class ShardConsumer:
             )
 
     async def _checkpoint(self, seq: Checkpoint) -> None:
-        await self.ctx.leases.checkpoint(self.shard_id, self.ctx.worker_id, self.epoch, seq)
+        # Flushes run between records, so the state now is the state after ``seq``.
+        state = self.dedupe.encode()
+        await self.ctx.leases.checkpoint(
+            self.shard_id, self.ctx.worker_id, self.epoch, seq, dedupe=state
+        )
         self.checkpoint = seq
+        self._dedupe_at_checkpoint = state
 
 
 async def _unless_stopped(work: Coroutine[Any, Any, _T], stop: asyncio.Event) -> _T | None:
