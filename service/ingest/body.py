@@ -125,7 +125,7 @@ class _Guard:
 def _inflate(raw: bytes, guard: _Guard, wbits: int) -> bytes:
     """Every member of a gzip stream (``pigz`` and log rotators write several, RFC 1952
     §2.2); anything after the last member that is not another member is refused."""
-    out = bytearray()
+    out = io.BytesIO()  # getvalue() hands its buffer over: no second copy of 64 MiB
     data = raw
     try:
         while True:
@@ -133,18 +133,18 @@ def _inflate(raw: bytes, guard: _Guard, wbits: int) -> bytes:
             while data:
                 piece = inflater.decompress(data, _CHUNK)
                 guard.add(len(piece))
-                out += piece
+                out.write(piece)
                 data = inflater.unconsumed_tail
                 if inflater.eof:
                     break
             while not inflater.eof and (piece := inflater.decompress(b"", _CHUNK)):
                 guard.add(len(piece))
-                out += piece
+                out.write(piece)
             if not inflater.eof:
                 raise RequestError(400, "body is not valid gzip: stream is truncated")
             data = inflater.unused_data
             if not data:
-                return bytes(out)
+                return out.getvalue()
             if wbits == 15 or not data.startswith(b"\x1f\x8b"):
                 raise RequestError(
                     400, f"body is not valid gzip: {len(data)} bytes of trailing garbage"
@@ -154,16 +154,16 @@ def _inflate(raw: bytes, guard: _Guard, wbits: int) -> bytes:
 
 
 def _unzstd(raw: bytes, guard: _Guard) -> bytes:
-    out = bytearray()
+    out = io.BytesIO()
     try:
         reader = zstandard.ZstdDecompressor().stream_reader(
             io.BytesIO(raw), read_across_frames=True
         )
         while chunk := reader.read(_CHUNK):
             guard.add(len(chunk))
-            out += chunk
+            out.write(chunk)
     except zstandard.ZstdError as exc:
         raise RequestError(400, f"body is not valid zstd: {exc}") from None
-    if raw and not out:
+    if raw and not out.tell():
         raise RequestError(400, "body is not valid zstd: no data")
-    return bytes(out)
+    return out.getvalue()

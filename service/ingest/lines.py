@@ -239,7 +239,7 @@ def parse_json(body: bytes, max_line: int, max_lines: int = 1 << 62) -> ParsedLi
     parses, as JSON is read left to right), so only one piece's objects exist at a time.
     """
     out = ParsedLines()
-    text = body.strip()
+    text = body if body[:1] == b"[" and body[-1:] == b"]" else body.strip()
     if not text.startswith(b"["):
         value, problem = load_object(text, max_line)
         if problem is None:
@@ -289,22 +289,22 @@ def _element_line(out: ParsedLines, number: int, item: object, max_line: int) ->
 
 def _array_pieces(text: bytes) -> Iterator[list[Any]]:
     """The elements of the JSON array ``text``, a piece at a time; JSONDecodeError if it is
-    not one. Failed cuts are bounded: a few tries, then a window four times wider."""
+    not one. Failed cuts are bounded: a few tries, then a window four times wider. Offsets
+    into ``text``, never a copy of it (it may be 64 MiB)."""
     if not text.endswith(b"]"):
         orjson.loads(text)  # raises with orjson's own reason
-    inner = text[1:-1]
-    pos, n = 0, len(inner)
-    while pos < n:
+    pos, end = 1, len(text) - 1
+    while pos < end:
         window = PIECE
         items: list[Any] | None = None
         while items is None:
-            if pos + window >= n:
-                cut = n
-                items = _piece(inner, pos, n, pos > 0)
+            if pos + window >= end:
+                cut = end
+                items = _piece(text, pos, end, pos > 1)
                 break
-            for cut in _cuts(inner, pos + window, n):
+            for cut in _cuts(text, pos + window, end):
                 try:
-                    items = _piece(inner, pos, cut, pos > 0)
+                    items = _piece(text, pos, cut, pos > 1)
                     break
                 except orjson.JSONDecodeError:
                     continue
@@ -313,8 +313,8 @@ def _array_pieces(text: bytes) -> Iterator[list[Any]]:
         pos = cut + 1
 
 
-def _piece(inner: bytes, start: int, end: int, after_comma: bool) -> list[Any]:
-    piece = inner[start:end]
+def _piece(text: bytes, start: int, end: int, after_comma: bool) -> list[Any]:
+    piece = text[start:end]
     if after_comma and not piece.strip():  # "[x, ]" or "[x,,y]": a comma with no element
         raise orjson.JSONDecodeError("expected a value after ','", "", start)
     items = orjson.loads(b"[" + piece + b"]")
@@ -322,14 +322,14 @@ def _piece(inner: bytes, start: int, end: int, after_comma: bool) -> list[Any]:
     return items
 
 
-def _cuts(inner: bytes, start: int, end: int) -> list[int]:
+def _cuts(text: bytes, start: int, end: int) -> list[int]:
     """Up to a few commas after ``start`` that may close a top-level element."""
     if start >= end:
         return []
     for pattern in (_OBJECT_END, _COMMA):
         found = [
             m.end() - 1
-            for _, m in zip(range(_TRIES), pattern.finditer(inner, start, end), strict=False)
+            for _, m in zip(range(_TRIES), pattern.finditer(text, start, end), strict=False)
         ]
         if found:
             return found

@@ -14,6 +14,8 @@ import logging
 import random
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -64,6 +66,9 @@ class Producer:
         self.metrics = metrics
         self.budget = budget or ByteBudget(max_inflight_bytes, metrics.inflight_bytes)
         self._packer = Packer(record_target_bytes)
+        # Every packer call runs on this one thread: sealing compresses (64 MiB of lines is
+        # ~0.2 s of zstd) and must not hold the event loop; one thread keeps calls in order.
+        self._packing = ThreadPoolExecutor(1, thread_name_prefix="pack")
         self._linger = linger
         self._deadline = deadline
         self._stop_by: float | None = None
@@ -92,7 +97,10 @@ class Producer:
         self._closing = True
         self._wake.set()
         assert self._tg is not None
-        await self._tg.__aexit__(et, e, tb)
+        try:
+            await self._tg.__aexit__(et, e, tb)
+        finally:
+            self._packing.shutdown()
 
     def stop_retrying_at(self, when: float) -> None:
         """Shutdown: give up on Kinesis at loop time ``when`` at the latest (ECS stop timeout)."""
@@ -108,7 +116,8 @@ class Producer:
         ticket = Ticket(size)
         future: asyncio.Future[None] = loop.create_future()
         ticket.waiter = future
-        sealed = self._packer.add(
+        add = partial(
+            self._packer.add,
             lines,
             header,
             ticket,
@@ -116,6 +125,7 @@ class Producer:
             now=loop.time(),
             received_us=int(time.time() * 1e6),
         )
+        sealed = await loop.run_in_executor(self._packing, add)
         self._dispatch(sealed)
         self._wake.set()
         await future
@@ -166,7 +176,7 @@ class Producer:
     async def _linger_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            oldest = self._packer.oldest()
+            oldest = await loop.run_in_executor(self._packing, self._packer.oldest)
             if self._closing and oldest is None:
                 return
             if oldest is None:
@@ -178,7 +188,9 @@ class Producer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
                 self._wake.clear()
-            self._dispatch(self._packer.due(loop.time(), 0 if self._closing else self._linger))
+            linger = 0 if self._closing else self._linger
+            due = partial(self._packer.due, loop.time(), linger)
+            self._dispatch(await loop.run_in_executor(self._packing, due))
 
     async def _send(self, batch: list[SealedRecord]) -> None:
         """Deliver ``batch``; every ticket is completed, whatever happens (never raises)."""
