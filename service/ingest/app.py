@@ -260,9 +260,8 @@ async def otlp_logs(request: web.Request) -> web.StreamResponse:
         limit, max_line = state.max_lines, state.limits.max_line
 
         def job(body: bytes) -> otlp.OtlpLines:
-            if as_json:  # decoded whole: each "{" may become a dict and a message
-                charge_lines(held, body, limit, b"{")
-                held.take(len(body))
+            if as_json:  # decoded whole: each "{" becomes a dict and a message
+                held.take(len(body) + otlp.json_objects(body) * otlp.JSON_OBJECT_COST)
                 return otlp.parse_json(body, max_line)
             held.take(len(body))  # the normalized lines
             return otlp.parse_protobuf(body, max_line, limit)

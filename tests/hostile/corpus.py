@@ -359,6 +359,24 @@ def heaviest(max_lines: int = 500_000, max_decompressed: int = 64 * MIB) -> Iter
         len(bulk),
         {"Content-Encoding": "gzip"},
     )
+    records = [
+        {
+            "body": {"stringValue": f"{i} " + "m" * 120},
+            "attributes": [{"key": "k", "value": {"stringValue": str(i)}}],
+        }
+        for i in range(24_000)
+    ]
+    doc = orjson.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]})
+    yield Attack("OTLP JSON, object cap", "/v1/logs", doc, "application/json", OK, len(doc))
+    many = orjson.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": records * 2}]}]})
+    yield Attack(
+        "OTLP JSON, past the object cap",
+        "/v1/logs",
+        many,
+        "application/json",
+        frozenset({413}),
+        len(many),
+    )
     proto = _otlp(max_lines // 3 - 2, "m" * 150, varied=True)
     yield Attack(
         "OTLP protobuf, message cap (gzip)",

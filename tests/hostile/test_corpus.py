@@ -42,7 +42,8 @@ async def test_the_heaviest_allowed_request_of_each_type_stays_within_the_bound(
         async with serve_subprocess(env) as (url, pid):
             outcomes.extend(await run_corpus(url, pid, [attack]))
     write_report(outcomes, REPORT.with_name(REPORT.stem + "-heaviest.json"))
-    assert [o.status for o in outcomes] == [200] * len(outcomes), outcomes
+    wrong = [(o.attack, o.status) for o in outcomes if not o.allowed]
+    assert not wrong, wrong
     heavy = [(o.attack, o.rss_growth_mb, o.bound_mb) for o in outcomes if not o.within_bound]
     assert not heavy, heavy
     slow = [(o.attack, o.healthz_worst_ms) for o in outcomes if o.healthz_worst_ms >= 1000]
