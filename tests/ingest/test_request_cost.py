@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import random
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -130,3 +131,12 @@ async def test_healthz_answers_while_the_heaviest_bodies_are_parsed(settings: Se
             assert r.status in (400, 413) or (path == "/_bulk" and r.status == 200), r.status
             assert worst < 1.0, (path, worst)  # target 0.1 s; generous on a shared 2-core box
             assert len(answer) < 64 * MIB
+
+
+def test_pieces_hold_exactly_the_lines_of_the_body() -> None:
+    rng = random.Random(15)
+    bodies = [b"", b"\n", b"\n\n", b"a\n", b"ab\ncd\n\nef"]
+    bodies += [bytes(rng.choice(b"ab\n") for _ in range(rng.randrange(40))) for _ in range(2000)]
+    for body in bodies:
+        for size in (1, 2, 5, 100):
+            assert b"\n".join(lines.pieces(body, size)) == body, (body, size)
