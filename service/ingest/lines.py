@@ -87,16 +87,29 @@ class BlockWriter:
     """Builds a LineBlock piece by piece: one growing buffer and the line ends, so a
     request's lines never exist as one Python object each (issue 15, item 1)."""
 
-    __slots__ = ("_ends", "_out")
+    __slots__ = ("_ends", "_out", "_pending")
 
     def __init__(self) -> None:
         self._out = io.BytesIO()
         self._ends = array("q")
+        self._pending: list[bytes] = []
 
     def __len__(self) -> int:
-        return len(self._ends)
+        return len(self._ends) + len(self._pending)
+
+    def add(self, line: bytes) -> None:
+        """One line, copied into the buffer with the next DUMPS_BATCH - 1 (so at most that
+        many orjson.dumps results, each holding 4 KB, are alive)."""
+        self._pending.append(line)
+        if len(self._pending) >= DUMPS_BATCH:
+            self.extend(self._pending)
+            self._pending.clear()
 
     def extend(self, lines: list[bytes]) -> None:
+        """Lines that need no batching (slices of a body), after those ``add``ed so far."""
+        if self._pending and lines is not self._pending:
+            pending, self._pending = self._pending, []
+            self.extend(pending)
         if not lines:
             return
         base = 0
@@ -108,6 +121,7 @@ class BlockWriter:
 
     def block(self) -> LineBlock:
         """The lines so far; BytesIO hands over its buffer without a copy."""
+        self.extend([])
         return LineBlock(self._out.getvalue(), self._ends)
 
 
@@ -251,18 +265,13 @@ def parse_json(body: bytes, max_line: int, max_lines: int = 1 << 62) -> ParsedLi
     number = 0
     try:
         for items in _array_pieces(text):
-            kept: list[bytes] = []
             for item in items:
                 number += 1
                 if number > max_lines:
                     raise too_many_lines(number, max_lines, "elements")
                 line = _element_line(out, number, item, max_line)
                 if line is not None:
-                    kept.append(line)
-                    if len(kept) >= DUMPS_BATCH:
-                        writer.extend(kept)
-                        kept.clear()
-            writer.extend(kept)
+                    writer.add(line)
     except orjson.JSONDecodeError as exc:
         out = ParsedLines()  # the body is not JSON: nothing of it is taken
         out.reject(1, *_json_error(exc))
@@ -344,7 +353,6 @@ def parse_text(body: bytes, max_line: int, max_lines: int = 1 << 62) -> ParsedLi
     writer = BlockWriter()
     number = 0
     for piece in pieces(body):
-        kept: list[bytes] = []
         for raw in piece.split(b"\n"):
             number += 1
             line = raw.rstrip(b"\r")
@@ -362,10 +370,6 @@ def parse_text(body: bytes, max_line: int, max_lines: int = 1 << 62) -> ParsedLi
             except UnicodeDecodeError:
                 out.reject(number, "invalid UTF-8", "invalid_utf8")
                 continue
-            kept.append(orjson.dumps({"message": text}))
-            if len(kept) >= DUMPS_BATCH:
-                writer.extend(kept)
-                kept.clear()
-        writer.extend(kept)
+            writer.add(orjson.dumps({"message": text}))
     out.lines = writer.block()
     return out

@@ -30,7 +30,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from service.errors import RequestError
-from service.ingest.lines import DUMPS_BATCH, BlockWriter, LineBlock, too_many_lines
+from service.ingest.lines import BlockWriter, LineBlock, too_many_lines
 
 MAX_VALUE_DEPTH = 32
 # OTLP JSON is decoded whole (orjson, then json_format into upb): measured ~440 bytes of RSS
@@ -118,7 +118,6 @@ class _Walk:
         self.max_line = max_line
         self.messages = 0
         self.writer = BlockWriter()
-        self.kept: list[bytes] = []
 
     def children(
         self, i: int, end: int, number: int, *, counted: bool = True
@@ -135,14 +134,14 @@ class _Walk:
     def take(
         self, out: OtlpLines, raw: memoryview, common: dict[str, Any] | None, scope: str
     ) -> None:
-        _take_record(out, self.kept, raw, common, scope, self.max_line)
-        if len(self.kept) >= DUMPS_BATCH:
-            self.writer.extend(self.kept)
-            self.kept.clear()
+        try:
+            rec = LogRecord.FromString(bytes(raw))
+        except DecodeError as exc:  # also what upb raises past its nesting limit
+            out.reject(f"log record does not parse: {exc}")
+            return
+        _take_record(out, self.writer, rec, common, scope, self.max_line)
 
     def block(self) -> LineBlock:
-        self.writer.extend(self.kept)
-        self.kept.clear()
         return self.writer.block()
 
 
@@ -196,8 +195,8 @@ def _common_or_reject(attributes: Any) -> dict[str, Any] | None:
 
 def _take_record(  # noqa: PLR0917
     out: OtlpLines,
-    kept: list[bytes],
-    raw: memoryview,
+    writer: BlockWriter,
+    rec: LogRecord,
     common: dict[str, Any] | None,
     scope: str,
     max_line: int,
@@ -205,14 +204,9 @@ def _take_record(  # noqa: PLR0917
     if common is None:
         out.reject("resource attribute nested too deeply")
         return
-    try:
-        rec = LogRecord.FromString(bytes(raw))
-    except DecodeError as exc:  # also what upb raises past its nesting limit
-        out.reject(f"log record does not parse: {exc}")
-        return
     line = _line(out, rec, common, scope, max_line)
     if line is not None:
-        kept.append(line)
+        writer.add(line)
 
 
 def json_objects(body: bytes) -> int:
@@ -271,22 +265,11 @@ def normalize(request: ExportLogsServiceRequest, max_line: int) -> OtlpLines:
     """One JSON line per LogRecord (per-record loop; measured in benchmarks/ingest.py)."""
     out = OtlpLines()
     writer = BlockWriter()
-    kept: list[bytes] = []
     for rl in request.resource_logs:
         common = _common_or_reject(rl.resource.attributes)
         for sl in rl.scope_logs:
             for rec in sl.log_records:
-                if common is None:
-                    out.reject("resource attribute nested too deeply")
-                    continue
-                line = _line(out, rec, common, sl.scope.name, max_line)
-                if line is not None:
-                    kept.append(line)
-                if len(kept) >= DUMPS_BATCH:
-                    writer.extend(kept)
-                    kept.clear()
-            writer.extend(kept)
-            kept.clear()
+                _take_record(out, writer, rec, common, sl.scope.name, max_line)
     out.lines = writer.block()
     return out
 
