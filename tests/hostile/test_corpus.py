@@ -11,18 +11,20 @@ from service.resources import setup
 from service.settings import Settings
 from tests.conftest import Aws
 from tests.hostile.corpus import corpus, heaviest
-from tests.hostile.harness import environment_for, run_corpus, serve_subprocess, write_report
+from tests.hostile.harness import (
+    Outcome,
+    environment_for,
+    run_corpus,
+    serve_subprocess,
+    write_report,
+)
 
 REPORT = Path(os.environ.get("TIDEWAY_HOSTILE_REPORT", "/tmp/tideway-hostile.json"))
 
 
-async def test_hostile_corpus_against_a_real_serve(aws: Aws, settings: Settings) -> None:
-    await setup(settings)
-    env = environment_for(aws.env(), settings.stream, settings.bucket)
-    attacks = corpus()
-    async with serve_subprocess(env) as (url, pid):
-        outcomes = await run_corpus(url, pid, attacks)
-    write_report(outcomes, REPORT)
+def _assert_the_contract(outcomes: list[Outcome]) -> None:
+    """Answered as specified, RSS within 2x decompressed + 64 MB, /healthz under 1 s (the
+    target is 100 ms; the measured figures are in the report), answers under 16 MiB."""
     wrong = [(o.attack, o.status) for o in outcomes if not o.allowed]
     assert not wrong, wrong
     heavy = [(o.attack, o.rss_growth_mb, o.bound_mb) for o in outcomes if not o.within_bound]
@@ -32,19 +34,24 @@ async def test_hostile_corpus_against_a_real_serve(aws: Aws, settings: Settings)
     assert all(o.answer_bytes < 16 * 1024 * 1024 for o in outcomes)
 
 
+async def test_hostile_corpus_against_a_real_serve(aws: Aws, settings: Settings) -> None:
+    await setup(settings)
+    env = environment_for(aws.env(), settings.stream, settings.bucket)
+    attacks = corpus()
+    async with serve_subprocess(env) as (url, pid):
+        outcomes = await run_corpus(url, pid, attacks)
+    write_report(outcomes, REPORT)
+    _assert_the_contract(outcomes)
+
+
 async def test_the_heaviest_allowed_request_of_each_type_stays_within_the_bound(
     aws: Aws, settings: Settings
 ) -> None:
     await setup(settings)
     env = environment_for(aws.env(), settings.stream, settings.bucket)
-    outcomes = []
+    outcomes: list[Outcome] = []
     for attack in heaviest():  # each in a fresh process: RSS kept by earlier ones hides nothing
         async with serve_subprocess(env) as (url, pid):
             outcomes.extend(await run_corpus(url, pid, [attack]))
     write_report(outcomes, REPORT.with_name(REPORT.stem + "-heaviest.json"))
-    wrong = [(o.attack, o.status) for o in outcomes if not o.allowed]
-    assert not wrong, wrong
-    heavy = [(o.attack, o.rss_growth_mb, o.bound_mb) for o in outcomes if not o.within_bound]
-    assert not heavy, heavy
-    slow = [(o.attack, o.healthz_worst_ms) for o in outcomes if o.healthz_worst_ms >= 1000]
-    assert not slow, slow
+    _assert_the_contract(outcomes)
