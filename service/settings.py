@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -50,6 +51,18 @@ class _TomlSource(PydanticBaseSettingsSource):
         return dict(_TOML_VALUES.get() or {})
 
 
+class _EnvSource(EnvSettingsSource):
+    """The environment, except that ``TIDEWAY_API_KEYS=null`` stays visible as a value (the
+    stock source drops a JSON null, which would read as "unset": open to everyone)."""
+
+    def prepare_field_value(
+        self, field_name: str, field: Any, value: Any, value_is_complex: bool
+    ) -> Any:
+        if field_name == "api_keys" and isinstance(value, str) and value.strip() == "null":
+            return value
+        return super().prepare_field_value(field_name, field, value, value_is_complex)
+
+
 class Settings(BaseSettings):
     """Every option of both services. Environment name = TIDEWAY_ + upper-case field name."""
 
@@ -73,6 +86,10 @@ class Settings(BaseSettings):
     max_inflight_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     max_decompression_ratio: float = Field(default=200.0, ge=1)
     body_read_timeout: float = Field(default=30.0, gt=0)
+    # Lines (text, NDJSON), array elements, bulk actions or OTLP messages in one request:
+    # each costs a parse step and an answer item whatever its size (issue 15).
+    max_lines_per_request: int = Field(default=500_000, ge=1)
+    header_read_timeout: float = Field(default=10.0, gt=0)
     # Kinesis bills PUT payload units of 25 KB (pricing: "a 1MB record contains 40 units").
     record_target_bytes: int = Field(default=25_000, ge=1024, le=1_000_000)
     es_version: str = Field(default="8.17.0", pattern=r"^\d+\.\d+\.\d+$")
@@ -114,6 +131,23 @@ class Settings(BaseSettings):
             return tuple({"sha256": v} if isinstance(v, str) else v for v in value)
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_named_when_given(cls, data: Any) -> Any:
+        # Unset means open (with a warning at start); a value that names no key at all (a
+        # secret that resolved to "null" or "") is a mistake, never a way to open every route.
+        if isinstance(data, dict):
+            for name, value in data.items():
+                if name.lower() != "api_keys":
+                    continue
+                if value is None or (isinstance(value, str) and value.strip() in ("", "null")):
+                    raise ValueError(
+                        "api_keys: set a JSON list of SHA-256 digests, or leave it unset"
+                    )
+                if isinstance(value, list | tuple) and not value:
+                    raise ValueError("api_keys: an empty list accepts no key; leave it unset")
+        return data
+
     @field_validator("prefix")
     @classmethod
     def _prefix_is_a_folder(cls, value: str) -> str:
@@ -145,7 +179,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TomlSource(settings_cls))
+        return (init_settings, _EnvSource(settings_cls), _TomlSource(settings_cls))
 
     @classmethod
     def load(cls, config: Path | None = None, **overrides: Any) -> Settings:

@@ -7,12 +7,16 @@ Elasticsearch's error object on the Elasticsearch routes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import TypeVar
 
 import orjson
 from aiohttp import web
@@ -24,7 +28,13 @@ from service.ingest import elastic, otlp
 from service.ingest.auth import Caller, authenticate, presented_keys
 from service.ingest.body import BodyLimits, read_body
 from service.ingest.budget import ByteBudget, Reservation
-from service.ingest.lines import ParsedLines, parse_json, parse_ndjson, parse_text
+from service.ingest.lines import (
+    LINE_OVERHEAD,
+    ParsedLines,
+    parse_json,
+    parse_ndjson,
+    parse_text,
+)
 from service.ingest.packer import Header
 from service.ingest.producer import Producer
 from service.settings import Settings
@@ -33,7 +43,10 @@ from service.telemetry.tracing import current_traceparent
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# /metrics is not among them: with keys configured it needs one like every other route.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+# Template and ILM bodies are acknowledged and dropped: a few KB in practice.
+_SETUP_BODY_LIMIT = 64 * 1024
 ES_PRODUCT = {"X-Elastic-Product": "Elasticsearch"}
 # HTTP status -> google.rpc.Code, for OTLP error bodies.
 _GRPC_CODES = {400: 3, 401: 16, 408: 4, 413: 8, 415: 3, 429: 8, 503: 14}
@@ -46,6 +59,9 @@ class IngestState:
     settings: Settings
     producer: Producer
     limits: BodyLimits
+    max_lines: int = 1 << 62
+    # Where bodies are decompressed and parsed, off the event loop (None: the loop's default).
+    pool: Executor | None = None
     draining: bool = False
     kinesis_ok: bool = True
     started: float = field(default_factory=time.monotonic)
@@ -145,9 +161,29 @@ def _admit(state: IngestState, request: web.Request) -> Caller:
 async def receive(request: web.Request, held: Reservation) -> bytes:
     """The decompressed body within every limit, counted in the metrics."""
     state = request.app[STATE]
-    body = await read_body(request, state.limits, held)
+    body = await read_body(request, state.limits, held, state.pool)
     state.producer.metrics.bytes_in.inc(request.content_length or len(body))
     return body
+
+
+T = TypeVar("T")
+
+
+async def off_loop(state: IngestState, job: Callable[[], T]) -> T:
+    """Run CPU-bound ``job`` on the parse pool, so /healthz and other requests keep being
+    answered (a 16 MiB body of "1\n" once held the loop for 7 s, issue 15)."""
+    return await asyncio.get_running_loop().run_in_executor(state.pool, job)
+
+
+def charge_lines(held: Reservation, body: bytes, max_lines: int, marker: bytes = b"\n") -> None:
+    """Reserve what parsing ``body`` really costs: its bytes once more (the lines) and a
+    per-line overhead for at most ``max_lines`` lines (one ``marker`` each at most)."""
+    lines = min(body.count(marker) + 1, max_lines)
+    held.take(len(body) + lines * LINE_OVERHEAD)
+
+
+def _blank(body: bytes) -> bool:
+    return not body or body.isspace()  # body.strip() would copy 64 MiB to say the same
 
 
 async def store(
@@ -181,7 +217,7 @@ def idempotency_key(headers: Mapping[str, str]) -> str:
     return key
 
 
-_PARSERS: dict[str, tuple[Callable[[bytes, int], ParsedLines], ContentType]] = {
+_PARSERS: dict[str, tuple[Callable[[bytes, int, int], ParsedLines], ContentType]] = {
     "application/x-ndjson": (parse_ndjson, ContentType.NDJSON),
     "application/ndjson": (parse_ndjson, ContentType.NDJSON),
     "application/jsonl": (parse_ndjson, ContentType.NDJSON),
@@ -202,11 +238,17 @@ async def ingest(request: web.Request) -> web.StreamResponse:
         )
     with state.budget.reservation() as held:
         body = await receive(request, held)
-        if not body.strip():
-            raise RequestError(400, "empty body: send at least one log line")
         parse, ctype = _PARSERS[mime]
-        held.take(len(body))  # the parsed lines are a second copy of the body
-        parsed = parse(body, state.limits.max_line)
+        marker = b"{" if ctype is ContentType.JSON else b"\n"
+        limit, max_line = state.max_lines, state.limits.max_line
+
+        def job(body: bytes) -> ParsedLines:
+            if _blank(body):
+                raise RequestError(400, "empty body: send at least one log line")
+            charge_lines(held, body, limit, marker)
+            return parse(body, max_line, limit)
+
+        parsed = await off_loop(state, partial(job, body))
         del body
         await store(request, parsed.lines, parsed.rejected_by_reason, ctype, "http")
     status = 400 if parsed.rejected and not parsed.lines else 200
@@ -225,9 +267,16 @@ async def otlp_logs(request: web.Request) -> web.StreamResponse:
     as_json = mime == "application/json"
     with state.budget.reservation() as held:
         body = await receive(request, held)
-        held.take(2 * len(body))  # the decoded message and the normalized lines
-        parse = otlp.parse_json if as_json else otlp.parse_protobuf
-        parsed = parse(body, state.limits.max_line)
+        limit, max_line = state.max_lines, state.limits.max_line
+
+        def job(body: bytes) -> otlp.OtlpLines:
+            if as_json:  # decoded whole: each "{" becomes a dict and a message
+                held.take(len(body) + otlp.json_objects(body) * otlp.JSON_OBJECT_COST)
+                return otlp.parse_json(body, max_line)
+            held.take(len(body))  # the normalized lines
+            return otlp.parse_protobuf(body, max_line, limit)
+
+        parsed = await off_loop(state, partial(job, body))
         del body
         rejected = {"otlp_invalid": parsed.rejected} if parsed.rejected else {}
         await store(request, parsed.lines, rejected, ContentType.OTLP, "otlp")
@@ -261,19 +310,30 @@ async def es_bulk(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     with state.budget.reservation() as held:
         body = await receive(request, held)
-        held.take(len(body))
-        items = elastic.parse_bulk(
-            body,
+        index, limit, max_line = (
             request.match_info.get("index", ""),
+            state.max_lines,
             state.limits.max_line,
-            os.urandom(6).hex(),
         )
+
+        def job(body: bytes) -> elastic.BulkItems:
+            charge_lines(held, body, 2 * limit + 1)
+            return elastic.parse_bulk(body, index, max_line, os.urandom(6).hex(), limit)
+
+        items = await off_loop(state, partial(job, body))
         del body
         await store(
             request, items.lines, items.rejected_by_reason, ContentType.ES_BULK, "elasticsearch"
         )
     took = round((time.perf_counter() - started) * 1000)
-    return _es_json(request, elastic.bulk_answer(items, took))
+    # Written a piece at a time: the answer to 500,000 actions is tens of MB.
+    response = web.StreamResponse()
+    response.content_type = _es_content_type(request)
+    await response.prepare(request)
+    for part in elastic.bulk_answer_parts(items, took):
+        await response.write(part)
+    await response.write_eof()
+    return response
 
 
 async def es_root(request: web.Request) -> web.StreamResponse:
@@ -306,8 +366,14 @@ async def es_ilm_policy(request: web.Request) -> web.StreamResponse:
 
 
 async def es_acknowledged(request: web.Request) -> web.StreamResponse:
-    """PUT of a template or policy: acknowledged, with nothing to store (S3 is the index)."""
-    await request.read()
+    """PUT of a template or policy: acknowledged, with nothing to store (S3 is the index).
+    Read within a small limit and the byte budget (60 parallel 16 MiB PUTs once took 1.3 GB)."""
+    state = request.app[STATE]
+    limits = replace(
+        state.limits, max_body=_SETUP_BODY_LIMIT, max_decompressed=16 * _SETUP_BODY_LIMIT
+    )
+    with state.budget.reservation() as held:
+        await read_body(request, limits, held, state.pool)
     return _es_json(request, {"acknowledged": True})
 
 

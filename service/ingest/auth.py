@@ -9,7 +9,6 @@ user name is ignored (Fluent Bit ``HTTP_Passwd``, Vector and Filebeat basic auth
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 from collections.abc import Mapping
@@ -56,7 +55,7 @@ def presented_keys(headers: Mapping[str, str]) -> tuple[str, ...]:
 def _b64_pair(value: str) -> tuple[str, str] | None:
     try:
         text = base64.b64decode(value, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):  # binascii.Error, or a non-ASCII header
         return None
     first, sep, second = text.partition(":")
     return (first, second) if sep else None
@@ -73,7 +72,9 @@ def authenticate(keys: tuple[ApiKey, ...] | None, presented: tuple[str, ...]) ->
         return ANONYMOUS
     found: Caller | None = None
     for candidate in presented:
-        digest = hashlib.sha256(candidate.encode()).hexdigest()
+        # Header bytes that are not UTF-8 reach us as surrogates; hash the bytes as sent
+        # (they match no key) rather than fail with an unauthenticated 500.
+        digest = hashlib.sha256(candidate.encode("utf-8", "surrogateescape")).hexdigest()
         for key in keys:
             if hmac.compare_digest(digest, key.sha256) and found is None:
                 found = Caller(key.service or "", key.sha256)

@@ -7,6 +7,7 @@ a request that would pass it is refused with 503 and ``Retry-After`` instead of 
 
 from __future__ import annotations
 
+import threading
 from types import TracebackType
 
 from prometheus_client import Gauge
@@ -22,6 +23,8 @@ class ByteBudget:
         self.used = 0
         self.peak = 0
         self._gauge = gauge
+        # Bodies are decompressed and parsed on worker threads, which draw from it too.
+        self._lock = threading.Lock()
 
     def take(self, n: int) -> None:
         """Reserve ``n`` bytes; OverloadedError when full, RequestError(413) if it never fits."""
@@ -29,17 +32,21 @@ class ByteBudget:
             raise RequestError(
                 413, f"request needs {n} bytes of buffer, over the {self.limit} byte limit"
             )
-        if self.used + n > self.limit:
-            raise OverloadedError("too many bytes waiting for Kinesis", retry_after=1.0)
-        self.used += n
-        self.peak = max(self.peak, self.used)
+        with self._lock:
+            if self.used + n > self.limit:
+                raise OverloadedError("too many bytes waiting for Kinesis", retry_after=1.0)
+            self.used += n
+            self.peak = max(self.peak, self.used)
+            used = self.used
         if self._gauge is not None:
-            self._gauge.set(self.used)
+            self._gauge.set(used)
 
     def give(self, n: int) -> None:
-        self.used -= n
+        with self._lock:
+            self.used -= n
+            used = self.used
         if self._gauge is not None:
-            self._gauge.set(self.used)
+            self._gauge.set(used)
 
     def reservation(self) -> Reservation:
         return Reservation(self)
@@ -55,6 +62,8 @@ class Reservation:
         self.held = 0
 
     def take(self, n: int) -> None:
+        """Reserve ``n`` more bytes for this request (thread-safe: one request, one thread
+        at a time)."""
         self._budget.take(n)
         self.held += n
 

@@ -11,6 +11,7 @@ mapped is counted in ``partial_success.rejected_log_records``.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,12 +25,20 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from service.errors import RequestError
+from service.ingest.lines import BlockWriter, LineBlock, too_many_lines
 
 MAX_VALUE_DEPTH = 32
+# OTLP JSON is decoded whole (orjson, then json_format into upb): measured ~440 bytes of RSS
+# per JSON object at peak. Collector and SDK exporters send 512-8,192 records a request
+# (a few objects each); past this many objects the answer is 413, which keeps a request
+# within 2x its size + 64 MB. Protobuf, walked on the wire, has no such cap.
+MAX_JSON_OBJECTS = 100_000
+JSON_OBJECT_COST = 512
 # Fields we set ourselves; an attribute with one of these names moves under "attributes".
 RESERVED = frozenset(
     {
@@ -60,7 +69,7 @@ class _TooDeep(ValueError):
 class OtlpLines:
     """Normalized lines of one export request and what was rejected, with a reason."""
 
-    lines: list[bytes] = field(default_factory=list)
+    lines: list[bytes] | LineBlock = field(default_factory=list)
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
 
@@ -70,18 +79,148 @@ class OtlpLines:
             self.reasons.append(reason)
 
 
-def parse_protobuf(body: bytes, max_line: int) -> OtlpLines:
-    """Lines of a binary ExportLogsServiceRequest; RequestError(400) when it does not parse."""
-    request = ExportLogsServiceRequest()
+def parse_protobuf(body: bytes, max_line: int, max_records: int = 1 << 62) -> OtlpLines:
+    """Lines of a binary ExportLogsServiceRequest; RequestError(400) when it does not parse,
+    RequestError(413) past ``max_records`` log records.
+
+    The request is walked on the wire (ExportLogsServiceRequest.resource_logs = 1,
+    ResourceLogs.resource = 1 / scope_logs = 2, ScopeLogs.scope = 1 / log_records = 2) and
+    each LogRecord parsed alone, so a request of millions of tiny records never exists as
+    one decoded message (a 1.5 KB gzip took serve to 917 MB that way).
+    """
+    out = OtlpLines()
+    walk = _Walk(memoryview(body), max_records, max_line)
     try:
-        request.ParseFromString(body)
-    except DecodeError as exc:  # also what upb raises past its nesting limit
+        for rl_start, rl_end in walk.children(0, len(body), 1):
+            resource = Resource()
+            for start, end in walk.children(rl_start, rl_end, 1, counted=False):
+                resource.MergeFromString(bytes(walk.buf[start:end]))
+            common = _common_or_reject(resource.attributes)
+            for sl_start, sl_end in walk.children(rl_start, rl_end, 2):
+                scope = InstrumentationScope()
+                for start, end in walk.children(sl_start, sl_end, 1, counted=False):
+                    scope.MergeFromString(bytes(walk.buf[start:end]))
+                for start, end in walk.children(sl_start, sl_end, 2):
+                    walk.take(out, walk.buf[start:end], common, scope.name)
+    except (DecodeError, _Malformed, IndexError) as exc:
         raise RequestError(400, f"body is not an OTLP ExportLogsServiceRequest: {exc}") from None
-    return normalize(request, max_line)
+    out.lines = walk.block()
+    return out
+
+
+class _Walk:
+    """Reads the request on the wire, counting every message against the per-request cap
+    (a million empty ResourceLogs cost a walk too) and keeping lines in one buffer."""
+
+    def __init__(self, buf: memoryview, cap: int, max_line: int) -> None:
+        self.buf = buf
+        self.cap = cap
+        self.max_line = max_line
+        self.messages = 0
+        self.writer = BlockWriter()
+
+    def children(
+        self, i: int, end: int, number: int, *, counted: bool = True
+    ) -> Iterator[tuple[int, int]]:
+        for n, start, stop in _fields(self.buf, i, end):
+            if n != number:
+                continue
+            if counted:
+                self.messages += 1
+                if self.messages > self.cap:
+                    raise too_many_lines(self.messages, self.cap, "OTLP messages")
+            yield start, stop
+
+    def take(
+        self, out: OtlpLines, raw: memoryview, common: dict[str, Any] | None, scope: str
+    ) -> None:
+        try:
+            rec = LogRecord.FromString(bytes(raw))
+        except DecodeError as exc:  # also what upb raises past its nesting limit
+            out.reject(f"log record does not parse: {exc}")
+            return
+        _take_record(out, self.writer, rec, common, scope, self.max_line)
+
+    def block(self) -> LineBlock:
+        return self.writer.block()
+
+
+class _Malformed(ValueError):
+    pass
+
+
+def _varint(buf: memoryview, i: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[i]
+        i += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, i
+        shift += 7
+        if shift > 63:
+            raise _Malformed("varint too long")
+
+
+def _fields(buf: memoryview, i: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(field number, start, end) of every length-delimited field in ``buf[i:end]``; other
+    wire types are skipped, groups refused."""
+    while i < end:
+        key, i = _varint(buf, i)
+        wire = key & 7
+        if wire == 2:
+            size, i = _varint(buf, i)
+            if i + size > end:
+                raise _Malformed("truncated field")
+            yield key >> 3, i, i + size
+            i += size
+        elif wire == 0:
+            _, i = _varint(buf, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            raise _Malformed(f"wire type {wire} is not allowed here")
+    if i != end:
+        raise _Malformed("truncated field")
+
+
+def _common_or_reject(attributes: Any) -> dict[str, Any] | None:
+    try:
+        return _resource_fields(attributes)
+    except _TooDeep:
+        return None
+
+
+def _take_record(  # noqa: PLR0917
+    out: OtlpLines,
+    writer: BlockWriter,
+    rec: LogRecord,
+    common: dict[str, Any] | None,
+    scope: str,
+    max_line: int,
+) -> None:
+    if common is None:
+        out.reject("resource attribute nested too deeply")
+        return
+    line = _line(out, rec, common, scope, max_line)
+    if line is not None:
+        writer.add(line)
+
+
+def json_objects(body: bytes) -> int:
+    """Objects of an OTLP JSON body at most (its "{" count); RequestError(413) past the cap."""
+    count = body.count(b"{")
+    if count > MAX_JSON_OBJECTS:
+        raise too_many_lines(count, MAX_JSON_OBJECTS, "JSON objects in an OTLP JSON request")
+    return count
 
 
 def parse_json(body: bytes, max_line: int) -> OtlpLines:
-    """Lines of an OTLP JSON request (lowerCamelCase or snake_case keys, hex trace ids)."""
+    """Lines of an OTLP JSON request (lowerCamelCase or snake_case keys, hex trace ids);
+    RequestError(413) past MAX_JSON_OBJECTS objects."""
+    json_objects(body)
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -125,30 +264,31 @@ def _list(obj: Any, camel: str, snake: str) -> list[Any]:
 def normalize(request: ExportLogsServiceRequest, max_line: int) -> OtlpLines:
     """One JSON line per LogRecord (per-record loop; measured in benchmarks/ingest.py)."""
     out = OtlpLines()
+    writer = BlockWriter()
     for rl in request.resource_logs:
-        try:
-            common = _resource_fields(rl.resource.attributes)
-        except _TooDeep:
-            for sl in rl.scope_logs:
-                for _ in sl.log_records:
-                    out.reject("resource attribute nested too deeply")
-            continue
+        common = _common_or_reject(rl.resource.attributes)
         for sl in rl.scope_logs:
-            scope = sl.scope.name
             for rec in sl.log_records:
-                try:
-                    line = orjson.dumps(_record(rec, common, scope))
-                except _TooDeep:
-                    out.reject(f"attribute or body nested deeper than {MAX_VALUE_DEPTH}")
-                    continue
-                except ValueError as exc:
-                    out.reject(str(exc))
-                    continue
-                if len(line) > max_line:
-                    out.reject(f"log record of {len(line)} bytes exceeds the {max_line} byte limit")
-                    continue
-                out.lines.append(line)
+                _take_record(out, writer, rec, common, sl.scope.name, max_line)
+    out.lines = writer.block()
     return out
+
+
+def _line(
+    out: OtlpLines, rec: LogRecord, common: dict[str, Any], scope: str, max_line: int
+) -> bytes | None:
+    try:
+        line = orjson.dumps(_record(rec, common, scope))
+    except _TooDeep:
+        out.reject(f"attribute or body nested deeper than {MAX_VALUE_DEPTH}")
+        return None
+    except ValueError as exc:
+        out.reject(str(exc))
+        return None
+    if len(line) > max_line:
+        out.reject(f"log record of {len(line)} bytes exceeds the {max_line} byte limit")
+        return None
+    return line
 
 
 def _resource_fields(attributes: Any) -> dict[str, Any]:

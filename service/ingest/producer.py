@@ -14,7 +14,9 @@ import logging
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -84,6 +86,9 @@ class Producer:
         self.producer_id = producer_id or os.urandom(16)
         self._target = record_target_bytes
         self._packer = Packer(record_target_bytes, producer_id=self.producer_id)
+        # Every packer call runs on this one thread: sealing compresses (64 MiB of lines is
+        # ~0.2 s of zstd) and must not hold the event loop; one thread keeps calls in order.
+        self._packing = ThreadPoolExecutor(1, thread_name_prefix="pack")
         self._linger = linger
         self._deadline = deadline
         self._stop_by: float | None = None
@@ -112,7 +117,10 @@ class Producer:
         self._closing = True
         self._wake.set()
         assert self._tg is not None
-        await self._tg.__aexit__(et, e, tb)
+        try:
+            await self._tg.__aexit__(et, e, tb)
+        finally:
+            self._packing.shutdown()
 
     def stop_retrying_at(self, when: float) -> None:
         """Shutdown: give up on Kinesis at loop time ``when`` at the latest (ECS stop timeout)."""
@@ -140,8 +148,10 @@ class Producer:
         ticket = Ticket(size)
         future: asyncio.Future[None] = loop.create_future()
         ticket.waiter = future
+        pack: Callable[[], list[SealedRecord]]
         if idempotency is None:
-            sealed = self._packer.add(
+            pack = partial(
+                self._packer.add,
                 lines,
                 header,
                 ticket,
@@ -150,7 +160,8 @@ class Producer:
                 received_us=int(time.time() * 1e6),
             )
         else:
-            sealed = pack_keyed(
+            pack = partial(
+                pack_keyed,
                 lines,
                 header,
                 ticket,
@@ -159,6 +170,7 @@ class Producer:
                 traceparent=traceparent,
                 received_us=int(time.time() * 1e6),
             )
+        sealed = await loop.run_in_executor(self._packing, pack)
         self._dispatch(sealed)
         self._wake.set()
         await future
@@ -209,7 +221,7 @@ class Producer:
     async def _linger_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            oldest = self._packer.oldest()
+            oldest = await loop.run_in_executor(self._packing, self._packer.oldest)
             if self._closing and oldest is None:
                 return
             if oldest is None:
@@ -222,7 +234,8 @@ class Producer:
                     await asyncio.wait_for(self._wake.wait(), wait)
                 self._wake.clear()
             linger = 0 if self._closing else self._linger
-            self._dispatch(self._packer.due(loop.time(), linger, int(time.time() * 1e6)))
+            due = partial(self._packer.due, loop.time(), linger, int(time.time() * 1e6))
+            self._dispatch(await loop.run_in_executor(self._packing, due))
 
     async def _send(self, batch: list[SealedRecord]) -> None:
         """Deliver ``batch``; every ticket is completed, whatever happens (never raises)."""

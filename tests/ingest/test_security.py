@@ -112,7 +112,7 @@ async def test_hostile_requests_are_refused_while_good_ones_succeed(
 
 
 async def _gauge_zero(s: aiohttp.ClientSession, url: str) -> bool:
-    async with s.get(url + "/metrics") as r:
+    async with s.get(url + "/metrics", headers={"X-API-Key": KEY}) as r:
         return "tideway_ingest_inflight_bytes 0.0" in await r.text()
 
 
