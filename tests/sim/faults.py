@@ -158,6 +158,7 @@ PROFILES = {
         Profile("reshards", reshards=3, empty_page=0.1, short_page=0.1),
         Profile("missing_lag", missing_lag=0.3, empty_page=0.3, crashes=2, reshards=2),
         Profile("reshard_zombies", reshards=3, pauses=3, restarts=1, slow=0.08),
+        Profile("shard_end_race", reshards=4, pauses=4, restarts=2, slow=0.15),
         Profile("skew", skew=12.0),
         Profile(
             "everything",

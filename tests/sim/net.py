@@ -36,6 +36,9 @@ class Endpoint:
     # the write is applied, ``crash_applied``); None = not scheduled.
     crash_countdown: int | None = None
     crash_applied: bool = False
+    # a pause (zombie) at an await point: after this many more write calls, held unsent
+    pause_countdown: int | None = None
+    pause_length: float = 0.0
     on_crash: Callable[[Endpoint, str], None] | None = None
 
     def crash(self, where: str) -> None:
@@ -101,6 +104,19 @@ class Network:
         if fault.error is not None:
             self.trace.add(self.loop.time(), f"{node.name} {op} {key} -> {fault.error[0]}")
             raise client_error(*fault.error, op)
+        if write and node.pause_countdown is not None and self.injector.enabled:
+            node.pause_countdown -= 1
+            if node.pause_countdown <= 0:
+                node.pause_countdown = None
+                node.paused_until = self.loop.time() + node.pause_length
+                self.injector.note(
+                    self.loop.time(),
+                    f"{node.name} paused {node.pause_length:.1f}s (zombie) at {op}({key})",
+                    "pause",
+                    node.name,
+                    node.paused_until,
+                )
+                await node.gate(self.loop)
         if write and node.crash_countdown is not None and self.injector.enabled:
             node.crash_countdown -= 1
             if node.crash_countdown <= 0:

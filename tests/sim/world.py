@@ -189,16 +189,9 @@ class Simulation:
                 victim.crash_applied = self.rng.random() < 0.5
                 victim.on_crash = self._crashed
             elif live and kind == "pause":
-                victim = self.rng.choice(live)
-                length = self.rng.uniform(1.2, 3.0) * adapter.LEASE_DURATION
-                victim.endpoint.paused_until = now + length
-                self.injector.note(
-                    now,
-                    f"{victim.endpoint.name} paused {length:.1f}s (zombie)",
-                    "pause",
-                    victim.endpoint.name,
-                    now + length,
-                )
+                target = self.rng.choice(live).endpoint
+                target.pause_countdown = self.rng.randint(1, 8)
+                target.pause_length = self.rng.uniform(1.2, 3.0) * adapter.LEASE_DURATION
             elif live and kind == "restart":
                 victim = self.rng.choice(live)
                 victim.stopping_at = now
