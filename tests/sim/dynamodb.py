@@ -128,7 +128,7 @@ def _compare(a: Any, op: str, b: Any) -> bool:
     if a is None or b is None or ka[0] != kb[0]:
         return False
     x, y = ka[1], kb[1]
-    return {"<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y}[op]
+    return bool({"<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y}[op])
 
 
 class _Condition(_Expr):
@@ -291,6 +291,22 @@ def condition_holds(
     return condition is None or _Condition(condition, names, values).evaluate(item)
 
 
+_MODELLED_PARAMETERS = {
+    "TableName",
+    "Key",
+    "Item",
+    "ConditionExpression",
+    "UpdateExpression",
+    "ExpressionAttributeNames",
+    "ExpressionAttributeValues",
+    "ReturnValues",
+    "ConsistentRead",
+    "ExclusiveStartKey",
+    "Limit",
+    "ReturnConsumedCapacity",
+}
+
+
 class DynamoModel:
     """One table, keyed by a single string hash key."""
 
@@ -302,6 +318,9 @@ class DynamoModel:
         self.events: Any = None  # () -> (next global event index, virtual time)
 
     def _check(self, kw: dict[str, Any], op: str) -> str:
+        unknown = set(kw) - _MODELLED_PARAMETERS
+        if unknown:
+            raise NotImplementedError(f"{op} parameters not modelled: {sorted(unknown)}")
         if kw["TableName"] != self.table:
             raise client_error("ResourceNotFoundException", 400, op, "no such table")
         key = kw["Key"] if "Key" in kw else {self.key: kw["Item"][self.key]}
@@ -363,7 +382,7 @@ class DynamoModel:
         return {}
 
     def scan(self, page_size: int | None, **kw: Any) -> dict[str, Any]:
-        self._check({"TableName": kw["TableName"], "Key": {self.key: {"S": ""}}}, "Scan")
+        self._check({**kw, "Key": {self.key: {"S": ""}}}, "Scan")
         if "FilterExpression" in kw:
             raise NotImplementedError("scan filters are not modelled")
         # Scan order follows the hash of the key, not the key.

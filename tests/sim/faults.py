@@ -41,7 +41,8 @@ def client_error(code: str, status: int, operation: str, message: str = "") -> C
 
 def lost_response(operation: str) -> Exception:
     """What the caller sees when the request was applied but the answer never came back."""
-    return ReadTimeoutError(endpoint_url=f"https://sim/{operation}")
+    error: Exception = ReadTimeoutError(endpoint_url=f"https://sim/{operation}")
+    return error
 
 
 @dataclass(frozen=True)

@@ -65,10 +65,10 @@ def check(sim: Simulation) -> list[str]:
     dup: list[str] = []
     for lineage, rec in sorted(put.items()):
         if rec.kind == "corrupt":
-            hits = dead.get(lineage, [])
-            if len(hits) != 1:
-                (lost if not hits else dup).append(f"dead letter {lineage} x{len(hits)}")
-            landed_at[lineage] = min(hits) if hits else None
+            letters = dead.get(lineage, [])
+            if len(letters) != 1:
+                (lost if not letters else dup).append(f"dead letter {lineage} x{len(letters)}")
+            landed_at[lineage] = min(letters) if letters else None
             continue
         when: int | None = -1
         for line in rec.line_ids:

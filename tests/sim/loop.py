@@ -51,14 +51,16 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         return self._now
 
     def _advance(self) -> None:
-        if self._ready or self._stopping:
+        if self._ready or self._stopping:  # type: ignore[attr-defined]
             return
         scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
         if scheduled:
             # Jump exactly to the next timer (no float drift from "now + timeout").
             self._now = max(self._now, scheduled[0].when())
 
-    def run_in_executor(self, executor: Any, func: Callable[..., _T], *args: Any) -> Any:
+    def run_in_executor(  # type: ignore[override]
+        self, executor: Any, func: Callable[..., _T], *args: Any
+    ) -> asyncio.Future[_T]:
         fut: asyncio.Future[_T] = self.create_future()
         try:
             fut.set_result(func(*args))
@@ -112,7 +114,7 @@ def deterministic_asyncio() -> Iterator[None]:
     """Swap in insertion-ordered TaskGroup and asyncio.wait for the duration."""
     saved = asyncio.TaskGroup, asyncio.wait
     asyncio.TaskGroup = _OrderedTaskGroup  # type: ignore[misc]
-    asyncio.wait = _ordered_wait  # type: ignore[assignment]
+    asyncio.wait = _ordered_wait
     try:
         yield
     finally:

@@ -83,11 +83,11 @@ class Network:
         node: Endpoint,
         service: str,
         op: str,
-        apply: Callable[[], Any],
+        apply: Callable[[], dict[str, Any]],
         *,
         write: bool,
         key: str = "",
-    ) -> Any:
+    ) -> dict[str, Any]:
         await node.gate(self.loop)
         fault = self.injector.draw(service, op, write=write)
         t = self.loop.time()
@@ -134,13 +134,13 @@ class Network:
                 raise lost_response(op)
         await asyncio.sleep(fault.latency / 2)
         await node.gate(self.loop)
-        if error is not None:
-            raise error
+        if error is not None or result is None:
+            raise error or RuntimeError("no result")
         return result
 
     def _apply(
-        self, node: Endpoint, op: str, key: str, apply: Callable[[], Any]
-    ) -> tuple[Any, ClientError | None]:
+        self, node: Endpoint, op: str, key: str, apply: Callable[[], dict[str, Any]]
+    ) -> tuple[dict[str, Any] | None, ClientError | None]:
         try:
             result = apply()
         except ClientError as exc:

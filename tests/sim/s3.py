@@ -4,6 +4,7 @@ is caught the moment it happens."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,7 +139,9 @@ class FakeS3:
     def __init__(self, model: S3Model, net: Network, node: Endpoint) -> None:
         self._m, self._net, self._node = model, net, node
 
-    async def _call(self, op: str, apply: Any, kw: dict[str, Any], *, write: bool) -> Any:
+    async def _call(
+        self, op: str, apply: Callable[[], dict[str, Any]], kw: dict[str, Any], *, write: bool
+    ) -> dict[str, Any]:
         return await self._net.call(self._node, "s3", op, apply, write=write, key=kw.get("Key", ""))
 
     async def put_object(self, **kw: Any) -> dict[str, Any]:

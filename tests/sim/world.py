@@ -64,7 +64,8 @@ class Result:
     def report(self) -> str:
         lines = [
             f"seed={self.seed} profile={self.profile} trace={self.trace_hash}",
-            f"replay: pytest tests/sim -k seed --sim-seed={self.seed}",
+            f"replay: pytest tests/sim -k seed --sim-seed={self.seed}"
+            f" --sim-profile={self.profile} -s",
             f"stats: {self.stats}",
             "violations:",
             *(f"  {v}" for v in self.violations[:20]),
@@ -193,11 +194,11 @@ class Simulation:
                 target.pause_countdown = self.rng.randint(1, 8)
                 target.pause_length = self.rng.uniform(1.2, 3.0) * adapter.LEASE_DURATION
             elif live and kind == "restart":
-                victim = self.rng.choice(live)
-                victim.stopping_at = now
-                victim.stop.set()
+                leaver = self.rng.choice(live)
+                leaver.stopping_at = now
+                leaver.stop.set()
                 self.injector.note(
-                    now, f"{victim.endpoint.name} SIGTERM", "restart", victim.endpoint.name
+                    now, f"{leaver.endpoint.name} SIGTERM", "restart", leaver.endpoint.name
                 )
                 self.loop.call_later(self.rng.uniform(0.5, 8.0), self._replace, "after SIGTERM")
 
