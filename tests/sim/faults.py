@@ -60,6 +60,7 @@ class Profile:
     missing_lag: float = 0.0  # GetRecords without MillisBehindLatest
     expired_iterator: float = 0.0
     scan_pages: bool = False  # DynamoDB scans answered in small pages
+    multipart: bool = False  # objects over 2 KiB go up in 1 KiB multipart parts
     crashes: int = 0  # kill -9 of a random node (a new node with a new id takes its place)
     pauses: int = 0  # a node's calls hang past the lease, then resume (zombie)
     restarts: int = 0  # SIGTERM then a new node with a new id
@@ -135,7 +136,10 @@ class Injector:
         return out
 
     def scan_page_size(self) -> int | None:
-        return self.rng.randint(1, 4) if self.enabled and self.profile.scan_pages else None
+        if not (self.enabled and self.profile.scan_pages):
+            return None
+        self.kinds_seen.add("dynamodb.scan_pages")
+        return self.rng.randint(1, 4)
 
 
 PROFILES = {
@@ -153,6 +157,7 @@ PROFILES = {
             short_page=0.15,
             expired_iterator=0.03,
             scan_pages=True,
+            multipart=True,
         ),
         Profile("machines", crashes=2, pauses=0, restarts=2, slow=0.005),
         Profile("zombies", pauses=2, crashes=1),

@@ -9,8 +9,11 @@ simulation's fake clients in place of aiobotocore's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
+import service.sink.s3 as s3_upload
 from service.consume.runner import shard_context
 from service.consume.worker import ConsumerWorker
 from service.settings import Settings
@@ -45,6 +48,17 @@ def build_worker(
         memory_budget=settings.memory_budget_bytes,
         drain=drain,
     )
+
+
+@contextlib.contextmanager
+def small_multipart(threshold: int = 2048, part: int = 1024) -> Iterator[None]:
+    """Send the small objects of a simulation through the multipart path."""
+    saved = s3_upload.MULTIPART_THRESHOLD, s3_upload.PART_SIZE
+    s3_upload.MULTIPART_THRESHOLD, s3_upload.PART_SIZE = threshold, part
+    try:
+        yield
+    finally:
+        s3_upload.MULTIPART_THRESHOLD, s3_upload.PART_SIZE = saved
 
 
 async def run_worker(worker: ConsumerWorker, stop: asyncio.Event) -> None:

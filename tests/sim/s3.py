@@ -28,6 +28,7 @@ class S3Model:
     writes: list[ObjectWrite] = field(default_factory=list)
     rewrites: list[str] = field(default_factory=list)  # keys rewritten with other bytes
     uploads: dict[str, tuple[str, dict[int, bytes]]] = field(default_factory=dict)
+    upload_count: int = 0
     events: Any = None  # () -> (next global event index, virtual time)
 
     def _bucket(self, kw: dict[str, Any], op: str) -> None:
@@ -51,7 +52,8 @@ class S3Model:
 
     def create_multipart_upload(self, **kw: Any) -> dict[str, Any]:
         self._bucket(kw, "CreateMultipartUpload")
-        upload_id = f"upload-{len(self.uploads)}"
+        self.upload_count += 1
+        upload_id = f"upload-{self.upload_count}"  # never reused, as S3's are unique
         self.uploads[upload_id] = (kw["Key"], {})
         return {"UploadId": upload_id, "Key": kw["Key"], "Bucket": self.bucket}
 

@@ -9,6 +9,7 @@ invariants are checked against what the models saw.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import itertools
@@ -16,6 +17,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from service.consume.worker import ConsumerWorker
 from tests.sim import node as adapter
@@ -123,6 +125,11 @@ class Simulation:
         self.node_errors: list[str] = []
         self._names = itertools.count(1)
         self.stopping = False
+        self.loop_errors: list[str] = []  # asyncio's "exception never retrieved" and the like
+        self.loop.set_exception_handler(self._loop_error)
+
+    def _loop_error(self, loop: object, context: dict[str, Any]) -> None:
+        self.loop_errors.append(f"{context.get('message')}: {context.get('exception')!r}")
 
     def _event(self) -> tuple[int, float]:
         return next(self._events), self.loop.time()
@@ -280,6 +287,7 @@ class Simulation:
             with (
                 deterministic_asyncio(),
                 patched_modules(SimTime(self.loop), random.Random(f"service-{self.seed}")),
+                adapter.small_multipart() if self.profile.multipart else contextlib.nullcontext(),
             ):
                 try:
                     self.loop.run_until_complete(self._main())
@@ -310,8 +318,9 @@ class Simulation:
                 "shards": len(self.kinesis.shards),
                 "nodes": len(self.members),
                 "virtual_s": int(self.loop.time()),
+                "orphaned_multipart_uploads": len(self.s3.uploads),
             },
-            tail.lines,
+            tail.lines + [f"asyncio: {e}" for e in self.loop_errors],
         )
 
 
