@@ -135,7 +135,7 @@ def _fencing(sim: Simulation) -> list[str]:
     out = []
     lease = adapter.LEASE_DURATION
     for _index, t, node, key, before, after in sim.dynamo.writes:
-        if before is None or after is None or key.startswith("worker#"):
+        if before is None or after is None or key.startswith(adapter.WORKER_PREFIX):
             continue
         owner_before, owner_after = _s(before, adapter.OWNER), _s(after, adapter.OWNER)
         changed = [f for f in adapter.FENCED_FIELDS if _s(before, f) != _s(after, f)]

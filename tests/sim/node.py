@@ -72,3 +72,4 @@ OWNER = "owner"
 EPOCH = "epoch"
 FENCED_FIELDS = ("checkpoint", "intent_first", "intent_last")
 SHARD_END = "SHARD_END"
+WORKER_PREFIX = "worker#"  # heartbeat items share the table
