@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import service.consume.shard as shard_module
 import service.sink.s3 as s3_upload
 from service.consume.runner import shard_context
 from service.consume.worker import ConsumerWorker
@@ -59,6 +60,23 @@ def small_multipart(threshold: int = 2048, part: int = 1024) -> Iterator[None]:
         yield
     finally:
         s3_upload.MULTIPART_THRESHOLD, s3_upload.PART_SIZE = saved
+
+
+@contextlib.contextmanager
+def uploads_dropping(drop: Callable[[str], bool]) -> Iterator[None]:
+    """A broken sink for the harness's own tests: objects whose key ``drop`` names are
+    silently not uploaded (the flush still checkpoints)."""
+    name = "upload_objects"  # what service.consume.shard calls to write a flush
+    real = getattr(shard_module, name)
+
+    async def upload(s3: Any, bucket: str, objects: Sequence[Any]) -> None:
+        await real(s3, bucket, [o for o in objects if not drop(o.key)])
+
+    setattr(shard_module, name, upload)
+    try:
+        yield
+    finally:
+        setattr(shard_module, name, real)
 
 
 async def run_worker(worker: ConsumerWorker, stop: asyncio.Event) -> None:

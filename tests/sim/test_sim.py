@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.sim.faults import PROFILES
+from tests.sim.node import uploads_dropping
 from tests.sim.world import Result, profile_for, simulate
 
 # The fault classes the consumer survives today; each seed of the sweep runs one of them.
@@ -83,6 +84,14 @@ def test_the_sweep_injects_every_fault_kind_it_names() -> None:
         "s3.throttle",
         "s3.5xx",
     } <= kinds
+
+
+def test_the_invariants_catch_a_sink_that_drops_objects() -> None:
+    """The harness has teeth: a consumer that checkpoints objects it never wrote fails."""
+    with uploads_dropping(lambda key: "service=web" in key):
+        result = simulate(3, "calm")
+    assert any(v.startswith("LOST") for v in result.violations)
+    assert any("ahead of S3" in v for v in result.violations)
 
 
 def test_profiles_name_their_fault_kinds() -> None:
