@@ -1,0 +1,93 @@
+"""The one place that knows how the consumer is built and run (adapt here when the
+consumer's constructor or entry point changes).
+
+A node is the real ``ConsumerWorker`` (real ShardConsumer, ShardReader, LeaseTable,
+decoders and writer), built by the real ``shard_context`` from real ``Settings``, with the
+simulation's fake clients in place of aiobotocore's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import service.consume.shard as shard_module
+import service.sink.s3 as s3_upload
+from service.consume.runner import shard_context
+from service.consume.worker import ConsumerWorker
+from service.settings import Settings
+
+STREAM = "sim-stream"
+BUCKET = "sim-bucket"
+LEASE_TABLE = "sim-leases"
+LEASE_KEY = "shard_id"  # the lease table's hash key
+LEASE_DURATION = 5.0
+
+
+def sim_settings() -> Settings:
+    return Settings(
+        stream=STREAM,
+        bucket=BUCKET,
+        lease_table=LEASE_TABLE,
+        lease_duration=LEASE_DURATION,
+        flush_max_age=6.0,
+        idle_wait=0.5,
+        file_target_bytes=64 * 1024,
+        start_position="TRIM_HORIZON",
+    )
+
+
+def build_worker(
+    settings: Settings, worker_id: str, *, kinesis: Any, s3: Any, dynamodb: Any, drain: bool
+) -> ConsumerWorker:
+    ctx = shard_context(settings, kinesis, s3, dynamodb, worker_id)
+    return ConsumerWorker(
+        ctx,
+        lease_duration=settings.lease_duration,
+        memory_budget=settings.memory_budget_bytes,
+        drain=drain,
+    )
+
+
+@contextlib.contextmanager
+def small_multipart(threshold: int = 2048, part: int = 1024) -> Iterator[None]:
+    """Send the small objects of a simulation through the multipart path."""
+    saved = s3_upload.MULTIPART_THRESHOLD, s3_upload.PART_SIZE
+    s3_upload.MULTIPART_THRESHOLD, s3_upload.PART_SIZE = threshold, part
+    try:
+        yield
+    finally:
+        s3_upload.MULTIPART_THRESHOLD, s3_upload.PART_SIZE = saved
+
+
+@contextlib.contextmanager
+def uploads_dropping(drop: Callable[[str], bool]) -> Iterator[None]:
+    """A broken sink for the harness's own tests: objects whose key ``drop`` names are
+    silently not uploaded (the flush still checkpoints)."""
+    name = "upload_objects"  # what service.consume.shard calls to write a flush
+    real = getattr(shard_module, name)
+
+    async def upload(s3: Any, bucket: str, objects: Sequence[Any]) -> None:
+        await real(s3, bucket, [o for o in objects if not drop(o.key)])
+
+    setattr(shard_module, name, upload)
+    try:
+        yield
+    finally:
+        setattr(shard_module, name, real)
+
+
+async def run_worker(worker: ConsumerWorker, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set (or, draining, until every shard is at its tip)."""
+    await worker.run(stop)
+
+
+# What the lease items look like: the invariants read the model's table through these.
+CHECKPOINT = "checkpoint"
+OWNER = "owner"
+EPOCH = "epoch"
+FENCED_FIELDS = ("checkpoint", "intent_first", "intent_last")
+SHARD_END = "SHARD_END"
+WORKER_PREFIX = "worker#"  # heartbeat items share the table

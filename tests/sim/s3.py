@@ -1,0 +1,184 @@
+"""An in-process S3 bucket model that remembers every write, so a rewrite with other bytes
+is caught the moment it happens."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.sim.faults import client_error
+from tests.sim.net import Endpoint, Network
+
+
+@dataclass
+class ObjectWrite:
+    index: int  # position in the global order of model events
+    node: str
+    key: str
+    etag: str
+
+
+@dataclass
+class S3Model:
+    bucket: str
+    objects: dict[str, bytes] = field(default_factory=dict)
+    first_written: dict[str, int] = field(default_factory=dict)
+    writes: list[ObjectWrite] = field(default_factory=list)
+    rewrites: list[str] = field(default_factory=list)  # keys rewritten with other bytes
+    uploads: dict[str, tuple[str, dict[int, bytes]]] = field(default_factory=dict)
+    upload_count: int = 0
+    events: Any = None  # () -> (next global event index, virtual time)
+
+    def _bucket(self, kw: dict[str, Any], op: str) -> None:
+        if kw["Bucket"] != self.bucket:
+            raise client_error("NoSuchBucket", 404, op)
+
+    def _store(self, node: str, key: str, body: bytes) -> str:
+        etag = hashlib.md5(body).hexdigest()
+        old = self.objects.get(key)
+        if old is not None and old != body:
+            self.rewrites.append(f"{key} rewritten by {node} with other bytes")
+        self.objects[key] = body
+        index, _ = self.events()
+        self.first_written.setdefault(key, index)
+        self.writes.append(ObjectWrite(index, node, key, etag))
+        return f'"{etag}"'
+
+    def put_object(self, node: str, **kw: Any) -> dict[str, Any]:
+        self._bucket(kw, "PutObject")
+        return {"ETag": self._store(node, kw["Key"], bytes(kw["Body"]))}
+
+    def create_multipart_upload(self, **kw: Any) -> dict[str, Any]:
+        self._bucket(kw, "CreateMultipartUpload")
+        self.upload_count += 1
+        upload_id = f"upload-{self.upload_count}"  # never reused, as S3's are unique
+        self.uploads[upload_id] = (kw["Key"], {})
+        return {"UploadId": upload_id, "Key": kw["Key"], "Bucket": self.bucket}
+
+    def upload_part(self, **kw: Any) -> dict[str, Any]:
+        _key, parts = self._upload(kw, "UploadPart")
+        body = bytes(kw["Body"])
+        parts[int(kw["PartNumber"])] = body
+        return {"ETag": f'"{hashlib.md5(body).hexdigest()}"'}
+
+    def complete_multipart_upload(self, node: str, **kw: Any) -> dict[str, Any]:
+        key, parts = self._upload(kw, "CompleteMultipartUpload")
+        numbers = [p["PartNumber"] for p in kw["MultipartUpload"]["Parts"]]
+        body = b"".join(parts[n] for n in numbers)
+        del self.uploads[kw["UploadId"]]
+        return {"ETag": self._store(node, key, body), "Key": key}
+
+    def abort_multipart_upload(self, **kw: Any) -> dict[str, Any]:
+        self._upload(kw, "AbortMultipartUpload")
+        del self.uploads[kw["UploadId"]]
+        return {}
+
+    def _upload(self, kw: dict[str, Any], op: str) -> tuple[str, dict[int, bytes]]:
+        self._bucket(kw, op)
+        if kw["UploadId"] not in self.uploads:
+            raise client_error("NoSuchUpload", 404, op)
+        return self.uploads[kw["UploadId"]]
+
+    def list_objects_v2(self, **kw: Any) -> dict[str, Any]:
+        self._bucket(kw, "ListObjectsV2")
+        keys = sorted(k for k in self.objects if k.startswith(kw.get("Prefix", "")))
+        after = kw.get("ContinuationToken") or kw.get("StartAfter")
+        if after:
+            keys = [k for k in keys if k > after]
+        limit = int(kw.get("MaxKeys", 1000))
+        page = keys[:limit]
+        resp: dict[str, Any] = {
+            "Contents": [{"Key": k, "Size": len(self.objects[k])} for k in page],
+            "KeyCount": len(page),
+            "IsTruncated": len(keys) > limit,
+        }
+        if len(keys) > limit:
+            resp["NextContinuationToken"] = page[-1]
+        return resp
+
+    def get_object(self, **kw: Any) -> dict[str, Any]:
+        self._bucket(kw, "GetObject")
+        body = self.objects.get(kw["Key"])
+        if body is None:
+            raise client_error("NoSuchKey", 404, "GetObject")
+        return {"Body": StreamingBody(body), "ContentLength": len(body)}
+
+    def head_object(self, **kw: Any) -> dict[str, Any]:
+        self._bucket(kw, "HeadObject")
+        body = self.objects.get(kw["Key"])
+        if body is None:
+            raise client_error("404", 404, "HeadObject")
+        return {"ContentLength": len(body), "ETag": f'"{hashlib.md5(body).hexdigest()}"'}
+
+
+class StreamingBody:
+    """aiobotocore's response body: ``await body.read()``, also an async context manager."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def read(self, amt: int | None = None) -> bytes:
+        data, self._data = (
+            (self._data, b"") if amt is None else (self._data[:amt], self._data[amt:])
+        )
+        return data
+
+    async def __aenter__(self) -> StreamingBody:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"StreamingBody({hashlib.md5(self._data).hexdigest()})"
+
+
+class FakeS3:
+    """The aiobotocore S3 client calls the sink makes, for one node."""
+
+    def __init__(self, model: S3Model, net: Network, node: Endpoint) -> None:
+        self._m, self._net, self._node = model, net, node
+
+    async def _call(
+        self, op: str, apply: Callable[[], dict[str, Any]], kw: dict[str, Any], *, write: bool
+    ) -> dict[str, Any]:
+        return await self._net.call(self._node, "s3", op, apply, write=write, key=kw.get("Key", ""))
+
+    async def put_object(self, **kw: Any) -> dict[str, Any]:
+        return await self._call(
+            "put_object", lambda: self._m.put_object(self._node.name, **kw), kw, write=True
+        )
+
+    async def create_multipart_upload(self, **kw: Any) -> dict[str, Any]:
+        return await self._call(
+            "create_multipart_upload", lambda: self._m.create_multipart_upload(**kw), kw, write=True
+        )
+
+    async def upload_part(self, **kw: Any) -> dict[str, Any]:
+        return await self._call("upload_part", lambda: self._m.upload_part(**kw), kw, write=True)
+
+    async def complete_multipart_upload(self, **kw: Any) -> dict[str, Any]:
+        return await self._call(
+            "complete_multipart_upload",
+            lambda: self._m.complete_multipart_upload(self._node.name, **kw),
+            kw,
+            write=True,
+        )
+
+    async def abort_multipart_upload(self, **kw: Any) -> dict[str, Any]:
+        return await self._call(
+            "abort_multipart_upload", lambda: self._m.abort_multipart_upload(**kw), kw, write=True
+        )
+
+    async def list_objects_v2(self, **kw: Any) -> dict[str, Any]:
+        return await self._call(
+            "list_objects_v2", lambda: self._m.list_objects_v2(**kw), kw, write=False
+        )
+
+    async def get_object(self, **kw: Any) -> dict[str, Any]:
+        return await self._call("get_object", lambda: self._m.get_object(**kw), kw, write=False)
+
+    async def head_object(self, **kw: Any) -> dict[str, Any]:
+        return await self._call("head_object", lambda: self._m.head_object(**kw), kw, write=False)

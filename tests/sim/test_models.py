@@ -1,0 +1,122 @@
+"""The DynamoDB model answers the real LeaseTable as moto does: the simulation's verdicts
+are only as good as its models, so the lease table's own calls are replayed on both."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from service.consume.leases import LeaseTable
+from tests.conftest import Aws
+from tests.sim.dynamodb import DynamoModel
+from tests.sim.kinesis import KinesisModel
+
+TABLE = "sim-conformance"
+
+
+class _Moto:
+    """Async face of a boto3 client (the LeaseTable awaits aiobotocore calls)."""
+
+    def __init__(self, client: Any) -> None:
+        self._c = client
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        call = getattr(self._c, name)
+
+        async def invoke(**kw: Any) -> Any:
+            resp = dict(call(**kw))
+            resp.pop("ResponseMetadata", None)
+            resp.pop("ConsumedCapacity", None)
+            return resp
+
+        return invoke
+
+
+class _Model:
+    def __init__(self) -> None:
+        self.m = DynamoModel(TABLE, "shard_id")
+        self.m.events = lambda: (0, 0.0)
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        async def invoke(**kw: Any) -> Any:
+            method = getattr(self.m, name)
+            if name == "scan":
+                return method(None, **kw)
+            if name in ("put_item", "update_item", "delete_item"):
+                return method("node", **kw)
+            return method(**kw)
+
+        return invoke
+
+
+async def _story(table: LeaseTable) -> list[Any]:
+    """Every fenced operation of the lease table, winning and losing."""
+    out: list[Any] = []
+
+    async def step(work: Awaitable[Any]) -> Any:
+        try:
+            result = await work
+        except Exception as exc:
+            out.append(("error", type(exc).__name__))
+            return None
+        out.append(("ok", result))
+        return result
+
+    await step(table.ensure_shard("s1", ()))
+    await step(table.ensure_shard("s1", ("x",)))  # exists: left alone
+    await step(table.ensure_shard("s2", ("s1",), "TRIM_HORIZON"))
+    leases, _ = await table.scan()
+    out.append(("scan", sorted(leases.items())))
+    mine = await step(table.acquire(leases["s1"], "w1"))
+    await step(table.acquire(leases["s1"], "w2"))  # stale epoch: lost
+    await step(table.write_intent("s1", "w1", mine.epoch, "10", "20"))
+    await step(table.write_intent("s1", "w2", mine.epoch, "10", "20"))  # not the owner
+    await step(table.write_intent("s1", "w1", mine.epoch + 1, "10", "20"))  # old epoch
+    await step(table.checkpoint("s1", "w1", mine.epoch, "20"))
+    await step(table.heartbeat("w1", 123456, leaving=True))
+    await step(table.release("s1", "w1", mine.epoch))
+    await step(table.release("s1", "w1", mine.epoch))  # twice: lost
+    again = (await table.scan())[0]["s1"]
+    await step(table.acquire(again, "w2"))
+    await step(table.checkpoint("s1", "w2", again.epoch + 1, "SHARD_END"))
+    leases, beats = await table.scan()
+    out.append(("scan", sorted(leases.items()), sorted(beats.items())))
+    await step(table.remove_worker("w1"))
+    out.append(("scan", sorted((await table.scan())[1].items())))
+    return out
+
+
+@pytest.mark.asyncio
+async def test_dynamodb_model_answers_the_lease_table_as_moto_does(aws: Aws) -> None:
+    client = aws.client("dynamodb")
+    client.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "shard_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "shard_id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    moto = await _story(LeaseTable(_Moto(client), TABLE))
+    model = await _story(LeaseTable(_Model(), TABLE))
+    assert model == moto
+    assert ("error", "LeaseLostError") in model
+
+
+def test_kinesis_model_ends_a_closed_shard_and_routes_new_records_to_children() -> None:
+    wall = iter(range(1000, 2000))
+    kinesis = KinesisModel("s", 1, lambda: float(next(wall)))
+    parent, seq = kinesis.put(b"a", "k")
+    children = kinesis.split(parent)
+    child, later = kinesis.put(b"b", "k")
+    assert child in children and later > seq
+    it = kinesis.get_shard_iterator(
+        StreamName="s", ShardId=parent, ShardIteratorType="TRIM_HORIZON"
+    )
+    page = kinesis.get_records({}, ShardIterator=it["ShardIterator"])
+    assert [r["Data"] for r in page["Records"]] == [b"a"]
+    assert "NextShardIterator" not in page and page["MillisBehindLatest"] == 0
+    assert sorted(c["ShardId"] for c in page["ChildShards"]) == sorted(children)
+    listed = {s["ShardId"]: s for s in kinesis.list_shards()["Shards"]}
+    assert listed[parent]["SequenceNumberRange"]["EndingSequenceNumber"] == str(seq)
+    assert listed[child]["ParentShardId"] == parent
