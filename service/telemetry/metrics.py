@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.process_collector import ProcessCollector
@@ -25,8 +25,31 @@ from service.telemetry.reasons import (
     skip_class,
 )
 
-if TYPE_CHECKING:
-    from service.sink.plan import FlushPlan
+
+class FlushedObject(Protocol):
+    """What the metrics read of one written object (the sink's FlushObject fits)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def rows(self) -> int: ...
+
+
+class FlushedPlan(Protocol):
+    """What the metrics read of a flush (the sink's FlushPlan fits); telemetry sits below
+    the sink, so it names the shape, not the type."""
+
+    @property
+    def objects(self) -> Sequence[FlushedObject]: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def dead_letters(self) -> int: ...
+    @property
+    def bytes_out(self) -> int: ...
+
 
 SIZE_BUCKETS = (1e3, 1e4, 1e5, 1e6, 4e6, 16e6, 64e6, 128e6, 256e6, 1e9)
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -259,7 +282,7 @@ class ConsumerMetrics(_Common):
     def observe_flush(
         self,
         reason: str,
-        plan: FlushPlan,
+        plan: FlushedPlan,
         dead_reasons: Sequence[str],
         skipped: Mapping[str, int],
         seconds: float | None = None,

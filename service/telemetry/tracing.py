@@ -20,10 +20,10 @@ import random
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -34,10 +34,19 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 
 from service.errors import SettingsError
 
-if TYPE_CHECKING:
-    from collections.abc import Sequence
 
-    from service.decode.types import DecodedRecord
+class _Batch(Protocol):
+    @property
+    def traceparent(self) -> str: ...
+
+
+class TracedRecord(Protocol):
+    """What a flush's links read of a decoded record (decode's DecodedRecord fits);
+    telemetry sits below decode, so it names the shape, not the type."""
+
+    @property
+    def batches(self) -> Sequence[_Batch]: ...
+
 
 log = logging.getLogger(__name__)
 MAX_FLUSH_LINKS = 128
@@ -175,7 +184,7 @@ def links_from_traceparents(values: Iterable[str], limit: int = MAX_FLUSH_LINKS)
     return links
 
 
-def flush_links(records: Sequence[DecodedRecord], limit: int = MAX_FLUSH_LINKS) -> list[Link]:
+def flush_links(records: Sequence[TracedRecord], limit: int = MAX_FLUSH_LINKS) -> list[Link]:
     """Span links from a flush to the requests whose lines it writes (empty when off).
 
     A per-batch loop, but only when tracing is on, and it stops at ``limit`` distinct links;
