@@ -19,6 +19,7 @@ from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 
 from service.aws import aws_clients
+from service.ingest import hec_http
 from service.ingest.app import IngestState, build_app
 from service.ingest.body import BodyLimits
 from service.ingest.budget import ByteBudget
@@ -110,8 +111,10 @@ async def _serve(
             max_lines=settings.max_lines_per_request,
             pool=pool,
         )
+        app = build_app(state)
+        hec_http.add_routes(app)
         runner = GuardedAppRunner(
-            build_app(state),
+            app,
             header_timeout=settings.header_read_timeout,
             access_log=None,
             shutdown_timeout=settings.shutdown_grace + _ANSWER_GRACE,
