@@ -202,16 +202,29 @@ async def store(
     source: str,
 ) -> None:
     """Send the accepted lines and return once they are durable in Kinesis."""
-    state = request.app[STATE]
+    caller: Caller = request.get(CALLER) or Caller()
+    await store_lines(request.app[STATE], caller, request.headers, lines, rejected, ctype, source)
+
+
+async def store_lines(  # noqa: PLR0917
+    state: IngestState,
+    caller: Caller,
+    headers: Mapping[str, str],
+    lines: Sequence[bytes],
+    rejected: dict[str, int],
+    ctype: ContentType,
+    source: str,
+) -> None:
+    """``store`` for any transport: ``headers`` (case-insensitive) may hold ``traceparent``
+    and ``Idempotency-Key``."""
     metrics = state.producer.metrics
     for kind, count in rejected.items():
         metrics.lines_rejected.labels(kind).inc(count)
     if not lines:
         return
-    caller: Caller = request.get(CALLER) or Caller()
     header = Header(ctype, source, caller.service)
-    traceparent = current_traceparent(request.headers.get("traceparent", ""))
-    key = idempotency_key(request.headers)
+    traceparent = current_traceparent(headers.get("traceparent", ""))
+    key = idempotency_key(headers)
     idempotency = (caller.key, key) if key else None
     await state.producer.submit(lines, header, traceparent, idempotency=idempotency)
     metrics.lines_accepted.inc(len(lines))
