@@ -7,8 +7,8 @@ durability: the answer is sent once every accepted record is in Kinesis, with
 ``partial_success`` for rejected ones. gRPC decompresses (gzip) itself; its receive limit is
 the decompressed body limit, so a message never grows past it.
 
-``grpc.health.v1.Health/Check`` answers SERVING (NOT_SERVING while draining or while Kinesis
-is unreachable), unauthenticated: the load balancer's gRPC health check probes it.
+``grpc.health.v1.Health/Check`` answers SERVING, or fails UNAVAILABLE while draining or
+while Kinesis is unreachable; unauthenticated: the load balancer's gRPC health check probes it.
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 HEALTH_SERVICE = "grpc.health.v1.Health"
 EXPORT_PATH = f"/{LOGS_SERVICE}/Export"
 HEALTH_PATH = f"/{HEALTH_SERVICE}/Check"
-# HealthCheckResponse{status: SERVING (1) | NOT_SERVING (2)}, field 1 varint.
+# HealthCheckResponse{status: SERVING (1)}, field 1 varint.
 _SERVING = b"\x08\x01"
-_NOT_SERVING = b"\x08\x02"
 # HTTP status of a refusal -> gRPC status, as OTLP/gRPC prescribes: UNAVAILABLE is the one
 # code every exporter retries; a bad request is INVALID_ARGUMENT and dropped.
 _CODES = {
@@ -100,9 +99,11 @@ class LogsExport:
         return otlp.export_response(parsed, as_json=False)
 
     async def health(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        """grpc.health.v1 Check: SERVING when ready, NOT_SERVING otherwise."""
-        ready = not self.state.draining and self.state.kinesis_ok
-        return _SERVING if ready else _NOT_SERVING
+        """grpc.health.v1 Check: SERVING when ready; otherwise the call fails UNAVAILABLE,
+        which a load balancer's matcher on the gRPC status sees (NOT_SERVING is status 0)."""
+        if self.state.draining or not self.state.kinesis_ok:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "not ready")
+        return _SERVING
 
 
 async def start(state: IngestState, host: str, port: int) -> grpc.aio.Server:
