@@ -132,3 +132,18 @@ async def test_grpc_message_over_the_decompressed_limit_is_refused(ready: Settin
                 big, metadata=(("x-api-key", KEY),), compression=grpc.Compression.Gzip
             )
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_grpc_draws_on_the_byte_budget_like_v1_logs(ready: Settings) -> None:
+    settings = _with_grpc(ready, max_inflight_bytes=4096)
+    async with (
+        serving(settings, create=False),
+        grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port}") as channel,
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await channel.unary_unary(EXPORT_PATH)(
+                _request(*["z" * 100] * 100), metadata=(("x-api-key", KEY),)
+            )
+        # Larger than the whole budget: it could never fit (413 on /v1/logs).
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "4096 byte limit" in (refused.value.details() or "")

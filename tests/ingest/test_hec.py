@@ -190,3 +190,13 @@ async def test_hec_refuses_a_body_over_the_limit_with_413(ready: Settings) -> No
         body = b'{"event":"%s"}' % (b"x" * 2000)
         status, answer, _ = await post(s, url + "/services/collector/event", body)
         assert status == 413 and answer["code"] == 6 and "limit" in answer["text"]
+
+
+async def test_hec_draws_on_the_byte_budget_like_ingest(ready: Settings) -> None:
+    settings = ready.model_copy(update={"max_inflight_bytes": 4096})
+    async with serving(settings, create=False) as url, aiohttp.ClientSession() as s:
+        body = b"".join(b'{"event":"line %d"}' % i for i in range(400))  # ~7 KB, charged twice
+        status, answer, _ = await post(s, url + "/services/collector/event", body)
+        # Larger than the whole budget: it could never fit, so 413 rather than "retry".
+        assert (status, answer["code"]) == (413, 6)
+        assert "4096 byte limit" in answer["text"]
