@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from service.errors import RequestError
-from service.ingest.lines import BlockWriter, LineBlock, count_lines, pieces, too_many_lines
+from service.ingest.lines import BlockWriter, LineBlock, parse_text, too_many_lines
 
 PREFIX = "/services/collector"
 # (HTTP status, HEC code, HEC text) as Splunk answers them.
@@ -158,32 +158,19 @@ def _epoch(value: object, number: int) -> float | int:
 
 
 def parse_raw(body: bytes, max_line: int, max_lines: int, meta: Mapping[str, str]) -> HecLines:
-    """One message a line, each with the request's ``meta``; blank lines are skipped.
-    HecError for bytes that are not UTF-8 or no line at all; RequestError(413) over a limit."""
-    count_lines(body, max_lines)
-    writer = BlockWriter()
-    extra = dict(meta)
-    number = 0
-    for piece in pieces(body):
-        for raw in piece.split(b"\n"):
-            number += 1
-            line = raw.rstrip(b"\r")
-            if not line.strip():
-                continue
-            if len(line) > max_line:
-                raise RequestError(
-                    413, f"line {number} of {len(line)} bytes exceeds the {max_line} byte limit"
-                )
-            try:
-                message = line.decode()
-            except UnicodeDecodeError:
-                raise HecError(
-                    INVALID_FORMAT, "Invalid data format: not UTF-8", number - 1
-                ) from None
-            writer.add(orjson.dumps({"message": message, **extra}))
-    if not len(writer):
+    """One message a line (``lines.parse_text``), each with the request's ``meta``; blank lines
+    are skipped. A line that is not UTF-8 refuses the request (HecError, code 6), as does no
+    line at all (code 5); RequestError(413) over a limit."""
+    parsed = parse_text(body, max_line, max_lines, meta)
+    if parsed.errors:
+        first = parsed.errors[0]
+        if parsed.rejected_by_reason.get("too_long"):
+            raise RequestError(413, f"a line exceeds the {max_line} byte limit")
+        number = int(str(first["line"])) - 1
+        raise HecError(INVALID_FORMAT, f"Invalid data format: {first['reason']}", number)
+    if not parsed.lines:
         raise HecError(NO_DATA, "No data")
-    return HecLines(writer.block())
+    return HecLines(LineBlock.of(parsed.lines) if isinstance(parsed.lines, list) else parsed.lines)
 
 
 def ack_answer(body: bytes) -> dict[str, Any]:

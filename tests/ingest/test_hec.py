@@ -184,12 +184,21 @@ async def test_hec_answers_in_its_own_dialect_and_stores_nothing_of_a_refused_re
     assert [line["message"] for line in stream_lines(aws, settings.stream)] == ["bearer"]
 
 
-async def test_hec_refuses_a_body_over_the_limit_with_413(ready: Settings) -> None:
-    settings = ready.model_copy(update={"max_body_bytes": 1024})
+async def test_hec_refuses_what_is_over_a_limit_or_not_utf8_and_stores_none_of_it(
+    aws: Aws, ready: Settings
+) -> None:
+    settings = ready.model_copy(update={"max_body_bytes": 1500, "max_line_bytes": 1024})
     async with serving(settings, create=False) as url, aiohttp.ClientSession() as s:
         body = b'{"event":"%s"}' % (b"x" * 2000)
         status, answer, _ = await post(s, url + "/services/collector/event", body)
         assert status == 413 and answer["code"] == 6 and "limit" in answer["text"]
+        raw = url + "/services/collector/raw"
+        status, answer, _ = await post(s, raw, b"fine\n" + b"y" * 1100 + b"\n")
+        assert status == 413 and answer["code"] == 6 and "limit" in answer["text"]
+        status, answer, _ = await post(s, raw, b"fine\nnot \xff utf-8\n")
+        assert (status, answer["code"], answer["invalid-event-number"]) == (400, 6, 1)
+        assert "UTF-8" in answer["text"]
+    assert stream_lines(aws, settings.stream) == []
 
 
 async def test_hec_draws_on_the_byte_budget_like_ingest(ready: Settings) -> None:
