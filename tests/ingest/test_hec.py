@@ -11,8 +11,12 @@ import time
 
 import aiohttp
 import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from splunk_hec_handler import SplunkHecHandler
 
+from service.ingest.hec import HecError, parse_events
 from service.settings import ApiKey, Settings
 from tests.conftest import Aws, drain, read_table
 from tests.ingest_support import post, serving, stream_lines
@@ -209,3 +213,23 @@ async def test_hec_draws_on_the_byte_budget_like_ingest(ready: Settings) -> None
         # Larger than the whole budget: it could never fit, so 413 rather than "retry".
         assert (status, answer["code"]) == (413, 6)
         assert "4096 byte limit" in answer["text"]
+
+
+_messages = st.lists(st.text(alphabet=st.sampled_from('ab}{" \\\n\u00e9'), min_size=1), min_size=1)
+
+
+@given(messages=_messages, gap=st.sampled_from(["", "\n", " \r\n ", "\t"]))
+def test_concatenated_events_are_read_back_whatever_their_strings_hold(
+    messages: list[str], gap: str
+) -> None:
+    body = gap.join(orjson.dumps({"event": m, "host": "h"}).decode() for m in messages).encode()
+    lines = parse_events(body, 1 << 20, 1 << 20, {}).lines
+    assert [orjson.loads(line) for line in lines] == [{"message": m, "host": "h"} for m in messages]
+
+
+@given(messages=_messages, bad=st.sampled_from(["{oops}", "[1]", '{"event": "x"', '"str"']))
+def test_the_first_malformed_event_is_named_by_its_number(messages: list[str], bad: str) -> None:
+    body = "".join(orjson.dumps({"event": m}).decode() for m in messages) + bad
+    with pytest.raises(HecError) as refused:
+        parse_events(body.encode(), 1 << 20, 1 << 20, {})
+    assert (refused.value.code, refused.value.event_number) == (6, len(messages))
