@@ -20,6 +20,7 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
 from service.ingest.grpc_logs import EXPORT_PATH, HEALTH_PATH
+from service.ingest.server import serve
 from service.settings import ApiKey, Settings
 from tests.conftest import Aws, drain, lineage_counts, read_table
 from tests.ingest_support import serving, stream_lines
@@ -147,3 +148,26 @@ async def test_grpc_draws_on_the_byte_budget_like_v1_logs(ready: Settings) -> No
         # Larger than the whole budget: it could never fit (413 on /v1/logs).
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "4096 byte limit" in (refused.value.details() or "")
+
+
+async def test_export_in_flight_at_sigterm_is_answered_once_durable_and_later_calls_refused(
+    aws: Aws, ready: Settings
+) -> None:
+    settings = _with_grpc(ready, linger_ms=300.0)  # the call waits in the packer a while
+    stop = asyncio.Event()
+    bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(settings, stop, bound))
+    await asyncio.wait_for(bound, 30)
+    metadata = (("x-api-key", KEY),)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port}") as channel:
+        export = channel.unary_unary(EXPORT_PATH)
+        call = asyncio.ensure_future(export(_request("at sigterm"), metadata=metadata))
+        await asyncio.sleep(0.1)
+        stop.set()  # what SIGTERM does
+        answer = ExportLogsServiceResponse.FromString(await call)
+        assert answer.partial_success.rejected_log_records == 0
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await export(_request("after sigterm"), metadata=metadata, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    await asyncio.wait_for(task, 60)
+    assert [line["message"] for line in stream_lines(aws, settings.stream)] == ["at sigterm"]
