@@ -55,7 +55,7 @@ COPY --from=builder /opt/venv /opt/venv
 USER 10001:10001
 
 # 8080: `serve` (ingest, /healthz, /readyz, /metrics); 9090: `consume` (/healthz, /readyz, /metrics, /status).
-EXPOSE 8080 9090
+EXPOSE 8080 9090 4317
 
 # Liveness for `docker run` and compose (ECS uses the task definition's own healthCheck).
 # TIDEWAY_PORT wins when set; otherwise try serve's default 8080, then consume's 9090.

@@ -105,6 +105,7 @@ async def run_demo(config: Path | None, records: int, stop: asyncio.Event) -> in
                 idle_wait=0.25,
                 lease_duration=5.0,
                 port=free_port(),
+                grpc_port=0,  # the demo ships over HTTP; 4317 may be a local collector's
                 host="127.0.0.1",
                 shard_count=2,
                 emf_interval=0.0,  # stdout carries the report; EMF lines would garble it

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     lease_table: str = ""
     port: int | None = Field(default=None, ge=0, le=65535)
     host: str = "0.0.0.0"
+    # OTLP/gRPC listener of serve (DESIGN §10); 0 turns it off.
+    grpc_port: int = Field(default=4317, ge=0, le=65535)
 
     # Ingest.
     api_keys: tuple[ApiKey, ...] | None = None

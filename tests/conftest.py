@@ -69,6 +69,7 @@ def settings(aws: Aws) -> Settings:
         lease_duration=3.0,
         host="127.0.0.1",
         port=0,
+        grpc_port=0,  # off: tests that use gRPC pick a free port (4317 may be taken)
     )
 
 

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
+from service.ingest.grpc_logs import EXPORT_PATH, HEALTH_PATH
 from service.schema import CANONICAL_FIELDS, PARTITION_COLUMNS
 from service.settings import ENV_PREFIX, Settings
 from service.telemetry import names
@@ -34,6 +35,9 @@ HEALTH_PATHS = {"/healthz", "/readyz"}
 EXIT_AFTER_SIGTERM_S = 30
 
 ROLE_PORTS = {names.ROLE_SERVE: 8080, names.ROLE_CONSUME: 9090}
+# DESIGN §10: serve's OTLP/gRPC listener.
+GRPC_PORT = Settings.model_fields["grpc_port"].default
+EXTRA_PORTS = {names.ROLE_SERVE: [GRPC_PORT], names.ROLE_CONSUME: []}
 TASK_DEFINITIONS = {
     names.ROLE_SERVE: "ServeTaskDefinition",
     names.ROLE_CONSUME: "ConsumeTaskDefinition",
@@ -202,20 +206,43 @@ def test_each_role_runs_its_subcommand_on_its_port(template: dict[str, Any], rol
     assert app["Image"] == {"Ref": "ImageUri"}
     assert app["Command"] == [role]
     assert app["Essential"] is True
-    assert [p["ContainerPort"] for p in app["PortMappings"]] == [ROLE_PORTS[role]]
+    assert [p["ContainerPort"] for p in app["PortMappings"]] == [
+        ROLE_PORTS[role],
+        *EXTRA_PORTS[role],
+    ]
     assert _env(app)[f"{ENV_PREFIX}PORT"] == str(ROLE_PORTS[role])
     assert app["ReadonlyRootFilesystem"] is True
     assert app["User"] == "10001:10001"
 
 
 def test_serve_is_behind_the_load_balancer_on_its_port(template: dict[str, Any]) -> None:
-    (binding,) = _props(template, "ServeService")["LoadBalancers"]
-    assert binding == {
+    http, grpc = _props(template, "ServeService")["LoadBalancers"]
+    assert http == {
         "ContainerName": APP_CONTAINER,
         "ContainerPort": ROLE_PORTS[names.ROLE_SERVE],
         "TargetGroupArn": {"Ref": "ServeTargetGroup"},
     }
+    assert grpc == {
+        "ContainerName": APP_CONTAINER,
+        "ContainerPort": GRPC_PORT,
+        "TargetGroupArn": {"Ref": "ServeGrpcTargetGroup"},
+    }
     assert "LoadBalancers" not in _props(template, "ConsumeService")
+
+
+def test_otlp_grpc_goes_to_a_grpc_target_group_on_the_grpc_port(template: dict[str, Any]) -> None:
+    group = _props(template, "ServeGrpcTargetGroup")
+    assert (group["ProtocolVersion"], group["Port"]) == ("GRPC", GRPC_PORT)
+    assert group["HealthCheckPath"] == HEALTH_PATH  # served by serve, unauthenticated
+    assert group["Matcher"] == {"GrpcCode": "0"}
+    assert _env(_container(template, names.ROLE_SERVE))[f"{ENV_PREFIX}GRPC_PORT"] == str(GRPC_PORT)
+    rule = _props(template, "GrpcLogsRule")
+    (condition,) = rule["Conditions"]
+    (pattern,) = condition["PathPatternConfig"]["Values"]
+    assert EXPORT_PATH.startswith(pattern.rstrip("*"))
+    assert rule["Actions"] == [
+        {"Type": "forward", "TargetGroupArn": {"Ref": "ServeGrpcTargetGroup"}}
+    ]
 
 
 @pytest.mark.parametrize("role", sorted(ROLE_PORTS))

@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.envelope import ContentType
 from service.errors import KinesisUnavailableError, OverloadedError, RequestError
-from service.ingest import elastic, otlp
+from service.ingest import elastic, hec, otlp
 from service.ingest.auth import Caller, authenticate, presented_keys
 from service.ingest.body import BodyLimits, read_body
 from service.ingest.budget import ByteBudget, Reservation
@@ -44,7 +44,9 @@ from service.telemetry.tracing import current_traceparent
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # /metrics is not among them: with keys configured it needs one like every other route.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/services/collector/health", "/services/collector/health/1.0"}
+)
 # Template and ILM bodies are acknowledged and dropped: a few KB in practice.
 _SETUP_BODY_LIMIT = 64 * 1024
 ES_PRODUCT = {"X-Elastic-Product": "Elasticsearch"}
@@ -78,6 +80,8 @@ CALLER: web.RequestKey[Caller] = web.RequestKey("caller", Caller)
 def _family(path: str) -> str:
     if path == "/v1/logs":
         return "otlp"
+    if path.startswith(hec.PREFIX):
+        return "hec"
     if path in ("/", "/_license", "/_xpack", "/_cluster/health") or path.endswith("/_bulk"):
         return "es"
     if path.startswith(("/_index_template/", "/_ilm/policy/")):
@@ -92,6 +96,10 @@ def _is_otlp_json(request: web.Request) -> bool:
 def refusal(request: web.Request, status: int, reason: str, **headers: str) -> web.Response:
     """An error answer in the dialect of the route; 401 never says why."""
     family = _family(request.path)
+    if family == "hec":
+        presented = bool(presented_keys(request.headers))
+        status, body = hec.error_body(status, reason, key_presented=presented)
+        return web.json_response(body, status=status, headers=headers or None, dumps=_dumps)
     if family == "otlp":
         as_json = _is_otlp_json(request)
         return web.Response(
@@ -194,16 +202,29 @@ async def store(
     source: str,
 ) -> None:
     """Send the accepted lines and return once they are durable in Kinesis."""
-    state = request.app[STATE]
+    caller: Caller = request.get(CALLER) or Caller()
+    await store_lines(request.app[STATE], caller, request.headers, lines, rejected, ctype, source)
+
+
+async def store_lines(  # noqa: PLR0917
+    state: IngestState,
+    caller: Caller,
+    headers: Mapping[str, str],
+    lines: Sequence[bytes],
+    rejected: dict[str, int],
+    ctype: ContentType,
+    source: str,
+) -> None:
+    """``store`` for any transport: ``headers`` (case-insensitive) may hold ``traceparent``
+    and ``Idempotency-Key``."""
     metrics = state.producer.metrics
     for kind, count in rejected.items():
         metrics.lines_rejected.labels(kind).inc(count)
     if not lines:
         return
-    caller: Caller = request.get(CALLER) or Caller()
     header = Header(ctype, source, caller.service)
-    traceparent = current_traceparent(request.headers.get("traceparent", ""))
-    key = idempotency_key(request.headers)
+    traceparent = current_traceparent(headers.get("traceparent", ""))
+    key = idempotency_key(headers)
     idempotency = (caller.key, key) if key else None
     await state.producer.submit(lines, header, traceparent, idempotency=idempotency)
     metrics.lines_accepted.inc(len(lines))

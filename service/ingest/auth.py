@@ -1,6 +1,7 @@
 """API keys: accepted keys are configured as SHA-256 digests and compared in constant time.
 
-A key may be presented the ways agents can send it: ``Authorization: Bearer <key>``,
+A key may be presented the ways agents can send it: ``Authorization: Bearer <key>`` (or
+Splunk HEC's ``Splunk <key>``),
 ``X-API-Key: <key>``, Elasticsearch's ``Authorization: ApiKey <base64(id:key)>`` (or the bare
 key), and ``Authorization: Basic <base64(user:key)>`` where the password is the key and the
 user name is ignored (Fluent Bit ``HTTP_Passwd``, Vector and Filebeat basic auth).
@@ -35,7 +36,7 @@ def presented_keys(headers: Mapping[str, str]) -> tuple[str, ...]:
     scheme, _, value = headers.get("Authorization", "").strip().partition(" ")
     value = value.strip()
     scheme = scheme.lower()
-    if value and scheme == "bearer":
+    if value and scheme in ("bearer", "splunk"):
         found.append(value)
     elif value and scheme == "apikey":
         found.append(value)

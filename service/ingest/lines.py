@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import re
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any, overload
@@ -345,9 +345,13 @@ def _cuts(text: bytes, start: int, end: int) -> list[int]:
     return []
 
 
-def parse_text(body: bytes, max_line: int, max_lines: int = 1 << 62) -> ParsedLines:
-    """One message per line; blank lines are ignored; bytes must be UTF-8; RequestError(413)
-    past ``max_lines`` lines (blank ones count: they cost a scan too)."""
+def parse_text(
+    body: bytes, max_line: int, max_lines: int = 1 << 62, fields: Mapping[str, str] | None = None
+) -> ParsedLines:
+    """One message per line (with ``fields`` beside it); blank lines are ignored; bytes must
+    be UTF-8; RequestError(413) past ``max_lines`` lines (blank ones count: they cost a scan
+    too)."""
+    extra = dict(fields or {})
     count_lines(body, max_lines)
     out = ParsedLines()
     writer = BlockWriter()
@@ -370,6 +374,6 @@ def parse_text(body: bytes, max_line: int, max_lines: int = 1 << 62) -> ParsedLi
             except UnicodeDecodeError:
                 out.reject(number, "invalid UTF-8", "invalid_utf8")
                 continue
-            writer.add(orjson.dumps({"message": text}))
+            writer.add(orjson.dumps({"message": text, **extra}))
     out.lines = writer.block()
     return out

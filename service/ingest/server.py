@@ -19,6 +19,7 @@ from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 
 from service.aws import aws_clients
+from service.ingest import grpc_logs, hec_http
 from service.ingest.app import IngestState, build_app
 from service.ingest.body import BodyLimits
 from service.ingest.budget import ByteBudget
@@ -110,8 +111,10 @@ async def _serve(
             max_lines=settings.max_lines_per_request,
             pool=pool,
         )
+        app = build_app(state)
+        hec_http.add_routes(app)
         runner = GuardedAppRunner(
-            build_app(state),
+            app,
             header_timeout=settings.header_read_timeout,
             access_log=None,
             shutdown_timeout=settings.shutdown_grace + _ANSWER_GRACE,
@@ -122,6 +125,8 @@ async def _serve(
         site = web.TCPSite(runner, settings.host, port, reuse_address=True)
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port
+        grpc_port = settings.grpc_port
+        grpc_server = await grpc_logs.start(state, settings.host, grpc_port) if grpc_port else None
         log.info("serving", extra={"port": bound, "stream": settings.stream})
         if started is not None:
             started.set_result(bound)
@@ -131,6 +136,10 @@ async def _serve(
             log.info("draining", extra={"inflight_bytes": budget.used})
             state.draining = True
             producer.stop_retrying_at(loop.time() + settings.shutdown_grace)
-            await runner.cleanup()  # stops listening, waits for in-flight requests
+            # Both stop listening and wait for their in-flight requests.
+            grace = settings.shutdown_grace + _ANSWER_GRACE
+            await asyncio.gather(
+                runner.cleanup(), grpc_server.stop(grace) if grpc_server else asyncio.sleep(0)
+            )
             probe.cancel()
     log.info("drained", extra={"inflight_bytes": budget.used})
