@@ -47,8 +47,10 @@ def decode_record(data: bytes, config: DecoderConfig) -> Decoded:
     """
     try:
         return _dispatch(data, config, nested=False)
-    except (DecodeError, *TRANSIENT):
-        raise  # transient: the shard backs off and reads the record again, never dead-letters
+    except DecodeError:
+        raise
+    except TRANSIENT:
+        raise  # the shard backs off and reads the record again; never a dead letter
     except Exception as exc:  # a decoder bug must dead-letter the record, not stop the shard
         raise DecodeError(f"decoder failed: {type(exc).__name__}") from exc
 
