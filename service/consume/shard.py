@@ -31,14 +31,16 @@ from service.consume.leases import FROM_START, SHARD_END, ShardLease
 from service.consume.reader import Position, ShardReader
 from service.consume.sequence import Checkpoint, sequence_from_wire
 from service.decode import RecordMeta
+from service.decode.detect import TRANSIENT
 from service.errors import DecodeError, LeaseLostError
 from service.sink.plan import (
+    DeadLetter,
     FlushPlan,
     KeyListing,
     Layout,
+    dead_letter_plan,
     key_in_range,
     plan_document,
-    plan_flush,
     plan_from_document,
     planned_keys,
 )
@@ -51,6 +53,11 @@ log = logging.getLogger(__name__)
 # Decoding runs on the event loop: a 10,000-record page must not hold the heartbeat and the
 # other shards' reads back for seconds, so it yields every this many records.
 YIELD_EVERY = 64
+# A range the planner (pure mapping and encoding, no AWS) fails on this many times in a row
+# is poisoned: its records are written as dead letters under the same intent protocol and
+# the shard moves on (issue 15). AWS errors never count here: they retry with backoff.
+PLAN_ATTEMPTS = 3
+POISONED = "flush failed"  # the dead-letter reason's prefix for a poisoned range
 _T = TypeVar("_T")
 
 
@@ -356,9 +363,7 @@ class ShardConsumer:
         }
         with span("tideway.flush", attributes=attributes, links=flush_links(buffer.records)):
             with span("tideway.encode"):
-                plan = await asyncio.to_thread(
-                    plan_flush, self.shard_id, buffer.records, buffer.dead, layout, mapping
-                )
+                plan, dead_reasons = await self._plan(buffer, layout, mapping)
             # A replay keeps the listing it found beside its own: should it die before the
             # stale objects are deleted, the next replay still knows them.
             listing = planned_keys(plan).union(pinned.keys)
@@ -385,7 +390,7 @@ class ShardConsumer:
             ctx.metrics.observe_flush(
                 reason,
                 plan,
-                [d.reason for d in buffer.dead],
+                dead_reasons,
                 buffer.skipped,
                 time.perf_counter() - started,
             )
@@ -401,6 +406,41 @@ class ShardConsumer:
                     "reason": reason,
                 },
             )
+
+    async def _plan(
+        self, buffer: ShardBuffer, layout: Layout, mapping: FieldMapping
+    ) -> tuple[FlushPlan, list[str]]:
+        """The flush's objects and its records' dead-letter reasons. A range the planner
+        still fails on after PLAN_ATTEMPTS is dead-lettered whole (deterministic: a replay
+        fails the same way and writes the same objects); MemoryError propagates."""
+        planner = self.ctx.planner
+        error: Exception | None = None
+        for attempt in range(1, PLAN_ATTEMPTS + 1):
+            try:
+                plan = await asyncio.to_thread(
+                    planner, self.shard_id, buffer.records, buffer.dead, layout, mapping
+                )
+            except TRANSIENT:
+                raise
+            except Exception as exc:  # a pure function failing: retried, then dead letters
+                error = exc
+                log.warning(
+                    "flush plan failed",
+                    extra={"shard_id": self.shard_id, "attempt": attempt, "error": repr(exc)},
+                )
+            else:
+                return plan, [d.reason for d in buffer.dead]
+        reason = f"{POISONED}: {type(error).__name__}: {error}"[:500]
+        dead = list(buffer.dead) + [
+            DeadLetter(r.meta, r.raw or b"\n".join(b.payload for b in r.batches), reason)
+            for r in buffer.records
+        ]
+        log.error(
+            "flush poisoned; dead-lettering the range",
+            extra={"shard_id": self.shard_id, "records": len(dead), "error": reason},
+        )
+        self.ctx.metrics.flush_poisoned.inc()
+        return dead_letter_plan(self.shard_id, dead, layout), [d.reason for d in dead]
 
     async def _remove_stale(
         self, listing: KeyListing, plan: FlushPlan, first: int, last: int

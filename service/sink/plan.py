@@ -103,6 +103,11 @@ def plan_flush(
     return FlushPlan(tuple(objects), table.num_rows, len(dead_all))
 
 
+def dead_letter_plan(shard_id: str, dead: Sequence[DeadLetter], layout: Layout) -> FlushPlan:
+    """Objects for a flush written wholly as dead letters (a range plan_flush cannot plan)."""
+    return FlushPlan(tuple(_dead_objects(shard_id, dead, layout)), 0, len(dead))
+
+
 def _data_objects(
     shard_id: str, table: pa.Table, layout: Layout, columns: list[str]
 ) -> list[FlushObject]:
