@@ -121,6 +121,7 @@ class ShardConsumer:
         # with the next intent: a replay of that intent starts from exactly this state).
         self.dedupe = ShardDedupe()
         self._dedupe_at_checkpoint = self.dedupe.encode()
+        self._own_plan = plan_document(ctx.layout, ctx.mapping)  # pinned by every flush
 
     async def run(self, stop: asyncio.Event, *, drain: bool) -> Outcome:
         """Consume until the shard ends, the tip is reached (drain), ``stop`` is set, or the
@@ -348,7 +349,7 @@ class ShardConsumer:
         if first is None:
             first = buffer.first if buffer.first is not None else last
         if pinned is None:
-            pinned = _Pin(ctx.layout, ctx.mapping, None, KeyListing())
+            pinned = _Pin(ctx.layout, ctx.mapping, self._own_plan, KeyListing())
         layout, mapping = pinned.layout, pinned.mapping
         document = pinned.document or plan_document(layout, mapping)
         started = time.perf_counter()
