@@ -92,6 +92,7 @@ TIDEWAY_METRICS = {
     names.LAG_METRIC,
     names.OLDEST_UNFLUSHED_METRIC,
     names.DEAD_LETTER_METRIC,
+    names.FLUSH_POISONED_METRIC,
     names.THROTTLE_METRIC,
     names.HTTP_5XX_METRIC,
     names.LINES_ACCEPTED_METRIC,
@@ -384,6 +385,7 @@ def test_alarms_watch_the_metrics_the_services_emit(template: dict[str, Any]) ->
     assert {
         (names.EMF_NAMESPACE, names.LAG_METRIC),
         (names.EMF_NAMESPACE, names.DEAD_LETTER_METRIC),
+        (names.EMF_NAMESPACE, names.FLUSH_POISONED_METRIC),
         (names.EMF_NAMESPACE, names.THROTTLE_METRIC),
         ("AWS/Kinesis", "WriteProvisionedThroughputExceeded"),
         ("AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count"),

@@ -19,7 +19,7 @@ from service.schema import extra_fields
 from service.settings import Settings, partition_keys
 from service.sink.glue import PartitionCatalog
 from service.sink.partition import PartitionTemplate
-from service.sink.plan import ARROW_TO_PARQUET, Layout
+from service.sink.plan import ARROW_TO_PARQUET, FlushPlan, Layout, plan_flush
 from service.sink.rules import FieldMapping
 from service.telemetry.metrics import ConsumerMetrics
 
@@ -45,6 +45,9 @@ class ShardContext:
     # Wall clock (epoch seconds) for what is written as data, never to judge liveness; the
     # simulation injects its own. Monotonic time is always the event loop's.
     wall_clock: Callable[[], float] = wall_time
+    # The pure flush planner (records -> objects); tests pass one that raises to stand for
+    # an input the mapping or encoder cannot handle (no such input is known today).
+    planner: Callable[..., FlushPlan] = plan_flush
 
 
 def decoder_config(settings: Settings) -> DecoderConfig:

@@ -2,7 +2,9 @@
 
 Item ``shard_id=<shard>``: ``owner``, ``epoch`` (the fencing token, +1 on every change of
 owner), ``checkpoint`` (last flushed sequence number, or SHARD_END), ``intent_first`` /
-``intent_last`` (a flush that may be half written), ``intent_bytes``, ``start_at``,
+``intent_last`` (a flush that may be half written), ``intent_bytes``, ``intent_plan`` and
+``intent_keys`` (the pinned plan: the plan document and the key listing of that flush,
+zstd binary, service/sink/plan.py; read only by a replay, never by a lease round), ``start_at``,
 ``parents``, ``dedupe`` (the envelopes landed up to the checkpoint, service/consume/dedupe.py)
 and ``intent_dedupe`` (the same as of the intent's first record, so a replay drops exactly
 what the first reading dropped).
@@ -40,7 +42,7 @@ from service.errors import LeaseLostError
 __all__ = ["FROM_START", "SHARD_END", "LeaseTable", "ShardLease", "WorkerBeat"]
 WORKER_PREFIX = "worker#"
 _CONDITION_FAILED = "ConditionalCheckFailedException"
-# Every attribute a lease round reads; the dedupe states stay out (see ``scan``).
+# Every attribute a lease round reads; the dedupe states and the pinned plan stay out.
 _SCANNED = (
     "shard_id, #o, epoch, checkpoint, intent_first, intent_last, intent_bytes, start_at, "
     "parents, beats, written_at, leaving"
@@ -232,10 +234,12 @@ class LeaseTable:
         *,
         nbytes: int = 0,
         dedupe: bytes | None = None,
+        plan: bytes | None = None,
+        keys: bytes | None = None,
     ) -> None:
         """Step 1 of a flush: record the exact range about to be written, its buffered size
-        (so a replay can wait for that much of its worker's memory budget) and the dedupe
-        state as of its first record."""
+        (so a replay can wait for that much of its worker's memory budget), the dedupe
+        state as of its first record, and the pinned plan (plan document, key listing)."""
         values = _fence(
             worker_id,
             epoch,
@@ -245,6 +249,15 @@ class LeaseTable:
         update = "SET intent_first = :f, intent_last = :l, intent_bytes = :b"
         if dedupe is not None:
             update += ", intent_dedupe = :d"
+        remove = []
+        for name, value in (("intent_plan", plan), ("intent_keys", keys)):
+            if value is None:
+                remove.append(name)  # never leave an older intent's pin beside this range
+            else:
+                values[f":{name}"] = {"B": value}
+                update += f", {name} = :{name}"
+        if remove:
+            update += " REMOVE " + ", ".join(remove)
         await self._fenced_update(shard_id, update, "#o = :me AND epoch = :e", values)
 
     async def checkpoint(
@@ -262,10 +275,23 @@ class LeaseTable:
         update = "SET checkpoint = :c" + (", dedupe = :d" if dedupe is not None else "")
         await self._fenced_update(
             shard_id,
-            update + " REMOVE intent_first, intent_last, intent_bytes, intent_dedupe",
+            update + " REMOVE intent_first, intent_last, intent_bytes, intent_dedupe, intent_plan,"
+            " intent_keys",
             "#o = :me AND epoch = :e",
             values,
         )
+
+    async def intent_pin(self, shard_id: str) -> tuple[bytes | None, bytes | None]:
+        """The open intent's plan document and key listing (either None when absent)."""
+        resp = await self._ddb.get_item(
+            TableName=self.table,
+            Key={"shard_id": {"S": shard_id}},
+            ConsistentRead=True,
+        )
+        item = resp.get("Item") or {}
+        plan = item["intent_plan"]["B"] if "intent_plan" in item else None
+        keys = item["intent_keys"]["B"] if "intent_keys" in item else None
+        return plan, keys
 
     async def dedupe_states(self, shard_ids: tuple[str, ...]) -> list[bytes]:
         """The checkpointed dedupe states of ``shard_ids`` (a child's parents), in order."""

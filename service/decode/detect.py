@@ -32,6 +32,10 @@ from service.decode.types import Decoded, DecoderConfig, LineBatch
 from service.errors import DecodeError
 
 KPL_SOURCE = "kpl"
+# Failures of the machine, not of the record: the same bytes decode on a retry, so they
+# propagate (the worker backs the shard off and replays it) instead of dead-lettering it.
+# RecursionError stays a dead letter: the same record nests as deep every time.
+TRANSIENT: tuple[type[BaseException], ...] = (MemoryError,)
 _FORMAT_SOURCES = frozenset(("json", "text", "avro"))  # replaced by "kpl" inside an aggregate
 
 
@@ -45,6 +49,8 @@ def decode_record(data: bytes, config: DecoderConfig) -> Decoded:
         return _dispatch(data, config, nested=False)
     except DecodeError:
         raise
+    except TRANSIENT:
+        raise  # the shard backs off and reads the record again; never a dead letter
     except Exception as exc:  # a decoder bug must dead-letter the record, not stop the shard
         raise DecodeError(f"decoder failed: {type(exc).__name__}") from exc
 

@@ -7,17 +7,21 @@ zombie) rebuild an open intent and overwrite identical objects (DESIGN §5).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import zstandard
 
 from service.decode.types import DecodedRecord, RecordMeta
+from service.errors import DecodeError
 from service.schema import COLUMN_NAMES
 from service.sink.build import build_table
 from service.sink.parquet import encode_parquet
@@ -97,6 +101,11 @@ def plan_flush(
         objects.extend(_data_objects(shard_id, table, layout, columns))
     objects.extend(_dead_objects(shard_id, dead_all, layout))
     return FlushPlan(tuple(objects), table.num_rows, len(dead_all))
+
+
+def dead_letter_plan(shard_id: str, dead: Sequence[DeadLetter], layout: Layout) -> FlushPlan:
+    """Objects for a flush written wholly as dead letters (a range plan_flush cannot plan)."""
+    return FlushPlan(tuple(_dead_objects(shard_id, dead, layout)), 0, len(dead))
 
 
 def _data_objects(
@@ -189,3 +198,153 @@ def _dead_entry(d: DeadLetter) -> dict[str, Any]:
     )
     entry["data"] = base64.b64encode(d.data).decode()
     return entry
+
+
+# The plan document (DESIGN §5): everything of this process that decides a flush's keys and
+# bytes, written with the intent so a replay by another process (other settings, a rolling
+# deploy) rebuilds the same objects. Bump PLAN_VERSION when a field is added or changes
+# meaning; a replay that cannot read a document (a newer version) plans with its own
+# settings and relies on the key listing to remove what it no longer writes.
+PLAN_VERSION = 1
+# The key listing is kept under this many compressed bytes: the lease item also holds two
+# dedupe states (~120 KB each) and DynamoDB items stop at 400 KB. Past it, the listing keeps
+# only the partition directories plus ``{stream}-{shard}-`` (at most max_partitions + dead
+# letter dates), and a replay lists those prefixes for the keys inside the intent's range.
+KEY_LISTING_LIMIT = 64 * 1024
+_MAX_PIN_DECODED = 16 * 1024 * 1024
+
+
+def plan_document(layout: Layout, mapping: FieldMapping) -> bytes:
+    """The compact, versioned plan document of ``layout`` and ``mapping`` (zstd JSON)."""
+    groups = {
+        f.name: list(getattr(mapping, f.name))
+        for f in dataclasses.fields(mapping)
+        if f.name not in ("max_past_us", "max_future_us", "extra_columns")
+    }
+    extra = b""
+    if mapping.extra_columns:
+        extra = pa.schema(list(mapping.extra_columns)).serialize().to_pybytes()
+    doc = {
+        "v": PLAN_VERSION,
+        "code": _code_version(),
+        "layout": {
+            "stream": layout.stream,
+            "prefix": layout.prefix,
+            "template": layout.template.template,
+            "max_partitions": layout.max_partitions,
+            "file_target_bytes": layout.file_target_bytes,
+        },
+        "mapping": {
+            "groups": groups,
+            "max_past_us": mapping.max_past_us,
+            "max_future_us": mapping.max_future_us,
+            "extra_columns": base64.b64encode(extra).decode(),
+        },
+    }
+    return zstandard.ZstdCompressor(level=9).compress(orjson.dumps(doc))
+
+
+def plan_from_document(document: bytes) -> tuple[Layout, FieldMapping]:
+    """The layout and mapping a plan document pins; DecodeError for an unreadable or newer
+    document (the caller then plans with its own settings)."""
+    try:
+        doc = orjson.loads(_unzstd(document))
+    except orjson.JSONDecodeError:
+        raise DecodeError("plan document is not JSON") from None
+    if not isinstance(doc, dict) or doc.get("v") != PLAN_VERSION:
+        raise DecodeError("plan document version unknown")
+    try:
+        lay, mp = doc["layout"], doc["mapping"]
+        layout = Layout(
+            lay["stream"],
+            lay["prefix"],
+            PartitionTemplate(lay["template"]),
+            int(lay["max_partitions"]),
+            int(lay["file_target_bytes"]),
+        )
+        extra: tuple[pa.Field[Any], ...] = ()
+        if mp["extra_columns"]:
+            schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(mp["extra_columns"])))
+            extra = tuple(schema)
+        groups = {name: tuple(names) for name, names in mp["groups"].items()}
+        mapping = FieldMapping(
+            **groups,
+            max_past_us=int(mp["max_past_us"]),
+            max_future_us=int(mp["max_future_us"]),
+            extra_columns=extra,
+        )
+    except (KeyError, TypeError, ValueError, pa.ArrowException) as exc:
+        raise DecodeError(f"plan document unreadable: {type(exc).__name__}: {exc}") from None
+    return layout, mapping
+
+
+@dataclass(frozen=True, slots=True)
+class KeyListing:
+    """The objects an intent's flush planned: their keys, or (when too many to keep in the
+    lease item) prefixes under which a replay lists the keys inside the intent's range."""
+
+    keys: frozenset[str] = frozenset()
+    prefixes: frozenset[str] = frozenset()
+
+    def encode(self, limit: int | None = None) -> bytes:
+        """zstd JSON, under ``limit`` (KEY_LISTING_LIMIT) bytes: the keys become their
+        prefixes when too long."""
+        body = self._compress(self.keys, self.prefixes)
+        if len(body) > (KEY_LISTING_LIMIT if limit is None else limit):
+            prefixes = self.prefixes | {object_prefix(k) for k in self.keys}
+            body = self._compress(frozenset(), prefixes)
+        return body
+
+    @staticmethod
+    def _compress(keys: frozenset[str], prefixes: frozenset[str]) -> bytes:
+        doc = {"keys": sorted(keys), "prefixes": sorted(prefixes)}
+        return zstandard.ZstdCompressor(level=9).compress(orjson.dumps(doc))
+
+    @classmethod
+    def decode(cls, data: bytes) -> KeyListing:
+        try:
+            doc = orjson.loads(_unzstd(data))
+            return cls(frozenset(doc["keys"]), frozenset(doc["prefixes"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DecodeError(f"key listing unreadable: {type(exc).__name__}") from None
+
+    def union(self, other: KeyListing) -> KeyListing:
+        return KeyListing(self.keys | other.keys, self.prefixes | other.prefixes)
+
+
+def planned_keys(plan: FlushPlan) -> KeyListing:
+    return KeyListing(frozenset(o.key for o in plan.objects))
+
+
+def object_prefix(key: str) -> str:
+    """``dir/{stream}-{shard}-`` of an object key ``dir/{stream}-{shard}-{first}-{last}.ext``."""
+    directory, _, name = key.rpartition("/")
+    stem = name.split(".", 1)[0]
+    head = stem.rsplit("-", 2)[0]
+    return f"{directory}/{head}-"
+
+
+def key_in_range(key: str, prefix: str, first: int, last: int) -> bool:
+    """Whether ``key`` (listed under ``prefix``) names a sequence range inside [first, last]."""
+    rest = key[len(prefix) :].split(".", 1)[0]
+    parts = rest.split("-")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        return False
+    lo, hi = int(parts[0]), int(parts[1])
+    return first <= lo <= hi <= last
+
+
+def _unzstd(data: bytes) -> bytes:
+    try:
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=_MAX_PIN_DECODED)
+    except zstandard.ZstdError as exc:
+        raise DecodeError(f"pinned plan not zstd: {exc}") from None
+
+
+def _code_version() -> str:
+    """Which code wrote a document (people read it in /status; replays do not compare it)."""
+    try:
+        tideway = version("tideway")
+    except PackageNotFoundError:
+        tideway = "unknown"
+    return f"tideway {tideway}, pyarrow {pa.__version__}"

@@ -83,3 +83,26 @@ async def _multipart(s3: Any, bucket: str, obj: FlushObject) -> None:
                 "multipart abort failed", extra={"key": obj.key, "error": repr(abort_error)}
             )
         raise
+
+
+async def list_keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    """Every key under ``prefix``."""
+    keys: list[str] = []
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        page = await s3.list_objects_v2(**kwargs)
+        keys.extend(o["Key"] for o in page.get("Contents", []))
+        if not page.get("IsTruncated"):
+            return keys
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+
+async def delete_keys(s3: Any, bucket: str, keys: Sequence[str]) -> None:
+    """Delete ``keys`` (1,000 per request); raises if any could not be deleted."""
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), 1000):
+        batch = [{"Key": k} for k in ordered[start : start + 1000]]
+        resp = await s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        if resp.get("Errors"):
+            first = resp["Errors"][0]
+            raise RuntimeError(f"S3 refused to delete {first.get('Key')}: {first.get('Code')}")

@@ -268,6 +268,11 @@ class ConsumerMetrics(_Common):
             "tideway_leases_lost", "Leases lost to another worker", registry=r
         )
         self.replays = Counter("tideway_intent_replays", "Open intents rebuilt", registry=r)
+        self.flush_poisoned = Counter(
+            "tideway_flush_poisoned",
+            "Flush ranges the planner failed on after bounded retries, dead-lettered whole",
+            registry=r,
+        )
 
     def observe_acquired(self, previous_owner: str | None, me: str) -> None:
         kind = "new" if previous_owner is None else "own" if previous_owner == me else "takeover"
@@ -329,6 +334,7 @@ class ConsumerMetrics(_Common):
                 cumulative=False,
             ),
             EmfMetric(names.DEAD_LETTER_METRIC, "Count", lambda: _total(self.dead_letters)),
+            EmfMetric(names.FLUSH_POISONED_METRIC, "Count", lambda: _total(self.flush_poisoned)),
             EmfMetric(names.ROWS_WRITTEN_METRIC, "Count", lambda: _total(self.rows)),
             EmfMetric(names.THROTTLE_METRIC, "Count", lambda: _total(self.throttles)),
         )

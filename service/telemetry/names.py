@@ -17,6 +17,7 @@ ROLE_CONSUME = "consume"
 LAG_METRIC = "ConsumerLagMillis"
 OLDEST_UNFLUSHED_METRIC = "OldestUnflushedAgeSeconds"
 DEAD_LETTER_METRIC = "DeadLetterRecords"
+FLUSH_POISONED_METRIC = "FlushesPoisoned"  # ranges dead-lettered whole: a planner bug
 THROTTLE_METRIC = "KinesisThrottles"
 HTTP_5XX_METRIC = "Http5xx"
 LINES_ACCEPTED_METRIC = "LinesAccepted"
