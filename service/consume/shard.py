@@ -14,38 +14,29 @@ objects its own plan no longer has (a code change that renamed keys) before chec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any
 
 from service.consume.budget import FIRST_RECORD_GUESS, MemoryBudget, read_limit
 from service.consume.buffer import FLUSH_WORKING_SET, ShardBuffer
 from service.consume.context import ShardContext
 from service.consume.dedupe import ShardDedupe, merge
+from service.consume.flush import Pin, intent_pin, plan_range, remove_stale, unless_stopped
 from service.consume.leases import FROM_START, SHARD_END, ShardLease
 from service.consume.reader import Position, ShardReader
 from service.consume.sequence import Checkpoint, sequence_from_wire
 from service.decode import RecordMeta
-from service.decode.detect import TRANSIENT
-from service.errors import DecodeError, LeaseLostError
+from service.errors import LeaseLostError
 from service.sink.plan import (
-    DeadLetter,
-    FlushPlan,
     KeyListing,
-    Layout,
-    dead_letter_plan,
-    key_in_range,
     plan_document,
-    plan_from_document,
     planned_keys,
 )
-from service.sink.rules import FieldMapping
-from service.sink.s3 import delete_keys, list_keys, upload_objects
+from service.sink.s3 import upload_objects
 from service.telemetry.tracing import aws_span, flush_links, span
 
 __all__ = ["Outcome", "ShardConsumer", "ShardContext"]
@@ -53,23 +44,6 @@ log = logging.getLogger(__name__)
 # Decoding runs on the event loop: a 10,000-record page must not hold the heartbeat and the
 # other shards' reads back for seconds, so it yields every this many records.
 YIELD_EVERY = 64
-# A range the planner (pure mapping and encoding, no AWS) fails on this many times in a row
-# is poisoned: its records are written as dead letters under the same intent protocol and
-# the shard moves on (issue 15). AWS errors never count here: they retry with backoff.
-PLAN_ATTEMPTS = 3
-POISONED = "flush failed"  # the dead-letter reason's prefix for a poisoned range
-_T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class _Pin:
-    """The plan a flush runs under: layout and mapping, the document that pins them (None:
-    write this process's), and the objects an earlier attempt of the range listed."""
-
-    layout: Layout
-    mapping: FieldMapping
-    document: bytes | None
-    keys: KeyListing
 
 
 class Outcome(Enum):
@@ -177,7 +151,7 @@ class ShardConsumer:
             "replaying intent",
             extra={"shard_id": self.shard_id, "first": str(first), "last": str(last)},
         )
-        pinned = await self._pinned()
+        pinned = await intent_pin(self.ctx, self.shard_id)
         reader = self._reader(Position("AT_SEQUENCE_NUMBER", first))
         buffer = ShardBuffer()
         loop = asyncio.get_running_loop()
@@ -212,32 +186,6 @@ class ShardConsumer:
         # Exactly the intent's range, never narrowed to what was read, under its plan.
         await self._flush(buffer, last, reason="replay", first=first, pinned=pinned)
         self.ctx.metrics.replays.inc()
-
-    async def _pinned(self) -> _Pin:
-        """The open intent's pinned plan; this process's own layout and mapping when the
-        intent has none (written by older code) or one it cannot read (newer code)."""
-        ctx = self.ctx
-        document, listing = await ctx.leases.intent_pin(self.shard_id)
-        layout, mapping = ctx.layout, ctx.mapping
-        if document is not None:
-            try:
-                layout, mapping = plan_from_document(document)
-            except DecodeError as exc:
-                log.warning(
-                    "intent's plan unreadable; replaying with this process's settings",
-                    extra={"shard_id": self.shard_id, "error": exc.reason},
-                )
-                document = None
-        keys = KeyListing()
-        if listing is not None:
-            try:
-                keys = KeyListing.decode(listing)
-            except DecodeError as exc:
-                log.warning(
-                    "intent's key listing unreadable",
-                    extra={"shard_id": self.shard_id, "error": exc.reason},
-                )
-        return _Pin(layout, mapping, document, keys)
 
     def _replays_hold_memory(self) -> bool:
         return self.budget is not None and self.budget.held > 0
@@ -290,10 +238,10 @@ class ShardConsumer:
                 if self.buffer:
                     await self._flush_buffer("memory")
                 else:
-                    await _unless_stopped(reader.idle(), stop)
+                    await unless_stopped(reader.idle(), stop)
                 continue
             reader.limit = read_limit(room, self.record_bytes, self.raw_bytes)
-            batch = await _unless_stopped(reader.read(), stop)
+            batch = await unless_stopped(reader.read(), stop)
             if batch is None:
                 break
             if batch.millis_behind is not None:
@@ -325,7 +273,7 @@ class ShardConsumer:
             if reason:
                 await self._flush_buffer(reason)
             if not batch.records:
-                await _unless_stopped(reader.idle(), stop)
+                await unless_stopped(reader.idle(), stop)
         await self._flush_buffer("shutdown")
         return Outcome.STOPPED
 
@@ -341,7 +289,7 @@ class ShardConsumer:
         *,
         reason: str,
         first: int | None = None,
-        pinned: _Pin | None = None,
+        pinned: Pin | None = None,
     ) -> None:
         """The flush protocol for ``[first, last]`` (``first`` defaults to the buffer's),
         under ``pinned`` (a replay's) or this process's own plan."""
@@ -349,7 +297,7 @@ class ShardConsumer:
         if first is None:
             first = buffer.first if buffer.first is not None else last
         if pinned is None:
-            pinned = _Pin(ctx.layout, ctx.mapping, self._own_plan, KeyListing())
+            pinned = Pin(ctx.layout, ctx.mapping, self._own_plan, KeyListing())
         layout, mapping = pinned.layout, pinned.mapping
         document = pinned.document or plan_document(layout, mapping)
         started = time.perf_counter()
@@ -364,7 +312,9 @@ class ShardConsumer:
         }
         with span("tideway.flush", attributes=attributes, links=flush_links(buffer.records)):
             with span("tideway.encode"):
-                plan, dead_reasons = await self._plan(buffer, layout, mapping)
+                plan, dead_reasons = await plan_range(
+                    self.ctx, self.shard_id, buffer, layout, mapping
+                )
             # A replay keeps the listing it found beside its own: should it die before the
             # stale objects are deleted, the next replay still knows them.
             listing = planned_keys(plan).union(pinned.keys)
@@ -384,7 +334,7 @@ class ShardConsumer:
                 ctx.metrics.aws_call("s3_upload"),
             ):
                 await upload_objects(ctx.s3, ctx.bucket, plan.objects)
-            await self._remove_stale(pinned.keys, plan, first, last)
+            await remove_stale(self.ctx, self.shard_id, pinned.keys, plan, (first, last))
             if ctx.catalog is not None:
                 await ctx.catalog.register_plan(plan)
             await self._checkpoint(last)
@@ -408,60 +358,6 @@ class ShardConsumer:
                 },
             )
 
-    async def _plan(
-        self, buffer: ShardBuffer, layout: Layout, mapping: FieldMapping
-    ) -> tuple[FlushPlan, list[str]]:
-        """The flush's objects and its records' dead-letter reasons. A range the planner
-        still fails on after PLAN_ATTEMPTS is dead-lettered whole (deterministic: a replay
-        fails the same way and writes the same objects); MemoryError propagates."""
-        planner = self.ctx.planner
-        error: Exception | None = None
-        for attempt in range(1, PLAN_ATTEMPTS + 1):
-            try:
-                plan = await asyncio.to_thread(
-                    planner, self.shard_id, buffer.records, buffer.dead, layout, mapping
-                )
-            except TRANSIENT:
-                raise
-            except Exception as exc:  # a pure function failing: retried, then dead letters
-                error = exc
-                log.warning(
-                    "flush plan failed",
-                    extra={"shard_id": self.shard_id, "attempt": attempt, "error": repr(exc)},
-                )
-            else:
-                return plan, [d.reason for d in buffer.dead]
-        reason = f"{POISONED}: {type(error).__name__}: {error}"[:500]
-        dead = list(buffer.dead) + [
-            DeadLetter(r.meta, r.raw or b"\n".join(b.payload for b in r.batches), reason)
-            for r in buffer.records
-        ]
-        log.error(
-            "flush poisoned; dead-lettering the range",
-            extra={"shard_id": self.shard_id, "records": len(dead), "error": reason},
-        )
-        self.ctx.metrics.flush_poisoned.inc()
-        return dead_letter_plan(self.shard_id, dead, layout), [d.reason for d in dead]
-
-    async def _remove_stale(
-        self, listing: KeyListing, plan: FlushPlan, first: int, last: int
-    ) -> None:
-        """Delete the objects an intent listed that ``plan`` no longer writes (the replaying
-        code names keys differently): the range then exists once, under the new keys."""
-        if not listing.keys and not listing.prefixes:
-            return
-        candidates = set(listing.keys)
-        for prefix in sorted(listing.prefixes):
-            listed = await list_keys(self.ctx.s3, self.ctx.bucket, prefix)
-            candidates.update(k for k in listed if key_in_range(k, prefix, first, last))
-        stale = candidates - {o.key for o in plan.objects}
-        if stale:
-            log.warning(
-                "replay removes objects its plan no longer has",
-                extra={"shard_id": self.shard_id, "objects": len(stale)},
-            )
-            await delete_keys(self.ctx.s3, self.ctx.bucket, sorted(stale))
-
     async def _checkpoint(self, seq: Checkpoint) -> None:
         # Flushes run between records, so the state now is the state after ``seq``.
         state = self.dedupe.encode()
@@ -470,21 +366,3 @@ class ShardConsumer:
         )
         self.checkpoint = seq
         self._dedupe_at_checkpoint = state
-
-
-async def _unless_stopped(work: Coroutine[Any, Any, _T], stop: asyncio.Event) -> _T | None:
-    """``await work``, or cancel it and return None once ``stop`` is set (a hand-off or
-    SIGTERM must not wait out a read stuck in backoff; nothing is committed inside a read)."""
-    task = asyncio.ensure_future(work)
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    if task.cancelled():
-        return None
-    return task.result()

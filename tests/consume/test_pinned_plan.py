@@ -18,6 +18,7 @@ from service.settings import Settings
 from service.sink import plan as plan_module
 from service.sink.plan import KeyListing
 from tests.conftest import Aws, lineage_counts, object_keys, read_table
+from tests.consume.support import S3DiesAfter
 
 LINES = 240
 # Process X: small files, no hour in the path, two partitions per flush (the rest __other__).
@@ -26,25 +27,6 @@ X = {
     "partition_template": "dt={date}/service={service}",
     "max_partitions_per_flush": 2,
 }
-
-
-class S3DiesAfter:
-    """The backend's S3 client, but PutObject fails once ``puts`` objects were written: the
-    process died half way through an upload (its intent stays open)."""
-
-    def __init__(self, s3: Any, puts: int) -> None:
-        self._s3 = s3
-        self.puts = puts
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._s3, name)
-
-    async def put_object(self, **kwargs: Any) -> Any:
-        if self.puts <= 0:
-            await asyncio.sleep(0.5)  # the puts in flight complete first
-            raise ConnectionError("the process died here")
-        self.puts -= 1
-        return await self._s3.put_object(**kwargs)
 
 
 def put_services(aws: Aws, settings: Settings, shard_id: str) -> None:

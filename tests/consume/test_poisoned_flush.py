@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 
 from service.aws import AwsClients
+from service.consume.flush import PLAN_ATTEMPTS
 from service.consume.leases import LeaseTable
-from service.consume.shard import PLAN_ATTEMPTS, Outcome, ShardConsumer
+from service.consume.shard import Outcome, ShardConsumer
 from service.decode.types import DecodedRecord
 from service.settings import Settings
 from service.sink.plan import FlushPlan, plan_flush
 from tests.conftest import Aws, object_keys, read_dead_letters, read_table
-from tests.consume.test_pinned_plan import S3DiesAfter
-from tests.consume.test_shard import context, first_shard, owned
+from tests.consume.support import S3DiesAfter, context, first_shard, owned
 
 
 class PoisonedPlanner:

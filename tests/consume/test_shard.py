@@ -12,26 +12,11 @@ import pytest
 from service.aws import AwsClients
 from service.consume.budget import MemoryBudget
 from service.consume.buffer import FLUSH_WORKING_SET
-from service.consume.context import ShardContext, shard_context
-from service.consume.leases import SHARD_END, LeaseTable, ShardLease
-from service.consume.reader import list_shards
+from service.consume.leases import SHARD_END, LeaseTable
 from service.consume.shard import Outcome, ShardConsumer
 from service.settings import Settings
 from tests.conftest import Aws, object_keys, read_table
-
-
-async def owned(table: LeaseTable, shard_id: str, worker_id: str) -> ShardLease:
-    await table.ensure_shard(shard_id, ())
-    leases, _ = await table.scan()
-    return await table.acquire(leases[shard_id], worker_id)
-
-
-def context(clients: AwsClients, settings: Settings, worker_id: str) -> ShardContext:
-    return shard_context(settings, clients.kinesis, clients.s3, clients.dynamodb, worker_id)
-
-
-async def first_shard(clients: AwsClients, settings: Settings) -> str:
-    return sorted(await list_shards(clients.kinesis, settings.stream))[0]
+from tests.consume.support import context, first_shard, owned
 
 
 async def test_a_shard_marked_shard_end_is_never_read_again(

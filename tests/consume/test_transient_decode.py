@@ -16,7 +16,7 @@ from service.decode import DecoderConfig, detect
 from service.errors import DecodeError
 from service.settings import Settings
 from tests.conftest import Aws, object_keys, read_table
-from tests.consume.test_shard import context, first_shard, owned
+from tests.consume.support import context, first_shard, owned
 
 
 def out_of_memory_for(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
