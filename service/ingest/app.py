@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import orjson
 from aiohttp import hdrs, web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from service.envelope import ContentType
 from service.errors import KinesisUnavailableError, OverloadedError, RequestError
@@ -66,6 +66,8 @@ class IngestState:
     draining: bool = False
     kinesis_ok: bool = True
     started: float = field(default_factory=time.monotonic)
+    # What /metrics shows when several workers share the port: all of them (None: this one).
+    exposition: CollectorRegistry | None = None
 
     @property
     def budget(self) -> ByteBudget:
@@ -434,7 +436,8 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 
 
 async def metrics_page(request: web.Request) -> web.StreamResponse:
-    registry = request.app[STATE].producer.metrics.registry
+    state = request.app[STATE]
+    registry = state.exposition or state.producer.metrics.registry
     return web.Response(
         body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
