@@ -227,6 +227,14 @@ def _tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def _tree_peak_rss_mb(pid: int) -> float:
+    """Peak RSS of ``pid`` plus that of each live descendant (every serve worker)."""
+    import psutil
+
+    pids = [pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))]
+    return round(sum(_peak_rss_mb(p) for p in pids), 1)
+
+
 def _spawn(args: list[str], cores: int | set[int], env: dict[str, str]) -> subprocess.Popen[bytes]:
     pinned = {cores} if isinstance(cores, int) else cores
     return subprocess.Popen(
@@ -292,7 +300,7 @@ async def measure(
         result["server_busy"] = round(used / result["seconds"], 2)
         result["cpu_us_per_line"] = round(used / max(1, result["lines"]) * 1e6, 2)
         result["client_busy"] = round((time.process_time() - client_cpu) / result["seconds"], 2)
-        result["peak_rss_mb"] = _peak_rss_mb(server.pid)
+        result["peak_rss_mb"] = _tree_peak_rss_mb(server.pid)
         if standin_url:
             async with aiohttp.ClientSession() as s, s.get(standin_url + "/stats") as r:
                 stats = await r.json()
