@@ -11,6 +11,13 @@ In the same run, on the same generated NDJSON bodies:
                 Tideway): the floor of any design that compresses on this core.
 Each server runs in its own process pinned to one core; the load generator (aiohttp client,
 127.0.0.1 only, bounded in count and time) and the stand-in share the other core.
+  tideway_N_workers  `tideway serve` with TIDEWAY_WORKERS=N (``--workers``, e.g. 1,2), not
+                pinned: its N worker processes may run on every core, so on this 2-core
+                machine the load generator and the stand-in share the cores with them and
+                the figure is a lower bound of what N dedicated vCPUs give. ``tideway`` is
+                the same server with one worker pinned to one core.
+``cpu_us_per_line`` is the CPU time of the server's whole process tree (supervisor and
+workers) per line sent: the cost of a line whatever the number of workers.
 
 Each variant runs ``--repeat`` times, alternating, and keeps its best run (the cores are
 shared); ``server_busy`` is the server's CPU time over the run's wall time, so a variant
@@ -198,12 +205,6 @@ async def load(
     }
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -211,14 +212,45 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _spawn(args: list[str], core: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its live descendants (the serve workers)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in (root, *root.children(recursive=True)):
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _tree_peak_rss_mb(pid: int) -> float:
+    """Peak RSS of ``pid`` plus that of each live descendant (every serve worker)."""
+    import psutil
+
+    pids = [pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))]
+    return round(sum(_peak_rss_mb(p) for p in pids), 1)
+
+
+def _spawn(args: list[str], cores: int | set[int], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    pinned = {cores} if isinstance(cores, int) else cores
     return subprocess.Popen(
         args,
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        preexec_fn=lambda: os.sched_setaffinity(0, {core}),  # noqa: PLW1509 - no threads yet
+        preexec_fn=lambda: os.sched_setaffinity(0, pinned),  # noqa: PLW1509 - no threads yet
     )
+
+
+def _workers_of(variant: str) -> int | None:
+    """N of ``tideway_N_workers``; None for the other variants."""
+    if variant.startswith("tideway_") and variant.endswith("_workers"):
+        return int(variant.split("_")[1])
+    return None
 
 
 async def measure(
@@ -232,7 +264,8 @@ async def measure(
     port = free_port()
     procs: list[subprocess.Popen[bytes]] = []
     standin_url = ""
-    if variant == "tideway":
+    workers = _workers_of(variant)
+    if variant == "tideway" or workers:
         sport = free_port()
         standin_url = f"http://127.0.0.1:{sport}"
         procs.append(_spawn([sys.executable, __file__, "--standin", str(sport)], client_core, {}))
@@ -247,25 +280,27 @@ async def measure(
             "TIDEWAY_HOST": "127.0.0.1",
             "TIDEWAY_PORT": str(port),
             "TIDEWAY_LOG_LEVEL": "WARNING",
+            "TIDEWAY_WORKERS": str(workers or 1),
         }
-        server = _spawn([sys.executable, "-m", "service", "serve"], server_core, env)
+        cores: int | set[int] = set(_ALLOWED) if workers else server_core
+        server = _spawn([sys.executable, "-m", "service", "serve"], cores, env)
     else:
         flag = "--bare-zstd" if variant == "bare_zstd" else "--bare"
         server = _spawn([sys.executable, __file__, flag, str(port)], server_core, {})
     procs.append(server)
     try:
         await _wait_ready(f"http://127.0.0.1:{port}/readyz", server)
-        server_cpu, client_cpu = _cpu_seconds(server.pid), time.process_time()
+        server_cpu, client_cpu = _tree_cpu_seconds(server.pid), time.process_time()
         result = await load(
             f"http://127.0.0.1:{port}/ingest", bodies, per_body, args.concurrency, args.seconds
         )
         # A server busy for ~100% of the run is the bottleneck; a lower share means the load
         # generator (or the stand-in, on the client's core) limited that variant.
-        result["server_busy"] = round(
-            (_cpu_seconds(server.pid) - server_cpu) / result["seconds"], 2
-        )
+        used = _tree_cpu_seconds(server.pid) - server_cpu
+        result["server_busy"] = round(used / result["seconds"], 2)
+        result["cpu_us_per_line"] = round(used / max(1, result["lines"]) * 1e6, 2)
         result["client_busy"] = round((time.process_time() - client_cpu) / result["seconds"], 2)
-        result["peak_rss_mb"] = _peak_rss_mb(server.pid)
+        result["peak_rss_mb"] = _tree_peak_rss_mb(server.pid)
         if standin_url:
             async with aiohttp.ClientSession() as s, s.get(standin_url + "/stats") as r:
                 stats = await r.json()
@@ -308,6 +343,8 @@ async def main_async(args: argparse.Namespace) -> None:
     # same chance of a quiet machine. Every run's rate is kept for the record.
     results: dict[str, Any] = {}
     rates: dict[str, list[int]] = {"bare_aiohttp": [], "bare_zstd": [], "tideway": []}
+    for n in args.workers:
+        rates[f"tideway_{n}_workers"] = []
     for _ in range(args.repeat):
         for variant, runs in rates.items():
             result = await measure(variant, bodies, per_body, args)
@@ -327,6 +364,14 @@ async def main_async(args: argparse.Namespace) -> None:
             round(t / max(1, b), 3)
             for t, b in zip(rates["tideway"], rates["bare_aiohttp"], strict=True)
         ],
+        "workers_speedup": {
+            f"{n}_vs_1": round(
+                results[f"tideway_{n}_workers"]["lines_per_s"]
+                / max(1, results[f"tideway_{args.workers[0]}_workers"]["lines_per_s"]),
+                3,
+            )
+            for n in args.workers
+        },
         "concurrency": args.concurrency,
         "lines_per_request": per_body,
         "repeat": args.repeat,
@@ -378,6 +423,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--lines-per-request", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each variant; best kept")
+    parser.add_argument(
+        "--workers",
+        type=lambda text: [int(n) for n in text.split(",") if n],
+        default=[1, 2],
+        help="tideway_N_workers variants to run, e.g. 1,2 (empty: none)",
+    )
     args = parser.parse_args()
     if args.standin:
         return run_standin(args.standin)

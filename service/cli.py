@@ -61,6 +61,26 @@ def _run(main: Callable[[asyncio.Event], Awaitable[Any]]) -> Any:
     return uvloop.run(wrapper())
 
 
+def _serve(settings: Settings) -> int:
+    """One server in this process, or a supervisor of one worker process per CPU."""
+    from service.ingest.workers import supervise, worker_count  # noqa: PLC0415
+
+    if worker_count(settings) == 1:
+        from service.ingest.server import serve  # noqa: PLC0415
+
+        _run(lambda stop: serve(settings, stop))
+        return 0
+    return int(_run(lambda stop: supervise(settings, stop, _serve_worker)))
+
+
+def _serve_worker(settings: Settings, threads: int, metrics_dir: str) -> None:
+    """One serve worker process (the supervisor's spawn target): drains on SIGTERM."""
+    from service.ingest.server import serve  # noqa: PLC0415
+
+    setup_logging(settings.log_level)
+    _run(lambda stop: serve(settings, stop, threads=threads, metrics_dir=metrics_dir))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -89,9 +109,7 @@ def _command(args: argparse.Namespace) -> int:
 
         print(json.dumps(_run(lambda stop: setup(settings))))
     elif args.command == "serve":
-        from service.ingest.server import serve  # noqa: PLC0415
-
-        _run(lambda stop: serve(settings, stop))
+        return _serve(settings)
     elif args.command == "consume":
         from service.consume.runner import consume  # noqa: PLC0415
 

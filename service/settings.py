@@ -5,6 +5,7 @@ Validated once at start; a bad value raises SettingsError with one line naming t
 
 from __future__ import annotations
 
+import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -63,6 +64,13 @@ class _EnvSource(EnvSettingsSource):
         return super().prepare_field_value(field_name, field, value, value_is_complex)
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 class Settings(BaseSettings):
     """Every option of both services. Environment name = TIDEWAY_ + upper-case field name."""
 
@@ -86,6 +94,9 @@ class Settings(BaseSettings):
     max_decompressed_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     max_line_bytes: int = Field(default=1024 * 1024, gt=0, le=4 * 1024 * 1024)
     max_inflight_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    # serve worker processes sharing the port (SO_REUSEPORT); None: one per CPU this process
+    # may run on (os.sched_getaffinity: what the ECS task's vCPUs give it, not the host's).
+    workers: int | None = Field(default=None, ge=1, le=256)
     max_decompression_ratio: float = Field(default=200.0, ge=1)
     body_read_timeout: float = Field(default=30.0, gt=0)
     # Lines (text, NDJSON), array elements, bulk actions or OTLP messages in one request:

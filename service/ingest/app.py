@@ -19,8 +19,8 @@ from functools import partial
 from typing import TypeVar
 
 import orjson
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from aiohttp import hdrs, web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from service.envelope import ContentType
 from service.errors import KinesisUnavailableError, OverloadedError, RequestError
@@ -31,6 +31,7 @@ from service.ingest.budget import ByteBudget, Reservation
 from service.ingest.lines import (
     LINE_OVERHEAD,
     ParsedLines,
+    body_shape,
     parse_json,
     parse_ndjson,
     parse_text,
@@ -67,6 +68,8 @@ class IngestState:
     draining: bool = False
     kinesis_ok: bool = True
     started: float = field(default_factory=time.monotonic)
+    # What /metrics shows when several workers share the port: all of them (None: this one).
+    exposition: CollectorRegistry | None = None
 
     @property
     def budget(self) -> ByteBudget:
@@ -245,31 +248,56 @@ _PARSERS: dict[str, tuple[Callable[[bytes, int, int], ParsedLines], ContentType]
     "application/json": (parse_json, ContentType.JSON),
     "text/plain": (parse_text, ContentType.TEXT),
 }
+_SHAPES = {
+    "json": _PARSERS["application/json"],
+    "ndjson": _PARSERS["application/x-ndjson"],
+    "text": _PARSERS["text/plain"],
+}
+# Labels that say nothing about the body: no header at all, and libcurl's default for a POST
+# (syslog-ng http() without headers, curl -d). Their bodies are sniffed (docs/http-api.md).
+_UNLABELLED = "application/x-www-form-urlencoded"
 
 
-async def ingest(request: web.Request) -> web.StreamResponse:
-    """POST /ingest: NDJSON, a JSON array or object, or text; per-line errors."""
-    state = request.app[STATE]
+def _ingest_mime(request: web.Request) -> str:
+    """The body's label, "" when it has none; 415 for a label /ingest cannot read."""
+    if hdrs.CONTENT_TYPE not in request.headers:
+        return ""
     mime = request.content_type.lower()
-    if mime not in _PARSERS:
+    if mime not in _PARSERS and mime != _UNLABELLED:
         raise RequestError(
             415,
             f"unsupported Content-Type {mime!r}; use application/x-ndjson, application/json "
             "or text/plain",
         )
+    return mime
+
+
+def _ingest_parser(
+    mime: str, body: bytes, max_line: int
+) -> tuple[Callable[[bytes, int, int], ParsedLines], ContentType]:
+    """The parser of a labelled body, except that ``application/json`` holding several JSON
+    lines is NDJSON and an unlabelled body is sniffed (lines.body_shape)."""
+    if mime in _PARSERS and mime != "application/json":
+        return _PARSERS[mime]
+    return _SHAPES[body_shape(body, max_line, declared_json=mime == "application/json")]
+
+
+async def ingest(request: web.Request) -> web.StreamResponse:
+    """POST /ingest: NDJSON, a JSON array or object, or text; per-line errors."""
+    state = request.app[STATE]
+    mime = _ingest_mime(request)
     with state.budget.reservation() as held:
         body = await receive(request, held)
-        parse, ctype = _PARSERS[mime]
-        marker = b"{" if ctype is ContentType.JSON else b"\n"
         limit, max_line = state.max_lines, state.limits.max_line
 
-        def job(body: bytes) -> ParsedLines:
+        def job(body: bytes) -> tuple[ParsedLines, ContentType]:
             if _blank(body):
                 raise RequestError(400, "empty body: send at least one log line")
-            charge_lines(held, body, limit, marker)
-            return parse(body, max_line, limit)
+            parse, ctype = _ingest_parser(mime, body, max_line)
+            charge_lines(held, body, limit, b"{" if ctype is ContentType.JSON else b"\n")
+            return parse(body, max_line, limit), ctype
 
-        parsed = await off_loop(state, partial(job, body))
+        parsed, ctype = await off_loop(state, partial(job, body))
         del body
         await store(request, parsed.lines, parsed.rejected_by_reason, ctype, "http")
     status = 400 if parsed.rejected and not parsed.lines else 200
@@ -429,7 +457,8 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 
 
 async def metrics_page(request: web.Request) -> web.StreamResponse:
-    registry = request.app[STATE].producer.metrics.registry
+    state = request.app[STATE]
+    registry = state.exposition or state.producer.metrics.registry
     return web.Response(
         body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

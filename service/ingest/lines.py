@@ -239,6 +239,42 @@ def load_object(line: bytes, max_line: int) -> tuple[dict[str, Any] | None, tupl
     return value, None
 
 
+def body_shape(body: bytes, max_line: int, declared_json: bool) -> str:
+    """How to read a body whose label is ``application/json`` (``declared_json``) or absent
+    or libcurl's default ``application/x-www-form-urlencoded``: "json" (one document: an
+    array, or an object on one line or pretty-printed), "ndjson" (several lines, one JSON
+    value a line: Fluent Bit < 3.0 ``json_lines``, syslog-ng ``http()``) or "text".
+
+    Bounded work: at most ``max_line`` bytes are parsed to decide, so a 64 MiB body costs
+    no more here than one line; the parser chosen then applies every limit as usual.
+    """
+    start = len(body) - len(body.lstrip())
+    end = len(body.rstrip())
+    first = body[start : start + 1]
+    if first not in (b"{", b"["):
+        return "json" if declared_json else "text"
+    one_line = body.find(b"\n", start, end) < 0
+    if declared_json and (first == b"[" or one_line):
+        return "json"
+    if end - start <= max_line:
+        if _parses(body[start:end]):
+            return "json"  # one document, perhaps pretty-printed
+    elif first == b"[" and body[end - 1 : end] == b"]":
+        return "json"  # an array too long to check here: its parser reads it a piece at a time
+    if declared_json:
+        return "ndjson"
+    cut = body.find(b"\n", start, start + max_line + 1)
+    return "ndjson" if cut > 0 and _parses(body[start:cut]) else "text"
+
+
+def _parses(text: bytes) -> bool:
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 _OBJECT_END = re.compile(rb"\}\s*,")
 _COMMA = re.compile(rb",")
 _TRIES = 4

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,8 +24,8 @@ from service.ingest.body import BodyLimits
 from service.ingest.budget import ByteBudget
 from service.ingest.producer import Producer
 from service.ingest.protocol import GuardedAppRunner
-from service.settings import Settings
-from service.telemetry.metrics import IngestMetrics
+from service.settings import Settings, available_cpus
+from service.telemetry.metrics import IngestMetrics, workers_registry
 from service.telemetry.names import ROLE_SERVE
 from service.telemetry.session import service_telemetry
 
@@ -63,17 +62,24 @@ def body_limits(settings: Settings) -> BodyLimits:
 
 
 async def serve(
-    settings: Settings, stop: asyncio.Event, started: asyncio.Future[int] | None = None
+    settings: Settings,
+    stop: asyncio.Event,
+    started: asyncio.Future[int] | None = None,
+    *,
+    threads: int | None = None,
+    metrics_dir: str | None = None,
 ) -> None:
-    """Serve until ``stop`` is set; then refuse new work, finish in-flight requests, flush."""
+    """Serve until ``stop`` is set; then refuse new work, finish in-flight requests, flush.
+    One of several workers (service/ingest/workers.py) passes its share of the cores
+    (``threads``) and the directory where the workers' metrics meet (``metrics_dir``)."""
     # Parsing and decompression run here, off the event loop; one thread per core. A thread
     # in Python code hands the GIL over only every switch interval (5 ms by default), and
     # the loop needs it a few dozen times to answer one request: at 1 ms /healthz answered
     # in 30-60 ms instead of up to 200 ms while a 500,000-element array was parsed.
     sys.setswitchinterval(0.001)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    with ThreadPoolExecutor(max_workers=cores or 1, thread_name_prefix="parse") as pool:
-        await _serve(settings, stop, started, pool)
+    pool = ThreadPoolExecutor(max_workers=threads or available_cpus(), thread_name_prefix="parse")
+    with pool:
+        await _serve(settings, stop, started, pool, metrics_dir)
 
 
 async def _serve(
@@ -81,6 +87,7 @@ async def _serve(
     stop: asyncio.Event,
     started: asyncio.Future[int] | None,
     pool: ThreadPoolExecutor,
+    metrics_dir: str | None,
 ) -> None:
     metrics = IngestMetrics()
     budget = ByteBudget(settings.max_inflight_bytes, metrics.inflight_bytes)
@@ -110,6 +117,7 @@ async def _serve(
             body_limits(settings),
             max_lines=settings.max_lines_per_request,
             pool=pool,
+            exposition=workers_registry(metrics_dir) if metrics_dir else None,
         )
         app = build_app(state)
         hec_http.add_routes(app)
@@ -122,7 +130,9 @@ async def _serve(
             auto_decompress=False,
         )
         await runner.setup()
-        site = web.TCPSite(runner, settings.host, port, reuse_address=True)
+        # reuse_port: the other serve workers listen on the same port (the kernel spreads
+        # connections over them); alone, it changes nothing.
+        site = web.TCPSite(runner, settings.host, port, reuse_address=True, reuse_port=True)
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port
         grpc_port = settings.grpc_port

@@ -45,9 +45,12 @@ UNKNOWN_SERVICE = "unknown"
 
 TIME_FIELDS = ("timestamp", "@timestamp", "time", "ts", "date")
 SEVERITY_FIELDS = ("level", "severity", "log.level", "severity_text", "loglevel")
-SERVICE_FIELDS = ("service", "service.name", "app", "application")
+# "x.name" before "x": ECS (Filebeat, Elastic Agent) sends host and service as objects
+# ({"host": {"name": ...}}); a dotted name matches only inside an object, so a string
+# "host" or "service" is still taken as it is (and stays on the native path).
+SERVICE_FIELDS = ("service.name", "service", "app", "application")
 MESSAGE_FIELDS = ("message", "msg", "log", "body")
-HOST_FIELDS = ("host", "hostname", "host.name")
+HOST_FIELDS = ("host.name", "host", "hostname")
 TRACE_FIELDS = ("trace_id", "traceId", "trace.id")
 SPAN_FIELDS = ("span_id", "spanId", "span.id")
 

@@ -85,6 +85,9 @@ async def serve_subprocess(
         "TIDEWAY_PORT": str(port),
         "TIDEWAY_API_KEYS": orjson.dumps([digest]).decode(),
         "TIDEWAY_EMF_INTERVAL": "0",
+        # The corpus measures one server process (its RSS, its loop): one worker, not one
+        # per CPU under a supervisor.
+        "TIDEWAY_WORKERS": "1",
     }
     cmd = list(command) or [sys.executable, "-m", "service", "serve"]
     proc = subprocess.Popen(cmd, env=full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -39,7 +39,7 @@ async def test_sigterm_finishes_inflight_requests_and_exits_zero(aws: Aws, ready
         )
         try:
             async with aiohttp.ClientSession() as s:
-                for _ in range(100):
+                for _ in range(300):  # two spawned workers start in a few seconds
                     try:
                         async with s.get(url + "/readyz") as r:
                             if r.status == 200:

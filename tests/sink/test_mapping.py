@@ -83,6 +83,37 @@ def test_default_field_mapping(line: dict[str, Any], column: str, expected: obje
     assert_same_as_reference([record([orjson.dumps(line)])])
 
 
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # Filebeat and Elastic Agent (ECS): host and service are objects.
+        (
+            {
+                "host": {"name": "fb-host", "os": {"family": "debian"}},
+                "service": {"name": "fb-svc"},
+            },
+            {
+                "host": "fb-host",
+                "service": "fb-svc",
+                "attributes": '{"host":{"os":{"family":"debian"}}}',
+            },
+        ),
+        ({"host": {"name": "only-name"}}, {"host": "only-name", "attributes": None}),
+        # An object without a name is kept whole, as any other value.
+        ({"host": {"ip": "10.0.0.1"}}, {"host": '{"ip":"10.0.0.1"}', "attributes": None}),
+        # A string host or service is taken as it is (loggen, syslog, most agents).
+        ({"host": "h1", "hostname": "h2"}, {"host": "h1", "attributes": '{"hostname":"h2"}'}),
+        ({"service": "api", "app": "x"}, {"service": "api", "attributes": '{"app":"x"}'}),
+    ],
+)
+def test_ecs_host_and_service_objects_map_their_name(
+    line: dict[str, Any], expected: dict[str, object]
+) -> None:
+    row = one_row(line)
+    assert {k: row[k] for k in expected} == expected
+    assert_same_as_reference([record([orjson.dumps(line)])])
+
+
 def test_time_outside_window_falls_back_to_arrival_and_keeps_original() -> None:
     row = one_row({"timestamp": "2020-01-01T00:00:00Z", "message": "old"})
     assert row["timestamp"] == datetime.fromtimestamp(ARRIVAL / 1e6, UTC)

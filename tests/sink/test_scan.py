@@ -253,6 +253,18 @@ def test_lines_left_to_the_python_path(text: bytes) -> None:
     assert_three_agree([text])
 
 
+def test_a_host_or_service_object_is_left_to_python_and_a_string_one_is_not() -> None:
+    """ECS objects (``host: {"name": ...}``) depend on the value; strings stay native."""
+    lines = [
+        b'{"host":{"name":"fb-host"},"service":{"name":"fb-svc"},"message":"ecs"}',
+        b'{"host":"h1","service":"api","message":"plain"}',
+        b'{"service":{"name":"s"},"message":"ecs service only"}',
+        b'{"host":[1],"service":"api","message":"a list is no object"}',
+    ]
+    assert mapped(lines) == [0, 1, 0, 1]
+    assert_three_agree(lines)
+
+
 def test_a_time_that_does_not_parse_keeps_its_key_in_attributes() -> None:
     lines = [b'{"timestamp":"yesterday","msg":"x"}', b'{"ts":1,"msg":"1970 is outside the window"}']
     assert mapped(lines) == [1, 1]  # scanned, then redone by Python for the time
