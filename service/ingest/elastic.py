@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 
 from service.errors import RequestError
-from service.ingest.lines import BlockWriter, LineBlock, load_object, pieces, too_many_lines
+from service.ingest.lineblock import BlockWriter, LineBlock
+from service.ingest.lines import load_object, pieces, too_many_lines
 
 ACCEPTED_ACTIONS = frozenset({"index", "create"})
 REFUSED_ACTIONS = frozenset({"delete", "update"})

@@ -23,8 +23,8 @@ import grpc
 from service.envelope import ContentType
 from service.errors import KinesisUnavailableError, OverloadedError, RequestError
 from service.ingest import otlp
-from service.ingest.app import IngestState, off_loop, store_lines
 from service.ingest.auth import authenticate, presented_keys
+from service.ingest.handling import IngestState, off_loop, store_lines
 
 log = logging.getLogger(__name__)
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"

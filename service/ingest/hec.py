@@ -25,7 +25,8 @@ from typing import Any
 import orjson
 
 from service.errors import RequestError
-from service.ingest.lines import BlockWriter, LineBlock, parse_text, too_many_lines
+from service.ingest.lineblock import BlockWriter, LineBlock
+from service.ingest.lines import parse_text, too_many_lines
 
 PREFIX = "/services/collector"
 # (HTTP status, HEC code, HEC text) as Splunk answers them.

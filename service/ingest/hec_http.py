@@ -19,8 +19,8 @@ from aiohttp import web
 
 from service.envelope import ContentType
 from service.ingest import hec
-from service.ingest.app import STATE, charge_lines, off_loop, receive, store
 from service.ingest.body import read_body
+from service.ingest.handling import STATE, charge_lines, off_loop, receive, store
 
 # HEC ackIds, per process: an ack is only a formality here (a 200 meant durable).
 _ACK_IDS = itertools.count()

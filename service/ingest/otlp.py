@@ -30,7 +30,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from service.errors import RequestError
-from service.ingest.lines import BlockWriter, LineBlock, too_many_lines
+from service.ingest.lineblock import BlockWriter, LineBlock
+from service.ingest.lines import too_many_lines
 
 MAX_VALUE_DEPTH = 32
 # OTLP JSON is decoded whole (orjson, then json_format into upb): measured ~440 bytes of RSS

@@ -19,7 +19,7 @@ import zstandard
 
 from service import envelope
 from service.envelope import ContentType, EnvelopeRecord
-from service.ingest.lines import LineBlock
+from service.ingest.lineblock import LineBlock
 
 MAX_RECORD = 1024 * 1024 - 64  # Kinesis: data + partition key <= 1 MiB
 _HASH_SPACE = 2**128

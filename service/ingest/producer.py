@@ -26,7 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from service.aws import error_code
 from service.errors import KinesisUnavailableError, OverloadedError, RequestError
 from service.ingest.budget import ByteBudget
-from service.ingest.lines import LineBlock
+from service.ingest.lineblock import LineBlock
 from service.ingest.packer import (
     Header,
     Packer,

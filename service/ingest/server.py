@@ -18,10 +18,11 @@ from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 
 from service.aws import aws_clients
-from service.ingest import grpc_logs, hec_http
-from service.ingest.app import IngestState, build_app
+from service.ingest import grpc_logs
+from service.ingest.app import build_app
 from service.ingest.body import BodyLimits
 from service.ingest.budget import ByteBudget
+from service.ingest.handling import IngestState
 from service.ingest.producer import Producer
 from service.ingest.protocol import GuardedAppRunner
 from service.settings import Settings, available_cpus
@@ -120,7 +121,6 @@ async def _serve(
             exposition=workers_registry(metrics_dir) if metrics_dir else None,
         )
         app = build_app(state)
-        hec_http.add_routes(app)
         runner = GuardedAppRunner(
             app,
             header_timeout=settings.header_read_timeout,

@@ -9,7 +9,8 @@ import aiohttp
 
 from service import envelope
 from service.decode import DecoderConfig, decode_record
-from service.ingest.lines import LineBlock, parse_ndjson
+from service.ingest.lineblock import LineBlock
+from service.ingest.lines import parse_ndjson
 from service.ingest.packer import Header, Packer, Ticket
 from tests.conftest import Server
 

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from service import _scan, scanner
 from service.decode.types import DecodedRecord, LineBatch, RecordMeta
-from service.ingest.lines import LineBlock, ParsedLines, check_object, parse_ndjson
+from service.ingest.lineblock import LineBlock
+from service.ingest.lines import ParsedLines, check_object, parse_ndjson
 from service.ingest.packer import Header, Packer, Ticket
 from service.loggen import ndjson_lines
 from service.sink.build import MappingPath, build_table
