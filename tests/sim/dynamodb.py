@@ -39,6 +39,8 @@ def _copy_value(value: Any) -> Any:
         return {"L": [_copy_value(v) for v in raw]}
     if kind == "M":
         return {"M": _copy(raw)}
+    if kind == "B" and not isinstance(raw, bytes):
+        raise NotImplementedError(f"binary attribute must be bytes, got {type(raw).__name__}")
     if kind in ("SS", "NS", "BS"):
         return {kind: list(raw)}
     return {kind: raw}
@@ -304,7 +306,26 @@ _MODELLED_PARAMETERS = {
     "ExclusiveStartKey",
     "Limit",
     "ReturnConsumedCapacity",
+    "ProjectionExpression",
 }
+
+
+def _project(item: Item | None, kw: dict[str, Any]) -> Item | None:
+    """The item cut to ``ProjectionExpression`` (top-level attributes only; a nested path
+    or list index is refused)."""
+    expression = kw.get("ProjectionExpression")
+    if item is None or expression is None:
+        return item
+    names = kw.get("ExpressionAttributeNames", {})
+    out: Item = {}
+    for raw in expression.split(","):
+        token = raw.strip()
+        if not re.fullmatch(r"#?[A-Za-z_][A-Za-z0-9_]*", token):
+            raise NotImplementedError(f"projection not modelled: {token!r}")
+        name = names[token] if token.startswith("#") else token
+        if name in item:
+            out[name] = item[name]
+    return out
 
 
 class DynamoModel:
@@ -339,7 +360,7 @@ class DynamoModel:
     def get_item(self, **kw: Any) -> dict[str, Any]:
         key = self._check(kw, "GetItem")
         item = self.items.get(key)
-        return {"Item": _copy(item)} if item is not None else {}
+        return {"Item": _project(_copy(item), kw)} if item is not None else {}
 
     def put_item(self, node: str, **kw: Any) -> dict[str, Any]:
         key = self._check(kw, "PutItem")
@@ -393,7 +414,7 @@ class DynamoModel:
         limit = min(x for x in (page_size, kw.get("Limit"), len(keys) + 1) if x is not None)
         page = keys[:limit]
         resp: dict[str, Any] = {
-            "Items": [_copy(self.items[k]) for k in page],
+            "Items": [_project(_copy(self.items[k]), kw) for k in page],
             "Count": len(page),
         }
         if len(keys) > limit:
