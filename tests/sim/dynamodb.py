@@ -337,6 +337,8 @@ class DynamoModel:
         # (event index, virtual time, node, key, item before, item after) of every write
         self.writes: list[tuple[int, float, str, str, Item | None, Item | None]] = []
         self.events: Any = None  # () -> (next global event index, virtual time)
+        # (node, key, operation, item as it stood, expression values) of every refused write
+        self.refused: list[tuple[str, str, str, Item, dict[str, Any]]] = []
 
     def _check(self, kw: dict[str, Any], op: str) -> str:
         unknown = set(kw) - _MODELLED_PARAMETERS
@@ -347,12 +349,13 @@ class DynamoModel:
         key = kw["Key"] if "Key" in kw else {self.key: kw["Item"][self.key]}
         return str(key[self.key]["S"])
 
-    def _condition(self, kw: dict[str, Any], item: Item, op: str) -> None:
+    def _condition(self, kw: dict[str, Any], item: Item, op: str, node: str, key: str) -> None:
         if "Expected" in kw or "ConditionalOperator" in kw:
             raise NotImplementedError("legacy conditions are not modelled")
         names = kw.get("ExpressionAttributeNames", {})
         values = kw.get("ExpressionAttributeValues", {})
         if not condition_holds(kw.get("ConditionExpression"), item, names, values):
+            self.refused.append((node, key, op, _copy(item), dict(values)))
             raise client_error(
                 "ConditionalCheckFailedException", 400, op, "The conditional request failed"
             )
@@ -365,7 +368,7 @@ class DynamoModel:
     def put_item(self, node: str, **kw: Any) -> dict[str, Any]:
         key = self._check(kw, "PutItem")
         before = self.items.get(key)
-        self._condition(kw, before or {}, "PutItem")
+        self._condition(kw, before or {}, "PutItem", node, key)
         self.items[key] = copy.deepcopy(kw["Item"])
         self.writes.append((*self.events(), node, key, before, copy.deepcopy(kw["Item"])))
         return (
@@ -377,7 +380,7 @@ class DynamoModel:
     def update_item(self, node: str, **kw: Any) -> dict[str, Any]:
         key = self._check(kw, "UpdateItem")
         before = self.items.get(key)
-        self._condition(kw, before or {}, "UpdateItem")
+        self._condition(kw, before or {}, "UpdateItem", node, key)
         after = copy.deepcopy(before) if before else {self.key: {"S": key}}
         names = kw.get("ExpressionAttributeNames", {})
         values = kw.get("ExpressionAttributeValues", {})
@@ -397,7 +400,7 @@ class DynamoModel:
     def delete_item(self, node: str, **kw: Any) -> dict[str, Any]:
         key = self._check(kw, "DeleteItem")
         before = self.items.get(key)
-        self._condition(kw, before or {}, "DeleteItem")
+        self._condition(kw, before or {}, "DeleteItem", node, key)
         self.items.pop(key, None)
         self.writes.append((*self.events(), node, key, before, None))
         return {}

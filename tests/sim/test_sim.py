@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.sim.faults import PROFILES
-from tests.sim.node import uploads_dropping
+from tests.sim.node import dedupe_forgetting, uploads_dropping
 from tests.sim.world import Result, profile_for, simulate
 
 # The fault classes the consumer survives today; each seed of the sweep runs one of them.
@@ -92,6 +92,37 @@ def test_the_invariants_catch_a_sink_that_drops_objects() -> None:
         result = simulate(3, "calm")
     assert any(v.startswith("LOST") for v in result.violations)
     assert any("ahead of S3" in v for v in result.violations)
+
+
+# The producer half (issue 14 item 4): a put applied with its answer lost is re-sent with
+# the same bytes and partition key, soon, late (up to 30 s) or after a reshard; every
+# acknowledged line lands once, the copies dropped by the dedupe state that travels with
+# the checkpoint, the intent and the children of a reshard.
+PRODUCER_SEEDS = range(6)
+
+
+@pytest.mark.parametrize("seed", PRODUCER_SEEDS)
+def test_a_resent_put_lands_once(seed: int) -> None:
+    result = run(seed, "producer")
+    assert result.stats["resent_puts"] > 0
+    assert not result.violations, result.report()
+
+
+def test_the_producer_profile_injects_late_resends_and_reshards_between() -> None:
+    kinds = set().union(*(simulate(seed, "producer").kinds for seed in (0, 1)))
+    assert {
+        "producer.lost_answer",
+        "producer.resend",
+        "producer.late_resend",
+        "producer.reshard",
+    } <= kinds
+
+
+def test_the_invariants_catch_a_consumer_that_forgets_landed_envelopes() -> None:
+    """The harness has teeth: without the dedupe state, re-sent copies land twice."""
+    with dedupe_forgetting():
+        result = simulate(0, "producer")
+    assert any(v.startswith("DUPLICATED") for v in result.violations), result.report()
 
 
 def test_profiles_name_their_fault_kinds() -> None:
