@@ -110,6 +110,15 @@ def test_a_resent_put_lands_once(seed: int) -> None:
     assert not result.violations, result.report()
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_put_resent_minutes_later_lands_once(seed: int) -> None:
+    """A re-send 60-200 s after the put, long after the faults: the dedupe state has been
+    checkpointed, handed off and reloaded many times since the first copy landed."""
+    result = run(seed, "producer_late")
+    assert "producer.very_late_resend" in result.kinds
+    assert not result.violations, result.report()
+
+
 def test_the_producer_profile_injects_late_resends_and_reshards_between() -> None:
     kinds = set().union(*(simulate(seed, "producer").kinds for seed in (0, 1)))
     assert {

@@ -8,8 +8,9 @@ partition or file it went to.
 
 The producer half of exactly once: an envelope's put may be applied while its answer is
 lost (profile ``lost_put``); the producer then re-sends the same bytes with the same
-partition key, soon (0.05-2 s) or late (5-30 s, ``late_resend``), maybe after a reshard
-(``reshard_after_lost_put``), until one answer arrives. Each applied copy is a record of
+partition key, soon (0.05-2 s), late (5-30 s, ``late_resend``) or very late (60-200 s,
+``very_late_resend``), maybe after a reshard (``reshard_after_lost_put``), until one answer
+arrives. Each applied copy is a record of
 its own (``group`` names the first); the lines are acknowledged once and must land once.
 """
 
@@ -120,6 +121,10 @@ class Workload:
         p, rng = self.profile, self.producer_rng
         late = rng.random() < p.late_resend
         delay = rng.uniform(5.0, 30.0) if late else rng.uniform(0.05, 2.0)
+        kind = "producer.late_resend" if late else "producer.resend"
+        if p.very_late_resend and late and rng.random() < p.very_late_resend:
+            delay = rng.uniform(60.0, 200.0)
+            kind = "producer.very_late_resend"
         loop = asyncio.get_running_loop()
         if self.note is not None:
             text = f"producer: answer lost for {first[0]}/{first[1]} ({ids[0]}..), re-send"
@@ -129,7 +134,7 @@ class Workload:
             if self.note is not None:
                 self.note(loop.time(), "producer: reshard before the re-send", "producer.reshard")
         self.resends.append(
-            loop.create_task(self._resend(first, data, key, ids, delay=delay, late=late))
+            loop.create_task(self._resend(first, data, key, ids, delay=delay, kind=kind))
         )
 
     async def _resend(
@@ -140,14 +145,13 @@ class Workload:
         ids: list[str],
         *,
         delay: float,
-        late: bool,
+        kind: str,
     ) -> None:
         await asyncio.sleep(delay)
         sid, seq = self.kinesis.put(data, key)
         self.resent += 1
         self.put[(sid, seq)] = PutRecord(sid, seq, "envelope", ids, group=first)
         if self.note is not None:
-            kind = "producer.late_resend" if late else "producer.resend"
             self.note(asyncio.get_running_loop().time(), f"producer: re-sent as {sid}/{seq}", kind)
         if self._answer_lost():
             self._lost(first, data, key, ids)
