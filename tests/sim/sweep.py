@@ -22,12 +22,15 @@ def main() -> None:
     runs = 0
     kinds: set[str] = set()
     bad: list[str] = []
+    totals = {"records": 0, "resent_puts": 0, "late_pages": 0}
     for profile in args.profiles.split(","):
         failed = 0
         for seed in range(args.first, args.first + args.seeds):
             result = simulate(seed, profile)
             runs += 1
             kinds |= result.kinds
+            for name in totals:
+                totals[name] += result.stats[name]
             if result.violations:
                 failed += 1
                 line = f"VIOLATION seed={seed} profile={profile}: {result.violations[0][:300]}"
@@ -36,7 +39,7 @@ def main() -> None:
         print(f"{profile}: {args.seeds} schedules, {failed} violating", flush=True)
     cpu = time.process_time() - started
     print(f"schedules={runs} cpu_s={cpu:.0f} kinds={len(kinds)} {sorted(kinds)}")
-    print(f"violations={len(bad)}")
+    print(f"totals={totals} violations={len(bad)}")
 
 
 if __name__ == "__main__":
