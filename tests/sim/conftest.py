@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-DEFAULT_SEEDS = 200
+DEFAULT_SEEDS = 60
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -39,6 +39,8 @@ def _copy_value(value: Any) -> Any:
         return {"L": [_copy_value(v) for v in raw]}
     if kind == "M":
         return {"M": _copy(raw)}
+    if kind == "B" and not isinstance(raw, bytes):
+        raise NotImplementedError(f"binary attribute must be bytes, got {type(raw).__name__}")
     if kind in ("SS", "NS", "BS"):
         return {kind: list(raw)}
     return {kind: raw}
@@ -304,7 +306,26 @@ _MODELLED_PARAMETERS = {
     "ExclusiveStartKey",
     "Limit",
     "ReturnConsumedCapacity",
+    "ProjectionExpression",
 }
+
+
+def _project(item: Item | None, kw: dict[str, Any]) -> Item | None:
+    """The item cut to ``ProjectionExpression`` (top-level attributes only; a nested path
+    or list index is refused)."""
+    expression = kw.get("ProjectionExpression")
+    if item is None or expression is None:
+        return item
+    names = kw.get("ExpressionAttributeNames", {})
+    out: Item = {}
+    for raw in expression.split(","):
+        token = raw.strip()
+        if not re.fullmatch(r"#?[A-Za-z_][A-Za-z0-9_]*", token):
+            raise NotImplementedError(f"projection not modelled: {token!r}")
+        name = names[token] if token.startswith("#") else token
+        if name in item:
+            out[name] = item[name]
+    return out
 
 
 class DynamoModel:
@@ -316,6 +337,8 @@ class DynamoModel:
         # (event index, virtual time, node, key, item before, item after) of every write
         self.writes: list[tuple[int, float, str, str, Item | None, Item | None]] = []
         self.events: Any = None  # () -> (next global event index, virtual time)
+        # (node, key, operation, item as it stood, expression values) of every refused write
+        self.refused: list[tuple[str, str, str, Item, dict[str, Any]]] = []
 
     def _check(self, kw: dict[str, Any], op: str) -> str:
         unknown = set(kw) - _MODELLED_PARAMETERS
@@ -326,12 +349,13 @@ class DynamoModel:
         key = kw["Key"] if "Key" in kw else {self.key: kw["Item"][self.key]}
         return str(key[self.key]["S"])
 
-    def _condition(self, kw: dict[str, Any], item: Item, op: str) -> None:
+    def _condition(self, kw: dict[str, Any], item: Item, op: str, node: str, key: str) -> None:
         if "Expected" in kw or "ConditionalOperator" in kw:
             raise NotImplementedError("legacy conditions are not modelled")
         names = kw.get("ExpressionAttributeNames", {})
         values = kw.get("ExpressionAttributeValues", {})
         if not condition_holds(kw.get("ConditionExpression"), item, names, values):
+            self.refused.append((node, key, op, _copy(item), dict(values)))
             raise client_error(
                 "ConditionalCheckFailedException", 400, op, "The conditional request failed"
             )
@@ -339,12 +363,12 @@ class DynamoModel:
     def get_item(self, **kw: Any) -> dict[str, Any]:
         key = self._check(kw, "GetItem")
         item = self.items.get(key)
-        return {"Item": _copy(item)} if item is not None else {}
+        return {"Item": _project(_copy(item), kw)} if item is not None else {}
 
     def put_item(self, node: str, **kw: Any) -> dict[str, Any]:
         key = self._check(kw, "PutItem")
         before = self.items.get(key)
-        self._condition(kw, before or {}, "PutItem")
+        self._condition(kw, before or {}, "PutItem", node, key)
         self.items[key] = copy.deepcopy(kw["Item"])
         self.writes.append((*self.events(), node, key, before, copy.deepcopy(kw["Item"])))
         return (
@@ -356,7 +380,7 @@ class DynamoModel:
     def update_item(self, node: str, **kw: Any) -> dict[str, Any]:
         key = self._check(kw, "UpdateItem")
         before = self.items.get(key)
-        self._condition(kw, before or {}, "UpdateItem")
+        self._condition(kw, before or {}, "UpdateItem", node, key)
         after = copy.deepcopy(before) if before else {self.key: {"S": key}}
         names = kw.get("ExpressionAttributeNames", {})
         values = kw.get("ExpressionAttributeValues", {})
@@ -376,7 +400,7 @@ class DynamoModel:
     def delete_item(self, node: str, **kw: Any) -> dict[str, Any]:
         key = self._check(kw, "DeleteItem")
         before = self.items.get(key)
-        self._condition(kw, before or {}, "DeleteItem")
+        self._condition(kw, before or {}, "DeleteItem", node, key)
         self.items.pop(key, None)
         self.writes.append((*self.events(), node, key, before, None))
         return {}
@@ -393,7 +417,7 @@ class DynamoModel:
         limit = min(x for x in (page_size, kw.get("Limit"), len(keys) + 1) if x is not None)
         page = keys[:limit]
         resp: dict[str, Any] = {
-            "Items": [_copy(self.items[k]) for k in page],
+            "Items": [_project(_copy(self.items[k]), kw) for k in page],
             "Count": len(page),
         }
         if len(keys) > limit:

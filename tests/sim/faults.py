@@ -66,6 +66,10 @@ class Profile:
     restarts: int = 0  # SIGTERM then a new node with a new id
     reshards: int = 0  # splits and merges
     skew: float = 0.0  # max |clock skew| between nodes, seconds
+    lost_put: float = 0.0  # a producer's put applied, its answer lost: the bytes are re-sent
+    late_resend: float = 0.0  # such a re-send comes 5-30 s later (else 0.05-2 s)
+    reshard_after_lost_put: float = 0.0  # a reshard between the lost put and its re-send
+    very_late_resend: float = 0.0  # a re-send 60-200 s later (the window is 300 s)
 
     def kinds(self) -> list[str]:
         return [k for k, v in vars(self).items() if k != "name" and v]
@@ -166,6 +170,32 @@ PROFILES = {
         Profile("reshard_zombies", reshards=3, pauses=3, restarts=1, slow=0.08),
         Profile("shard_end_race", reshards=4, pauses=4, restarts=2, slow=0.15),
         Profile("skew", skew=12.0),
+        # The producer half (service/consume/dedupe.py): lost PutRecords answers re-sent,
+        # some late, some across a reshard, while consumers crash, pause and hand off.
+        Profile(
+            "producer",
+            lost_put=0.25,
+            late_resend=0.3,
+            reshard_after_lost_put=0.15,
+            crashes=1,
+            pauses=1,
+            restarts=1,
+            reshards=1,
+            lost_response=0.02,
+            resent_after_loss=0.02,
+        ),
+        # Re-sends up to 200 s after the put: the dedupe state must outlive many checkpoints
+        # and hand-offs (the fleet runs long after the faults end).
+        Profile(
+            "producer_late",
+            lost_put=0.25,
+            late_resend=0.3,
+            very_late_resend=0.3,
+            reshard_after_lost_put=0.15,
+            crashes=2,
+            restarts=1,
+            reshards=1,
+        ),
         Profile(
             "everything",
             throttle=0.02,

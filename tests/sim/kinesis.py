@@ -54,6 +54,7 @@ class KinesisModel:
         self._seq = FIRST_SEQUENCE
         self._iterators: dict[str, tuple[str, int, float]] = {}
         self._listed: tuple[tuple[int, int], dict[str, Any]] | None = None
+        self.late_pages = 0  # GetRecords pages cut before their shard closed, seen after
         step = (MAX_HASH + 1) // shard_count
         for i in range(shard_count):
             hi = MAX_HASH if i == shard_count - 1 else (i + 1) * step - 1
@@ -153,6 +154,9 @@ class KinesisModel:
             raise client_error("InvalidArgumentException", 400, "GetShardIterator", kind)
         return {"ShardIterator": self._iterator(shard.shard_id, index)}
 
+    def iterator_shard(self, token: str) -> str:
+        return self._iterators[token][0]
+
     def _iterator(self, shard_id: str, index: int) -> str:
         token = f"it-{len(self._iterators)}-{shard_id}-{index}"
         self._iterators[token] = (shard_id, index, self.wall())
@@ -232,9 +236,14 @@ class FakeKinesis:
                 injector.note(self._net.loop.time(), text, f"kinesis.{name}", self._node.name)
             return self._m.get_records(page, **kw)
 
-        return await self._net.call(
+        resp = await self._net.call(
             self._node, "kinesis", "get_records", apply, write=False, key=kw["ShardIterator"]
         )
+        shard = self._m.shards[self._m.iterator_shard(kw["ShardIterator"])]
+        if shard.closed and "NextShardIterator" in resp:
+            # Cut while the shard was open, delivered after it closed (issue 14 item 2c).
+            self._m.late_pages += 1
+        return resp
 
     async def put_records(self, **kw: Any) -> dict[str, Any]:
         def apply() -> dict[str, Any]:

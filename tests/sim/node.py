@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import service.consume.dedupe as dedupe_module
 import service.consume.shard as shard_module
 import service.sink.s3 as s3_upload
 from service.consume.runner import shard_context
@@ -77,6 +78,24 @@ def uploads_dropping(drop: Callable[[str], bool]) -> Iterator[None]:
         yield
     finally:
         setattr(shard_module, name, real)
+
+
+@contextlib.contextmanager
+def dedupe_forgetting() -> Iterator[None]:
+    """A broken consumer for the harness's own tests: every envelope is admitted, so a
+    re-sent copy lands twice."""
+    cls = dedupe_module.ShardDedupe
+    real = cls.admit
+
+    def admit(self: Any, producer_id: bytes, seq: int, created_us: int) -> bool:
+        real(self, producer_id, seq, created_us)
+        return True
+
+    cls.admit = admit  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        cls.admit = real  # type: ignore[method-assign]
 
 
 async def run_worker(worker: ConsumerWorker, stop: asyncio.Event) -> None:

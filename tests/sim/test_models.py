@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.consume.leases import LeaseTable
+from service.consume.leases import SHARD_END, LeaseTable
 from tests.conftest import Aws
 from tests.sim.dynamodb import DynamoModel
 from tests.sim.kinesis import KinesisModel
@@ -69,18 +69,22 @@ async def _story(table: LeaseTable) -> list[Any]:
     await step(table.ensure_shard("s2", ("s1",), "TRIM_HORIZON"))
     leases, _ = await table.scan()
     out.append(("scan", sorted(leases.items())))
-    mine = await step(table.acquire(leases["s1"], "w1"))
+    mine = await step(table.acquire(leases["s1"], "w1", start_at_ms=1000))
     await step(table.acquire(leases["s1"], "w2"))  # stale epoch: lost
-    await step(table.write_intent("s1", "w1", mine.epoch, "10", "20"))
-    await step(table.write_intent("s1", "w2", mine.epoch, "10", "20"))  # not the owner
-    await step(table.write_intent("s1", "w1", mine.epoch + 1, "10", "20"))  # old epoch
-    await step(table.checkpoint("s1", "w1", mine.epoch, "20"))
-    await step(table.heartbeat("w1", 123456, leaving=True))
+    await step(table.write_intent("s1", "w1", mine.epoch, 10, 20, nbytes=7, dedupe=b"\x00i"))
+    await step(table.write_intent("s1", "w2", mine.epoch, 10, 20))  # not the owner
+    await step(table.write_intent("s1", "w1", mine.epoch + 1, 10, 20))  # old epoch
+    leases, _ = await table.scan()  # the projection leaves the dedupe states out
+    out.append(("scan", sorted(leases.items())))
+    await step(table.checkpoint("s1", "w1", mine.epoch, 20, dedupe=b"\x01d\xff"))
+    await step(table.heartbeat("w1", 3, 123456, leaving=True))
     await step(table.release("s1", "w1", mine.epoch))
     await step(table.release("s1", "w1", mine.epoch))  # twice: lost
+    await step(table.dedupe_states(("s1", "s2", "nope")))
     again = (await table.scan())[0]["s1"]
-    await step(table.acquire(again, "w2"))
-    await step(table.checkpoint("s1", "w2", again.epoch + 1, "SHARD_END"))
+    await step(table.acquire(again, "w2", start_at_ms=2000))  # start_at already set: kept
+    await step(table.checkpoint("s1", "w2", again.epoch + 1, SHARD_END))
+    await step(table.acquire((await table.scan())[0]["s1"], "w3"))  # finished: refused
     leases, beats = await table.scan()
     out.append(("scan", sorted(leases.items()), sorted(beats.items())))
     await step(table.remove_worker("w1"))

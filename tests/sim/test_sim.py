@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from tests.sim.faults import PROFILES
-from tests.sim.node import uploads_dropping
+from tests.sim.node import LEASE_DURATION, dedupe_forgetting, uploads_dropping
 from tests.sim.world import Result, profile_for, simulate
 
 # The fault classes the consumer survives today; each seed of the sweep runs one of them.
-SWEEP = ["calm", "aws", "machines", "zombies", "reshards"]
+SWEEP = ["calm", "aws", "machines", "zombies", "reshards", "producer"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -83,6 +83,8 @@ def test_the_sweep_injects_every_fault_kind_it_names() -> None:
         "dynamodb.5xx",
         "s3.throttle",
         "s3.5xx",
+        "producer.lost_answer",
+        "producer.resend",
     } <= kinds
 
 
@@ -94,62 +96,98 @@ def test_the_invariants_catch_a_sink_that_drops_objects() -> None:
     assert any("ahead of S3" in v for v in result.violations)
 
 
+# The producer half (issue 14 item 4): a put applied with its answer lost is re-sent with
+# the same bytes and partition key, soon, late (up to 30 s) or after a reshard; every
+# acknowledged line lands once, the copies dropped by the dedupe state that travels with
+# the checkpoint, the intent and the children of a reshard.
+PRODUCER_SEEDS = range(3)
+
+
+@pytest.mark.parametrize("seed", PRODUCER_SEEDS)
+def test_a_resent_put_lands_once(seed: int) -> None:
+    result = run(seed, "producer")
+    assert result.stats["resent_puts"] > 0
+    assert not result.violations, result.report()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_put_resent_minutes_later_lands_once(seed: int) -> None:
+    """A re-send 60-200 s after the put, long after the faults: the dedupe state has been
+    checkpointed, handed off and reloaded many times since the first copy landed."""
+    result = run(seed, "producer_late")
+    assert "producer.very_late_resend" in result.kinds
+    assert not result.violations, result.report()
+
+
+def test_the_producer_profile_injects_late_resends_and_reshards_between() -> None:
+    kinds = set().union(*(simulate(seed, "producer").kinds for seed in (0, 1)))
+    assert {
+        "producer.lost_answer",
+        "producer.resend",
+        "producer.late_resend",
+        "producer.reshard",
+    } <= kinds
+
+
+def test_the_invariants_catch_a_consumer_that_forgets_landed_envelopes() -> None:
+    """The harness has teeth: without the dedupe state, re-sent copies land twice."""
+    with dedupe_forgetting():
+        result = simulate(0, "producer")
+    assert any(v.startswith("DUPLICATED") for v in result.violations), result.report()
+
+
 def test_profiles_name_their_fault_kinds() -> None:
     assert PROFILES["calm"].kinds() == []
     assert set(PROFILES["everything"].kinds()) >= {"crashes", "pauses", "reshards", "skew"}
 
 
-# Bugs the simulation found in the consumer as it stands (issue 14). Each runs the seeds
-# that found it; a fix turns them green, and strict xfail then asks to drop the mark.
-def assert_exactly_once(seeds: list[int], profile: str) -> None:
-    failed = [r for r in (run(seed, profile) for seed in seeds) if r.violations]
+# Bugs the simulation found in the consumer (issue 14), fixed since; each runs the seeds
+# that found it as a regression test (docs/simulation.md says what each trace shows).
+def assert_exactly_once(seeds: list[int], profile: str) -> list[Result]:
+    results = [run(seed, profile) for seed in seeds]
+    failed = [r for r in results if r.violations]
     assert not failed, "\n\n".join(r.report() for r in failed)
+    return results
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14 item 1: a worker that scanned a closed shard as unfinished acquires it"
-    " just after its owner wrote SHARD_END at the same epoch, maps SHARD_END to the start"
-    " position and reads the finished shard again (checkpoint SHARD_END -> a sequence;"
-    " seeds 20, 1081)",
-)
 def test_issue14_item1_a_finished_shard_is_never_read_again() -> None:
+    """Found as: a worker that scanned a closed shard as unfinished acquired it just after
+    its owner wrote SHARD_END at the same epoch, mapped SHARD_END to the start position and
+    read the finished shard again (seeds 20, 1081). Fixed by an acquire conditional on the
+    checkpoint and a finished lease that is never read (328581b)."""
     assert_exactly_once([20, 1081], "shard_end_race")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14 item 2: replay ends on an empty page without MillisBehindLatest and"
-    " checkpoints the intent's last sequence past records never written (seed 10)",
-)
 def test_issue14_item2_replay_survives_empty_pages_without_lag() -> None:
-    assert_exactly_once([10], "missing_lag")
+    """Found as: replay ended on an empty page without MillisBehindLatest and checkpointed
+    the intent's last sequence past records never written (seed 10)."""
+    results = assert_exactly_once([10], "missing_lag")
+    assert "kinesis.missing_lag" in results[0].kinds
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14 item 2: a closed shard is checkpointed SHARD_END on an empty page"
-    " without MillisBehindLatest while records remain (seeds 14, 27)",
-)
 def test_issue14_item2_closed_shard_is_read_to_its_end_despite_missing_lag() -> None:
-    assert_exactly_once([14, 27], "missing_lag")
+    """Found as: a closed shard checkpointed SHARD_END on an empty page without
+    MillisBehindLatest while records remained (seeds 14, 27)."""
+    for result in assert_exactly_once([14, 27], "missing_lag"):
+        assert "kinesis.missing_lag" in result.kinds
+        assert any(k.startswith("reshard.") for k in result.kinds)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14 item 2: closed (ListShards) + an empty page at the tip is taken as the"
-    " shard's end, but the page may predate the reshard (slow GetRecords): SHARD_END"
-    " with records unread, with every answer honest (seeds 131, 25, 118)",
-)
 def test_issue14_item2_a_stale_empty_page_never_ends_a_closed_shard() -> None:
-    assert_exactly_once([131], "reshard_zombies")
+    """Found as, with every answer honest: "closed in ListShards + an empty page at the
+    tip" taken as the shard's end, while a slow GetRecords page had been cut before the
+    reshard and the last records (seeds 131, 25, 118). Only a missing NextShardIterator or
+    the EndingSequenceNumber ends a shard now; seed 131 still receives such late pages."""
+    (late,) = assert_exactly_once([131], "reshard_zombies")
+    assert late.stats["late_pages"] > 0
     assert_exactly_once([25, 118], "shard_end_race")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14 item 6: leases judged by comparing two wall clocks: skew beyond"
-    " lease - poll makes a healthy worker dead to its peers (seeds 0, 2, 6)",
-)
 def test_issue14_item6_clock_skew_never_expires_a_healthy_worker() -> None:
-    assert_exactly_once([0, 2, 6], "skew")
+    """Found as: leases judged by comparing two wall clocks, so a skew beyond lease - poll
+    made a healthy worker dead to its peers (seeds 0, 2, 6). Liveness is now a heartbeat
+    counter seen to move on the observer's monotonic clock; each seed still skews a node
+    beyond the lease duration."""
+    for result in assert_exactly_once([0, 2, 6], "skew"):
+        skews = [float(line.split()[-1].rstrip("s")) for line in result.schedule if "skew" in line]
+        assert max(abs(s) for s in skews) > LEASE_DURATION

@@ -118,7 +118,14 @@ class Simulation:
         self.dynamo = DynamoModel(adapter.LEASE_TABLE, adapter.LEASE_KEY)
         self.dynamo.events = events
         self.s3 = S3Model(adapter.BUCKET, events=events)
-        self.workload = Workload(seed, self.kinesis)
+        self.workload = Workload(
+            seed,
+            self.kinesis,
+            profile=profile,
+            note=self.injector.note,
+            reshard=lambda: self._reshard(self.loop.time()),
+            faults_until=FAULTS_UNTIL,
+        )
         self.settings = adapter.sim_settings()
         self.members: dict[str, Member] = {}
         self.endpoints: dict[str, Endpoint] = {}
@@ -319,6 +326,17 @@ class Simulation:
                 "nodes": len(self.members),
                 "virtual_s": int(self.loop.time()),
                 "orphaned_multipart_uploads": len(self.s3.uploads),
+                "late_pages": self.kinesis.late_pages,
+                "resent_puts": self.workload.resent,
+                # acquires that saw the right epoch and were refused only because the shard
+                # was finished meanwhile (issue 14 item 1's race, now refused)
+                "finished_shard_acquires_refused": sum(
+                    1
+                    for _node, _key, _op, item, values in self.dynamo.refused
+                    if item.get(adapter.CHECKPOINT) == {"S": adapter.SHARD_END}
+                    and ":seen" in values
+                    and values[":seen"] == item.get(adapter.EPOCH)
+                ),
             },
             tail.lines + [f"asyncio: {e}" for e in self.loop_errors],
         )
