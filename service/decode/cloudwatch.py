@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+from service.decode.plain import object_lines
 from service.decode.types import Decoded, LineBatch
 from service.errors import DecodeError
 
@@ -52,7 +51,7 @@ def decode_subscription(payload: dict[str, Any]) -> Decoded:
     if not events:
         return Decoded(SOURCE, skipped="cloudwatch data message without events")
     batch = LineBatch(
-        b"\n".join(map(orjson.dumps, events)),
+        object_lines(events),  # never one orjson buffer per event held at once
         len(events),
         source=SOURCE,
         log_group=group,

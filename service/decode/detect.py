@@ -155,6 +155,11 @@ def _kpl_json_objects(records: list[bytes]) -> LineBatch | None:
     return LineBatch(payload, len(records), source=KPL_SOURCE)
 
 
+# A text user record's line is an ``orjson.dumps`` result holding ~4 KB until freed
+# (100k one-byte user records peaked at +392 MB when all were held for one join).
+_PAYLOADS_PER_JOIN = 1024
+
+
 def _merged_batches(records: list[bytes], config: DecoderConfig) -> tuple[LineBatch, ...]:
     # Per-user-record dispatch: each may be another format. Consecutive batches with the
     # same metadata are merged so the writer sees few, large batches, in record order.
@@ -175,7 +180,10 @@ def _merged_batches(records: list[bytes], config: DecoderConfig) -> tuple[LineBa
                 batch.traceparent,
             )
             if merged and merged[-1][0] == key:
-                merged[-1][1].append(batch.payload)
+                payloads = merged[-1][1]
+                payloads.append(batch.payload)
+                if len(payloads) >= _PAYLOADS_PER_JOIN:  # frees each orjson result's ~4 KB
+                    payloads[:] = [b"\n".join(payloads)]
                 merged[-1] = (key, merged[-1][1], merged[-1][2] + batch.count)
             else:
                 merged.append((key, [batch.payload], batch.count))

@@ -202,7 +202,7 @@ def parse_json(body: bytes, max_line: int, max_lines: int = 1 << 62) -> ParsedLi
     writer = BlockWriter()
     number = 0
     try:
-        for items in _array_pieces(text):
+        for items in array_pieces(text):
             for item in items:
                 number += 1
                 if number > max_lines:
@@ -234,7 +234,7 @@ def _element_line(out: ParsedLines, number: int, item: object, max_line: int) ->
     return line
 
 
-def _array_pieces(text: bytes) -> Iterator[list[Any]]:
+def array_pieces(text: bytes) -> Iterator[list[Any]]:
     """The elements of the JSON array ``text``, a piece at a time; JSONDecodeError if it is
     not one. Failed cuts are bounded: a few tries, then a window four times wider. Offsets
     into ``text``, never a copy of it (it may be 64 MiB)."""

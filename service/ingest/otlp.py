@@ -32,6 +32,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from service.errors import RequestError
 from service.ingest.lineblock import BlockWriter, LineBlock
 from service.ingest.lines import too_many_lines
+from service.ingest.otlp_json import load_in_pieces
 
 MAX_VALUE_DEPTH = 32
 # OTLP JSON is decoded whole (orjson, then json_format into upb): measured ~440 bytes of RSS
@@ -223,7 +224,7 @@ def parse_json(body: bytes, max_line: int) -> OtlpLines:
     RequestError(413) past MAX_JSON_OBJECTS objects."""
     json_objects(body)
     try:
-        doc = orjson.loads(body)
+        doc = load_in_pieces(body)
     except orjson.JSONDecodeError as exc:
         raise RequestError(400, f"body is not JSON: {exc}") from None
     if not isinstance(doc, dict):

@@ -184,12 +184,19 @@ def _map_objects(
             "severity_text": pa.array(sev_text, pa.string()),
             "severity_number": pa.array(sev_num, pa.int32()),
             **{g: _texts(got[g]) for g in (HOST, MESSAGE, TRACE_ID, SPAN_ID)},
-            ATTRIBUTES: _attributes(list(map(_dumps, objs))),
+            ATTRIBUTES: _attributes(_compact_dumps(objs)),
             SERVICE: _services(got[SERVICE], chunk.default),
             **extras,
         }
     )
     return batch
+
+
+def _compact_dumps(objs: list[dict[str, Any]]) -> list[bytes]:
+    """``orjson.dumps`` of each object, copied to its exact size: a dumps result holds ~4 KB
+    until freed, and one record's lines make one chunk (issue 15: a CloudWatch record of
+    200k events held 800 MB). The copy costs ~0.1 us a line."""
+    return [bytes(memoryview(d)) for d in map(_dumps, objs)]
 
 
 def _pop_column(objs: list[dict[str, Any]], keys: Sequence[Any]) -> list[Any]:

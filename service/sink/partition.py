@@ -47,24 +47,37 @@ def safe_services(services: pa.Array[Any]) -> pa.Array[Any]:
     return pc.take(pa.array(names, pa.string()), encoded.indices)
 
 
-def guard_services(services: pa.Array[Any], hours: pa.Array[Any], limit: int) -> pa.Array[Any]:
-    """Cap distinct (hour, service) partitions at ``limit`` per flush (columnar).
+def guard_partitions(
+    services: pa.Array[Any], hours: pa.Array[Any], limit: int
+) -> tuple[pa.Array[Any], pa.Array[Any]]:
+    """Cap the (hour, service) partitions of one flush at ``limit``, whatever the spread of
+    hours and services (columnar, deterministic: the same rows give the same partitions).
 
-    ``hours`` counts hours since the epoch (so it orders like the date and hour strings).
-    The most populated partitions keep their service (ties by hour, then name, so
-    deterministic); rows of the rest go to ``__other__``. Callers keep the original name
-    in ``attributes``.
+    ``hours`` counts hours since the epoch. The busiest hours, at most ``limit // 2`` of
+    them (ties: earlier first), are *open*: each may hold an ``__other__`` partition. The
+    busiest (hour, service) pairs of open hours keep their place (ties by hour, then name),
+    as many as the rest of the budget allows. Every other row goes to ``__other__`` in its
+    own hour if open, else in the busiest hour (its event time stays in ``timestamp``).
+    Returns the guarded ``(services, hours)``; callers keep the original name in
+    ``attributes``.
     """
     keys = pa.table({"h": hours, "s": services})
     counts = keys.group_by(["h", "s"], use_threads=False).aggregate([("h", "count")])
     if counts.num_rows <= limit:
-        return services
-    ranked = counts.sort_by([("h_count", "descending"), ("h", "ascending"), ("s", "ascending")])
-    keep = ranked.slice(0, max(limit - 1, 0))
-    wanted = partition_keys(keep["h"].combine_chunks(), keep["s"].combine_chunks())
-    have = partition_keys(hours, services)
-    out: pa.Array[Any] = pc.if_else(pc.is_in(have, value_set=wanted), services, OTHER_SERVICE)
-    return out
+        return services, hours
+    per_hour = keys.group_by("h", use_threads=False).aggregate([("s", "count")])
+    busiest = per_hour.sort_by([("s_count", "descending"), ("h", "ascending")])
+    open_hours = busiest["h"].combine_chunks().slice(0, max(limit // 2, 1))
+    ranked = counts.filter(pc.is_in(counts["h"], value_set=open_hours)).sort_by(
+        [("h_count", "descending"), ("h", "ascending"), ("s", "ascending")]
+    )
+    top = ranked.slice(0, max(limit - len(open_hours), 0))
+    wanted = partition_keys(top["h"].combine_chunks(), top["s"].combine_chunks())
+    is_kept = pc.is_in(partition_keys(hours, services), value_set=wanted)
+    stays = pc.or_(is_kept, pc.is_in(hours, value_set=open_hours))
+    out_services: pa.Array[Any] = pc.if_else(is_kept, services, OTHER_SERVICE)
+    out_hours: pa.Array[Any] = pc.if_else(stays, hours, open_hours[0])
+    return out_services, out_hours
 
 
 def partition_keys(hours: pa.Array[Any], services: pa.Array[Any]) -> pa.Array[Any]:
@@ -75,26 +88,35 @@ def partition_keys(hours: pa.Array[Any], services: pa.Array[Any]) -> pa.Array[An
 
 
 def with_partitions(table: pa.Table, limit: int) -> pa.Table:
-    """Add ``_hour`` (hours since the epoch), ``_service`` (path-safe, guarded) partition
-    values; overflowed services are noted in ``attributes`` under ``"service"`` so nothing is
-    lost. Dates and hour strings are rendered once per partition, not per row."""
+    """Add ``_hour`` (hours since the epoch) and ``_service`` (path-safe, guarded) partition
+    values, at most ``limit`` partitions. Whenever the partition's service differs from the
+    row's (sanitised or overflowed), the original is noted in ``attributes`` under
+    ``"service"`` so nothing is lost. Dates and hour strings are rendered once per partition.
+    """
     ts = table.column("timestamp").combine_chunks().cast(pa.int64()).to_numpy()
     hours = pa.array(ts // 3_600_000_000)  # floor division: hours before 1970 stay exact
     raw = table.column("service").combine_chunks()
-    safe = safe_services(raw)
-    guarded = guard_services(safe, hours, limit)
-    if guarded is not safe:
-        overflow: list[Any] = pc.indices_nonzero(pc.not_equal(guarded, safe)).to_pylist()
-        attrs: list[Any] = table.column("attributes").to_pylist()
-        originals: list[Any] = raw.to_pylist()
-        for i in overflow:  # per-row only for the overflowed rows
-            merged = orjson.loads(attrs[i]) if attrs[i] else {}
-            merged["service"] = originals[i]
-            attrs[i] = orjson.dumps(merged).decode()
-        table = table.set_column(
-            table.schema.get_field_index("attributes"), "attributes", pa.array(attrs, pa.string())
-        )
+    guarded, hours = guard_partitions(safe_services(raw), hours, limit)
+    changed: list[Any] = pc.indices_nonzero(pc.not_equal(guarded, raw)).to_pylist()
+    if changed:
+        table = _keep_original_services(table, raw, changed)
     return table.append_column("_hour", hours).append_column("_service", guarded)
+
+
+def _keep_original_services(table: pa.Table, raw: pa.Array[Any], changed: list[int]) -> pa.Table:
+    """``attributes["service"]`` = the original name on the ``changed`` rows.
+
+    A per-row loop over the changed rows only (~2 us a row with orjson); the rest of the
+    column is copied as is.
+    """
+    attrs: list[Any] = table.column("attributes").to_pylist()
+    originals: list[Any] = raw.take(pa.array(changed, pa.int64())).to_pylist()
+    for i, original in zip(changed, originals, strict=True):
+        merged = orjson.loads(attrs[i]) if attrs[i] else {}
+        merged["service"] = original
+        attrs[i] = orjson.dumps(merged).decode()
+    index = table.schema.get_field_index("attributes")
+    return table.set_column(index, "attributes", pa.array(attrs, pa.string()))
 
 
 def hour_path(hour: int, service: str, template: PartitionTemplate) -> str:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import io
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.sink.partition import (
     OTHER_SERVICE,
     PartitionTemplate,
-    guard_services,
+    guard_partitions,
     hour_path,
     safe_services,
 )
@@ -58,8 +60,10 @@ def test_unsafe_service_names_become_one_path_segment() -> None:
 def test_guard_keeps_the_busiest_partitions_and_sends_the_rest_to_other() -> None:
     services = pa.array(["a"] * 5 + ["b"] * 3 + ["c"] * 2 + ["d"] * 2)
     hours = pa.array([1] * 12, pa.int64())
-    guarded = guard_services(services, hours, limit=3).to_pylist()
-    assert guarded == ["a"] * 5 + ["b"] * 3 + [OTHER_SERVICE] * 4  # c/d tie: broken by name
+    guarded, _ = guard_partitions(services, hours, limit=3)
+    assert (
+        guarded.to_pylist() == ["a"] * 5 + ["b"] * 3 + [OTHER_SERVICE] * 4
+    )  # c/d tie: broken by name
 
 
 def test_guard_overflow_keeps_the_original_service_in_attributes() -> None:
@@ -70,6 +74,76 @@ def test_guard_overflow_keeps_the_original_service_in_attributes() -> None:
     parts = {o.partition for o in plan.objects}
     assert len(parts) == 5 and any(OTHER_SERVICE in p for p in parts)
     assert plan.rows == 500
+
+
+def spread(hours: int, services: int) -> list[dict[str, object]]:
+    """One line per (hour, service), every hour inside the 7-day window before arrival."""
+    return [
+        {
+            "timestamp": (datetime.fromtimestamp(ARRIVAL / 1e6, UTC) - timedelta(hours=h))
+            .isoformat()
+            .replace("+00:00", "Z"),
+            "service": f"svc-{s}",
+            "message": f"{h}/{s}",
+        }
+        for h in range(hours)
+        for s in range(services)
+    ]
+
+
+@pytest.mark.parametrize(("hours", "services"), [(150, 1), (150, 3), (1, 150), (40, 40)])
+def test_guard_caps_partitions_of_a_flush_whatever_the_spread(hours: int, services: int) -> None:
+    lines = spread(hours, services)
+    plan = plan_flush(
+        "shardId-1", records(lines), [], Layout("s", max_partitions=20), FieldMapping()
+    )
+    data = [o for o in plan.objects if o.key.endswith(".parquet")]
+    assert len({o.partition for o in data}) <= 20 and len(data) <= 20
+    assert plan.rows == len(lines) == sum(o.rows for o in data)
+    rows = pa.concat_tables([pq.read_table(io.BytesIO(o.body)) for o in data])
+    services_kept = {
+        orjson.loads(a or "{}").get("service") for a in rows.column("attributes").to_pylist()
+    }
+    assert {f"svc-{s}" for s in range(services)} <= services_kept | {
+        p.rsplit("=", 1)[1] for p in {o.partition for o in data}
+    }
+    assert sorted(rows.column("message").to_pylist()) == sorted(x["message"] for x in lines)
+
+
+def test_guard_is_deterministic_for_the_same_records() -> None:
+    lines = spread(60, 5)
+    plans = [
+        plan_flush("shardId-1", records(lines), [], Layout("s", max_partitions=9), FieldMapping())
+        for _ in range(2)
+    ]
+    assert [(o.key, o.body) for o in plans[0].objects] == [
+        (o.key, o.body) for o in plans[1].objects
+    ]
+
+
+def test_honest_overflow_stays_in_its_own_hour() -> None:
+    lines = spread(2, 30)
+    plan = plan_flush(
+        "shardId-1", records(lines), [], Layout("s", max_partitions=10), FieldMapping()
+    )
+    parts = {o.partition for o in plan.objects}
+    assert len(parts) <= 10
+    hours = {p.split("/")[1] for p in parts if OTHER_SERVICE in p}
+    assert len(hours) == 2  # each hour's overflow in that hour's __other__
+
+
+def test_sanitised_service_keeps_the_original_in_attributes() -> None:
+    plan = plan_flush(
+        "shardId-1",
+        records([{"service": "billing api/v2", "k": 1}]),
+        [],
+        Layout("s"),
+        FieldMapping(),
+    )
+    (obj,) = plan.objects
+    assert obj.partition.endswith("service=billing_api_v2")
+    attrs = orjson.loads(pq.read_table(io.BytesIO(obj.body)).column("attributes")[0].as_py())
+    assert attrs == {"k": 1, "service": "billing api/v2"}
 
 
 def test_template_is_configurable_and_validated() -> None:
