@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -52,7 +51,6 @@ async def test_sigterm_finishes_inflight_requests_and_exits_zero(aws: Aws, ready
                     for r in range(8)
                 ]
                 await asyncio.sleep(0.4)  # the requests are waiting on the delayed PutRecords
-                signalled = time.monotonic()
                 proc.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.2)
                 try:
@@ -61,13 +59,11 @@ async def test_sigterm_finishes_inflight_requests_and_exits_zero(aws: Aws, ready
                     status_after = 0  # no longer listening
                 results = await asyncio.gather(*inflight, return_exceptions=True)
             code = await asyncio.to_thread(proc.wait, 30)
-            took = time.monotonic() - signalled
         finally:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
     assert code == 0, proc.stderr.read() if proc.stderr else b""
-    assert took < 30
     assert status_after in (0, 503)
     statuses = [r[0] if isinstance(r, tuple) else repr(r) for r in results]
     assert statuses == [200] * 8, statuses
