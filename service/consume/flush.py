@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 # is poisoned: its records are written as dead letters under the same intent protocol and
 # the shard moves on (issue 15). AWS errors never count here: they retry with backoff.
 PLAN_ATTEMPTS = 3
-POISONED = "flush failed"  # the dead-letter reason's prefix for a poisoned range
+# The dead-letter reason's prefix for a poisoned range (its own class, telemetry/reasons.py).
+POISONED = f"poisoned: flush failed {PLAN_ATTEMPTS} times"
 _T = TypeVar("_T")
 
 
