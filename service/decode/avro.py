@@ -20,7 +20,6 @@ import base64
 import dataclasses
 import io
 import re
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,13 @@ import fastavro
 import fastavro.schema
 import orjson
 
-from service.decode.avro_check import Checked, check_datum, needs_check
+from service.decode.avro_check import (
+    Checked,
+    check_datum,
+    named_types,
+    needs_check,
+    schema_nodes,
+)
 from service.decode.types import Decoded, DecoderConfig, LineBatch
 from service.errors import DecodeError
 
@@ -236,31 +241,13 @@ def _load_schema(path: Path, setting: str) -> Any:
 
 
 def _has_zero_size_array_items(schema: Any) -> bool:
-    nodes = list(_walk(schema, set()))
-    named = {n["name"]: n for n in nodes if isinstance(n.get("name"), str) and "type" in n}
+    nodes = list(schema_nodes(schema))
+    named = named_types(schema)
     return any(
         _min_size_is_zero(node["items"], named, set())
         for node in nodes
         if node.get("type") == "array"
     )
-
-
-def _walk(schema: Any, seen: set[str]) -> Iterator[dict[str, Any]]:
-    if isinstance(schema, list):
-        for branch in schema:
-            yield from _walk(branch, seen)
-    elif isinstance(schema, dict):
-        name = schema.get("name")
-        if isinstance(name, str):
-            if name in seen:
-                return
-            seen.add(name)
-        yield schema
-        for field in schema.get("fields", ()):
-            yield from _walk(field["type"], seen)
-        for key in ("items", "values"):
-            if key in schema:
-                yield from _walk(schema[key], seen)
 
 
 def _min_size_is_zero(schema: Any, named: dict[str, Any], seen: set[str]) -> bool:

@@ -55,25 +55,27 @@ def is_recursive(schema: Any) -> bool:
 def named_types(schema: Any) -> dict[str, Any]:
     """Every named type (record, error, enum, fixed) of a parsed schema, by full name."""
     out: dict[str, Any] = {}
-    for node in _nodes(schema, set()):
+    for node in schema_nodes(schema):
         name = node.get("name")
         if isinstance(name, str) and node.get("type") in ("record", "error", "enum", "fixed"):
             out[name] = node
     return out
 
 
-def _nodes(schema: Any, seen: set[int]) -> Iterator[dict[str, Any]]:
+def schema_nodes(schema: Any, seen: set[int] | None = None) -> Iterator[dict[str, Any]]:
+    """Every type object (dict) of a parsed schema, each once."""
+    seen = set() if seen is None else seen
     if isinstance(schema, list):
         for branch in schema:
-            yield from _nodes(branch, seen)
+            yield from schema_nodes(branch, seen)
     elif isinstance(schema, dict) and id(schema) not in seen:
         seen.add(id(schema))
         yield schema
         for field in schema.get("fields", ()):
-            yield from _nodes(field["type"], seen)
+            yield from schema_nodes(field["type"], seen)
         for key in ("items", "values"):
             if key in schema:
-                yield from _nodes(schema[key], seen)
+                yield from schema_nodes(schema[key], seen)
 
 
 class Checked:
