@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from service.consume.buffer import ShardBuffer
 from service.consume.context import ShardContext
 from service.decode.detect import TRANSIENT
 from service.errors import DecodeError
+from service.sink.opened import OpenedPartitions
 from service.sink.plan import (
     DeadLetter,
     FlushPlan,
@@ -33,7 +35,8 @@ log = logging.getLogger(__name__)
 # is poisoned: its records are written as dead letters under the same intent protocol and
 # the shard moves on (issue 15). AWS errors never count here: they retry with backoff.
 PLAN_ATTEMPTS = 3
-POISONED = "flush failed"  # the dead-letter reason's prefix for a poisoned range
+# The dead-letter reason's prefix for a poisoned range (its own class, telemetry/reasons.py).
+POISONED = f"poisoned: flush failed {PLAN_ATTEMPTS} times"
 _T = TypeVar("_T")
 
 
@@ -46,6 +49,25 @@ class Pin:
     mapping: FieldMapping
     document: bytes | None
     keys: KeyListing
+
+    def with_opened(self, opened: OpenedPartitions) -> Pin:
+        """This pin, with ``opened`` as the partitions opened earlier in the hour unless
+        its plan pins them (a document of older code, or none readable, does not)."""
+        if self.layout.opened is not None:
+            return self
+        return dataclasses.replace(self, layout=dataclasses.replace(self.layout, opened=opened))
+
+
+def opened_at_checkpoint(shard_id: str, state: bytes | None) -> OpenedPartitions:
+    """The partitions the shard opened this hour as of its checkpoint (the lease item's
+    ``partitions``); none when absent or unreadable (the bound then restarts this hour)."""
+    try:
+        return OpenedPartitions.decode(state)
+    except DecodeError as exc:
+        log.warning(
+            "opened partitions unreadable", extra={"shard_id": shard_id, "error": exc.reason}
+        )
+        return OpenedPartitions()
 
 
 async def intent_pin(ctx: ShardContext, shard_id: str) -> Pin:

@@ -7,7 +7,9 @@ owner), ``checkpoint`` (last flushed sequence number, or SHARD_END), ``intent_fi
 zstd binary, service/sink/plan.py; read only by a replay, never by a lease round), ``start_at``,
 ``parents``, ``dedupe`` (the envelopes landed up to the checkpoint, service/consume/dedupe.py)
 and ``intent_dedupe`` (the same as of the intent's first record, so a replay drops exactly
-what the first reading dropped).
+what the first reading dropped), ``opened_partitions`` (the partitions the shard opened in the
+current hour as of the checkpoint, at most ``max_partitions`` 8-byte digests,
+service/sink/opened.py; a replay takes them from the intent's pinned plan).
 Item ``shard_id=worker#<id>``: ``beats`` (a counter the worker increments with every
 heartbeat: peers judge it alive while they see it change, on their own monotonic clock),
 ``written_at`` (the writer's wall clock, epoch ms, for people only) and ``leaving`` (set on SIGTERM:
@@ -64,6 +66,7 @@ class ShardLease:
     intent_bytes: int | None = None  # buffered bytes of the open intent (sizes its replay)
     dedupe: bytes | None = None
     intent_dedupe: bytes | None = None
+    partitions: bytes | None = None  # partitions opened this hour, as of the checkpoint
 
     @property
     def finished(self) -> bool:
@@ -99,6 +102,7 @@ def _lease_from_item(item: dict[str, Any]) -> ShardLease:
         intent_bytes=int(item["intent_bytes"]["N"]) if "intent_bytes" in item else None,
         dedupe=item["dedupe"]["B"] if "dedupe" in item else None,
         intent_dedupe=item["intent_dedupe"]["B"] if "intent_dedupe" in item else None,
+        partitions=item["opened_partitions"]["B"] if "opened_partitions" in item else None,
     )
 
 
@@ -268,11 +272,15 @@ class LeaseTable:
         seq: Checkpoint,
         *,
         dedupe: bytes | None = None,
+        partitions: bytes | None = None,
     ) -> None:
-        """Step 3: the range is in S3; advance the checkpoint (with the dedupe state after
-        it) and clear the intent."""
+        """Step 3: the range is in S3; advance the checkpoint (with the dedupe state and the
+        partitions opened this hour after it) and clear the intent."""
         values = _fence(worker_id, epoch, dedupe, {":c": {"S": checkpoint_to_wire(seq)}})
         update = "SET checkpoint = :c" + (", dedupe = :d" if dedupe is not None else "")
+        if partitions is not None:
+            values[":p"] = {"B": partitions}
+            update += ", opened_partitions = :p"  # "partitions" is a reserved word
         await self._fenced_update(
             shard_id,
             update + " REMOVE intent_first, intent_last, intent_bytes, intent_dedupe, intent_plan,"

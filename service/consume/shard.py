@@ -14,6 +14,7 @@ objects its own plan no longer has (a code change that renamed keys) before chec
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -25,7 +26,14 @@ from service.consume.budget import FIRST_RECORD_GUESS, MemoryBudget, read_limit
 from service.consume.buffer import FLUSH_WORKING_SET, ShardBuffer
 from service.consume.context import ShardContext
 from service.consume.dedupe import ShardDedupe, merge
-from service.consume.flush import Pin, intent_pin, plan_range, remove_stale, unless_stopped
+from service.consume.flush import (
+    Pin,
+    intent_pin,
+    opened_at_checkpoint,
+    plan_range,
+    remove_stale,
+    unless_stopped,
+)
 from service.consume.leases import FROM_START, SHARD_END, ShardLease
 from service.consume.reader import Position, ShardReader
 from service.consume.sequence import Checkpoint, sequence_from_wire
@@ -95,7 +103,8 @@ class ShardConsumer:
         # with the next intent: a replay of that intent starts from exactly this state).
         self.dedupe = ShardDedupe()
         self._dedupe_at_checkpoint = self.dedupe.encode()
-        self._own_plan = plan_document(ctx.layout, ctx.mapping)  # pinned by every flush
+        # Partitions opened this hour as of the checkpoint (pinned by every flush's plan).
+        self.opened = opened_at_checkpoint(self.shard_id, lease.partitions)
 
     async def run(self, stop: asyncio.Event, *, drain: bool) -> Outcome:
         """Consume until the shard ends, the tip is reached (drain), ``stop`` is set, or the
@@ -151,7 +160,7 @@ class ShardConsumer:
             "replaying intent",
             extra={"shard_id": self.shard_id, "first": str(first), "last": str(last)},
         )
-        pinned = await intent_pin(self.ctx, self.shard_id)
+        pinned = (await intent_pin(self.ctx, self.shard_id)).with_opened(self.opened)
         reader = self._reader(Position("AT_SEQUENCE_NUMBER", first))
         buffer = ShardBuffer()
         loop = asyncio.get_running_loop()
@@ -297,7 +306,8 @@ class ShardConsumer:
         if first is None:
             first = buffer.first if buffer.first is not None else last
         if pinned is None:
-            pinned = Pin(ctx.layout, ctx.mapping, self._own_plan, KeyListing())
+            layout = dataclasses.replace(ctx.layout, opened=self.opened)
+            pinned = Pin(layout, ctx.mapping, None, KeyListing())
         layout, mapping = pinned.layout, pinned.mapping
         document = pinned.document or plan_document(layout, mapping)
         started = time.perf_counter()
@@ -337,6 +347,7 @@ class ShardConsumer:
             await remove_stale(self.ctx, self.shard_id, pinned.keys, plan, (first, last))
             if ctx.catalog is not None:
                 await ctx.catalog.register_plan(plan)
+            self.opened = plan.opened or self.opened
             await self._checkpoint(last)
             ctx.metrics.observe_flush(
                 reason,
@@ -362,7 +373,12 @@ class ShardConsumer:
         # Flushes run between records, so the state now is the state after ``seq``.
         state = self.dedupe.encode()
         await self.ctx.leases.checkpoint(
-            self.shard_id, self.ctx.worker_id, self.epoch, seq, dedupe=state
+            self.shard_id,
+            self.ctx.worker_id,
+            self.epoch,
+            seq,
+            dedupe=state,
+            partitions=self.opened.encode(),
         )
         self.checkpoint = seq
         self._dedupe_at_checkpoint = state

@@ -20,7 +20,6 @@ import base64
 import dataclasses
 import io
 import re
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,13 @@ import fastavro
 import fastavro.schema
 import orjson
 
+from service.decode.avro_check import (
+    Checked,
+    check_datum,
+    named_types,
+    needs_check,
+    schema_nodes,
+)
 from service.decode.types import Decoded, DecoderConfig, LineBatch
 from service.errors import DecodeError
 
@@ -37,6 +43,11 @@ SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 _SINGLE_OBJECT_HEADER = 10
 _CONFLUENT_HEADER = 5
 _SCHEMA_FILE = re.compile(r"[0-9]{1,10}\.avsc")
+# What avro_check needs of each schema, by identity (the config holds the schemas for the
+# process's life); bounded for configs built by hand in tests and fuzzers.
+_CHECKED: dict[int, Checked] = {}
+_CHECKED_KEPT = 1024
+_REASON_CHARS = 119  # dead-letter reasons stay short (tests/decode/test_fuzz.py)
 
 
 def load_config(
@@ -129,8 +140,8 @@ def _framed(
             return raw
         raise DecodeError(unknown)
     line = _datum_line(data, header, schema)
-    if line is None:
-        raise DecodeError(mismatch)
+    if isinstance(line, DecodeError):
+        raise DecodeError(f"{mismatch}: {line.reason}"[:_REASON_CHARS])
     return _decoded(fmt, line)
 
 
@@ -139,7 +150,7 @@ def decode_raw(data: bytes, config: DecoderConfig) -> Decoded | None:
     if config.avro_schema is None:
         return None
     line = _datum_line(data, 0, config.avro_schema)
-    return None if line is None else _decoded("avro", line)
+    return None if isinstance(line, DecodeError) else _decoded("avro", line)
 
 
 def is_single_object(data: bytes) -> bool:
@@ -152,20 +163,47 @@ def is_confluent(data: bytes) -> bool:
     return len(data) >= _CONFLUENT_HEADER and data[0] == 0
 
 
-def _datum_line(data: bytes, offset: int, schema: Any) -> bytes | None:
-    """The datum at ``offset`` as one JSON object line, or None unless it fills ``data`` exactly."""
+def _datum_line(data: bytes, offset: int, schema: Any) -> bytes | DecodeError:
+    """The datum at ``offset`` as one JSON object line; else why it is not one datum of
+    ``schema`` filling ``data`` exactly. fastavro trusts declared lengths and depths, so
+    a datum it cannot take safely is checked first (avro_check), and any failure is
+    checked again for a precise reason."""
+    checked = _checked(schema)
+    try:
+        if needs_check(data, checked.recursive):
+            check_datum(data, offset, checked)
+    except DecodeError as exc:
+        return exc
     buffer = io.BytesIO(data)
     buffer.seek(offset)
     try:
         datum = fastavro.schemaless_reader(buffer, schema, None)
         if buffer.tell() != len(data):
-            return None
+            return _why(data, offset, checked, "datum ends before the record")
         value = datum if type(datum) is dict else {"value": datum}
         return orjson.dumps(value, default=_json_default)
     # fastavro reports bad bytes as EOFError, UnicodeDecodeError, IndexError, ValueError,
     # OverflowError (dates), and orjson as TypeError: every one means "not this schema".
-    except Exception:
-        return None
+    except Exception as exc:
+        return _why(data, offset, checked, type(exc).__name__)
+
+
+def _why(data: bytes, offset: int, checked: Checked, otherwise: str) -> DecodeError:
+    """The walk's precise reason for a datum fastavro refused, else ``otherwise``."""
+    try:
+        check_datum(data, offset, checked)
+    except DecodeError as exc:
+        return exc
+    return DecodeError(otherwise)
+
+
+def _checked(schema: Any) -> Checked:
+    checked = _CHECKED.get(id(schema))
+    if checked is None or checked.schema is not schema:
+        if len(_CHECKED) >= _CHECKED_KEPT:
+            _CHECKED.clear()
+        checked = _CHECKED[id(schema)] = Checked(schema)
+    return checked
 
 
 def _json_default(value: Any) -> Any:
@@ -203,31 +241,13 @@ def _load_schema(path: Path, setting: str) -> Any:
 
 
 def _has_zero_size_array_items(schema: Any) -> bool:
-    nodes = list(_walk(schema, set()))
-    named = {n["name"]: n for n in nodes if isinstance(n.get("name"), str) and "type" in n}
+    nodes = list(schema_nodes(schema))
+    named = named_types(schema)
     return any(
         _min_size_is_zero(node["items"], named, set())
         for node in nodes
         if node.get("type") == "array"
     )
-
-
-def _walk(schema: Any, seen: set[str]) -> Iterator[dict[str, Any]]:
-    if isinstance(schema, list):
-        for branch in schema:
-            yield from _walk(branch, seen)
-    elif isinstance(schema, dict):
-        name = schema.get("name")
-        if isinstance(name, str):
-            if name in seen:
-                return
-            seen.add(name)
-        yield schema
-        for field in schema.get("fields", ()):
-            yield from _walk(field["type"], seen)
-        for key in ("items", "values"):
-            if key in schema:
-                yield from _walk(schema[key], seen)
 
 
 def _min_size_is_zero(schema: Any, named: dict[str, Any], seen: set[str]) -> bool:

@@ -11,7 +11,20 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-OTHER_SERVICE = "__other__"
+from service.sink.opened import HOUR_US, OTHER_SERVICE, OpenedPartitions, cap_across_flushes
+
+__all__ = [
+    "OTHER_SERVICE",
+    "OpenedPartitions",
+    "PartitionTemplate",
+    "guard_partitions",
+    "hour_path",
+    "partition_keys",
+    "safe_service",
+    "safe_services",
+    "with_partitions",
+]
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _FIELDS = ("date", "hour", "service")
 
@@ -87,20 +100,26 @@ def partition_keys(hours: pa.Array[Any], services: pa.Array[Any]) -> pa.Array[An
     return keys
 
 
-def with_partitions(table: pa.Table, limit: int) -> pa.Table:
+def with_partitions(
+    table: pa.Table, limit: int, opened: OpenedPartitions | None = None
+) -> tuple[pa.Table, OpenedPartitions | None]:
     """Add ``_hour`` (hours since the epoch) and ``_service`` (path-safe, guarded) partition
-    values, at most ``limit`` partitions. Whenever the partition's service differs from the
-    row's (sanitised or overflowed), the original is noted in ``attributes`` under
-    ``"service"`` so nothing is lost. Dates and hour strings are rendered once per partition.
+    values, at most ``limit`` partitions in the flush and, given the partitions the shard
+    ``opened`` earlier in the hour, at most ``limit`` in that hour (returns the state after
+    the flush; None without one). Whenever the partition's service differs from the row's
+    (sanitised or overflowed), the original is noted in ``attributes`` under ``"service"``
+    so nothing is lost. Dates and hour strings are rendered once per partition.
     """
     ts = table.column("timestamp").combine_chunks().cast(pa.int64()).to_numpy()
-    hours = pa.array(ts // 3_600_000_000)  # floor division: hours before 1970 stay exact
+    hours = pa.array(ts // HOUR_US)  # floor division: hours before 1970 stay exact
     raw = table.column("service").combine_chunks()
     guarded, hours = guard_partitions(safe_services(raw), hours, limit)
+    if opened is not None:
+        guarded, hours, opened = cap_across_flushes(guarded, hours, opened, limit)
     changed: list[Any] = pc.indices_nonzero(pc.not_equal(guarded, raw)).to_pylist()
     if changed:
         table = _keep_original_services(table, raw, changed)
-    return table.append_column("_hour", hours).append_column("_service", guarded)
+    return table.append_column("_hour", hours).append_column("_service", guarded), opened
 
 
 def _keep_original_services(table: pa.Table, raw: pa.Array[Any], changed: list[int]) -> pa.Table:

@@ -24,6 +24,7 @@ from service.decode.types import DecodedRecord, RecordMeta
 from service.errors import DecodeError
 from service.schema import COLUMN_NAMES
 from service.sink.build import build_table
+from service.sink.opened import HOUR_US, OpenedPartitions
 from service.sink.parquet import encode_parquet
 from service.sink.partition import PartitionTemplate, hour_path, partition_keys, with_partitions
 from service.sink.rules import FieldMapping
@@ -58,6 +59,9 @@ class FlushPlan:
     objects: tuple[FlushObject, ...]
     rows: int
     dead_letters: int
+    # The partitions the shard has opened in the hour after this flush (service/sink/opened.py);
+    # None when the layout keeps no such state.
+    opened: OpenedPartitions | None = None
 
     @property
     def bytes_out(self) -> int:
@@ -73,6 +77,9 @@ class Layout:
     template: PartitionTemplate = field(default_factory=PartitionTemplate)
     max_partitions: int = 1000
     file_target_bytes: int = 128 * 1024 * 1024
+    # The partitions the shard opened earlier in the hour (a consumer's flush always has
+    # one): max_partitions then also caps the hour across flushes. None: per flush only.
+    opened: OpenedPartitions | None = None
 
     def data_key(self, partition: str, shard_id: str, first: str, last: str) -> str:
         return f"{self.prefix}logs/{partition}/{self.stream}-{shard_id}-{first}-{last}.parquet"
@@ -96,22 +103,31 @@ def plan_flush(
         DeadLetter(u.record.meta, u.data, f"unmappable: {u.reason}", u.line) for u in bad
     ]
     objects: list[FlushObject] = []
+    opened = layout.opened
     if table.num_rows:
         columns = [*COLUMN_NAMES, *(f.name for f in mapping.extra_columns)]
-        objects.extend(_data_objects(shard_id, table, layout, columns))
+        if opened is not None:  # the hour of the flush: its latest record's arrival (Kinesis)
+            opened = opened.at_hour(max(r.meta.arrival_us for r in records) // HOUR_US)
+        data, opened = _data_objects(shard_id, table, layout, columns, opened)
+        objects.extend(data)
     objects.extend(_dead_objects(shard_id, dead_all, layout))
-    return FlushPlan(tuple(objects), table.num_rows, len(dead_all))
+    return FlushPlan(tuple(objects), table.num_rows, len(dead_all), opened)
 
 
 def dead_letter_plan(shard_id: str, dead: Sequence[DeadLetter], layout: Layout) -> FlushPlan:
     """Objects for a flush written wholly as dead letters (a range plan_flush cannot plan)."""
-    return FlushPlan(tuple(_dead_objects(shard_id, dead, layout)), 0, len(dead))
+    objects = tuple(_dead_objects(shard_id, dead, layout))
+    return FlushPlan(objects, 0, len(dead), layout.opened)
 
 
 def _data_objects(
-    shard_id: str, table: pa.Table, layout: Layout, columns: list[str]
-) -> list[FlushObject]:
-    table = with_partitions(table, layout.max_partitions)
+    shard_id: str,
+    table: pa.Table,
+    layout: Layout,
+    columns: list[str],
+    opened: OpenedPartitions | None,
+) -> tuple[list[FlushObject], OpenedPartitions | None]:
+    table, opened = with_partitions(table, layout.max_partitions, opened)
     # Stable sort: rows stay in lineage (sequence, sub-sequence) order inside a partition.
     order = pc.sort_indices(
         table.select(["_hour", "_service"]),
@@ -132,7 +148,7 @@ def _data_objects(
             key = layout.data_key(path, shard_id, seqs[0].as_py(), seqs[-1].as_py())
             objects.append(FlushObject(key, encode_parquet(chunk), chunk.num_rows, path))
         start = end
-    return objects
+    return objects, opened
 
 
 def _run_ends(keys: pa.Array[Any]) -> list[int]:
@@ -204,8 +220,11 @@ def _dead_entry(d: DeadLetter) -> dict[str, Any]:
 # bytes, written with the intent so a replay by another process (other settings, a rolling
 # deploy) rebuilds the same objects. Bump PLAN_VERSION when a field is added or changes
 # meaning; a replay that cannot read a document (a newer version) plans with its own
-# settings and relies on the key listing to remove what it no longer writes.
-PLAN_VERSION = 1
+# settings and relies on the key listing to remove what it no longer writes. Version 2 added
+# ``layout.opened`` (the partitions opened earlier in the hour); a version 1 document is read
+# as having none.
+PLAN_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 # The key listing is kept under this many compressed bytes: the lease item also holds two
 # dedupe states (~120 KB each) and DynamoDB items stop at 400 KB. Past it, the listing keeps
 # only the partition directories plus ``{stream}-{shard}-`` (at most max_partitions + dead
@@ -233,6 +252,9 @@ def plan_document(layout: Layout, mapping: FieldMapping) -> bytes:
             "template": layout.template.template,
             "max_partitions": layout.max_partitions,
             "file_target_bytes": layout.file_target_bytes,
+            "opened": None
+            if layout.opened is None
+            else base64.b64encode(layout.opened.encode()).decode(),
         },
         "mapping": {
             "groups": groups,
@@ -251,16 +273,18 @@ def plan_from_document(document: bytes) -> tuple[Layout, FieldMapping]:
         doc = orjson.loads(_unzstd(document))
     except orjson.JSONDecodeError:
         raise DecodeError("plan document is not JSON") from None
-    if not isinstance(doc, dict) or doc.get("v") != PLAN_VERSION:
+    if not isinstance(doc, dict) or doc.get("v") not in _READABLE_VERSIONS:
         raise DecodeError("plan document version unknown")
     try:
         lay, mp = doc["layout"], doc["mapping"]
+        opened = lay.get("opened")
         layout = Layout(
             lay["stream"],
             lay["prefix"],
             PartitionTemplate(lay["template"]),
             int(lay["max_partitions"]),
             int(lay["file_target_bytes"]),
+            None if opened is None else OpenedPartitions.decode(base64.b64decode(opened)),
         )
         extra: tuple[pa.Field[Any], ...] = ()
         if mp["extra_columns"]:

@@ -23,6 +23,7 @@ DEAD_LETTER_CLASSES = (
     "not_text",
     "unmappable",
     "decoder_error",
+    "poisoned",
     "other",
 )
 # First words of DecodeError reasons (service/decode) and the sink's "unmappable: ..." prefix.
@@ -37,6 +38,7 @@ _DEAD_LETTER_PREFIXES = (
     ("decompressed size", "compression"),
     ("decoder failed", "decoder_error"),
     ("record is neither", "not_text"),
+    ("poisoned", "poisoned"),  # a range the flush planner kept failing on (consume/flush.py)
 )
 
 SKIP_CLASSES = ("cloudwatch_control", "empty", "other")

@@ -77,11 +77,17 @@ async def test_a_range_the_planner_keeps_failing_on_is_dead_lettered_and_the_sha
     assert planner.calls == PLAN_ATTEMPTS
     dead = read_dead_letters(aws, ready)
     assert [int(d["kinesis_sequence_number"]) for d in dead] == seqs
-    assert {d["reason"] for d in dead} == {"flush failed: ValueError: the encoder cannot take this"}
+    assert {d["reason"] for d in dead} == {
+        "poisoned: flush failed 3 times: ValueError: the encoder cannot take this"
+    }
     assert [base64.b64decode(d["data"]) for d in dead] == lines  # replayable as read
     after = (await table.scan())[0][shard]
     assert (after.checkpoint, after.intent_last) == (seqs[-1], None)
-    assert consumer.ctx.metrics.flush_poisoned._value.get() == 1
+    metrics = consumer.ctx.metrics
+    assert metrics.flush_poisoned._value.get() == 1
+    # Counted under their own class, never under ``other`` with unknown reasons.
+    assert metrics.dead_letters.labels("poisoned")._value.get() == len(lines)
+    assert metrics.dead_letters.labels("other")._value.get() == 0
     # The shard moved on: what follows lands as rows.
     later = put(aws, ready, shard, [b'{"message": "after"}'] * 3)
     outcome, _ = await drain_with(clients, ready, table, shard, planner=planner)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import io
 import uuid
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import orjson
 import pytest
 
 from service.decode import DecoderConfig, decode_record
-from service.decode.avro import load_config
+from service.decode.avro import load_config, parse_schema
 from service.errors import DecodeError
 from tests.builders import (
     ACCESS_LOG_ID,
@@ -169,3 +170,49 @@ def test_schema_with_array_of_nulls_is_refused_because_decoding_is_unbounded(
     path.write_bytes(orjson.dumps({"type": "array", "items": "null"}))
     with pytest.raises(DecodeError, match="zero-size items"):
         load_config(None, tmp_path)
+
+
+# ------------------------------------------------------------ hostile data, honest data
+# (the attacks themselves: tests/hostile/consumer.py, measured one process each)
+
+
+def _confluent(schema: dict[str, object], datum: object) -> tuple[bytes, DecoderConfig]:
+    parsed = parse_schema(schema)
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, parsed, datum)
+    return b"\x00\x00\x00\x00\x07" + out.getvalue(), DecoderConfig(avro_schemas_by_id={7: parsed})
+
+
+NODE = {
+    "type": "record",
+    "name": "Node",
+    "fields": [{"name": "v", "type": "string"}, {"name": "next", "type": ["null", "Node"]}],
+}
+
+
+def test_an_honest_recursive_datum_still_decodes() -> None:
+    datum: dict[str, object] | None = None
+    for i in range(20):
+        datum = {"v": str(i), "next": datum}
+    data, config = _confluent(NODE, datum)
+    (batch,) = decode_record(data, config).batches
+    assert orjson.loads(batch.payload) == datum
+
+
+def test_honest_long_runs_of_high_bytes_and_extreme_longs_still_decode() -> None:
+    schema = {
+        "type": "record",
+        "name": "T",
+        "fields": [{"name": "s", "type": "string"}, {"name": "n", "type": "long"}],
+    }
+    for n in (-(2**63), 2**63 - 1):
+        datum = {"s": "日本語のログ" * 50, "n": n}
+        data, config = _confluent(schema, datum)
+        assert orjson.loads(decode_record(data, config).batches[0].payload) == datum
+
+
+def test_a_datum_nested_past_the_limit_is_refused_without_a_crash() -> None:
+    data = b"\x00\x00\x00\x00\x07" + b"\x02\x00" * 100_000 + b"\x00"
+    _, config = _confluent(NODE, {"v": "", "next": None})
+    with pytest.raises(DecodeError, match="nested deeper than 128"):
+        decode_record(data, config)

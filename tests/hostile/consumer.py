@@ -5,22 +5,27 @@ still costs its columns).
 
 ``python -m tests.hostile.consumer NAME`` measures one record in a fresh process and prints
 one JSON object; the test runs every record that way so RSS kept by one hides nothing.
+``python -m tests.hostile.consumer --table`` measures every Avro attack that way and prints
+the rows of docs/security.md's Avro table.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 import psutil
 import zstandard
 
 from service.decode import DecoderConfig, decode_record
+from service.decode.avro import parse_schema
 from service.decode.kpl import MAGIC, _AggregatedRecord
 from service.decode.types import DecodedRecord, RecordMeta
 from service.errors import DecodeError
@@ -59,6 +64,102 @@ RECORDS: dict[str, Callable[[], bytes]] = {
 }
 
 
+# Hostile Avro (Confluent wire format, schema id 7) from a foreign producer: each must be
+# dead-lettered with a reason naming what lies, within the decode bound (issue 15).
+AVRO_ID = 7
+
+
+def zigzag(n: int) -> bytes:
+    """A zig-zag varint as Avro writes longs (any size: callers write lies)."""
+    u = (n << 1) ^ (n >> 63) if n < 0 else n << 1
+    out = bytearray()
+    while u > 0x7F:
+        out.append((u & 0x7F) | 0x80)
+        u >>= 7
+    out.append(u)
+    return bytes(out)
+
+
+def _record(name: str, fields: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "record", "name": name, "fields": fields}
+
+
+STRING = _record("S", [{"name": "s", "type": "string"}])
+BYTES = _record("B", [{"name": "b", "type": "bytes"}])
+LONGS = _record("A", [{"name": "a", "type": {"type": "array", "items": "long"}}])
+MAP = _record("M", [{"name": "m", "type": {"type": "map", "values": "long"}}])
+LONG = _record("L", [{"name": "n", "type": "long"}])
+NODE = _record("Node", [{"name": "next", "type": ["null", "Node"]}])
+ONE = zigzag(1)
+TOP = 2**62
+
+# name -> (writer schema, datum, a fragment the dead-letter reason must hold)
+AVRO: dict[str, tuple[dict[str, Any], Callable[[], bytes], str]] = {
+    "Avro string declaring 2^62 bytes": (STRING, lambda: zigzag(TOP) + b"abc", "string length"),
+    "Avro bytes declaring 2^62 bytes": (BYTES, lambda: zigzag(TOP) + b"abc", "bytes length"),
+    "Avro string of negative length": (STRING, lambda: zigzag(-1) + b"abc", "string length -1"),
+    "Avro array of 2^62 longs, 1 MiB": (LONGS, lambda: zigzag(TOP) + ONE * MIB, "array count"),
+    "Avro map of 2^62 entries, 1 MiB": (
+        MAP,
+        lambda: zigzag(TOP) + (zigzag(1) + b"k" + ONE) * (MIB // 3),
+        "map count",
+    ),
+    "Avro array block count lying (1M declared, 1,000 present)": (
+        LONGS,
+        lambda: zigzag(10**6) + ONE * 1000 + b"\x00",
+        "array count 1000000",
+    ),
+    "Avro negative block count, byte size 2^62": (
+        LONGS,
+        lambda: zigzag(-3) + zigzag(TOP) + ONE * 3 + b"\x00",
+        "array block size",
+    ),
+    "Avro recursive schema, a datum 1 MiB deep": (
+        NODE,
+        lambda: b"\x02" * MIB + b"\x00",
+        "nested deeper than",
+    ),
+    "Avro varint of 1 MiB continuation bytes": (
+        LONG,
+        lambda: b"\xff" * MIB + b"\x01",
+        "varint over 10 bytes",
+    ),
+    "Avro varint past 64 bits (10 bytes)": (
+        LONG,
+        lambda: b"\xff" * 9 + b"\x7f",
+        "varint over 64 bits",
+    ),
+    "Avro union index 2^62": (NODE, lambda: zigzag(TOP) + b"\x00", "union index"),
+    # An object container file: magic, a metadata map holding a 1 MiB avro.schema, the sync
+    # marker. Not a record format Tideway decodes (one datum per record); not UTF-8 either.
+    "Avro object container header of 1 MiB": (
+        STRING,
+        lambda: (
+            b"Obj\x01"
+            + zigzag(1)
+            + zigzag(len("avro.schema"))
+            + b"avro.schema"
+            + zigzag(MIB)
+            + b'"' * MIB
+            + b"\x00"
+            + b"\xff" * 16
+        ),
+        "neither",
+    ),
+}
+
+
+def record_and_config(name: str) -> tuple[bytes, DecoderConfig]:
+    """The record ``name`` and the decoder configuration it is read with."""
+    if name not in AVRO:
+        return RECORDS[name](), DecoderConfig()
+    schema, datum, _ = AVRO[name]
+    header = (
+        b"" if name.endswith("container header of 1 MiB") else b"\x00" + AVRO_ID.to_bytes(4, "big")
+    )
+    return header + datum(), DecoderConfig(avro_schemas_by_id={AVRO_ID: parse_schema(schema)})
+
+
 class PeakRss:
     """The largest RSS seen, sampled every ``every`` seconds on a thread."""
 
@@ -92,15 +193,16 @@ FLUSH_FACTOR = 10
 def measure(name: str) -> dict[str, object]:
     """Decode the record ``name``, then plan its flush; sizes, rows and peak RSS growth of
     the decode alone and of the whole, with their bounds."""
-    data = RECORDS[name]()
+    data, config = record_and_config(name)
     meta = RecordMeta("shardId-000000000000", 1, ARRIVAL_US)
     started = time.perf_counter()
     rows = dead = decoded_bytes = 0
+    reason = ""
     watch = PeakRss()
     try:
-        decoded = decode_record(data, DecoderConfig())
-    except DecodeError:
-        decoded, dead = None, 1
+        decoded = decode_record(data, config)
+    except DecodeError as exc:
+        decoded, dead, reason = None, 1, exc.reason
     decode_growth = watch.close()
     total = decode_growth
     if decoded is not None:
@@ -118,6 +220,7 @@ def measure(name: str) -> dict[str, object]:
         "decoded_bytes": decoded_bytes,
         "rows": rows,
         "dead_letters": dead,
+        "reason": reason,
         "decode_rss_mb": round(decode_growth / MIB, 1),
         "decode_bound_mb": round(base / MIB, 1),
         "rss_growth_mb": round(total / MIB, 1),
@@ -129,5 +232,32 @@ def measure(name: str) -> dict[str, object]:
     }
 
 
+def in_fresh_process(name: str) -> dict[str, Any]:
+    """``measure(name)`` in a new interpreter; a crash (SIGSEGV) is reported as such."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.hostile.consumer", name],
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    if out.returncode:
+        return {"name": name, "crashed": out.returncode}
+    result: dict[str, Any] = orjson.loads(out.stdout.splitlines()[-1])
+    return result
+
+
+def table_row(got: dict[str, Any]) -> str:
+    """One row of docs/security.md: attack, status, decode RSS (bound), lines landed."""
+    if "crashed" in got:
+        return f"| {got['name']} | **worker killed** (exit {got['crashed']}) | | |"
+    status = f"dead letter `{got['reason']}`" if got["dead_letters"] else "decoded"
+    rss = f"+{got['decode_rss_mb']} MB ({got['decode_bound_mb']})"
+    return f"| {got['name']} ({got['record_bytes']:,} B) | {status} | {rss} | {got['rows']} |"
+
+
 if __name__ == "__main__":
-    sys.stdout.write(orjson.dumps(measure(sys.argv[1])).decode() + "\n")
+    if sys.argv[1] == "--table":
+        for attack in AVRO:
+            sys.stdout.write(table_row(in_fresh_process(attack)) + "\n")
+    else:
+        sys.stdout.write(orjson.dumps(measure(sys.argv[1])).decode() + "\n")

@@ -38,6 +38,9 @@ class Outcome:
     healthz_worst_ms: float
     healthz_p99_ms: float
     answer_bytes: int
+    healthz_p50_ms: float = 0.0
+    healthz_answers: int = 0  # /healthz answers received while the request was in flight
+    healthz_all_ok: bool = True  # every /healthz answer was 200
 
     @property
     def within_bound(self) -> bool:
@@ -112,35 +115,51 @@ async def serve_subprocess(
             proc.wait()
 
 
-async def _healthz(url: str, stop: asyncio.Event, out: list[float]) -> None:
+@dataclass(frozen=True)
+class Probe:
+    """One /healthz answer: when it was asked and answered (perf_counter), its status."""
+
+    asked: float
+    answered: float
+    status: int
+
+
+async def _healthz(url: str, stop: asyncio.Event, out: list[Probe]) -> None:
     connector = aiohttp.TCPConnector(limit=1)  # its own connection, never the attacker's
     async with aiohttp.ClientSession(connector=connector) as s:
         while not stop.is_set():
             started = time.perf_counter()
             async with s.get(url + "/healthz") as r:
                 await r.read()
-            out.append(time.perf_counter() - started)
+            out.append(Probe(started, time.perf_counter(), r.status))
             await asyncio.sleep(0.02)
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
 async def attack_once(url: str, watch: RssWatch, attack: Attack) -> Outcome:
     before = watch.reset()
     stop = asyncio.Event()
-    latencies: list[float] = []
-    probe = asyncio.create_task(_healthz(url, stop, latencies))
+    probes: list[Probe] = []
+    probe = asyncio.create_task(_healthz(url, stop, probes))
     await asyncio.sleep(0.05)
     headers = {"Content-Type": attack.content_type, "X-API-Key": KEY, **attack.headers}
+    sent = time.perf_counter()
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as s,
         s.request(attack.method, url + attack.path, data=attack.body, headers=headers) as r,
     ):
         answer = await r.read()
         status = r.status
+    done = time.perf_counter()
     await asyncio.sleep(0.05)
     stop.set()
     await probe
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else 0.0
+    latencies = sorted(p.answered - p.asked for p in probes)
     return Outcome(
         attack=attack.name,
         status=status,
@@ -150,8 +169,11 @@ async def attack_once(url: str, watch: RssWatch, attack: Attack) -> Outcome:
         rss_growth_mb=round((watch.peak - before) / MB, 1),
         bound_mb=round((2 * attack.decompressed + 64 * MIB) / MB, 1),
         healthz_worst_ms=round(1000 * max(latencies, default=0.0), 1),
-        healthz_p99_ms=round(1000 * p99, 1),
+        healthz_p99_ms=round(1000 * _percentile(latencies, 0.99), 1),
         answer_bytes=len(answer),
+        healthz_p50_ms=round(1000 * _percentile(latencies, 0.5), 1),
+        healthz_answers=sum(sent < p.answered < done for p in probes),
+        healthz_all_ok=all(p.status == 200 for p in probes),
     )
 
 

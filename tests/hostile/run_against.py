@@ -44,8 +44,10 @@ async def main(source: str, names: list[str]) -> None:
         write_report(outcomes, Path("/tmp/tideway-hostile-run.json"))
         for o in outcomes:
             sys.stdout.write(
-                f"{o.status} rss {o.rss_before_mb} -> {o.rss_peak_mb} MB, /healthz worst "
-                f"{o.healthz_worst_ms} ms, answer {o.answer_bytes} B: {o.attack}\n"
+                f"{o.status} rss {o.rss_before_mb} -> {o.rss_peak_mb} MB, /healthz p50 "
+                f"{o.healthz_p50_ms} p99 {o.healthz_p99_ms} max {o.healthz_worst_ms} ms "
+                f"({o.healthz_answers} answers in flight, all 200: {o.healthz_all_ok}), "
+                f"answer {o.answer_bytes} B: {o.attack}\n"
             )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.hostile.consumer import RECORDS
+from tests.hostile.consumer import AVRO, RECORDS
 
 REPORT = Path("/tmp/tideway-hostile-consumer.json")
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,3 +36,11 @@ def test_hostile_record_lands_within_the_memory_bound(name: str) -> None:
     assert got["dead_letters"] == 0 and got["rows"], got
     assert got["decode_rss_mb"] <= got["decode_bound_mb"], got  # type: ignore[operator]
     assert got["rss_growth_mb"] <= got["bound_mb"], got  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("name", sorted(AVRO))
+def test_hostile_avro_is_dead_lettered_with_its_reason_within_the_memory_bound(name: str) -> None:
+    got = _measure(name)
+    assert got["dead_letters"] == 1 and got["rows"] == 0, got
+    assert AVRO[name][2] in str(got["reason"]), got
+    assert got["decode_rss_mb"] <= got["decode_bound_mb"], got  # type: ignore[operator]

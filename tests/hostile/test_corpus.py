@@ -1,6 +1,8 @@
 """The hostile corpus against a real ``tideway serve`` (issue 15): every request is answered
 as specified, no request within the limits raises RSS past 2x its decompressed size + 64 MB,
-and /healthz keeps answering (target 100 ms p99; asserted < 1 s on a shared 2-core box)."""
+and /healthz keeps answering: always 200, and several times while the heaviest request is
+parsed. Its latency (p50, p99, max) is measured into the report, never asserted: a timer
+assertion flakes on a loaded machine (docs/security.md has the figures)."""
 
 from __future__ import annotations
 
@@ -22,15 +24,20 @@ from tests.hostile.harness import (
 REPORT = Path(os.environ.get("TIDEWAY_HOSTILE_REPORT", "/tmp/tideway-hostile.json"))
 
 
+# A loop blocked for the whole parse answers /healthz at most once (the probe asked before
+# the block); one that keeps serving answers every ~20 ms.
+ANSWERS_DURING_A_HEAVY_REQUEST = 3
+
+
 def _assert_the_contract(outcomes: list[Outcome]) -> None:
-    """Answered as specified, RSS within 2x decompressed + 64 MB, /healthz under 1 s (the
-    target is 100 ms; the measured figures are in the report), answers under 16 MiB."""
+    """Answered as specified, RSS within 2x decompressed + 64 MB, /healthz always 200,
+    answers under 16 MiB."""
     wrong = [(o.attack, o.status) for o in outcomes if not o.allowed]
     assert not wrong, wrong
     heavy = [(o.attack, o.rss_growth_mb, o.bound_mb) for o in outcomes if not o.within_bound]
     assert not heavy, heavy
-    slow = [(o.attack, o.healthz_worst_ms) for o in outcomes if o.healthz_worst_ms >= 1000]
-    assert not slow, slow
+    unhealthy = [o.attack for o in outcomes if not o.healthz_all_ok]
+    assert not unhealthy, unhealthy
     assert all(o.answer_bytes < 16 * 1024 * 1024 for o in outcomes)
 
 
@@ -55,3 +62,9 @@ async def test_the_heaviest_allowed_request_of_each_type_stays_within_the_bound(
             outcomes.extend(await run_corpus(url, pid, [attack]))
     write_report(outcomes, REPORT.with_name(REPORT.stem + "-heaviest.json"))
     _assert_the_contract(outcomes)
+    blocked = [
+        (o.attack, o.healthz_answers)
+        for o in outcomes
+        if o.status == 200 and o.healthz_answers < ANSWERS_DURING_A_HEAVY_REQUEST
+    ]
+    assert not blocked, blocked  # the loop kept serving while each accepted one was parsed

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import random
-import time
 import tracemalloc
 from collections.abc import Callable
 
@@ -99,19 +98,21 @@ async def test_the_budget_is_charged_for_lines_not_only_bytes(settings: Settings
     assert status == 413 and "bytes of buffer" in answer["error"], answer
 
 
-async def _healthz_worst(url: str, done: asyncio.Event) -> float:
-    worst = 0.0
+async def _healthz_answers(url: str, done: asyncio.Event) -> list[int]:
+    """The status of every /healthz answered until ``done``."""
+    statuses: list[int] = []
     async with aiohttp.ClientSession() as s:
         while not done.is_set():
-            started = time.perf_counter()
             async with s.get(url + "/healthz") as r:
-                assert r.status == 200
-            worst = max(worst, time.perf_counter() - started)
+                statuses.append(r.status)
             await asyncio.sleep(0.01)
-    return worst
+    return statuses
 
 
 async def test_healthz_answers_while_the_heaviest_bodies_are_parsed(settings: Settings) -> None:
+    """The loop keeps serving /healthz during the parse: every answer 200, and several of
+    them while the body is parsed (a loop blocked throughout answers at most the one asked
+    before the block). Latency is measured by tests/hostile/run_against.py, not asserted."""
     # The caps lifted, so the 16 MiB bodies of the issue are really parsed (not refused).
     heavy = settings.model_copy(
         update={"max_lines_per_request": 10_000_000, "max_inflight_bytes": 1024 * MIB}
@@ -123,13 +124,15 @@ async def test_healthz_answers_while_the_heaviest_bodies_are_parsed(settings: Se
     async with serving(heavy) as url, aiohttp.ClientSession() as s:
         for path, body, ctype in bodies:
             done = asyncio.Event()
-            probe = asyncio.create_task(_healthz_worst(url, done))
+            probe = asyncio.create_task(_healthz_answers(url, done))
+            await asyncio.sleep(0)  # the probe asks first
             async with s.post(url + path, data=body, headers={"Content-Type": ctype}) as r:
                 answer = await r.read()
             done.set()
-            worst = await probe
+            statuses = await probe
             assert r.status in (400, 413) or (path == "/_bulk" and r.status == 200), r.status
-            assert worst < 1.0, (path, worst)  # target 0.1 s; generous on a shared 2-core box
+            assert set(statuses) == {200}, (path, statuses)
+            assert len(statuses) >= 3, (path, statuses)
             assert len(answer) < 64 * MIB
 
 

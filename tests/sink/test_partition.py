@@ -11,6 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from service.decode.types import DecodedRecord, LineBatch, RecordMeta
+from service.errors import DecodeError
+from service.sink.opened import HOUR_US, OpenedPartitions
 from service.sink.partition import (
     OTHER_SERVICE,
     PartitionTemplate,
@@ -18,7 +20,7 @@ from service.sink.partition import (
     hour_path,
     safe_services,
 )
-from service.sink.plan import Layout, plan_flush
+from service.sink.plan import FlushPlan, Layout, plan_document, plan_flush, plan_from_document
 from service.sink.rules import FieldMapping
 
 ARRIVAL = int(datetime(2026, 11, 20, 9, 30, tzinfo=UTC).timestamp() * 1e6)
@@ -153,3 +155,60 @@ def test_template_is_configurable_and_validated() -> None:
         PartitionTemplate("year={year}")
     keys = data_keys([{"timestamp": "2026-11-20T07:15:00Z", "service": "api"}], template=tpl)
     assert keys[0].startswith("logs/service=api/dt=2026-11-20/")
+
+
+# ------------------------------------------------------------ across flushes of one hour
+
+
+def flush_with(lines: list[dict[str, object]], layout: Layout, seq: int = 1) -> FlushPlan:
+    recs = [
+        DecodedRecord(
+            RecordMeta("shardId-1", seq + i, ARRIVAL), (LineBatch(orjson.dumps(line), 1),)
+        )
+        for i, line in enumerate(lines)
+    ]
+    return plan_flush("shardId-1", recs, [], layout, FieldMapping())
+
+
+def test_new_names_in_every_flush_open_at_most_the_limit_in_the_hour() -> None:
+    opened = OpenedPartitions()
+    partitions: set[str] = set()
+    for flush in range(20):
+        lines = [{"service": f"t-{flush}-{n}", "message": f"{flush}/{n}"} for n in range(3)]
+        plan = flush_with(lines, Layout("s", max_partitions=5, opened=opened), seq=flush * 3)
+        assert plan.rows == 3 and plan.opened is not None
+        opened = plan.opened
+        partitions |= {o.partition for o in plan.objects}
+    assert len(partitions) == 5 and len(opened) == 5
+    assert sum(OTHER_SERVICE in p for p in partitions) == 1
+
+
+def test_a_partition_opened_earlier_in_the_hour_stays_open() -> None:
+    first = flush_with(
+        [{"service": "api"}], Layout("s", max_partitions=2, opened=OpenedPartitions())
+    )
+    assert first.opened is not None
+    later = flush_with(
+        [{"service": "api"}, {"service": "new"}], Layout("s", max_partitions=2, opened=first.opened)
+    )
+    assert sorted(o.partition.rsplit("=", 1)[1] for o in later.objects) == [OTHER_SERVICE, "api"]
+
+
+def test_a_later_arrival_hour_starts_a_new_set() -> None:
+    full = OpenedPartitions(ARRIVAL // HOUR_US - 1, frozenset({b"x" * 8, b"y" * 8}))
+    plan = flush_with([{"service": "api"}], Layout("s", max_partitions=2, opened=full))
+    assert plan.objects[0].partition.endswith("service=api")
+    assert plan.opened is not None and plan.opened.hour == ARRIVAL // HOUR_US
+
+
+def test_opened_partitions_are_pinned_by_the_plan_document() -> None:
+    opened = flush_with(
+        [{"service": f"s{i}"} for i in range(7)],
+        Layout("s", max_partitions=4, opened=OpenedPartitions()),
+    ).opened
+    assert opened is not None
+    assert OpenedPartitions.decode(opened.encode()) == opened
+    layout = Layout("s", max_partitions=4, opened=opened)
+    assert plan_from_document(plan_document(layout, FieldMapping()))[0] == layout
+    with pytest.raises(DecodeError):
+        OpenedPartitions.decode(b"OP1" + opened.encode()[3:-3])

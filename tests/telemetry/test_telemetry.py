@@ -367,6 +367,7 @@ def test_any_reason_maps_into_its_closed_class_set(reason: str) -> None:
         ("record is neither a known format nor UTF-8 text", "not_text"),
         ("unmappable: timestamp out of range", "unmappable"),
         ("decoder failed: KeyError", "decoder_error"),
+        ("poisoned: flush failed 3 times: ValueError: x", "poisoned"),
     ],
 )
 def test_dead_letter_reasons_of_the_decoders_have_their_own_class(
