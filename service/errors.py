@@ -51,3 +51,7 @@ class LeaseLostError(TidewayError):
 
 class KinesisUnavailableError(TidewayError):
     """Kinesis did not accept the records before the deadline."""
+
+
+class ServeWorkerError(TidewayError):
+    """A serve worker keeps dying as it starts; the message names it and its last exit code."""

@@ -114,6 +114,9 @@ async def start(state: IngestState, host: str, port: int) -> grpc.aio.Server:
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
+            # The other serve workers listen on the same port (the kernel spreads
+            # connections over them), as on the HTTP port.
+            ("grpc.so_reuseport", 1),
         ]
     )
     # No (de)serializers: the request arrives as bytes and is walked on the wire like

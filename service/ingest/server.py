@@ -26,9 +26,10 @@ from service.ingest.handling import IngestState
 from service.ingest.producer import Producer
 from service.ingest.protocol import GuardedAppRunner
 from service.settings import Settings, available_cpus
-from service.telemetry.metrics import IngestMetrics, workers_registry
+from service.telemetry.metrics import IngestMetrics
 from service.telemetry.names import ROLE_SERVE
 from service.telemetry.session import service_telemetry
+from service.telemetry.workers import workers_registry
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 8080

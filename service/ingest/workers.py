@@ -6,8 +6,12 @@ with SO_REUSEPORT (the kernel spreads connections over them) with their own even
 Kinesis client, producer identity and ``1/count`` of the in-flight byte budget, and a
 shared directory where prometheus_client's multiprocess mode sums their metrics. SIGTERM
 is forwarded to every worker, which drains as a single server does; the supervisor exits 0
-once all have exited 0. A worker that dies unexpectedly stops the others (ECS replaces the
-task): the supervisor never runs with a silently missing worker.
+once all have exited 0.
+
+A worker that dies unexpectedly is started again in its place, after a jittered backoff
+that doubles while the deaths come soon after start; ``MAX_QUICK_DEATHS`` of those in a row
+(a worker that cannot start: a port taken, a broken setting) stop the others and raise
+``ServeWorkerError``, so the task fails with one line instead of crash-looping silently.
 """
 
 from __future__ import annotations
@@ -17,20 +21,36 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import random
 import signal
 import socket
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
 
+from service.errors import ServeWorkerError
 from service.settings import Settings, available_cpus
-from service.telemetry.metrics import MULTIPROCESS_DIR_ENV, worker_exited
+from service.telemetry.workers import (
+    MULTIPROCESS_DIR_ENV,
+    SUPERVISOR,
+    worker_exited,
+    worker_started,
+)
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 8080
 _POLL = 0.2
 # After the workers' own drain (shutdown_grace plus a few seconds of answers), kill.
 _EXIT_SLACK = 5.0
+# A worker that dies sooner than this after its start died starting (spawn and imports
+# take 1-3 s, but up to 20 s were seen on an overloaded core); its restarts back off, and
+# MAX_QUICK_DEATHS in a row end it.
+QUICK_DEATH_SECONDS = 60.0
+MAX_QUICK_DEATHS = 5
+_BACKOFF_FIRST = 0.25
+_BACKOFF_MAX = 5.0
 
 # target(settings, threads, metrics_dir): runs one worker until SIGTERM (module level, so
 # that the spawn start method can pickle it).
@@ -53,12 +73,94 @@ def _held_port(host: str, port: int) -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
+def restart_delay(quick_deaths: int) -> float:
+    """Seconds before starting a worker again after its ``quick_deaths``-th quick death in a
+    row (0 after a death that was not quick): doubling from 0.25 s up to 5 s, jittered."""
+    if quick_deaths == 0:
+        return 0.0
+    ceiling: float = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2.0 ** (quick_deaths - 1))
+    return ceiling * random.uniform(0.5, 1.0)
+
+
+@dataclass
+class _Slot:
+    """One of the ``count`` worker places: its current process and how it has been dying."""
+
+    index: int
+    process: BaseProcess
+    started: float
+    quick_deaths: int = 0
+    restart_at: float | None = None
+
+
+class _Workers:
+    """The worker processes of one supervisor, each started again when it dies."""
+
+    def __init__(
+        self,
+        context: SpawnContext,
+        target: WorkerTarget,
+        args: tuple[Settings, int, str],
+        count: int,
+    ) -> None:
+        self.context, self.target, self.args = context, target, args
+        self.metrics_dir = args[2]
+        loop = asyncio.get_running_loop()
+        self.slots = [_Slot(i, self._start(i), loop.time()) for i in range(count)]
+
+    def _start(self, index: int) -> BaseProcess:
+        process = self.context.Process(
+            target=self.target, args=self.args, name=f"tideway-serve-{index}"
+        )
+        process.start()
+        if process.pid is not None:
+            worker_started(index, process.pid, self.metrics_dir)
+        return process
+
+    @property
+    def processes(self) -> list[BaseProcess]:
+        """The current workers (not a dead one waiting for its restart)."""
+        return [slot.process for slot in self.slots if slot.restart_at is None]
+
+    def tend(self, now: float) -> None:
+        """Notice dead workers and start due replacements; ``ServeWorkerError`` when one
+        died ``MAX_QUICK_DEATHS`` times in a row soon after its start."""
+        for slot in self.slots:
+            if slot.restart_at is None and not slot.process.is_alive():
+                self._died(slot, now)
+            if slot.restart_at is not None and now >= slot.restart_at:
+                slot.process, slot.started, slot.restart_at = self._start(slot.index), now, None
+                log.info("serve worker started again", extra={"worker": slot.index})
+
+    def _died(self, slot: _Slot, now: float) -> None:
+        process = slot.process
+        if process.pid is not None:
+            worker_exited(process.pid, self.metrics_dir)
+        quick = now - slot.started < QUICK_DEATH_SECONDS
+        slot.quick_deaths = slot.quick_deaths + 1 if quick else 0
+        if slot.quick_deaths >= MAX_QUICK_DEATHS:
+            raise ServeWorkerError(
+                f"serve worker {slot.index} died {slot.quick_deaths} times in a row within "
+                f"{QUICK_DEATH_SECONDS:g} s of starting (last exit code {process.exitcode}); "
+                "its log above says why"
+            )
+        delay = restart_delay(slot.quick_deaths)
+        slot.restart_at = now + delay
+        log.error(
+            "a serve worker died: starting it again",
+            extra={"worker": slot.index, "exit_code": process.exitcode, "delay_s": delay},
+        )
+
+
 async def supervise(settings: Settings, stop: asyncio.Event, target: WorkerTarget) -> int:
-    """Run ``worker_count(settings)`` workers until ``stop``; 0 when every one drained."""
+    """Run ``worker_count(settings)`` workers until ``stop``, starting again any that dies;
+    0 when every one drained. Raises ``ServeWorkerError`` (after stopping the others) when a
+    worker keeps dying at start."""
     count = worker_count(settings)
     threads = max(1, available_cpus() // count)
     port = DEFAULT_PORT if settings.port is None else settings.port
     share = max(1, settings.max_inflight_bytes // count)
+    loop = asyncio.get_running_loop()
     with (
         tempfile.TemporaryDirectory(prefix="tideway-metrics-") as metrics_dir,
         _held_port(settings.host, port) as bound,
@@ -66,30 +168,27 @@ async def supervise(settings: Settings, stop: asyncio.Event, target: WorkerTarge
         # prometheus_client picks its multiprocess value class at import, from the
         # environment: the spawned workers inherit it from here.
         os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir
+        worker_started(SUPERVISOR, os.getpid(), metrics_dir)
         worker_settings = settings.model_copy(
             update={"port": bound, "max_inflight_bytes": share, "workers": 1}
         )
-        context = multiprocessing.get_context("spawn")
-        workers = [
-            context.Process(
-                target=target,
-                args=(worker_settings, threads, metrics_dir),
-                name=f"tideway-serve-{i}",
-            )
-            for i in range(count)
-        ]
-        for worker in workers:
-            worker.start()
+        workers = _Workers(
+            multiprocessing.get_context("spawn"),
+            target,
+            (worker_settings, threads, metrics_dir),
+            count,
+        )
         log.info("serving", extra={"port": bound, "workers": count, "stream": settings.stream})
-        while not stop.is_set() and all(w.is_alive() for w in workers):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), _POLL)
-        lost = [w.name for w in workers if not w.is_alive()]
-        if lost and not stop.is_set():
-            log.error("a serve worker exited: stopping the others", extra={"workers": lost})
-        codes = await _stop_all(workers, settings.shutdown_grace + _EXIT_SLACK, metrics_dir)
+        try:
+            while not stop.is_set():
+                workers.tend(loop.time())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _POLL)
+        finally:
+            grace = settings.shutdown_grace + _EXIT_SLACK
+            codes = await _stop_all(workers.processes, grace, metrics_dir)
     log.info("drained", extra={"exit_codes": codes})
-    return 0 if stop.is_set() and all(code == 0 for code in codes) else 1
+    return 0 if all(code == 0 for code in codes) else 1
 
 
 async def _stop_all(workers: Sequence[BaseProcess], grace: float, metrics_dir: str) -> list[int]:

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 from service.decode.types import DecodedRecord
 from service.schema import TIMESTAMP, extra_sources
 from service.sink.event_time import times_us
-from service.sink.keyplan import ABSENT, FALLBACK, SLOT, KeyPlans
+from service.sink.keyplan import ABSENT, FALLBACK, SLOT, KeyPlans, pop_nested
 from service.sink.rules import (
     ATTRIBUTES,
     HOST,
@@ -172,6 +172,8 @@ def _map_objects(
             got[slot] = _overrides(objs, keys[slot])
         else:
             got[slot] = _pop_column(objs, keys[slot])
+            if slot in plans.nested:  # before the next slot's pops: it may take the rest
+                pop_nested(objs, keys[slot], got[slot])
     for i in slow:  # the specification's own per-line path
         for slot, value in _spec_row(objs[i], chunk.arrival[i], m).items():
             got[slot][i] = value

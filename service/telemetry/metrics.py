@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.process_collector import ProcessCollector
 
 from service.telemetry import names
@@ -69,25 +69,6 @@ def _total(metric: Counter, where: Callable[[dict[str, str]], bool] | None = Non
 
 def _value(metric: Gauge) -> float:
     return sum(s.value for family in metric.collect() for s in family.samples)
-
-
-# prometheus_client's multiprocess mode: each worker process writes its values to files in
-# this directory (it must be in the environment before prometheus_client is imported, so the
-# supervisor sets it for the workers it starts), and any worker's /metrics sums them.
-MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def workers_registry(directory: str) -> CollectorRegistry:
-    """A registry that reads every serve worker's values from ``directory`` (counters and
-    histograms summed over workers, live or exited; gauges as each declares)."""
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-    return registry
-
-
-def worker_exited(pid: int, directory: str) -> None:
-    """Drop an exited worker's live gauges (its counters stay in the sums)."""
-    multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
 class _Common:

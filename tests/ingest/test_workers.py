@@ -1,5 +1,7 @@
-"""``tideway serve`` on every core (issue 16): worker processes share the port, /metrics
-counts all of them, and SIGTERM drains every one of them."""
+"""``tideway serve`` on every core (issue 16): worker processes share the HTTP and gRPC
+ports, /metrics counts all of them (process figures per worker), a worker that dies is
+started again, one that cannot start ends the supervisor with one line, and SIGTERM drains
+every one of them."""
 
 from __future__ import annotations
 
@@ -7,100 +9,276 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
-import time
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import IO
 
 import aiohttp
+import grpc
 import psutil
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 
+from service.ingest.grpc_logs import EXPORT_PATH
+from service.ingest.workers import MAX_QUICK_DEATHS
 from service.local import free_port
 from service.settings import Settings
-from tests.conftest import Aws
+from tests.conftest import Aws, drain, lineage_counts, read_table
 from tests.ingest_support import ndjson, post, stream_lines
 
 TIDEWAY = Path(sys.executable).with_name("tideway")
-REQUESTS = 40
+CONNECTIONS = 20  # per round, all kept open while the round lasts
+ROUNDS = 10  # rounds before giving up on one worker ever being served
 LINES = 25
 
 
-async def _ready(url: str) -> None:
-    async with aiohttp.ClientSession() as s:
-        for _ in range(200):
+class Serve:
+    """A ``tideway serve`` process with two workers, as ECS runs it."""
+
+    def __init__(
+        self, proc: subprocess.Popen[bytes], port: int, grpc_port: int, stderr: IO[bytes]
+    ) -> None:
+        self.proc, self.port, self.grpc_port, self._stderr = proc, port, grpc_port, stderr
+        self.url = f"http://127.0.0.1:{port}"
+
+    def workers(self) -> list[psutil.Process]:
+        """The live worker processes (not multiprocessing's resource tracker)."""
+        workers = []
+        for child in psutil.Process(self.proc.pid).children():
             try:
-                async with s.get(url + "/readyz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
+                if "spawn_main" in " ".join(child.cmdline()):
+                    workers.append(child)
+            except psutil.NoSuchProcess:  # a dead worker (a zombie until reaped)
                 pass
+        return workers
+
+    def _holding(self, port: int, status: str) -> set[int]:
+        held = set()
+        for child in self.workers():
+            try:
+                conns = child.net_connections("tcp")
+            except psutil.NoSuchProcess:
+                continue
+            if any(c.laddr and c.laddr.port == port and c.status == status for c in conns):
+                held.add(child.pid)
+        return held
+
+    def listening(self, port: int) -> set[int]:
+        return self._holding(port, psutil.CONN_LISTEN)
+
+    def serving(self, port: int) -> set[int]:
+        """Workers holding an established connection on ``port``."""
+        return self._holding(port, psutil.CONN_ESTABLISHED)
+
+    async def all_listening(self, port: int, count: int = 2) -> set[int]:
+        """Wait until ``count`` workers listen on ``port`` (each binds it after its start)."""
+        for _ in range(600):
+            listening = self.listening(port)
+            if len(listening) == count and self.proc.poll() is None:
+                return listening
             await asyncio.sleep(0.1)
-    raise AssertionError("serve never became ready")
+        raise AssertionError(f"never {count} workers listening on {port}: {listening}")
+
+    async def metrics(self) -> str:
+        async with aiohttp.ClientSession() as s, s.get(self.url + "/metrics") as r:
+            return await r.text()
+
+    async def stop(self) -> tuple[int, str]:
+        """SIGTERM, as ECS stops a task; the exit code and stderr."""
+        self.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(self.proc.wait, 60)
+        return code, self.stderr()
+
+    def stderr(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
 
 
-def _workers(pid: int) -> list[psutil.Process]:
-    """The worker processes of ``pid`` (not multiprocessing's resource tracker)."""
-    return [c for c in psutil.Process(pid).children() if "spawn_main" in " ".join(c.cmdline())]
-
-
-def _serving_workers(pid: int, port: int) -> set[int]:
-    """Worker processes of ``pid`` holding an established connection on ``port``."""
-    return {
-        child.pid
-        for child in _workers(pid)
-        if any(
-            c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
-            for c in child.net_connections("tcp")
-        )
-    }
-
-
-async def test_two_workers_share_the_port_count_together_and_drain_on_sigterm(
-    aws: Aws, ready: Settings
-) -> None:
+@asynccontextmanager
+async def _serve(aws: Aws, ready: Settings, grpc_port: int = 0) -> AsyncIterator[Serve]:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     env = aws.env(
         TIDEWAY_STREAM=ready.stream,
         TIDEWAY_BUCKET=ready.bucket,
         TIDEWAY_HOST="127.0.0.1",
         TIDEWAY_PORT=str(port),
+        TIDEWAY_GRPC_PORT=str(grpc_port),
         TIDEWAY_WORKERS="2",
         TIDEWAY_LINGER_MS="20",
     )
-    proc = subprocess.Popen(
-        [str(TIDEWAY), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        await _ready(url)
-        assert len(_workers(proc.pid)) == 2
-        # One connection per request, all kept open: the kernel spreads them over both.
-        sessions = [aiohttp.ClientSession() for _ in range(REQUESTS)]
+    # A file, not a pipe: nobody reads a pipe while the test runs, and a full one would
+    # block the workers' logging.
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(
+            [str(TIDEWAY), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
         try:
-            answers = await asyncio.gather(
-                *(post(s, url + "/ingest", ndjson(f"w{r}", LINES)) for r, s in enumerate(sessions))
-            )
-            serving = _serving_workers(proc.pid, port)
+            yield Serve(proc, port, grpc_port, stderr)
         finally:
-            for s in sessions:
-                await s.close()
-        assert [a[0] for a in answers] == [200] * REQUESTS
-        assert len(serving) == 2, serving
-        async with aiohttp.ClientSession() as s, s.get(url + "/metrics") as r:
-            page = await r.text()
-        accepted = re.search(r"^tideway_ingest_lines_accepted_total (\S+)$", page, re.MULTILINE)
-        assert accepted and float(accepted.group(1)) == REQUESTS * LINES, page[:2000]
-        signalled = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(proc.wait, 30)
-        took = time.monotonic() - signalled
+            if proc.poll() is None:
+                for child in psutil.Process(proc.pid).children():
+                    child.kill()
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+async def _until_both_served(
+    send_round: Callable[[int], Awaitable[set[int]]],
+) -> tuple[int, set[int]]:
+    """Send rounds of ``CONNECTIONS`` connections until both workers served one (the kernel
+    spreads connections by a hash of their addresses) or ``ROUNDS`` rounds; the rounds sent
+    and the workers that served."""
+    served: set[int] = set()
+    rounds = 0
+    while len(served) < 2 and rounds < ROUNDS:
+        served |= await send_round(rounds)
+        rounds += 1
+    return rounds, served
+
+
+async def _http_round(serve: Serve, prefix: str, first: int) -> set[int]:
+    """``CONNECTIONS`` requests of ``LINES`` lines, each on its own connection, all 200."""
+    sessions = [aiohttp.ClientSession() for _ in range(CONNECTIONS)]
+    try:
+        answers = await asyncio.gather(
+            *(
+                post(s, serve.url + "/ingest", ndjson(f"{prefix}{first + r}", LINES))
+                for r, s in enumerate(sessions)
+            )
+        )
+        served = serve.serving(serve.port)
     finally:
-        if proc.poll() is None:
-            for child in psutil.Process(proc.pid).children():
-                child.kill()
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert code == 0, proc.stderr.read() if proc.stderr else b""
-    assert took < 30
-    stored = [x["message"] for x in stream_lines(aws, ready.stream)]
-    assert sorted(stored) == sorted(f"w{r}-{i}" for r in range(REQUESTS) for i in range(LINES))
+        for s in sessions:
+            await s.close()
+    assert [a[0] for a in answers] == [200] * CONNECTIONS, answers
+    return served
+
+
+def _sent(prefix: str, requests: int) -> list[str]:
+    return sorted(f"{prefix}{r}-{i}" for r in range(requests) for i in range(LINES))
+
+
+def _sample(page: str, name: str) -> float:
+    found = re.search(rf"^{name} (\S+)$", page, re.MULTILINE)
+    assert found, page[:2000]
+    return float(found.group(1))
+
+
+async def test_two_workers_share_the_port_count_together_and_drain_on_sigterm(
+    aws: Aws, ready: Settings
+) -> None:
+    async with _serve(aws, ready) as serve:
+        await serve.all_listening(serve.port)
+        rounds, served = await _until_both_served(
+            lambda n: _http_round(serve, "w", n * CONNECTIONS)
+        )
+        assert len(served) == 2, f"one worker served every connection of {rounds} rounds"
+        requests = rounds * CONNECTIONS
+        page = await serve.metrics()
+        assert _sample(page, "tideway_ingest_lines_accepted_total") == requests * LINES
+        code, stderr = await serve.stop()
+    assert code == 0, stderr
+    assert sorted(x["message"] for x in stream_lines(aws, ready.stream)) == _sent("w", requests)
+
+
+async def test_metrics_show_process_figures_of_every_worker(aws: Aws, ready: Settings) -> None:
+    async with _serve(aws, ready) as serve:
+        await serve.all_listening(serve.port)
+        page = await serve.metrics()
+        code, stderr = await serve.stop()
+    assert code == 0, stderr
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds"):
+        values = {
+            m.group(1): float(m.group(2))
+            for m in re.finditer(rf'^{name}{{worker="(\w+)"}} (\S+)$', page, re.MULTILINE)
+        }
+        assert set(values) == {"0", "1", "supervisor"}, page
+        assert all(v > 0 for v in values.values()), (name, values)
+
+
+async def test_a_killed_worker_is_started_again_while_the_other_keeps_serving(
+    aws: Aws, ready: Settings
+) -> None:
+    async with _serve(aws, ready) as serve:
+        first = await serve.all_listening(serve.port)
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        while victim in serve.listening(serve.port):  # until its socket is closed
+            await asyncio.sleep(0.01)
+        # The port keeps answering: the other worker takes every connection meanwhile.
+        await _http_round(serve, "during", 0)
+        second = await serve.all_listening(serve.port)
+        assert victim not in second and len(second & first) == 1
+        await _http_round(serve, "after", 0)
+        code, stderr = await serve.stop()
+    assert code == 0, stderr
+    assert "a serve worker died: starting it again" in stderr
+    stored = sorted(x["message"] for x in stream_lines(aws, ready.stream))
+    assert stored == sorted(_sent("after", CONNECTIONS) + _sent("during", CONNECTIONS))
+
+
+async def test_a_worker_that_cannot_start_ends_the_supervisor_with_one_line(
+    aws: Aws, ready: Settings
+) -> None:
+    # Another program (say a local collector) listens on the gRPC port, without
+    # SO_REUSEPORT: no worker can bind it, however often it is started.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        async with _serve(aws, ready, grpc_port=taken.getsockname()[1]) as serve:
+            code = await asyncio.to_thread(serve.proc.wait, 600)
+            stderr = serve.stderr()
+    assert code != 0
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("tideway serve: ServeWorkerError: serve worker "), stderr[-3000:]
+    assert f"died {MAX_QUICK_DEATHS} times in a row" in last
+
+
+def _export(body: str) -> bytes:
+    request = ExportLogsServiceRequest()
+    request.resource_logs.add().scope_logs.add().log_records.add().body.string_value = body
+    return request.SerializeToString()
+
+
+async def _grpc_round(serve: Serve, first: int) -> set[int]:
+    """``CONNECTIONS`` exports, each on its own channel, all answered without rejections."""
+    channels = [
+        grpc.aio.insecure_channel(f"127.0.0.1:{serve.grpc_port}") for _ in range(CONNECTIONS)
+    ]
+    try:
+        answers = await asyncio.gather(
+            *(
+                c.unary_unary(EXPORT_PATH)(_export(f"grpc {first + n}"), timeout=60)
+                for n, c in enumerate(channels)
+            )
+        )
+        served = serve.serving(serve.grpc_port)
+    finally:
+        for c in channels:
+            await c.close()
+    rejected = [ExportLogsServiceResponse.FromString(a).partial_success for a in answers]
+    assert [r.rejected_log_records for r in rejected] == [0] * CONNECTIONS
+    return served
+
+
+async def test_otlp_grpc_exports_to_two_workers_land_exactly_once(
+    aws: Aws, ready: Settings
+) -> None:
+    async with _serve(aws, ready, grpc_port=free_port()) as serve:
+        await serve.all_listening(serve.grpc_port)
+        rounds, served = await _until_both_served(lambda n: _grpc_round(serve, n * CONNECTIONS))
+        code, stderr = await serve.stop()
+    assert code == 0, stderr
+    assert len(served) == 2, f"one worker served every channel of {rounds} rounds"
+    await drain(ready)
+    table = read_table(aws, ready)
+    messages = sorted(table.column("message").to_pylist())
+    assert messages == sorted(f"grpc {n}" for n in range(rounds * CONNECTIONS))
+    assert set(lineage_counts(table).values()) == {1}
