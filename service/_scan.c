@@ -22,6 +22,10 @@
  *   tentatively: Python parses the times and sends records whose time did not parse (or fell
  *   outside the window) back to its own path, where the key stays in `attributes`.
  *
+ * zoned_times (service/sink/native.py): the µs of the time column's zoned RFC 3339 strings,
+ * exactly those event_time._ZONED admits and fromisoformat reads (tests/sink/test_scan_times.py);
+ * the others are left to event_time.
+ *
  * check_lines (service/ingest/lines.py): which NDJSON lines orjson certainly reads as a
  * non-empty object; the others (and anything it is unsure of: \u escapes, exponents past two
  * digits, nesting past 64) go to orjson, which names the reason.
