@@ -10,7 +10,8 @@ parsing, mapping, partitioning and encoding (not the generator). Each variant fi
 the first 2,000 lines untimed (one-time library set-up: lazy imports, compiled wrappers),
 then on the whole input, timed: the steady state of a long-running consumer or DuckDB
 session. ``--repeat N`` runs N rounds of all variants and reports each variant's best round
-and Tideway's ratio in every round (this machine is shared; single runs move by ±25 %).
+and Tideway's ratio in every round, by wall and by CPU time (on a shared machine wall times
+move by up to 2x between rounds; CPU time much less).
 
 - tideway: ``plan_flush`` over decoded LineBatches of 70 lines (what the envelope decoder
   gives the consumer), i.e. the exact code path of a flush, minus the S3 upload.
