@@ -22,6 +22,10 @@
  *   tentatively: Python parses the times and sends records whose time did not parse (or fell
  *   outside the window) back to its own path, where the key stays in `attributes`.
  *
+ * zoned_times (service/sink/native.py): the µs of the time column's zoned RFC 3339 strings,
+ * exactly those event_time._ZONED admits and fromisoformat reads (tests/sink/test_scan_times.py);
+ * the others are left to event_time.
+ *
  * check_lines (service/ingest/lines.py): which NDJSON lines orjson certainly reads as a
  * non-empty object; the others (and anything it is unsure of: \u escapes, exponents past two
  * digits, nesting past 64) go to orjson, which names the reason.
@@ -39,6 +43,9 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define MAX_KEYS 256      /* top-level keys per line; more: Python path */
 #define MAX_NESTED_KEYS 64 /* keys per nested object checked for duplicates */
@@ -66,6 +73,9 @@ typedef struct {
     int ws;       /* whitespace seen outside strings */
     int escaped;  /* the last string scanned held an escape */
     int dups;     /* look for duplicate keys (only re-emitting cares: they are valid JSON) */
+    int lazy;     /* a top-level value of map_line: a 16-17 digit decimal's shortest-form
+                     check waits in `pending` (the time field is exempt from it) */
+    int pending;  /* significant digits of the decimal whose check waits, else 0 */
 } Cur;
 
 #define ONES 0x0101010101010101ULL
@@ -101,6 +111,23 @@ static int scan_string(Cur *c) {
     int rc = OK;
     c->escaped = 0;
     while (p < end) {
+#ifdef __SSE2__
+        /* plain ASCII, 16 bytes at a time, stopping at the first byte that is not: '"',
+         * '\\', a control character, or (signed compare) one with the high bit set */
+        while (end - p >= 16) {
+            __m128i x = _mm_loadu_si128((const __m128i *)p);
+            __m128i hit = _mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
+                             _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))),
+                _mm_cmplt_epi8(x, _mm_set1_epi8(0x20)));
+            unsigned m = (unsigned)_mm_movemask_epi8(hit);
+            if (m) {
+                p += __builtin_ctz(m);
+                break;
+            }
+            p += 16;
+        }
+#endif
         while (end - p >= 8 && !special8(p)) p += 8; /* plain ASCII, 8 bytes at a time */
         while (p < end && plain[*p]) p++;
         if (p >= end) break;
@@ -227,7 +254,13 @@ static int scan_number(Cur *c, int *kind) {
             }
             /* up to 15 digits every decimal is its double's shortest form; 16 and 17 only
              * sometimes (0.30000000000000004 is, 0.1000000000000000055 is not) */
-            if (sig > 17 || (sig > 15 && !shortest_form(c->p, p, (int)sig))) rc = NONCANON;
+            if (sig > 17) {
+                rc = NONCANON;
+            } else if (sig > 15 && c->lazy) {
+                c->pending = (int)sig; /* map_line checks it unless it is the event time */
+            } else if (sig > 15 && !shortest_form(c->p, p, (int)sig)) {
+                rc = NONCANON;
+            }
         }
     } else if (int_digits > 18 || (neg && int_is_zero)) {
         rc = NONCANON;
@@ -279,6 +312,7 @@ static int scan_container(Cur *c, int depth, int is_object) {
     Py_ssize_t lens[MAX_NESTED_KEYS];
     int nkeys = 0;
     if (depth > MAX_DEPTH) return UNCERTAIN; /* orjson decides (its own depth limit) */
+    c->lazy = 0; /* nested numbers are checked at once */
     c->p++;
     skip_ws(c);
     if (c->p < c->end && *c->p == (is_object ? '}' : ']')) {
@@ -438,8 +472,10 @@ typedef struct {
     Py_ssize_t klen;
     const unsigned char *val, *vend;
     int kind, escaped;
-    int canon; /* re-emitting it gives orjson's bytes */
+    int canon;   /* re-emitting it gives orjson's bytes */
+    int pending; /* a decimal whose shortest-form check waits (Cur.pending) */
     int taken;
+    uint32_t sig; /* key_sig of the key: most names are told apart without a memcmp */
 } Field;
 
 typedef struct {
@@ -449,9 +485,17 @@ typedef struct {
     int n;
 } Group;
 
+/* Length, first and last byte of a key: equal keys have equal signatures. */
+static inline uint32_t key_sig(const unsigned char *k, Py_ssize_t len) {
+    return len ? ((uint32_t)len << 16) ^ ((uint32_t)k[0] << 8) ^ k[len - 1] : 0;
+}
+
 static int find_key(Field *f, int nf, const char *name, Py_ssize_t len) {
+    uint32_t sig = key_sig((const unsigned char *)name, len);
     for (int i = 0; i < nf; i++)
-        if (!f[i].taken && f[i].klen == len && memcmp(f[i].key, name, (size_t)len) == 0) return i;
+        if (f[i].sig == sig && !f[i].taken && f[i].klen == len &&
+            memcmp(f[i].key, name, (size_t)len) == 0)
+            return i;
     return -1;
 }
 
@@ -488,17 +532,23 @@ static int map_line(const unsigned char *s, const unsigned char *e, Group *group
             fl->key = c.p + 1;
             if (scan_string(&c) != OK || c.escaped) return 0; /* keys: plain names only */
             fl->klen = (c.p - 1) - fl->key;
+            fl->sig = key_sig(fl->key, fl->klen);
             for (int i = 0; i < nf; i++)
-                if (f[i].klen == fl->klen && memcmp(f[i].key, fl->key, (size_t)fl->klen) == 0)
+                if (f[i].sig == fl->sig && f[i].klen == fl->klen &&
+                    memcmp(f[i].key, fl->key, (size_t)fl->klen) == 0)
                     return 0; /* duplicate key: orjson keeps the last value */
             skip_ws(&c);
             if (c.p >= c.end || *c.p != ':') return 0;
             c.p++;
             skip_ws(&c);
             fl->val = c.p;
+            c.lazy = 1;
+            c.pending = 0;
             int rc = scan_value(&c, 1, &kind);
+            c.lazy = 0;
             if (rc >= UNCERTAIN) return 0;
             fl->canon = rc == OK;
+            fl->pending = c.pending;
             fl->vend = c.p;
             fl->kind = kind;
             fl->escaped = c.escaped;
@@ -561,8 +611,11 @@ static int map_line(const unsigned char *s, const unsigned char *e, Group *group
     }
     /* Only a number taken as the time may be written otherwise than orjson writes it: the
      * column is parsed from its text, and if it does not parse Python redoes the line. */
-    for (int i = 0; i < nf; i++)
-        if (!f[i].canon && !(&f[i] == chosen[G_TIME] && f[i].kind != V_STRING)) return 0;
+    for (int i = 0; i < nf; i++) {
+        if (&f[i] == chosen[G_TIME] && f[i].kind != V_STRING) continue;
+        if (!f[i].canon) return 0;
+        if (f[i].pending && !shortest_form(f[i].val, f[i].vend, f[i].pending)) return 0;
+    }
     for (int g = 0; g < NGROUPS; g++) emit_value(&cols[g], row, chosen[g], c.ws);
     Column *attrs = &cols[NGROUPS];
     char *start = attrs->base + attrs->len;
@@ -815,9 +868,113 @@ static PyObject *check_lines(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* ---- zoned RFC 3339 times ---- */
+
+static inline int digits2(const unsigned char *p, int *v) {
+    if (!is_digit(p[0]) || !is_digit(p[1])) return 0;
+    *v = (p[0] - '0') * 10 + (p[1] - '0');
+    return 1;
+}
+
+/* Days from 1970-01-01 to y-m-d of the proleptic Gregorian calendar (H. Hinnant). */
+static int64_t days_from_civil(int64_t y, int m, int d) {
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* µs since the epoch of `YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|+HH:MM|-HH:MM)`, a real date and
+ * time of year 0001-9999 with seconds 00-59 and an offset under 24 h: exactly the strings
+ * event_time._ZONED admits that Arrow's cast and datetime.fromisoformat read alike. 0 for
+ * anything else (the caller's Python path decides those). */
+static int zoned_time(const unsigned char *s, Py_ssize_t n, int64_t *out) {
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int c1, c2, mo, d, h, mi, se;
+    if (n < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':')
+        return 0;
+    if (!digits2(s, &c1) || !digits2(s + 2, &c2) || !digits2(s + 5, &mo) ||
+        !digits2(s + 8, &d) || !digits2(s + 11, &h) || !digits2(s + 14, &mi) ||
+        !digits2(s + 17, &se))
+        return 0;
+    int y = c1 * 100 + c2;
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] + (mo == 2 && leap) || h > 23 ||
+        mi > 59 || se > 59)
+        return 0;
+    Py_ssize_t i = 19;
+    int64_t frac = 0;
+    if (i < n && s[i] == '.') {
+        int k = 0;
+        for (i++; i < n && is_digit(s[i]); i++, k++) {
+            if (k >= 6) return 0;
+            frac = frac * 10 + (s[i] - '0');
+        }
+        if (k == 0) return 0;
+        for (; k < 6; k++) frac *= 10;
+    }
+    int64_t offset = 0;
+    if (i + 1 == n && s[i] == 'Z') {
+        i++;
+    } else if (i + 6 == n && (s[i] == '+' || s[i] == '-') && s[i + 3] == ':') {
+        int oh, om;
+        if (!digits2(s + i + 1, &oh) || !digits2(s + i + 4, &om) || oh > 23 || om > 59) return 0;
+        offset = (int64_t)(oh * 60 + om) * 60 * 1000000;
+        if (s[i] == '-') offset = -offset;
+        i += 6;
+    } else {
+        return 0; /* naive, or another zone spelling */
+    }
+    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se;
+    *out = secs * 1000000 + frac - offset;
+    return 1;
+}
+
+PyDoc_STRVAR(zoned_times_doc,
+"zoned_times(kind, offsets, data) -> (us, ok)\n\n"
+"A map_lines column (kind per row, int32 offsets, data): for each row of kind 1 (string)\n"
+"that is a zoned RFC 3339 time as event_time._ZONED admits and Arrow and fromisoformat\n"
+"read alike, ok is 1 and us its µs since the epoch (int64); every other row has ok 0.");
+
+static PyObject *zoned_times(PyObject *self, PyObject *args) {
+    Py_buffer kind, off, data;
+    if (!PyArg_ParseTuple(args, "y*y*y*", &kind, &off, &data)) return NULL;
+    PyObject *us = NULL, *ok = NULL, *result = NULL;
+    Py_ssize_t n = kind.len;
+    if (off.len < (n + 1) * 4) {
+        PyErr_SetString(PyExc_ValueError, "offsets too short");
+        goto done;
+    }
+    us = PyBytes_FromStringAndSize(NULL, n * 8);
+    ok = PyBytes_FromStringAndSize(NULL, n);
+    if (!us || !ok) goto done;
+    const uint8_t *k = kind.buf;
+    const int32_t *o = off.buf;
+    const unsigned char *d = data.buf;
+    int64_t *u = (int64_t *)PyBytes_AS_STRING(us);
+    uint8_t *g = (uint8_t *)PyBytes_AS_STRING(ok);
+    for (Py_ssize_t r = 0; r < n; r++) {
+        u[r] = 0;
+        g[r] = 0;
+        if (k[r] != V_STRING || o[r] < 0 || o[r] > o[r + 1] || o[r + 1] > data.len) continue;
+        g[r] = (uint8_t)zoned_time(d + o[r], o[r + 1] - o[r], &u[r]);
+    }
+    result = PyTuple_Pack(2, us, ok);
+done:
+    Py_XDECREF(us);
+    Py_XDECREF(ok);
+    PyBuffer_Release(&kind);
+    PyBuffer_Release(&off);
+    PyBuffer_Release(&data);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"map_lines", map_lines, METH_VARARGS, map_lines_doc},
     {"check_lines", check_lines, METH_VARARGS, check_lines_doc},
+    {"zoned_times", zoned_times, METH_VARARGS, zoned_times_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -172,9 +172,16 @@ def _times(
     if not present.any():
         return ts, np.ones(len(kind), dtype=bool)
     text = _text(column, np.ones(len(kind), dtype=bool))
-    us = np.zeros(len(kind), dtype=np.int64)
-    parsed = np.zeros(len(kind), dtype=bool)
-    for wanted, parse in ((kind == STRING, string_times_us), (kind >= INT, number_times_us)):
+    # Zoned RFC 3339 strings (nearly every string time) are read by the scanner; the other
+    # strings and the numbers go through event_time, which reads them as parse_time_us does.
+    assert SCAN is not None, "supports() is False without the scanner"
+    zoned_us, zoned_ok = SCAN.zoned_times(*column)
+    us = np.frombuffer(zoned_us, dtype=np.int64).copy()
+    parsed = np.frombuffer(zoned_ok, dtype=np.uint8).astype(bool)
+    for wanted, parse in (
+        ((kind == STRING) & ~parsed, string_times_us),
+        (kind >= INT, number_times_us),
+    ):
         where = np.flatnonzero(wanted)
         if len(where):
             us[where], parsed[where] = parse(text.take(where))
