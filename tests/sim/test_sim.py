@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from tests.sim.faults import PROFILES
-from tests.sim.node import LEASE_DURATION, dedupe_forgetting, uploads_dropping
+from tests.sim.node import LEASE_DURATION, dedupe_forgetting, stale_kept, uploads_dropping
 from tests.sim.world import Result, profile_for, simulate
 
 # The fault classes the consumer survives today; each seed of the sweep runs one of them.
-SWEEP = ["calm", "aws", "machines", "zombies", "reshards", "producer"]
+SWEEP = ["calm", "aws", "machines", "zombies", "reshards", "producer", "deploy"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -133,6 +133,27 @@ def test_the_invariants_catch_a_consumer_that_forgets_landed_envelopes() -> None
     """The harness has teeth: without the dedupe state, re-sent copies land twice."""
     with dedupe_forgetting():
         result = simulate(0, "producer")
+    assert any(v.startswith("DUPLICATED") for v in result.violations), result.report()
+
+
+# A rolling deploy of code that cuts files differently (issue 14 item 3): a replay of the
+# other version's intent writes its own keys and deletes the listed ones its plan does not
+# have (S3 DeleteObjects), under 5xx, lost answers and keys refused in the answer's Errors.
+DEPLOY_SEEDS = [7, 22, 32]
+
+
+def test_a_replay_by_other_code_leaves_each_row_once() -> None:
+    results = [run(seed, "deploy") for seed in DEPLOY_SEEDS]
+    assert all(r.stats["objects_deleted"] > 0 for r in results)
+    assert "s3.delete_errors" in set().union(*(r.kinds for r in results))
+    failed = [r for r in results if r.violations]
+    assert not failed, "\n\n".join(r.report() for r in failed)
+
+
+def test_the_invariants_catch_a_replay_that_keeps_the_other_versions_objects() -> None:
+    """The harness has teeth: without the deletion, the replayed range lands twice."""
+    with stale_kept():
+        result = simulate(DEPLOY_SEEDS[0], "deploy")
     assert any(v.startswith("DUPLICATED") for v in result.violations), result.report()
 
 
