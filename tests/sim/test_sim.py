@@ -212,3 +212,24 @@ def test_issue14_item6_clock_skew_never_expires_a_healthy_worker() -> None:
     for result in assert_exactly_once([0, 2, 6], "skew"):
         skews = [float(line.split()[-1].rstrip("s")) for line in result.schedule if "skew" in line]
         assert max(abs(s) for s in skews) > LEASE_DURATION
+
+
+# Found by the deploy sweep (seeds 1000-1199), not fixed: S3 deletes and uploads are not
+# fenced, so two code versions replaying each other's intents can undo each other's work.
+@pytest.mark.xfail(
+    strict=True, reason="open: a fenced zombie's remove_stale deletes the heir's objects"
+)
+def test_a_zombie_replay_never_deletes_what_the_heir_checkpointed() -> None:
+    """Seed 1031: w6 (other code) pauses mid-replay of shard 1; w7 (old code) takes the
+    shard, replays the intent (deleting w6's keys), uploads and checkpoints; w6 wakes, its
+    remove_stale deletes w7's keys (stale to its own plan), then its fenced write fails.
+    The checkpoint now covers 26 lines that are in no object: LOST."""
+    assert_exactly_once([1031], "deploy")
+
+
+@pytest.mark.xfail(strict=True, reason="open: a zombie's upload re-creates keys the heir deleted")
+def test_a_zombie_upload_never_re_creates_what_the_heir_deleted() -> None:
+    """Seeds 1038, 1043: a node paused (past its lease) inside its upload; the heir, of the
+    other version, replays the intent and deletes the listed keys its plan does not have;
+    the zombie's held PutObject then lands: the range is in S3 under both key sets."""
+    assert_exactly_once([1038, 1043], "deploy")
