@@ -216,7 +216,7 @@ def test_empty_pages_while_records_follow_and_kills(
         firsts = [t for name, at, held in kills for t in checkpoint_times(fleet, name, at, held)]
         replays = fleet.events("replaying intent")
     got = assert_exactly_once(aws, four_shards, producer.sent)
-    assert rule.hits > 50
+    assert rule.hits > 10
     assert replays, "no intent was replayed"
     report_run(
         "empty_pages_and_sigkill_x3",
