@@ -12,7 +12,7 @@ RECORDS ?= 20000
 FUZZ_SECONDS ?= 60
 SEEDS ?= 20
 
-.PHONY: run test lint typecheck unit faults fuzz sim bench bench-full deploy-check env clean agents
+.PHONY: run test lint typecheck unit faults faults-table fuzz sim bench bench-full deploy-check env clean agents
 
 .tools/bin/uv:
 	python3 -m pip install --quiet --target .tools/lib uv==$(UV_VERSION)
@@ -54,6 +54,11 @@ agents:
 
 faults: env
 	$(PY) -m pytest -q -m faults
+
+# The fault suite's table (serve and consume as processes): benchmarks/results/faults.json and
+# the table in docs/operations.md. Slow (about 15 minutes); run by hand, output committed.
+faults-table: env
+	$(PY) -m tests.faults.table
 
 # The C scanner under AddressSanitizer, fed mutated log lines for FUZZ_SECONDS.
 fuzz: env

@@ -21,6 +21,13 @@ MAGIC = b"\xf0TWE"
 VERSION_PLAIN = 1  # no producer identity: never deduplicated
 VERSION = 2  # producer identity, per-producer sequence and creation time follow the fixed part
 PRODUCER_ID_BYTES = 16
+# The contract between the two halves of the idempotent producer: the consumer recognises a
+# copy of a v2 envelope created up to this long after the newest one it saw from the same
+# producer, so every re-send must come within it (settings.put_deadline is held under it).
+DEDUPE_WINDOW_MS = 300_000
+# Of that window, what serve may spend between sealing an envelope and its first attempt
+# (queued behind the in-flight byte budget); the rest is the put deadline's.
+SEND_QUEUE_ALLOWANCE_MS = 60_000
 # magic, version, flags, line count, received_us, content type, source len
 _FIXED = struct.Struct(">4sBBIqBH")
 # v2 only, right after _FIXED: producer id, producer sequence (u64), created_us (i64)

@@ -19,6 +19,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from service.envelope import DEDUPE_WINDOW_MS, SEND_QUEUE_ALLOWANCE_MS
 from service.errors import SettingsError
 
 ENV_PREFIX = "TIDEWAY_"
@@ -177,6 +178,13 @@ class Settings(BaseSettings):
             raise ValueError("glue_table: set both glue_database and glue_table, or neither")
         if self.start_position == "AT_TIMESTAMP" and self.start_timestamp is None:
             raise ValueError("start_timestamp: required when start_position is AT_TIMESTAMP")
+        longest = (DEDUPE_WINDOW_MS - SEND_QUEUE_ALLOWANCE_MS) / 1000
+        if self.put_deadline > longest:
+            raise ValueError(
+                f"put_deadline: {self.put_deadline:g} s outlasts the consumer's dedupe window"
+                f" ({DEDUPE_WINDOW_MS // 1000} s, less {SEND_QUEUE_ALLOWANCE_MS // 1000} s for"
+                f" queueing in serve): a later re-send would land twice; use at most {longest:g}"
+            )
         for field in ("avro_schema", "avro_schema_dir", "extra_columns"):
             path = getattr(self, field)
             if path is not None and not path.exists():

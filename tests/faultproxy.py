@@ -2,7 +2,9 @@
 
 Faults that moto cannot produce come from here: throttling, 5xx, slow answers, connection
 resets, partial PutRecords failures, answers lost after success ("lost_answer": the request
-reaches the backend and takes effect, then the connection drops without the response), and
+reaches the backend and takes effect, then the connection drops without the response),
+empty GetRecords pages while records follow ("empty_page": no records, the same iterator
+back, and a MillisBehindLatest of 0, missing or positive, as Kinesis may answer), and
 "hold" (park a matching request until released,
 so a test can SIGKILL a process at an exact point of the protocol).
 """
@@ -35,7 +37,8 @@ def target_is(*targets: str) -> Matcher:
 @dataclass
 class Rule:
     match: Matcher
-    action: str  # throttle | error500 | delay | reset | hold | blackhole | partial | lost_answer
+    # throttle | error500 | delay | reset | hold | blackhole | partial | lost_answer | empty_page
+    action: str
     times: int = 1_000_000  # how many matching requests it applies to
     probability: float = 1.0
     seconds: float = 0.0  # for delay
@@ -150,9 +153,23 @@ class FaultProxy:
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError
+        if rule.action == "empty_page" and target.endswith(".GetRecords"):
+            return self._empty_page(body)
         if rule.action == "partial" and target.endswith(".PutRecords"):
             return await self._partial_put(request, body)
         return None
+
+    def _empty_page(self, body: bytes) -> web.Response:
+        """A page with no records whose iterator reads the same position again (moto's
+        iterators are stateless); the lag says nothing true about what follows."""
+        page: dict[str, Any] = {
+            "Records": [],
+            "NextShardIterator": orjson.loads(body)["ShardIterator"],
+        }
+        lag = self.rng.choice((0, None, 5000))
+        if lag is not None:
+            page["MillisBehindLatest"] = lag
+        return web.Response(body=orjson.dumps(page), content_type="application/x-amz-json-1.1")
 
     async def _partial_put(self, request: web.Request, body: bytes) -> web.StreamResponse:
         """Forward a random subset of entries; answer the rest as throttled (not written)."""

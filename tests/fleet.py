@@ -312,8 +312,23 @@ def report(name: str, **values: Any) -> None:
             f.write(line + "\n")
 
 
-def report_run(name: str, sent: list[str], got: Landed, trials: int = 1, **extra: Any) -> None:
-    """``report`` of one fault scenario: what was sent and what landed, then its own figures."""
+def report_run(
+    name: str,
+    sent: list[str],
+    got: Landed,
+    trials: int = 1,
+    takeovers: list[float] | None = None,
+    **extra: Any,
+) -> None:
+    """``report`` of one fault scenario: what was sent and what landed, the takeover times
+    (signal to the new owner's first checkpoint) if any, then its own figures."""
+    timing = {}
+    if takeovers:
+        timing = {
+            "takeovers": len(takeovers),
+            "takeover_p50": round(percentile(takeovers, 0.5), 2),
+            "takeover_max": round(max(takeovers), 2),
+        }
     report(
         name,
         records=len(sent) // LINES_PER_RECORD,
@@ -321,6 +336,7 @@ def report_run(name: str, sent: list[str], got: Landed, trials: int = 1, **extra
         trials=trials,
         lost=got.lost,
         duplicated=got.duplicated,
+        **timing,
         **extra,
     )
 
@@ -337,6 +353,16 @@ def takeover_times(fleet: Fleet, victim: str, at: float, shards: list[str]) -> l
     by another worker, as the acquirers logged it."""
     first: dict[str, float] = {}
     for e in fleet.events("lease acquired"):
+        if e["shard_id"] in shards and e["worker"] != victim and log_time(e) >= at:
+            first.setdefault(e["shard_id"], log_time(e) - at)
+    return list(first.values())
+
+
+def checkpoint_times(fleet: Fleet, victim: str, at: float, shards: list[str]) -> list[float]:
+    """Seconds from signalling ``victim`` (at ``at``) to each of ``shards``' first checkpoint
+    by another worker (its first ``flushed`` line: logged once the checkpoint is written)."""
+    first: dict[str, float] = {}
+    for e in fleet.events("flushed"):
         if e["shard_id"] in shards and e["worker"] != victim and log_time(e) >= at:
             first.setdefault(e["shard_id"], log_time(e) - at)
     return list(first.values())

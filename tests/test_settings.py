@@ -160,3 +160,15 @@ def test_cli_exits_2_with_one_line_for_a_bad_setting() -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert proc.stderr.startswith("tideway: setting TIDEWAY_LEASE_DURATION is invalid")
+
+
+def test_a_put_deadline_past_the_dedupe_window_is_refused() -> None:
+    # serve re-sends an envelope until put_deadline; the consumer recognises a copy only
+    # within its dedupe window of the first, so a longer deadline would land copies twice.
+    base = {f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}
+    with pytest.raises(SettingsError) as err:
+        load({**base, "TIDEWAY_PUT_DEADLINE": "400"})
+    message = str(err.value)
+    assert "TIDEWAY_PUT_DEADLINE" in message and "dedupe window" in message
+    assert "\n" not in message
+    assert load({**base, "TIDEWAY_PUT_DEADLINE": "120"}).put_deadline == 120

@@ -27,10 +27,10 @@ from collections.abc import Iterable
 
 import zstandard
 
-from service.envelope import PRODUCER_ID_BYTES
+from service.envelope import DEDUPE_WINDOW_MS, PRODUCER_ID_BYTES
 from service.errors import TidewayError
 
-DEFAULT_WINDOW_MS = 300_000  # 15x the default put deadline (20 s)
+DEFAULT_WINDOW_MS = DEDUPE_WINDOW_MS  # 15x the default put deadline (20 s)
 DEFAULT_MAX_ENTRIES = 30_000  # 30 s of window even at 1,000 records/s (the shard limit)
 _MAGIC = b"TWD1"
 _MAX_DECODED = 64 * 1024 * 1024

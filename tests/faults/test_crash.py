@@ -10,15 +10,24 @@ import pytest
 from service.settings import Settings
 from tests.conftest import Aws, object_keys
 from tests.faultproxy import FaultProxy, Rule, update_item_setting
-from tests.fleet import Fleet, Producer, assert_exactly_once, caught_up, leases, report, wait_until
+from tests.faults.conftest import ServeLines
+from tests.fleet import (
+    Fleet,
+    assert_exactly_once,
+    caught_up,
+    checkpoint_times,
+    leases,
+    report_run,
+    wait_until,
+)
 
 pytestmark = pytest.mark.faults
 
 
 def test_kill_between_upload_and_checkpoint_replays_the_intent_exactly(
-    aws: Aws, ready: Settings, tmp_path: Path
+    aws: Aws, ready: Settings, tmp_path: Path, serve_lines: ServeLines
 ) -> None:
-    producer = Producer(aws, ready.stream, tag="crash")
+    producer = serve_lines(ready, "crash")
     producer.put(120)
     s3 = aws.client("s3")
     with FaultProxy(aws.endpoint) as proxy, Fleet(aws, ready, tmp_path) as fleet:
@@ -37,13 +46,14 @@ def test_kill_between_upload_and_checkpoint_replays_the_intent_exactly(
             for k in object_keys(aws, ready.bucket, "logs/")
         }
         assert uploaded, "step 2 (upload) happened before the held checkpoint"
-        fleet.signal(victim, signal.SIGKILL)
+        killed_at = fleet.signal(victim, signal.SIGKILL)
         proxy.clear()
 
         producer.put(60)
         fleet.start("heir")
         wait_until(lambda: caught_up(aws, ready, producer.tips), 120, "the heir to catch up")
         fleet.stop_all()
+        firsts = checkpoint_times(fleet, "victim", killed_at, sorted(open_intents))
         replays = fleet.events("replaying intent")
 
     got = assert_exactly_once(aws, ready, producer.sent)
@@ -54,10 +64,4 @@ def test_kill_between_upload_and_checkpoint_replays_the_intent_exactly(
     # The heir rewrote the victim's objects with identical keys and bytes.
     for key, body in uploaded.items():
         assert s3.get_object(Bucket=ready.bucket, Key=key)["Body"].read() == body, key
-    report(
-        "kill_between_upload_and_checkpoint",
-        lines=len(producer.sent),
-        trials=1,
-        lost=got.lost,
-        duplicated=got.duplicated,
-    )
+    report_run("kill_between_upload_and_checkpoint", producer.sent, got, takeovers=firsts)

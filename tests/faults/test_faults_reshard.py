@@ -9,9 +9,9 @@ import pytest
 
 from service.settings import Settings
 from tests.conftest import Aws
+from tests.faults.conftest import ServeLines
 from tests.fleet import (
     Fleet,
-    Producer,
     assert_exactly_once,
     caught_up,
     drop_merge_copies,
@@ -30,11 +30,13 @@ def open_shards(aws: Aws, stream: str) -> list[dict[str, object]]:
     return [s for s in shards if "EndingSequenceNumber" not in s["SequenceNumberRange"]]
 
 
-def test_split_then_merge_mid_stream(aws: Aws, ready: Settings, tmp_path: Path) -> None:
+def test_split_then_merge_mid_stream(
+    aws: Aws, ready: Settings, tmp_path: Path, serve_lines: ServeLines
+) -> None:
     if aws.kind != "moto":
         pytest.skip("routes writes around a moto quirk in-process")
     kinesis = aws.client("kinesis")
-    producer = Producer(aws, ready.stream, tag="reshard")
+    producer = serve_lines(ready, "reshard")
     producer.put(300)
     with Fleet(aws, ready, tmp_path) as fleet:
         fleet.start()

@@ -1,13 +1,13 @@
 """Serve and consume as real processes, with 8% of PutRecords answers lost after the
 records were written (tests/faultproxy.py ``lost_answer``): serve re-sends those puts, and
-every line acknowledged 200 is a row in S3 exactly once."""
+every line acknowledged 200 is a row in S3 exactly once (4,000 lines in 1,000 requests,
+ten at a time over two serve processes)."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -18,21 +18,21 @@ from service.local import free_port
 from service.settings import Settings
 from tests.conftest import Aws
 from tests.faultproxy import FaultProxy, Rule, target_is
+from tests.faults.conftest import ServeLines
 from tests.fleet import (
+    LINES_PER_RECORD,
     TIDEWAY,
     Fleet,
     landed,
     leases,
-    report,
+    report_run,
     route_writes_to_open_shards,
-    wait_until,
 )
 from tests.ingest_support import ndjson, post, serving
 
 pytestmark = pytest.mark.faults
 
-REQUESTS = 400
-LINES = 10  # 4,000 lines in all
+REQUESTS = 1000  # of LINES_PER_RECORD (4) lines: 4,000 lines in all
 
 
 def _env(aws: Aws, settings: Settings, endpoint: str, **extra: str) -> dict[str, str]:
@@ -48,80 +48,20 @@ def _env(aws: Aws, settings: Settings, endpoint: str, **extra: str) -> dict[str,
     )
 
 
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/readyz", timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
-async def _send_all(url: str) -> list[str]:
-    """POST every request (8 at a time); return the ids of the lines acknowledged 200."""
-    acknowledged: list[str] = []
-    gate = asyncio.Semaphore(8)
-
-    async def one(s: aiohttp.ClientSession, r: int) -> None:
-        async with (
-            gate,
-            s.post(
-                url + "/ingest",
-                data=ndjson(f"lost{r}", LINES),
-                headers={"Content-Type": "application/x-ndjson"},
-            ) as resp,
-        ):
-            await resp.read()
-            if resp.status == 200:
-                acknowledged.extend(f"lost{r}-{i}" for i in range(LINES))
-
-    async with aiohttp.ClientSession() as s:
-        await asyncio.gather(*(one(s, r) for r in range(REQUESTS)))
-    return acknowledged
-
-
-async def test_lines_acknowledged_despite_lost_put_answers_land_exactly_once(
-    aws: Aws, ready: Settings, tmp_path: Path
+def test_lines_acknowledged_despite_lost_put_answers_land_exactly_once(
+    aws: Aws, ready: Settings, serve_lines: ServeLines
 ) -> None:
-    port = free_port()
     with FaultProxy(aws.endpoint, seed=8) as proxy:
         rule = proxy.add(Rule(target_is("PutRecords"), "lost_answer", probability=0.08))
-        env = _env(
-            aws,
-            ready,
-            proxy.url,
-            TIDEWAY_PORT=str(port),
-            TIDEWAY_RECORD_TARGET_BYTES="2048",
-        )
-        with (tmp_path / "serve.log").open("ab") as out:
-            serve = subprocess.Popen([TIDEWAY, "serve"], env=env, stdout=out, stderr=out)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            await asyncio.to_thread(wait_until, lambda: _ready(url), 60, "serve to be ready")
-            acknowledged = await _send_all(url)
-        finally:
-            serve.terminate()
-            serve.wait(60)
+        producer = serve_lines(ready, "lost", endpoint=proxy.url)
+        producer.put(REQUESTS)
     assert rule.hits > 0
-    drain = subprocess.run(
-        [TIDEWAY, "consume", "--drain"],
-        env=_env(aws, ready, aws.endpoint, TIDEWAY_PORT=str(free_port())),
-        capture_output=True,
-        timeout=300,
-        check=False,
-    )
-    assert drain.returncode == 0, drain.stderr[-2000:]
-    got = landed(aws, ready, acknowledged)
-    report(
-        "lost_put_answers",
-        lines_acknowledged=len(acknowledged),
-        rows=got.rows,
-        lost=got.lost,
-        duplicated=got.duplicated,
-        answers_lost=rule.hits,
-    )
-    assert len(acknowledged) == REQUESTS * LINES
+    _drain(aws, ready)
+    got = landed(aws, ready, producer.sent)
+    report_run("lost_put_answers", producer.sent, got, injected={"lost_answer": rule.hits})
+    assert len(producer.sent) == REQUESTS * LINES_PER_RECORD
     assert (got.lost, got.duplicated, got.dead_letters) == (0, 0, 0), got
-    assert got.rows == len(acknowledged)
+    assert got.rows == len(producer.sent)
 
 
 # The consumer's dedupe state travels: through a hand-off (a new process), through the

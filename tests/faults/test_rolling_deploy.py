@@ -11,7 +11,16 @@ import pytest
 from service.settings import Settings
 from tests.conftest import Aws, object_keys
 from tests.faultproxy import FaultProxy, Rule, update_item_setting
-from tests.fleet import Fleet, Producer, assert_exactly_once, caught_up, leases, report, wait_until
+from tests.faults.conftest import ServeLines
+from tests.fleet import (
+    Fleet,
+    assert_exactly_once,
+    caught_up,
+    checkpoint_times,
+    leases,
+    report_run,
+    wait_until,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -23,9 +32,9 @@ OLD = {
 
 
 def test_a_replay_after_a_settings_change_rewrites_exactly_the_old_objects(
-    aws: Aws, ready: Settings, tmp_path: Path
+    aws: Aws, ready: Settings, tmp_path: Path, serve_lines: ServeLines
 ) -> None:
-    producer = Producer(aws, ready.stream, tag="deploy")
+    producer = serve_lines(ready, "deploy")
     producer.put(120)
     s3 = aws.client("s3")
     with FaultProxy(aws.endpoint) as proxy, Fleet(aws, ready, tmp_path, **OLD) as fleet:
@@ -40,7 +49,7 @@ def test_a_replay_after_a_settings_change_rewrites_exactly_the_old_objects(
             for k in object_keys(aws, ready.bucket, "logs/")
         }
         assert uploaded
-        fleet.signal(victim, signal.SIGKILL)
+        killed_at = fleet.signal(victim, signal.SIGKILL)
         proxy.clear()
 
         for name in OLD:  # the new version's task definition: default settings
@@ -49,6 +58,7 @@ def test_a_replay_after_a_settings_change_rewrites_exactly_the_old_objects(
         fleet.start("heir")
         wait_until(lambda: caught_up(aws, ready, producer.tips), 120, "the heir to catch up")
         fleet.stop_all()
+        firsts = checkpoint_times(fleet, "victim", killed_at, sorted(open_intents))
 
     got = assert_exactly_once(aws, ready, producer.sent)
     # The victim's objects stand as they were: the heir planned under the intent's settings.
@@ -56,10 +66,4 @@ def test_a_replay_after_a_settings_change_rewrites_exactly_the_old_objects(
         assert s3.get_object(Bucket=ready.bucket, Key=key)["Body"].read() == body, key
     # The heir's own flushes (after the intent) use its own template.
     assert any("/hour=" in k for k in object_keys(aws, ready.bucket, "logs/"))
-    report(
-        "rolling_deploy_with_open_intent",
-        lines=len(producer.sent),
-        trials=1,
-        lost=got.lost,
-        duplicated=got.duplicated,
-    )
+    report_run("rolling_deploy_with_open_intent", producer.sent, got, takeovers=firsts)

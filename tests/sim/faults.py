@@ -70,6 +70,12 @@ class Profile:
     late_resend: float = 0.0  # such a re-send comes 5-30 s later (else 0.05-2 s)
     reshard_after_lost_put: float = 0.0  # a reshard between the lost put and its re-send
     very_late_resend: float = 0.0  # a re-send 60-200 s later (the window is 300 s)
+    # A rolling deploy of code that cuts files differently: this share of the nodes started
+    # after the first (replacements) run it, so replays of the other version's intents
+    # delete the keys their plan no longer has (flush.remove_stale, S3 DeleteObjects).
+    code_change: float = 0.0
+    delete_errors: float = 0.0  # DeleteObjects answers 200 with some keys in Errors
+    crash_after_upload: float = 0.0  # share of crashes placed right after an upload applied
 
     def kinds(self) -> list[str]:
         return [k for k, v in vars(self).items() if k != "name" and v]
@@ -124,6 +130,25 @@ class Injector:
         if write and self.chance(p.resent_after_loss):
             return CallFault(latency, lost=True, resent=True, kind="resent_after_loss")
         return CallFault(latency)
+
+    def delete_refusals(self, node: str, t: float) -> Any:
+        """Which keys of one DeleteObjects call S3 refuses (per key, in ``Errors``)."""
+        if not self.chance(self.profile.delete_errors):
+            return lambda key: False
+        picked = random.Random(self.rng.random())
+
+        def refuse(key: str) -> bool:
+            if picked.random() < 0.5:
+                self.note(
+                    t,
+                    f"{node} s3.delete_objects({key}) refused in Errors",
+                    "s3.delete_errors",
+                    node,
+                )
+                return True
+            return False
+
+        return refuse
 
     def page(self) -> dict[str, Any]:
         """Faults of one GetRecords answer (drawn only for calls that reached the service)."""
@@ -195,6 +220,21 @@ PROFILES = {
             crashes=2,
             restarts=1,
             reshards=1,
+        ),
+        # Two code versions in one fleet, each replaying the other's open intents: the replay
+        # deletes the listed keys its own plan does not write, under lost answers and 5xx.
+        Profile(
+            "deploy",
+            code_change=0.5,
+            crashes=4,
+            crash_after_upload=0.7,
+            restarts=2,
+            pauses=1,
+            server_error=0.03,
+            lost_response=0.04,
+            resent_after_loss=0.03,
+            delete_errors=0.3,
+            slow=0.01,
         ),
         Profile(
             "everything",

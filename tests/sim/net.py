@@ -36,6 +36,8 @@ class Endpoint:
     # the write is applied, ``crash_applied``); None = not scheduled.
     crash_countdown: int | None = None
     crash_applied: bool = False
+    # count only S3 uploads toward the crash (kill -9 between upload and checkpoint)
+    crash_on_upload: bool = False
     # a pause (zombie) at an await point: after this many more write calls, held unsent
     pause_countdown: int | None = None
     pause_length: float = 0.0
@@ -117,7 +119,8 @@ class Network:
                     node.paused_until,
                 )
                 await node.gate(self.loop)
-        if write and node.crash_countdown is not None and self.injector.enabled:
+        counts = not node.crash_on_upload or op in ("put_object", "complete_multipart_upload")
+        if write and counts and node.crash_countdown is not None and self.injector.enabled:
             node.crash_countdown -= 1
             if node.crash_countdown <= 0:
                 if node.crash_applied:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ import service.sink.s3 as s3_upload
 from service.consume.runner import shard_context
 from service.consume.worker import ConsumerWorker
 from service.settings import Settings
+from service.sink.plan import FlushPlan, Layout, plan_flush
 
 STREAM = "sim-stream"
 BUCKET = "sim-bucket"
@@ -41,15 +43,33 @@ def sim_settings() -> Settings:
 
 
 def build_worker(
-    settings: Settings, worker_id: str, *, kinesis: Any, s3: Any, dynamodb: Any, drain: bool
+    settings: Settings,
+    worker_id: str,
+    *,
+    kinesis: Any,
+    s3: Any,
+    dynamodb: Any,
+    drain: bool,
+    other_code: bool = False,
 ) -> ConsumerWorker:
     ctx = shard_context(settings, kinesis, s3, dynamodb, worker_id)
+    if other_code:
+        ctx = dataclasses.replace(ctx, planner=other_code_planner)
     return ConsumerWorker(
         ctx,
         lease_duration=settings.lease_duration,
         memory_budget=settings.memory_budget_bytes,
         drain=drain,
     )
+
+
+def other_code_planner(
+    shard_id: str, records: Any, dead: Any, layout: Layout, mapping: Any
+) -> FlushPlan:
+    """The planner of another code version: it cuts one file per Kinesis record whatever the pinned size,
+    so the keys (``first-last``) of a replayed range differ from the other version's."""
+    smaller = dataclasses.replace(layout, file_target_bytes=1)
+    return plan_flush(shard_id, records, dead, smaller, mapping)
 
 
 @contextlib.contextmanager
@@ -74,6 +94,23 @@ def uploads_dropping(drop: Callable[[str], bool]) -> Iterator[None]:
         await real(s3, bucket, [o for o in objects if not drop(o.key)])
 
     setattr(shard_module, name, upload)
+    try:
+        yield
+    finally:
+        setattr(shard_module, name, real)
+
+
+@contextlib.contextmanager
+def stale_kept() -> Iterator[None]:
+    """A broken consumer for the harness's own tests: a replay never deletes the objects
+    its plan no longer has, so a range replayed by other code lands under both key sets."""
+    name = "remove_stale"  # what service.consume.shard calls after a replay's upload
+    real = getattr(shard_module, name)
+
+    async def keep(*args: Any) -> None:
+        return None
+
+    setattr(shard_module, name, keep)
     try:
         yield
     finally:

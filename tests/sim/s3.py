@@ -29,6 +29,7 @@ class S3Model:
     rewrites: list[str] = field(default_factory=list)  # keys rewritten with other bytes
     uploads: dict[str, tuple[str, dict[int, bytes]]] = field(default_factory=dict)
     upload_count: int = 0
+    deletes: list[ObjectWrite] = field(default_factory=list)  # etag "" when there was none
     events: Any = None  # () -> (next global event index, virtual time)
 
     def _bucket(self, kw: dict[str, Any], op: str) -> None:
@@ -80,6 +81,30 @@ class S3Model:
         if kw["UploadId"] not in self.uploads:
             raise client_error("NoSuchUpload", 404, op)
         return self.uploads[kw["UploadId"]]
+
+    def delete_objects(self, node: str, refuse: Callable[[str], bool], **kw: Any) -> dict[str, Any]:
+        """S3's DeleteObjects: up to 1,000 keys; a missing key counts as deleted; a key
+        ``refuse`` names is answered in ``Errors`` (S3 may refuse single keys, 200 overall)."""
+        self._bucket(kw, "DeleteObjects")
+        wanted = [o["Key"] for o in kw["Delete"]["Objects"]]
+        if not wanted or len(wanted) > 1000:
+            raise client_error("MalformedXML", 400, "DeleteObjects")
+        deleted, errors = [], []
+        for key in wanted:
+            if refuse(key):
+                errors.append({"Key": key, "Code": "InternalError", "Message": "sim"})
+                continue
+            body = self.objects.pop(key, None)
+            # Gone: a later write of the key is a first write again, not a rewrite.
+            self.first_written.pop(key, None)
+            index, _ = self.events()
+            etag = "" if body is None else hashlib.md5(body).hexdigest()
+            self.deletes.append(ObjectWrite(index, node, key, etag))
+            deleted.append({"Key": key})
+        resp: dict[str, Any] = {"Errors": errors} if errors else {}
+        if not kw["Delete"].get("Quiet"):
+            resp["Deleted"] = deleted
+        return resp
 
     def list_objects_v2(self, **kw: Any) -> dict[str, Any]:
         self._bucket(kw, "ListObjectsV2")
@@ -170,6 +195,19 @@ class FakeS3:
     async def abort_multipart_upload(self, **kw: Any) -> dict[str, Any]:
         return await self._call(
             "abort_multipart_upload", lambda: self._m.abort_multipart_upload(**kw), kw, write=True
+        )
+
+    async def delete_objects(self, **kw: Any) -> dict[str, Any]:
+        keys = [o["Key"] for o in kw["Delete"]["Objects"]]
+        injector = self._net.injector
+        refuse = injector.delete_refusals(self._node.name, self._net.loop.time())
+        return await self._net.call(
+            self._node,
+            "s3",
+            "delete_objects",
+            lambda: self._m.delete_objects(self._node.name, refuse, **kw),
+            write=True,
+            key=f"{len(keys)} keys from {keys[0] if keys else ''}",
         )
 
     async def list_objects_v2(self, **kw: Any) -> dict[str, Any]:

@@ -16,13 +16,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--first", type=int, default=0)
-    parser.add_argument("--profiles", default="calm,aws,machines,zombies,reshards")
+    parser.add_argument("--profiles", default="calm,aws,machines,zombies,reshards,deploy")
     args = parser.parse_args()
     started = time.process_time()
     runs = 0
     kinds: set[str] = set()
     bad: list[str] = []
-    totals = {"records": 0, "resent_puts": 0, "late_pages": 0}
+    totals = {"records": 0, "resent_puts": 0, "late_pages": 0, "objects_deleted": 0}
     for profile in args.profiles.split(","):
         failed = 0
         for seed in range(args.first, args.first + args.seeds):

@@ -1,4 +1,4 @@
-"""The DynamoDB model answers the real LeaseTable as moto does: the simulation's verdicts
+"""The DynamoDB and S3 models answer the real LeaseTable and sink as moto does: the simulation's verdicts
 are only as good as its models, so the lease table's own calls are replayed on both."""
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from service.consume.leases import SHARD_END, LeaseTable
+from service.sink.s3 import delete_keys
 from tests.conftest import Aws
 from tests.sim.dynamodb import DynamoModel
 from tests.sim.kinesis import KinesisModel
+from tests.sim.s3 import S3Model
 
 TABLE = "sim-conformance"
 
@@ -124,3 +126,42 @@ def test_kinesis_model_ends_a_closed_shard_and_routes_new_records_to_children() 
     listed = {s["ShardId"]: s for s in kinesis.list_shards()["Shards"]}
     assert listed[parent]["SequenceNumberRange"]["EndingSequenceNumber"] == str(seq)
     assert listed[child]["ParentShardId"] == parent
+
+
+async def _delete_story(s3: Any, bucket: str) -> list[Any]:
+    """The sink's own DeleteObjects (service.sink.s3.delete_keys), then what is left."""
+    for key in ("logs/a", "logs/b", "logs/c"):
+        await s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    out: list[Any] = []
+    await delete_keys(s3, bucket, ["logs/b", "logs/a", "logs/never-written"])
+    out.append(sorted(o["Key"] for o in (await s3.list_objects_v2(Bucket=bucket))["Contents"]))
+    loud = await s3.delete_objects(
+        Bucket=bucket, Delete={"Objects": [{"Key": "logs/c"}, {"Key": "logs/x"}]}
+    )
+    out.append(sorted(d["Key"] for d in loud["Deleted"]))
+    out.append(loud.get("Errors", []))
+    out.append((await s3.list_objects_v2(Bucket=bucket)).get("KeyCount"))
+    return out
+
+
+@pytest.mark.asyncio
+async def test_s3_model_deletes_objects_as_moto_does(aws: Aws) -> None:
+    client = aws.client("s3")
+    client.create_bucket(Bucket="sim-conformance")
+    model = S3Model("sim-conformance", events=lambda: (0, 0.0))
+
+    class _ModelClient:
+        async def put_object(self, **kw: Any) -> Any:
+            return model.put_object("node", **kw)
+
+        async def delete_objects(self, **kw: Any) -> Any:
+            return model.delete_objects("node", lambda key: False, **kw)
+
+        async def list_objects_v2(self, **kw: Any) -> Any:
+            return model.list_objects_v2(**kw)
+
+    moto = await _delete_story(_Moto(client), "sim-conformance")
+    assert await _delete_story(_ModelClient(), "sim-conformance") == moto
+    assert moto[0] == ["logs/c"] and moto[-1] == 0
+    deleted = ["logs/a", "logs/b", "logs/never-written", "logs/c", "logs/x"]
+    assert [d.key for d in model.deletes] == deleted

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from tests.sim.faults import PROFILES
-from tests.sim.node import LEASE_DURATION, dedupe_forgetting, uploads_dropping
+from tests.sim.node import LEASE_DURATION, dedupe_forgetting, stale_kept, uploads_dropping
 from tests.sim.world import Result, profile_for, simulate
 
 # The fault classes the consumer survives today; each seed of the sweep runs one of them.
-SWEEP = ["calm", "aws", "machines", "zombies", "reshards", "producer"]
+SWEEP = ["calm", "aws", "machines", "zombies", "reshards", "producer", "deploy"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -136,6 +136,27 @@ def test_the_invariants_catch_a_consumer_that_forgets_landed_envelopes() -> None
     assert any(v.startswith("DUPLICATED") for v in result.violations), result.report()
 
 
+# A rolling deploy of code that cuts files differently (issue 14 item 3): a replay of the
+# other version's intent writes its own keys and deletes the listed ones its plan does not
+# have (S3 DeleteObjects), under 5xx, lost answers and keys refused in the answer's Errors.
+DEPLOY_SEEDS = [7, 22, 32]
+
+
+def test_a_replay_by_other_code_leaves_each_row_once() -> None:
+    results = [run(seed, "deploy") for seed in DEPLOY_SEEDS]
+    assert all(r.stats["objects_deleted"] > 0 for r in results)
+    assert "s3.delete_errors" in set().union(*(r.kinds for r in results))
+    failed = [r for r in results if r.violations]
+    assert not failed, "\n\n".join(r.report() for r in failed)
+
+
+def test_the_invariants_catch_a_replay_that_keeps_the_other_versions_objects() -> None:
+    """The harness has teeth: without the deletion, the replayed range lands twice."""
+    with stale_kept():
+        result = simulate(DEPLOY_SEEDS[0], "deploy")
+    assert any(v.startswith("DUPLICATED") for v in result.violations), result.report()
+
+
 def test_profiles_name_their_fault_kinds() -> None:
     assert PROFILES["calm"].kinds() == []
     assert set(PROFILES["everything"].kinds()) >= {"crashes", "pauses", "reshards", "skew"}
@@ -191,3 +212,24 @@ def test_issue14_item6_clock_skew_never_expires_a_healthy_worker() -> None:
     for result in assert_exactly_once([0, 2, 6], "skew"):
         skews = [float(line.split()[-1].rstrip("s")) for line in result.schedule if "skew" in line]
         assert max(abs(s) for s in skews) > LEASE_DURATION
+
+
+# Found by the deploy sweep (seeds 1000-1199), not fixed: S3 deletes and uploads are not
+# fenced, so two code versions replaying each other's intents can undo each other's work.
+@pytest.mark.xfail(
+    strict=True, reason="open: a fenced zombie's remove_stale deletes the heir's objects"
+)
+def test_a_zombie_replay_never_deletes_what_the_heir_checkpointed() -> None:
+    """Seed 1031: w6 (other code) pauses mid-replay of shard 1; w7 (old code) takes the
+    shard, replays the intent (deleting w6's keys), uploads and checkpoints; w6 wakes, its
+    remove_stale deletes w7's keys (stale to its own plan), then its fenced write fails.
+    The checkpoint now covers 26 lines that are in no object: LOST."""
+    assert_exactly_once([1031], "deploy")
+
+
+@pytest.mark.xfail(strict=True, reason="open: a zombie's upload re-creates keys the heir deleted")
+def test_a_zombie_upload_never_re_creates_what_the_heir_deleted() -> None:
+    """Seeds 1038, 1043: a node paused (past its lease) inside its upload; the heir, of the
+    other version, replays the intent and deletes the listed keys its plan does not have;
+    the zombie's held PutObject then lands: the range is in S3 under both key sets."""
+    assert_exactly_once([1038, 1043], "deploy")

@@ -149,6 +149,14 @@ class Simulation:
         endpoint = Endpoint(name, clock)
         if skew:
             self.injector.note(self.loop.time(), f"{name} clock skew {skew:+.3f}s", "clock_skew")
+        # Replacements (never the first fleet) may run another code version.
+        other_code = (
+            self.profile.code_change > 0
+            and len(self.members) >= FLEET
+            and self.rng.random() < self.profile.code_change
+        )
+        if other_code:
+            self.injector.note(self.loop.time(), f"{name} runs other code", "code_change")
         worker = adapter.build_worker(
             self.settings,
             name,
@@ -156,6 +164,7 @@ class Simulation:
             s3=FakeS3(self.s3, self.net, endpoint),
             dynamodb=FakeDynamoDB(self.dynamo, self.net, endpoint),
             drain=drain,
+            other_code=other_code,
         )
         stop = asyncio.Event()
         ctx = contextvars.copy_context()
@@ -202,6 +211,9 @@ class Simulation:
                 victim = self.rng.choice(live).endpoint
                 victim.crash_countdown = self.rng.randint(1, 12)
                 victim.crash_applied = self.rng.random() < 0.5
+                if p.crash_after_upload and self.rng.random() < p.crash_after_upload:
+                    victim.crash_on_upload, victim.crash_applied = True, True
+                    victim.crash_countdown = self.rng.randint(1, 3)
                 victim.on_crash = self._crashed
             elif live and kind == "pause":
                 target = self.rng.choice(live).endpoint
@@ -326,6 +338,7 @@ class Simulation:
                 "nodes": len(self.members),
                 "virtual_s": int(self.loop.time()),
                 "orphaned_multipart_uploads": len(self.s3.uploads),
+                "objects_deleted": len(self.s3.deletes),
                 "late_pages": self.kinesis.late_pages,
                 "resent_puts": self.workload.resent,
                 # acquires that saw the right epoch and were refused only because the shard
