@@ -18,6 +18,10 @@ MAX_RECORDS_PER_READ = 10_000  # GetRecords Limit maximum
 # A record's flush charge before any was seen: a 25 KiB PUT payload unit (the size the
 # producer packs envelopes near) at 4x; the estimate follows what is read from then on.
 FIRST_RECORD_GUESS = 100 * 1024
+# Flushes planned at once per worker (each in a thread): beside what its records are charged,
+# a plan holds ~10-15 MiB of its own (the Parquet writer's pages, zstd contexts), so twelve
+# shards flushing at once would hold ~150 MiB the budget never sees. One per core.
+PLANS_AT_ONCE = 2
 # A GetRecords answer is held as the HTTP body, its parsed JSON (base64 text) and the
 # decoded bytes at once while the page is turned into records.
 WIRE_COPIES = 3
@@ -35,6 +39,7 @@ class MemoryBudget:
         self.most_replays = 0  # the most replays that ever ran at once (/status, tests)
         self.most_held = 0  # the high-water mark of replays + buffers
         self._freed = asyncio.Event()
+        self.planning = asyncio.Semaphore(PLANS_AT_ONCE)
 
     @property
     def held(self) -> int:

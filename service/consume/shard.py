@@ -14,6 +14,7 @@ objects its own plan no longer has (a code change that renamed keys) before chec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -340,9 +341,10 @@ class ShardConsumer:
         }
         with span("tideway.flush", attributes=attributes, links=flush_links(buffer.records)):
             with span("tideway.encode"):
-                plan, dead_reasons = await plan_range(
-                    self.ctx, self.shard_id, buffer, layout, mapping
-                )
+                async with self.budget.planning if self.budget else contextlib.nullcontext():
+                    plan, dead_reasons = await plan_range(
+                        self.ctx, self.shard_id, buffer, layout, mapping
+                    )
             # A replay keeps the listing it found beside its own: should it die before the
             # stale objects are deleted, the next replay still knows them.
             listing = planned_keys(plan).union(pinned.keys)
