@@ -166,7 +166,9 @@ class ShardConsumer:
         # missing MillisBehindLatest prove nothing (Kinesis answers empty pages while
         # records follow), so they only wait and read again.
         while buffer.last is None or buffer.last < last:
-            reader.limit = read_limit(room - buffer.charge, self.record_charge, self.raw_bytes)
+            # Past its hold the range is still read whole: pages of a quarter of the hold.
+            free = max(room - buffer.charge, room // 4)
+            reader.limit = read_limit(free, self.record_charge, self.raw_bytes)
             batch = await reader.read()
             before = buffer.charge
             past = False
