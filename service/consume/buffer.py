@@ -13,10 +13,24 @@ from service.sink.plan import DeadLetter
 # Python objects around each record's bytes (DecodedRecord, RecordMeta, LineBatch, tuple,
 # bytes headers, list slot): measured with sys.getsizeof on decoded envelope records.
 RECORD_OVERHEAD = 400
-# A flush holds the buffer, its Arrow table (~1x the NDJSON bytes) and the Parquet bodies
-# (~0.15x) at once, and one chunk of parsed dicts: the buffer is charged twice its size.
-FLUSH_WORKING_SET = 2
+# What a flush of the buffer holds at its peak (buffer, Arrow table, one partition's gathered
+# copy, the Parquet writer's pages and bodies), measured with benchmarks/takeover_rss.py and
+# ru_maxrss around plan_flush (docs/operations.md "Memory"): ~3.5-4x the decoded bytes for
+# lines of a few hundred bytes, plus ~300 B of Arrow and Python per row, which is what
+# tiny rows cost (1M lines of 14 bytes peak at 339 MiB: 355 B a row); lines of several KiB
+# and more cost ~6-7x their bytes (the Parquet dictionary and zstd windows of long values).
+FLUSH_WORKING_SET = 4  # per decoded byte
+LINE_CHARGE = 320  # per line (row), beside its bytes
+LONG_LINE = 4096  # a record whose lines average this many bytes or more ...
+LONG_LINE_WORKING_SET = 7  # ... is charged this many times its bytes instead
 DUPLICATE = "duplicate envelope"  # a copy of an envelope already landed (a re-sent put)
+
+
+def record_charge(payload: int, lines: int) -> int:
+    """The bytes a flush holds at its peak for one record of ``payload`` decoded bytes in
+    ``lines`` lines (with the record's own objects, RECORD_OVERHEAD)."""
+    per_byte = LONG_LINE_WORKING_SET if payload >= LONG_LINE * max(1, lines) else FLUSH_WORKING_SET
+    return payload * per_byte + lines * LINE_CHARGE + RECORD_OVERHEAD
 
 
 @dataclass
@@ -28,6 +42,7 @@ class ShardBuffer:
     first: int | None = None
     last: int | None = None
     size: int = 0  # bytes held: payloads, dead letters and per-record object overhead
+    charge: int = 0  # what a flush of it holds at its peak (record_charge of each record)
     lines: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     opened_at: float | None = None  # monotonic time of the first record
@@ -55,6 +70,7 @@ class ShardBuffer:
         except DecodeError as exc:
             self.dead.append(DeadLetter(meta, data, exc.reason))
             self.size += len(data) + len(exc.reason) + RECORD_OVERHEAD
+            self.charge += record_charge(len(data) + len(exc.reason), 1)
             return
         if dedupe is not None and not dedupe.admit(
             decoded.producer_id, decoded.producer_seq, decoded.created_us
@@ -68,7 +84,9 @@ class ShardBuffer:
             # raw bytes are kept so a dead letter can be replayed as it was read (DESIGN §10).
             raw = b"" if decoded.format in ("json", "ndjson", "text") else data
             self.records.append(DecodedRecord(meta, decoded.batches, raw))
-            self.size += sum(len(b.payload) for b in decoded.batches) + len(raw) + RECORD_OVERHEAD
+            payload = sum(len(b.payload) for b in decoded.batches) + len(raw)
+            self.size += payload + RECORD_OVERHEAD
+            self.charge += record_charge(payload, decoded.line_count)
             self.lines += decoded.line_count
 
 
@@ -76,8 +94,8 @@ class ShardBuffer:
 class FlushPolicy:
     """Flush triggers: bytes, age (max latency) and this shard's share of the memory budget.
 
-    The memory trigger charges what the flush itself will hold (FLUSH_WORKING_SET), so a
-    shard's peak stays inside its share of ``memory_budget_bytes``.
+    The memory trigger compares what the flush itself will hold (``ShardBuffer.charge``:
+    bytes and lines) with the shard's share, so many tiny rows flush as early as few big ones.
     """
 
     max_bytes: int
@@ -89,7 +107,7 @@ class FlushPolicy:
             return None
         if buffer.size >= self.max_bytes:
             return "size"
-        if buffer.size * FLUSH_WORKING_SET >= budget_share:
+        if buffer.charge >= budget_share:
             return "memory"
         if buffer.opened_at is not None and now - buffer.opened_at >= self.max_age:
             return "age"

@@ -63,7 +63,7 @@ class ShardLease:
     intent_last: int | None
     parents: tuple[str, ...]
     start_at_ms: int | None = None  # LATEST resolved by the first owner: read from this time
-    intent_bytes: int | None = None  # buffered bytes of the open intent (sizes its replay)
+    intent_bytes: int | None = None  # the open intent's flush charge (its replay holds it)
     dedupe: bytes | None = None
     intent_dedupe: bytes | None = None
     partitions: bytes | None = None  # partitions opened this hour, as of the checkpoint

@@ -14,6 +14,7 @@ objects its own plan no longer has (a code change that renamed keys) before chec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -22,8 +23,8 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from service.consume.budget import FIRST_RECORD_GUESS, MemoryBudget, read_limit
-from service.consume.buffer import FLUSH_WORKING_SET, ShardBuffer
+from service.consume.budget import FIRST_RECORD_GUESS, MemoryBudget, ShardAccount, read_limit
+from service.consume.buffer import ShardBuffer
 from service.consume.context import ShardContext
 from service.consume.dedupe import ShardDedupe, merge
 from service.consume.flush import (
@@ -92,8 +93,9 @@ class ShardConsumer:
         self.closed = closed
         self.ending = ending  # EndingSequenceNumber when closed (updated by the worker)
         self.budget_share = budget_share
-        self.budget = budget  # the worker's, when it gates replays
-        self.record_bytes = FIRST_RECORD_GUESS  # decoded bytes per record, as last read
+        self.budget = budget  # the worker's: replays hold it, the buffer is charged to it
+        self.account = ShardAccount(budget, budget_share)
+        self.record_charge = FIRST_RECORD_GUESS  # flush charge per record, as last read
         self.raw_bytes = FIRST_RECORD_GUESS  # Kinesis bytes per record, as last read
         self.buffer = ShardBuffer()
         self.millis_behind = 0  # as last reported; 0 until Kinesis says otherwise
@@ -115,9 +117,9 @@ class ShardConsumer:
             await self._load_dedupe()
             lease = self.lease
             if lease.intent_first is not None and lease.intent_last is not None:
-                # An intent written without its size may have held up to a whole flush.
-                size = lease.intent_bytes or self.ctx.policy.max_bytes
-                need = size * FLUSH_WORKING_SET
+                # The intent records its flush's charge; one written without it may have
+                # held a whole budget.
+                need = lease.intent_bytes or (self.budget.total if self.budget else 1 << 62)
                 if self.budget is None:
                     await self._replay(lease.intent_first, lease.intent_last, need)
                 else:
@@ -128,6 +130,8 @@ class ShardConsumer:
             log.warning("lease lost", extra={"shard_id": self.shard_id, "epoch": self.epoch})
             self.ctx.metrics.leases_lost.inc()
             return Outcome.LOST
+        finally:
+            self.account.release()
 
     async def _load_dedupe(self) -> None:
         """The state as of the open intent's first record, else as of the checkpoint, else
@@ -155,7 +159,10 @@ class ShardConsumer:
 
     async def _replay(self, first: int, last: int, room: int) -> None:
         """Rebuild an open intent exactly: the same records give the same objects. Reads are
-        sized to ``room`` bytes (what the replay holds of the budget)."""
+        sized to ``room`` bytes (what the replay holds of the budget). The range is read
+        whole, whatever ``room``: cutting it would change its objects (the pinned plan cuts
+        files and caps partitions over the whole range); an intent is written by a flush
+        that fitted its writer's share, so it fits a budget as large as the writer's."""
         log.info(
             "replaying intent",
             extra={"shard_id": self.shard_id, "first": str(first), "last": str(last)},
@@ -168,11 +175,11 @@ class ShardConsumer:
         # missing MillisBehindLatest prove nothing (Kinesis answers empty pages while
         # records follow), so they only wait and read again.
         while buffer.last is None or buffer.last < last:
-            reader.limit = read_limit(
-                room - buffer.size * FLUSH_WORKING_SET, self.record_bytes, self.raw_bytes
-            )
+            # Past its hold the range is still read whole: pages of a quarter of the hold.
+            free = max(room - buffer.charge, room // 4)
+            reader.limit = read_limit(free, self.record_charge, self.raw_bytes)
             batch = await reader.read()
-            before = buffer.size
+            before = buffer.charge
             past = False
             for n, record in enumerate(batch.records, 1):
                 meta = _meta(self.shard_id, record)
@@ -196,15 +203,13 @@ class ShardConsumer:
         await self._flush(buffer, last, reason="replay", first=first, pinned=pinned)
         self.ctx.metrics.replays.inc()
 
-    def _replays_hold_memory(self) -> bool:
-        return self.budget is not None and self.budget.held > 0
-
     def _learn_record_size(
         self, buffer: ShardBuffer, records: list[dict[str, Any]], before: int
     ) -> None:
-        """Follow the decoded size per record of the page just read (sizes the next read)."""
+        """Follow the flush charge per record of the page just read (sizes the next read);
+        ``before``: the buffer's charge before the page, less what was flushed part way."""
         if records:
-            self.record_bytes = max(1, (buffer.size - before) // len(records))
+            self.record_charge = max(1, (buffer.charge - before) // len(records))
             self.raw_bytes = sum(len(r["Data"]) for r in records) // len(records)
 
     def _passed_end(self, reader: ShardReader) -> bool:
@@ -237,34 +242,37 @@ class ShardConsumer:
         reader = self.reader = self._reader(self._start())
         loop = asyncio.get_running_loop()
         while not stop.is_set():
-            # The page is sized to this shard's free share of the budget; a page that decodes
-            # larger than estimated is flushed part way (below), so the share is a hard bound.
-            share = self.budget_share()
-            room = share - self.buffer.size * FLUSH_WORKING_SET
-            if room < self.record_bytes * FLUSH_WORKING_SET and self._replays_hold_memory():
-                # Replays elsewhere hold the budget: pause rather than write one tiny file
-                # per record; they are short and free it when done.
+            # The page is sized to what this shard may still charge (its share, at most what is
+            # free); a page that decodes larger than estimated is flushed part way (below), so
+            # the allowance is a hard bound.
+            allowance = self.account.allowance()
+            room = allowance - self.buffer.charge
+            if room < self.record_charge and (self.buffer or self.account.others_hold()):
+                # No room for one more record: flush what is held (that frees it), or, holding
+                # nothing, wait until replays or flushes elsewhere give memory back, rather
+                # than write one tiny file per record.
                 if self.buffer:
                     await self._flush_buffer("memory")
                 else:
                     await unless_stopped(reader.idle(), stop)
                 continue
-            reader.limit = read_limit(room, self.record_bytes, self.raw_bytes)
+            reader.limit = read_limit(room, self.record_charge, self.raw_bytes)
             batch = await unless_stopped(reader.read(), stop)
             if batch is None:
                 break
             if batch.millis_behind is not None:
                 self.millis_behind = batch.millis_behind
             m = self.ctx.metrics
-            before = self.buffer.size
+            before = self.buffer.charge
             for n, record in enumerate(batch.records, 1):
                 data: bytes = record["Data"]
                 meta = _meta(self.shard_id, record)
                 self.buffer.add(data, meta, self.ctx.decoders, loop.time(), self.dedupe)
                 m.records_read.inc()
                 m.bytes_read.inc(len(data))
-                if self.buffer.size * FLUSH_WORKING_SET >= share:
-                    before -= self.buffer.size
+                self.account.follow(self.buffer.charge)
+                if self.buffer.charge >= allowance:
+                    before -= self.buffer.charge
                     await self._flush_buffer("memory")
                 if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
@@ -290,6 +298,7 @@ class ShardConsumer:
         buffer, self.buffer = self.buffer, ShardBuffer()
         if buffer.last is not None:
             await self._flush(buffer, buffer.last, reason=reason)
+        self.account.release()  # the flush is done: what the buffer held is free again
 
     async def _flush(
         self,
@@ -322,9 +331,10 @@ class ShardConsumer:
         }
         with span("tideway.flush", attributes=attributes, links=flush_links(buffer.records)):
             with span("tideway.encode"):
-                plan, dead_reasons = await plan_range(
-                    self.ctx, self.shard_id, buffer, layout, mapping
-                )
+                async with self.budget.planning if self.budget else contextlib.nullcontext():
+                    plan, dead_reasons = await plan_range(
+                        self.ctx, self.shard_id, buffer, layout, mapping
+                    )
             # A replay keeps the listing it found beside its own: should it die before the
             # stale objects are deleted, the next replay still knows them.
             listing = planned_keys(plan).union(pinned.keys)
@@ -334,7 +344,7 @@ class ShardConsumer:
                 self.epoch,
                 first,
                 last,
-                nbytes=buffer.size,
+                nbytes=buffer.charge,  # what its replay holds of the budget
                 dedupe=self._dedupe_at_checkpoint,
                 plan=document,
                 keys=listing.encode(),
