@@ -9,8 +9,9 @@ In the same run, on the same generated NDJSON bodies:
   bare_aiohttp  an aiohttp handler that only reads the body and answers 200: the upper bound.
   bare_zstd     the same handler, plus zstd level 1 over the body (what every envelope costs
                 Tideway): the floor of any design that compresses on this core.
-Each server runs in its own process pinned to one core; the load generator (aiohttp client,
-127.0.0.1 only, bounded in count and time) and the stand-in share the other core.
+Each server runs in its own process pinned to one core; the load generator (a lean HTTP/1.1
+client on keep-alive connections, 127.0.0.1 only, bounded in count and time) and the
+stand-in share the other core.
   tideway_N_workers  `tideway serve` with TIDEWAY_WORKERS=N (``--workers``, e.g. 1,2), not
                 pinned: its N worker processes may run on every core, so on this 2-core
                 machine the load generator and the stand-in share the cores with them and
@@ -160,36 +161,60 @@ async def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
 async def load(
     url: str, bodies: list[bytes], lines_per_body: int, concurrency: int, seconds: float
 ) -> dict[str, Any]:
-    """Send ``bodies`` round-robin from ``concurrency`` clients until all are sent or time is up."""
-    import aiohttp
+    """Send ``bodies`` round-robin over ``concurrency`` keep-alive connections until all are
+    sent or time is up.
 
+    A lean HTTP/1.1 client on asyncio streams, so that the load generator takes as little
+    of the shared cores as it can: every request head is built before the clock starts,
+    head and body are written as they are (never copied), and an answer is read as a
+    status line, a Content-Length and that many bytes.
+    Each connection is accepted by one serve worker (SO_REUSEPORT hashes connections over
+    them), so ``concurrency`` connections spread over the workers the way the kernel does.
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    head = (
+        f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Content-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n"
+    )
+    heads = [head.format(len(body)).encode() for body in bodies]
     latencies: list[float] = []
     sent_lines = sent_bytes = errors = 0
     next_body = 0
     deadline = time.perf_counter() + seconds
 
-    async def worker(session: aiohttp.ClientSession) -> None:
+    async def worker() -> None:
         nonlocal next_body, sent_lines, sent_bytes, errors
-        while next_body < len(bodies) and time.perf_counter() < deadline:
-            body = bodies[next_body]
-            next_body += 1
-            started = time.perf_counter()
-            async with session.post(
-                url, data=body, headers={"Content-Type": "application/x-ndjson"}
-            ) as r:
-                await r.read()
-                if r.status != 200:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while next_body < len(bodies) and time.perf_counter() < deadline:
+                i = next_body
+                next_body += 1
+                started = time.perf_counter()
+                writer.write(heads[i])
+                writer.write(bodies[i])
+                await writer.drain()
+                answer = await reader.readuntil(b"\r\n\r\n")
+                status = int(answer[9:12])
+                length = 0
+                for line in answer.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+                if status != 200:
                     errors += 1
                     continue
-            latencies.append(time.perf_counter() - started)
-            sent_lines += lines_per_body
-            sent_bytes += len(body)
+                latencies.append(time.perf_counter() - started)
+                sent_lines += lines_per_body
+                sent_bytes += len(bodies[i])
+        finally:
+            writer.close()
 
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
     latencies.sort()
     return {
         "lines": sent_lines,
@@ -264,11 +289,13 @@ async def measure(
     port = free_port()
     procs: list[subprocess.Popen[bytes]] = []
     standin_url = ""
+    standin: subprocess.Popen[bytes] | None = None
     workers = _workers_of(variant)
     if variant == "tideway" or workers:
         sport = free_port()
         standin_url = f"http://127.0.0.1:{sport}"
-        procs.append(_spawn([sys.executable, __file__, "--standin", str(sport)], client_core, {}))
+        standin = _spawn([sys.executable, __file__, "--standin", str(sport)], client_core, {})
+        procs.append(standin)
         env = {
             "AWS_ENDPOINT_URL": standin_url,
             "AWS_ACCESS_KEY_ID": "bench",
@@ -291,6 +318,7 @@ async def measure(
     try:
         await _wait_ready(f"http://127.0.0.1:{port}/readyz", server)
         server_cpu, client_cpu = _tree_cpu_seconds(server.pid), time.process_time()
+        standin_cpu = _tree_cpu_seconds(standin.pid) if standin else 0.0
         result = await load(
             f"http://127.0.0.1:{port}/ingest", bodies, per_body, args.concurrency, args.seconds
         )
@@ -300,6 +328,9 @@ async def measure(
         result["server_busy"] = round(used / result["seconds"], 2)
         result["cpu_us_per_line"] = round(used / max(1, result["lines"]) * 1e6, 2)
         result["client_busy"] = round((time.process_time() - client_cpu) / result["seconds"], 2)
+        if standin is not None:  # the Kinesis stand-in's share of the cores, for the record
+            standin_used = _tree_cpu_seconds(standin.pid) - standin_cpu
+            result["standin_busy"] = round(standin_used / result["seconds"], 2)
         result["peak_rss_mb"] = _tree_peak_rss_mb(server.pid)
         if standin_url:
             async with aiohttp.ClientSession() as s, s.get(standin_url + "/stats") as r:

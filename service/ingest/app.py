@@ -22,12 +22,14 @@ from service.ingest.handling import (
     is_blank,
     json_text,
     off_loop,
+    parse_inline,
     receive,
     store,
 )
 from service.ingest.lines import (
     ParsedLines,
     body_shape,
+    count_byte,
     parse_json,
     parse_ndjson,
     parse_text,
@@ -78,6 +80,14 @@ def _ingest_parser(
     return _SHAPES[body_shape(body, max_line, declared_json=mime == "application/json")]
 
 
+def _items_at_most(mime: str, body: bytes, newlines: int) -> int:
+    """The most lines or JSON elements ``body`` may hold: what bounds the work of parsing it
+    (a body that may be one JSON array holds up to an element per comma)."""
+    if mime in _PARSERS and mime != "application/json":
+        return newlines + 1
+    return newlines + 1 + count_byte(body, b",")
+
+
 async def ingest(request: web.Request) -> web.StreamResponse:
     """POST /ingest: NDJSON, a JSON array or object, or text; per-line errors."""
     state = request.app[STATE]
@@ -85,15 +95,23 @@ async def ingest(request: web.Request) -> web.StreamResponse:
     with state.budget.reservation() as held:
         body = await receive(request, held)
         limit, max_line = state.max_lines, state.limits.max_line
+        # Counted once, on the loop, only for a body that may be parsed there.
+        newlines = count_byte(body, b"\n") if parse_inline(body, 0) else None
 
         def job(body: bytes) -> tuple[ParsedLines, ContentType]:
             if is_blank(body):
                 raise RequestError(400, "empty body: send at least one log line")
             parse, ctype = _ingest_parser(mime, body, max_line)
-            charge_lines(held, body, limit, b"{" if ctype is ContentType.JSON else b"\n")
+            if ctype is ContentType.JSON:
+                charge_lines(held, body, limit, b"{")
+            else:
+                charge_lines(held, body, limit, count=newlines)
             return parse(body, max_line, limit), ctype
 
-        parsed, ctype = await off_loop(state, partial(job, body))
+        if newlines is not None and parse_inline(body, _items_at_most(mime, body, newlines)):
+            parsed, ctype = job(body)
+        else:
+            parsed, ctype = await off_loop(state, partial(job, body))
         del body
         await store(request, parsed.lines, parsed.rejected_by_reason, ctype, "http")
     status = 400 if parsed.rejected and not parsed.lines else 200

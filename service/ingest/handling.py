@@ -27,9 +27,7 @@ from service.ingest import elastic, hec, otlp
 from service.ingest.auth import Caller, authenticate, presented_keys
 from service.ingest.body import BodyLimits, read_body
 from service.ingest.budget import ByteBudget, Reservation
-from service.ingest.lines import (
-    LINE_OVERHEAD,
-)
+from service.ingest.lines import LINE_OVERHEAD, count_byte
 from service.ingest.packer import Header
 from service.ingest.producer import Producer
 from service.settings import Settings
@@ -177,11 +175,33 @@ async def off_loop(state: IngestState, job: Callable[[], T]) -> T:
     return await asyncio.get_running_loop().run_in_executor(state.pool, job)
 
 
-def charge_lines(held: Reservation, body: bytes, max_lines: int, marker: bytes = b"\n") -> None:
+# A body of at most INLINE_BYTES and INLINE_ITEMS lines (or JSON elements) is parsed on the
+# event loop: the hop to the parse pool and back, and the GIL hand-overs it brings, cost
+# about as much CPU as the C scanner's pass over 1,000 valid lines (issue 13), while the
+# worst such body (1,024 lines each refused by orjson) holds the loop for ~8 ms on the shared
+# 2-core machine (docs/security.md). Past ~1,000 lines the hop costs under 0.1 us a line, so
+# bigger bodies are parsed on the pool (issue 15).
+INLINE_BYTES = 512 * 1024
+INLINE_ITEMS = 1024
+
+
+def parse_inline(body: bytes, items: int) -> bool:
+    """Whether ``body``, holding at most ``items`` lines or elements, is parsed on the loop."""
+    return len(body) <= INLINE_BYTES and items <= INLINE_ITEMS
+
+
+def charge_lines(
+    held: Reservation,
+    body: bytes,
+    max_lines: int,
+    marker: bytes = b"\n",
+    count: int | None = None,
+) -> None:
     """Reserve what parsing ``body`` really costs: its bytes once more (the lines) and a
-    per-line overhead for at most ``max_lines`` lines (one ``marker`` each at most)."""
-    lines = min(body.count(marker) + 1, max_lines)
-    held.take(len(body) + lines * LINE_OVERHEAD)
+    per-line overhead for at most ``max_lines`` lines (one ``marker`` each at most);
+    ``count`` is how often ``marker`` occurs, when the caller knows it already."""
+    found = count_byte(body, marker) if count is None else count
+    held.take(len(body) + min(found + 1, max_lines) * LINE_OVERHEAD)
 
 
 def is_blank(body: bytes) -> bool:

@@ -152,6 +152,11 @@ class Packer:
                 out.extend(self._seal(header, now, wall_us))
         return out
 
+    @property
+    def open_bytes(self) -> int:
+        """Raw bytes of the lines in open records (what sealing them all compresses)."""
+        return sum(r.raw_bytes for r in self._open.values())
+
     def oldest(self) -> float | None:
         return min((r.opened_at for r in self._open.values()), default=None)
 

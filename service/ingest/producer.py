@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
@@ -53,6 +53,13 @@ _BACKOFF_CAP = 2.0
 # Transport failures of one PutRecords call: the entries may or may not be written, so they
 # are retried (at least once; never acknowledged unless a later call succeeds).
 _TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, TimeoutError, OSError)
+# Packing at most this many bytes of lines seals at most ~10 records (~3 ms of zstd level 1):
+# done on the loop when the pack thread is idle, since the hop there and back costs more
+# than the packing (and, as packed lines reach the queue at scattered times, it split group
+# commit into ~1.5x the PutRecords calls, each ~2 ms of botocore; issue 13).
+_INLINE_PACK_BYTES = 1024 * 1024
+
+T = TypeVar("T")
 
 
 class Producer:
@@ -86,9 +93,12 @@ class Producer:
         self.producer_id = producer_id or os.urandom(16)
         self._target = record_target_bytes
         self._packer = Packer(record_target_bytes, producer_id=self.producer_id)
-        # Every packer call runs on this one thread: sealing compresses (64 MiB of lines is
-        # ~0.2 s of zstd) and must not hold the event loop; one thread keeps calls in order.
+        # Big packer calls run on this one thread: sealing compresses (64 MiB of lines is
+        # ~0.2 s of zstd) and must not hold the event loop. Small ones run on the loop, but
+        # only while no call is queued or running there: the packer is used by one thread
+        # at a time, in the order of the calls (see _on_packer).
         self._packing = ThreadPoolExecutor(1, thread_name_prefix="pack")
+        self._packing_calls = 0  # submitted to the pack thread and not yet finished there
         self._linger = linger
         self._deadline = deadline
         self._stop_by: float | None = None
@@ -170,10 +180,28 @@ class Producer:
                 traceparent=traceparent,
                 received_us=int(time.time() * 1e6),
             )
-        sealed = await loop.run_in_executor(self._packing, pack)
+        sealed = await self._on_packer(pack, lambda: size)
         self._dispatch(sealed)
         self._wake.set()
         await future
+
+    async def _on_packer(self, call: Callable[[], T], size: Callable[[], int]) -> T:
+        """``call()`` on the packer: on the loop when the pack thread is idle and the bytes
+        of lines it packs (``size()``, asked only then) are few (_INLINE_PACK_BYTES), else on
+        the pack thread after the calls queued there. Either way no two packer calls
+        overlap and they run in call order."""
+        if self._packing_calls == 0 and size() <= _INLINE_PACK_BYTES:
+            return call()
+        loop = asyncio.get_running_loop()
+        self._packing_calls += 1
+        done = self._packing.submit(call)
+        # Counted down once the thread is done with it (not when an awaiting request is
+        # cancelled): only then may the loop use the packer again.
+        done.add_done_callback(lambda _: loop.call_soon_threadsafe(self._packed_one))
+        return await asyncio.wrap_future(done)
+
+    def _packed_one(self) -> None:
+        self._packing_calls -= 1
 
     def _dispatch(self, sealed: list[SealedRecord]) -> None:
         """Queue sealed records and start senders to drain the queue.
@@ -221,7 +249,7 @@ class Producer:
     async def _linger_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            oldest = await loop.run_in_executor(self._packing, self._packer.oldest)
+            oldest = await self._on_packer(self._packer.oldest, lambda: 0)
             if self._closing and oldest is None:
                 return
             if oldest is None:
@@ -235,7 +263,7 @@ class Producer:
                 self._wake.clear()
             linger = 0 if self._closing else self._linger
             due = partial(self._packer.due, loop.time(), linger, int(time.time() * 1e6))
-            self._dispatch(await loop.run_in_executor(self._packing, due))
+            self._dispatch(await self._on_packer(due, lambda: self._packer.open_bytes))
 
     async def _send(self, batch: list[SealedRecord]) -> None:
         """Deliver ``batch``; every ticket is completed, whatever happens (never raises)."""
