@@ -188,7 +188,9 @@ async def supervise(settings: Settings, stop: asyncio.Event, target: WorkerTarge
             grace = settings.shutdown_grace + _EXIT_SLACK
             codes = await _stop_all(workers.processes, grace, metrics_dir)
     log.info("drained", extra={"exit_codes": codes})
-    return 0 if all(code == 0 for code in codes) else 1
+    # -SIGTERM: the default action ran, so the worker had not yet installed its drain
+    # handler (it was still importing, ECS stopped the task at once): it served nothing.
+    return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
 
 
 async def _stop_all(workers: Sequence[BaseProcess], grace: float, metrics_dir: str) -> list[int]:

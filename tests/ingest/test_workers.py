@@ -282,3 +282,18 @@ async def test_otlp_grpc_exports_to_two_workers_land_exactly_once(
     messages = sorted(table.column("message").to_pylist())
     assert messages == sorted(f"grpc {n}" for n in range(rounds * CONNECTIONS))
     assert set(lineage_counts(table).values()) == {1}
+
+
+async def test_sigterm_while_the_workers_still_start_is_a_clean_exit(
+    aws: Aws, ready: Settings
+) -> None:
+    # ECS may stop a task seconds after starting it: a worker still importing must not die
+    # of the forwarded SIGTERM (exit -15, and the supervisor exits 1); it drains instead.
+    async with _serve(aws, ready) as serve:
+        for _ in range(600):
+            if len(serve.workers()) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert not serve.listening(serve.port), "the workers were already serving"
+        code, stderr = await serve.stop()
+    assert code == 0, stderr
