@@ -16,6 +16,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
 COLUMNS = (
     ("lines_per_s", "lines/s"),
+    ("lines_per_cpu_s", "lines/CPU-s"),
     ("records_per_s", "records/s"),
     ("mb_per_s", "MB/s"),
     ("p50_ms", "p50 ms"),
@@ -37,10 +38,46 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+CPU_NOTE = (
+    "lines/CPU-s: lines per CPU second of the variant's process (user + system), the figure"
+    " to compare on a shared machine; lines/s is wall time."
+)
+RATIO_COLUMNS = (
+    ("lines_per_s", "lines/s"),
+    ("lines_per_cpu_s", "lines/CPU-s"),
+    ("output_bytes", "output bytes"),
+    ("peak_rss", "peak RSS"),
+)
+
+
+def _ratio_table(ratios: dict[str, Any]) -> list[str]:
+    """Tideway against each baseline, one row each; a row that stands for another variant
+    (``baseline``, e.g. the faster DuckDB variant) names it."""
+    rows = {k: v for k, v in ratios.items() if isinstance(v, dict)}
+    used = [(k, label) for k, label in RATIO_COLUMNS if any(k in r for r in rows.values())]
+    lines = [
+        "| Tideway / baseline | " + " | ".join(label for _, label in used) + " |",
+        "|---|" + "---:|" * len(used),
+    ]
+    lead = []
+    for key, r in rows.items():
+        name = key.split("_vs_", 1)[-1]
+        if "baseline" in r:  # e.g. fastest_duckdb: the faster of the DuckDB variants
+            name = f"{name} = **{r['baseline']}**"
+            figures = ", ".join(f"{r[k]:.2f} {label}" for k, label in used if k in r)
+            against = key.split("_vs_", 1)[-1].replace("_", " ")
+            lead = [f"Tideway / the {against} baseline, **{r['baseline']}**: {figures}.", ""]
+        cells = " | ".join(f"{r[k]:.2f}" if k in r else "" for k, _ in used)
+        lines.append(f"| {name} | {cells} |")
+    return lead + lines
+
+
 def _ratios(doc: dict[str, Any]) -> str:
     parts = []
     for key, value in doc.items():
-        if key in ("benchmark", "quick", "input", "results"):
+        if key in ("benchmark", "quick", "input", "results") or (
+            key == "ratios" and _nested(value)
+        ):
             continue
         if "ratio" in key or "vs" in key or key == "overhead":
             parts.append(f"`{key}`: {json.dumps(value)}")
@@ -61,9 +98,17 @@ def section(name: str, doc: dict[str, Any]) -> list[str]:
     for variant, r in results.items():
         if isinstance(r, dict) and any(k in r for k, _ in used):
             lines.append(f"| {variant} | " + " | ".join(_fmt(r.get(k, "")) for k, _ in used) + " |")
+    if any(k == "lines_per_cpu_s" for k, _ in used):
+        lines += ["", CPU_NOTE]
+    if _nested(doc.get("ratios")):
+        lines += ["", *_ratio_table(doc["ratios"])]
     ratios = _ratios(doc)
     lines += ["", f"Ratios: {ratios}" if ratios else "", f"Command: `{COMMANDS[name]}`", ""]
     return lines
+
+
+def _nested(value: Any) -> bool:
+    return isinstance(value, dict) and any(isinstance(v, dict) for v in value.values())
 
 
 def render() -> str:

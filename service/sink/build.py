@@ -28,9 +28,15 @@ from service.sink.columns import (
     add_record,
     map_chunk,
 )
-from service.sink.lineage import assemble
+from service.sink.lineage import Lineage
 from service.sink.mapping import build_table_reference
-from service.sink.rules import FieldMapping, Unmapped, line_count_fault, record_raw
+from service.sink.rules import (
+    FieldMapping,
+    Unmapped,
+    line_count_fault,
+    output_schema,
+    record_raw,
+)
 
 
 class MappingPath(enum.Enum):
@@ -54,6 +60,18 @@ def build_table(
     mapping (or is switched off)."""
     if path is MappingPath.REFERENCE:
         return build_table_reference(records, mapping)
+    mapped, lineage, unmapped = build_rows(records, mapping, path)
+    return lineage.join(mapped, output_schema(mapping.extra_columns)), unmapped
+
+
+def build_rows(
+    records: Sequence[DecodedRecord],
+    mapping: FieldMapping,
+    path: MappingPath = MappingPath.NATIVE,
+) -> tuple[pa.Table, Lineage, list[Unmapped]]:
+    """``build_table`` without the lineage columns: the mapped columns, the rows' lineage
+    (``Lineage.join`` makes the table of any of the rows) and what could not be mapped.
+    The native or columnar path only."""
     # Holding one dict per line makes every allocation tick the cyclic GC, which then walks
     # them all again and again (measured: 4x slower). These dicts cannot form cycles.
     paused = gc.isenabled()
@@ -88,22 +106,21 @@ class _Flush:
         why = next(f for f in map(line_count_fault, record.batches) if f)
         self.broken.append(Unmapped(record, None, why, record_raw(record)))
 
-    def finish(
-        self, records: Sequence[DecodedRecord], mapping: FieldMapping
-    ) -> tuple[pa.Table, list[Unmapped]]:
-        table = assemble(pa.Table.from_batches(self.batches), self.records, mapping)
+    def finish(self, records: Sequence[DecodedRecord]) -> tuple[pa.Table, Lineage, list[Unmapped]]:
+        mapped = pa.Table.from_batches(self.batches)
+        lineage = Lineage.of(self.records)
         lines = _line_faults(self.records, self.faults)
         if lines:  # the rows of lines that are not objects go; every other row keeps its place
-            keep = np.ones(table.num_rows, dtype=bool)
+            keep = np.ones(mapped.num_rows, dtype=bool)
             keep[[row for row, _, _ in self.faults]] = False
-            table = table.filter(pa.array(keep))
+            mapped, lineage = mapped.filter(pa.array(keep)), lineage.keep(keep)
         # In the order of the records, then of their lines.
         order = {id(r): i for i, r in enumerate(records)}
         unmapped = sorted(
             self.broken + lines,
             key=lambda u: (order[id(u.record)], -1 if u.line is None else u.line),
         )
-        return table, unmapped
+        return mapped, lineage, unmapped
 
 
 def _line_faults(
@@ -127,7 +144,7 @@ def _chunk_faults(chunk: LineChunk, faults: list[LineFault]) -> list[tuple[int, 
 
 def _build_columnar(
     records: Sequence[DecodedRecord], mapper: ChunkMapper
-) -> tuple[pa.Table, list[Unmapped]]:
+) -> tuple[pa.Table, Lineage, list[Unmapped]]:
     flush = _Flush()
     chunk = LineChunk()
     for record in records:  # per-record loop (tens of lines each); lines are parsed by map
@@ -142,7 +159,7 @@ def _build_columnar(
     if chunk.lines or not flush.batches:
         batch, faults = map_chunk(chunk, mapper)
         flush.add(batch, _chunk_faults(chunk, faults))
-    return flush.finish(records, mapper.mapping)
+    return flush.finish(records)
 
 
 # Bytes per call of the C scanner. A flush is usually one call, so its columns are single
@@ -153,7 +170,7 @@ NATIVE_CHUNK_BYTES = 512 * 1024 * 1024
 
 def _build_native(
     records: Sequence[DecodedRecord], mapper: ChunkMapper
-) -> tuple[pa.Table, list[Unmapped]]:
+) -> tuple[pa.Table, Lineage, list[Unmapped]]:
     groups = native.name_groups(mapper.mapping)
     flush = _Flush()
     chunk = native.NativeChunk()
@@ -167,7 +184,7 @@ def _build_native(
             chunk = native.NativeChunk()
     if chunk.records or not flush.batches:
         flush.add(*_merge_native(chunk, mapper, groups))
-    return flush.finish(records, mapper.mapping)
+    return flush.finish(records)
 
 
 def _merge_native(

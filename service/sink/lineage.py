@@ -1,9 +1,10 @@
 """The columns a flush repeats per record and batch, and the assembly of the output table
-(pure, shared by the columnar and native paths)."""
+(pure, shared by the columnar and native paths, and by the partition gather in ``plan``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,40 +12,59 @@ import pyarrow as pa
 
 from service.decode.types import DecodedRecord
 from service.schema import TIMESTAMP
-from service.sink.rules import FieldMapping, output_schema
 
 
-def assemble(mapped: pa.Table, records: Sequence[DecodedRecord], mapping: FieldMapping) -> pa.Table:
-    """The output table (``rules.output_schema``) from the mapped columns of every line of
-    ``records`` (in order) and the lineage columns those records give."""
-    columns = {**lineage(records), **{n: mapped.column(n) for n in mapped.column_names}}
-    schema = output_schema(mapping.extra_columns)
-    return pa.table([columns[name] for name in schema.names], schema=schema)
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """The lineage of a flush's rows, held per batch (one value each) and per row only as
+    the row's batch and sub-sequence numbers: the per-row string columns are made for the
+    rows asked for (one partition), never for the whole flush."""
 
+    per_batch: dict[str, pa.Array[Any]]
+    batch_of_row: np.ndarray[Any, np.dtype[np.int64]]
+    sub: np.ndarray[Any, np.dtype[np.int32]]
 
-def lineage(records: Sequence[DecodedRecord]) -> dict[str, pa.Array[Any]]:
-    """Per-row columns that only depend on the record and batch: repeated, not looped."""
-    counts = np.array([b.count for r in records for b in r.batches], dtype=np.int64)
-    per_record = np.array([sum(b.count for b in r.batches) for r in records], dtype=np.int64)
-    rows = int(counts.sum())
-    batch_of_row = pa.array(np.repeat(np.arange(len(counts), dtype=np.int64), counts), pa.int64())
-    batches = [(r, b) for r in records for b in r.batches]
+    @classmethod
+    def of(cls, records: Sequence[DecodedRecord]) -> Lineage:
+        """Every line of ``records``, in order."""
+        counts = np.array([b.count for r in records for b in r.batches], dtype=np.int64)
+        per_record = np.array([sum(b.count for b in r.batches) for r in records], dtype=np.int64)
+        rows = int(counts.sum())
+        batches = [(r, b) for r in records for b in r.batches]
+        starts = np.cumsum(per_record) - per_record
+        sub = np.arange(rows, dtype=np.int64) - np.repeat(starts, per_record)
+        per_batch: dict[str, pa.Array[Any]] = {
+            "observed_timestamp": pa.array(
+                [b.observed_us or r.meta.arrival_us for r, b in batches], TIMESTAMP
+            ),
+            "source": pa.array([b.source or None for _, b in batches], pa.string()),
+            "log_group": pa.array([b.log_group or None for _, b in batches], pa.string()),
+            "log_stream": pa.array([b.log_stream or None for _, b in batches], pa.string()),
+            "kinesis_shard_id": pa.array([r.meta.shard_id for r, _ in batches], pa.string()),
+            "kinesis_sequence_number": pa.array(
+                [str(r.meta.sequence_number) for r, _ in batches], pa.string()
+            ),
+        }
+        batch_of_row = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        return cls(per_batch, batch_of_row, sub.astype(np.int32))
 
-    def per_batch(values: list[Any], typ: pa.DataType) -> pa.Array[Any]:
-        return pa.array(values, typ).take(batch_of_row)
+    def keep(self, mask: np.ndarray[Any, np.dtype[np.bool_]]) -> Lineage:
+        """The lineage of the rows where ``mask`` is true."""
+        return Lineage(self.per_batch, self.batch_of_row[mask], self.sub[mask])
 
-    starts = np.cumsum(per_record) - per_record
-    sub = np.arange(rows, dtype=np.int64) - np.repeat(starts, per_record)
-    return {
-        "observed_timestamp": per_batch(
-            [b.observed_us or r.meta.arrival_us for r, b in batches], TIMESTAMP
-        ),
-        "source": per_batch([b.source or None for _, b in batches], pa.string()),
-        "log_group": per_batch([b.log_group or None for _, b in batches], pa.string()),
-        "log_stream": per_batch([b.log_stream or None for _, b in batches], pa.string()),
-        "kinesis_shard_id": per_batch([r.meta.shard_id for r, _ in batches], pa.string()),
-        "kinesis_sequence_number": per_batch(
-            [str(r.meta.sequence_number) for r, _ in batches], pa.string()
-        ),
-        "kinesis_sub_sequence": pa.array(sub.astype(np.int32), pa.int32()),
-    }
+    def columns(self, rows: np.ndarray[Any, Any] | None = None) -> dict[str, pa.Array[Any]]:
+        """The lineage columns of ``rows`` (positions, in that order; None: every row)."""
+        batch = self.batch_of_row if rows is None else self.batch_of_row[rows]
+        sub = self.sub if rows is None else self.sub[rows]
+        index = pa.array(batch, pa.int64())
+        columns = {name: values.take(index) for name, values in self.per_batch.items()}
+        columns["kinesis_sub_sequence"] = pa.array(sub, pa.int32())
+        return columns
+
+    def join(
+        self, mapped: pa.Table, schema: pa.Schema, rows: np.ndarray[Any, Any] | None = None
+    ) -> pa.Table:
+        """The table of ``schema`` for ``rows`` (None: every row) from the flush's ``mapped``
+        columns (those rows already taken) and their lineage."""
+        columns = {**self.columns(rows), **{n: mapped.column(n) for n in mapped.column_names}}
+        return pa.table([columns[name] for name in schema.names], schema=schema)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,11 +23,12 @@ import zstandard
 
 from service.decode.types import DecodedRecord, RecordMeta
 from service.errors import DecodeError
-from service.schema import COLUMN_NAMES
-from service.sink.build import build_table
+from service.schema import table_schema
+from service.sink.build import build_rows
+from service.sink.lineage import Lineage
 from service.sink.opened import HOUR_US, OpenedPartitions
 from service.sink.parquet import encode_parquet
-from service.sink.partition import PartitionTemplate, hour_path, partition_keys, with_partitions
+from service.sink.partition import PartitionTemplate, hour_path, with_partitions
 from service.sink.rules import FieldMapping
 
 # Parquet with zstd shrinks these rows ~4-6x against their Arrow size; split a partition's
@@ -98,17 +100,17 @@ def plan_flush(
     mapping: FieldMapping,
 ) -> FlushPlan:
     """Objects for one flush: Parquet per partition (split by size) and dead-letter files."""
-    table, bad = build_table(records, mapping)
+    table, lineage, bad = build_rows(records, mapping)
     dead_all = list(dead) + [
         DeadLetter(u.record.meta, u.data, f"unmappable: {u.reason}", u.line) for u in bad
     ]
     objects: list[FlushObject] = []
     opened = layout.opened
     if table.num_rows:
-        columns = [*COLUMN_NAMES, *(f.name for f in mapping.extra_columns)]
         if opened is not None:  # the hour of the flush: its latest record's arrival (Kinesis)
             opened = opened.at_hour(max(r.meta.arrival_us for r in records) // HOUR_US)
-        data, opened = _data_objects(shard_id, table, layout, columns, opened)
+        schema = table_schema(mapping.extra_columns)
+        data, opened = _data_objects(shard_id, table, lineage, layout, schema=schema, opened=opened)
         objects.extend(data)
     objects.extend(_dead_objects(shard_id, dead_all, layout))
     return FlushPlan(tuple(objects), table.num_rows, len(dead_all), opened)
@@ -123,26 +125,26 @@ def dead_letter_plan(shard_id: str, dead: Sequence[DeadLetter], layout: Layout) 
 def _data_objects(
     shard_id: str,
     table: pa.Table,
+    lineage: Lineage,
     layout: Layout,
-    columns: list[str],
+    *,
+    schema: pa.Schema,
     opened: OpenedPartitions | None,
 ) -> tuple[list[FlushObject], OpenedPartitions | None]:
     table, opened = with_partitions(table, layout.max_partitions, opened)
-    # Stable sort: rows stay in lineage (sequence, sub-sequence) order inside a partition.
-    order = pc.sort_indices(
-        table.select(["_hour", "_service"]),
-        sort_keys=[("_hour", "ascending"), ("_service", "ascending")],
-    )
-    hours = table.column("_hour").take(order).combine_chunks()
-    services = table.column("_service").take(order).combine_chunks()
-    keys = partition_keys(hours, services)
-    data = table.select(columns)
+    hours = table.column("_hour").combine_chunks().to_numpy()
+    services = table.column("_service").combine_chunks()
+    order, ends = partition_order(hours, services)
+    data = table.drop_columns(["_hour", "_service"])
     objects = []
     start = 0
-    for end in _run_ends(keys):
-        # One partition gathered at a time: never a second, sorted copy of the whole flush.
-        part = data.take(order.slice(start, end - start))
-        path = hour_path(hours[start].as_py(), services[start].as_py(), layout.template)
+    for end in ends:
+        # One partition gathered at a time, its lineage columns made for its rows only:
+        # never a second, sorted copy of the whole flush.
+        rows = order[start:end]
+        part = lineage.join(data.take(rows), schema, rows)
+        first = int(rows[0])
+        path = hour_path(int(hours[first]), services[first].as_py(), layout.template)
         for chunk in _split_by_size(part, layout.file_target_bytes):
             seqs = chunk.column("kinesis_sequence_number")
             key = layout.data_key(path, shard_id, seqs[0].as_py(), seqs[-1].as_py())
@@ -151,15 +153,34 @@ def _data_objects(
     return objects, opened
 
 
-def _run_ends(keys: pa.Array[Any]) -> list[int]:
-    """Indices where each run of equal adjacent values ends (exclusive)."""
-    n = len(keys)
+def partition_order(
+    hours: np.ndarray[Any, Any], services: pa.Array[Any]
+) -> tuple[np.ndarray[Any, Any], list[int]]:
+    """The rows sorted by (hour, service name), stably (rows stay in lineage order, sequence
+    then sub-sequence, inside a partition), and where each partition's run ends (exclusive).
+
+    Each row gets a dense partition code, hour rank times the number of names plus the
+    name's rank in Arrow's string order (nulls last), and numpy sorts those integers: a
+    radix sort when they fit 16 bits (a flush's few hours times its names), else a merge
+    sort. The same order and runs as Arrow's sort over (hour, name), at a third the cost.
+    """
+    n = len(hours)
     if n == 0:
-        return []
-    changed = pc.not_equal(keys.slice(1), keys.slice(0, n - 1))
-    indices: list[Any] = pc.indices_nonzero(changed).to_pylist()
-    ends = [i + 1 for i in indices]
-    return [*ends, n]
+        return np.zeros(0, dtype=np.int64), []
+    _, hour_rank = np.unique(hours, return_inverse=True)
+    encoded: Any = pc.dictionary_encode(services)
+    names = len(encoded.dictionary)
+    name_rank = np.empty(names + 1, dtype=np.int64)
+    name_rank[pc.sort_indices(encoded.dictionary).to_numpy()] = np.arange(names)
+    name_rank[names] = names  # a null name sorts after every name
+    indices = encoded.indices.fill_null(names).to_numpy(zero_copy_only=False)
+    codes = hour_rank.reshape(-1).astype(np.int64) * (names + 1) + name_rank[indices]
+    top = int(codes.max())
+    small = codes.astype(np.uint16 if top < 2**16 else np.uint32 if top < 2**32 else np.int64)
+    order = np.argsort(small, kind="stable")
+    ordered = small[order]
+    ends = (np.flatnonzero(ordered[1:] != ordered[:-1]) + 1).tolist()
+    return order, [*ends, n]
 
 
 def _split_by_size(part: pa.Table, target_bytes: int) -> list[pa.Table]:

@@ -7,8 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.errors import DecodeError
@@ -20,7 +23,14 @@ from service.sink.partition import (
     hour_path,
     safe_services,
 )
-from service.sink.plan import FlushPlan, Layout, plan_document, plan_flush, plan_from_document
+from service.sink.plan import (
+    FlushPlan,
+    Layout,
+    partition_order,
+    plan_document,
+    plan_flush,
+    plan_from_document,
+)
 from service.sink.rules import FieldMapping
 
 ARRIVAL = int(datetime(2026, 11, 20, 9, 30, tzinfo=UTC).timestamp() * 1e6)
@@ -212,3 +222,26 @@ def test_opened_partitions_are_pinned_by_the_plan_document() -> None:
     assert plan_from_document(plan_document(layout, FieldMapping()))[0] == layout
     with pytest.raises(DecodeError):
         OpenedPartitions.decode(b"OP1" + opened.encode()[3:-3])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(-3, 3), st.one_of(st.none(), st.sampled_from(["a", "B", "_x", "é", "a.b"]))
+        ),
+        max_size=60,
+    )
+)
+def test_partition_order_is_hour_then_name_in_arrow_order_with_rows_kept_in_place(
+    rows: list[tuple[int, str | None]],
+) -> None:
+    hours = pa.array([h for h, _ in rows], pa.int64())
+    services = pa.array([s for _, s in rows], pa.string())
+    order, ends = partition_order(hours.to_numpy(), services)
+    expected = pc.sort_indices(
+        pa.table({"h": hours, "s": services}), sort_keys=[("h", "ascending"), ("s", "ascending")]
+    )
+    assert order.tolist() == expected.to_pylist()
+    runs = [rows[i] for i in order]
+    assert ends == [i + 1 for i in range(len(runs)) if i + 1 == len(runs) or runs[i] != runs[i + 1]]
