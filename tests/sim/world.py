@@ -117,7 +117,9 @@ class Simulation:
         self.kinesis = KinesisModel(adapter.STREAM, SHARDS, lambda: true_wall(self.loop))
         self.dynamo = DynamoModel(adapter.LEASE_TABLE, adapter.LEASE_KEY)
         self.dynamo.events = events
-        self.s3 = S3Model(adapter.BUCKET, events=events)
+        self.s3 = S3Model(
+            adapter.BUCKET, events=events, signature_validity=adapter.SIGNATURE_VALIDITY
+        )
         self.workload = Workload(
             seed,
             self.kinesis,
@@ -306,6 +308,7 @@ class Simulation:
             with (
                 deterministic_asyncio(),
                 patched_modules(SimTime(self.loop), random.Random(f"service-{self.seed}")),
+                adapter.scaled_delete_grace(),
                 adapter.small_multipart() if self.profile.multipart else contextlib.nullcontext(),
             ):
                 try:
@@ -339,6 +342,7 @@ class Simulation:
                 "virtual_s": int(self.loop.time()),
                 "orphaned_multipart_uploads": len(self.s3.uploads),
                 "objects_deleted": len(self.s3.deletes),
+                "expired_signatures": len(self.s3.expired_requests),
                 "late_pages": self.kinesis.late_pages,
                 "resent_puts": self.workload.resent,
                 # acquires that saw the right epoch and were refused only because the shard
