@@ -105,17 +105,17 @@ def small_multipart(threshold: int = 2048, part: int = 1024) -> Iterator[None]:
 def uploads_dropping(drop: Callable[[str], bool]) -> Iterator[None]:
     """A broken sink for the harness's own tests: objects whose key ``drop`` names are
     silently not uploaded (the flush still checkpoints)."""
-    name = "upload_objects"  # what service.consume.shard calls to write a flush
-    real = getattr(shard_module, name)
+    name = "upload_objects"  # what service.consume.flush calls to write a flush
+    real = getattr(flush_module, name)
 
     async def upload(s3: Any, bucket: str, objects: Sequence[Any]) -> None:
         await real(s3, bucket, [o for o in objects if not drop(o.key)])
 
-    setattr(shard_module, name, upload)
+    setattr(flush_module, name, upload)
     try:
         yield
     finally:
-        setattr(shard_module, name, real)
+        setattr(flush_module, name, real)
 
 
 @contextlib.contextmanager
