@@ -343,6 +343,8 @@ class Simulation:
                 "orphaned_multipart_uploads": len(self.s3.uploads),
                 "objects_deleted": len(self.s3.deletes),
                 "expired_signatures": len(self.s3.expired_requests),
+                # keys deleted with content more than once: a late upload re-created them
+                "re_created_deleted_again": _deleted_again(self.s3.deletes),
                 "late_pages": self.kinesis.late_pages,
                 "resent_puts": self.workload.resent,
                 # acquires that saw the right epoch and were refused only because the shard
@@ -357,6 +359,14 @@ class Simulation:
             },
             tail.lines + [f"asyncio: {e}" for e in self.loop_errors],
         )
+
+
+def _deleted_again(deletes: list[Any]) -> int:
+    seen: dict[str, int] = {}
+    for d in deletes:
+        if d.etag:
+            seen[d.key] = seen.get(d.key, 0) + 1
+    return sum(1 for n in seen.values() if n > 1)
 
 
 def simulate(seed: int, profile: Profile | str) -> Result:
