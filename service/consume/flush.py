@@ -1,7 +1,9 @@
 """The parts of a flush around the intent protocol (I/O): the plan a flush runs under
 (this process's, or an open intent's pinned one), the pure planner run off the loop with
-poisoned ranges dead-lettered, and the removal of objects a replayed intent listed that
-its plan no longer writes. ``shard.py`` runs them in the protocol's order."""
+poisoned ranges dead-lettered, the objects a replayed intent listed that its plan no longer
+writes (found before the checkpoint, written with it, deleted after it: ``PendingDeletes``)
+and the self-fencing of uploads (``FencedS3``). ``shard.py`` runs them in the protocol's
+order."""
 
 from __future__ import annotations
 
@@ -9,14 +11,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from service.consume.buffer import ShardBuffer
 from service.consume.context import ShardContext
 from service.decode.detect import TRANSIENT
-from service.errors import DecodeError
+from service.errors import DecodeError, LeaseLostError
 from service.sink.opened import OpenedPartitions
 from service.sink.plan import (
     DeadLetter,
@@ -28,7 +30,7 @@ from service.sink.plan import (
     plan_from_document,
 )
 from service.sink.rules import FieldMapping
-from service.sink.s3 import delete_keys, list_keys
+from service.sink.s3 import delete_keys, list_keys, upload_objects
 
 log = logging.getLogger(__name__)
 # A range the planner (pure mapping and encoding, no AWS) fails on this many times in a row
@@ -38,6 +40,15 @@ PLAN_ATTEMPTS = 3
 # The dead-letter reason's prefix for a poisoned range (its own class, telemetry/reasons.py).
 POISONED = f"poisoned: flush failed {PLAN_ATTEMPTS} times"
 _T = TypeVar("_T")
+# S3 refuses a SigV4 request whose X-Amz-Date is more than 15 minutes from its own clock,
+# so an upload a fenced owner signed lands at the latest 15 minutes (plus that owner's clock
+# skew) after it was signed. The keys a checkpoint lists for deletion are deleted again,
+# by whoever owns the shard, until this long after the owner first saw them (seconds).
+DELETE_GRACE = 20 * 60.0
+# S3 calls that create objects: each one is sent only while the lease is fresh.
+_S3_WRITES = frozenset(
+    ("put_object", "create_multipart_upload", "upload_part", "complete_multipart_upload")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,29 +141,112 @@ async def plan_range(
     return dead_letter_plan(shard_id, dead, layout), [d.reason for d in dead]
 
 
-async def remove_stale(
+async def find_stale(
     ctx: ShardContext,
     shard_id: str,
     listing: KeyListing,
     plan: FlushPlan,
     span: tuple[int, int],
-) -> None:
-    """Delete the objects an intent listed that ``plan`` no longer writes (the replaying
-    code names keys differently): the range then exists once, under the new keys."""
+) -> frozenset[str]:
+    """The objects an intent listed that ``plan`` no longer writes (the replaying code
+    names keys differently). Only read here: they are deleted after the checkpoint that
+    lists them (PendingDeletes), so a fenced owner, whose checkpoint fails, deletes nothing."""
     if not listing.keys and not listing.prefixes:
-        return
+        return frozenset()
     first, last = span
     candidates = set(listing.keys)
     for prefix in sorted(listing.prefixes):
         listed = await list_keys(ctx.s3, ctx.bucket, prefix)
         candidates.update(k for k in listed if key_in_range(k, prefix, first, last))
-    stale = candidates - {o.key for o in plan.objects}
-    if stale:
+    return frozenset(candidates - {o.key for o in plan.objects})
+
+
+class PendingDeletes:
+    """Stale keys the shard's checkpoint lists (lease attribute ``pending_deletes``), each
+    with the loop time this process first saw it. Deleted after every checkpoint that lists
+    them and every DELETE_GRACE / 4 between, until a delete sent DELETE_GRACE after that
+    time succeeded: by then no upload a fenced owner signed can still land and re-create it."""
+
+    def __init__(
+        self, encoded: bytes | None = None, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        now = 0.0 if loop is None else loop.time()
+        self.since: dict[str, float] = dict.fromkeys(self.decode(encoded), now)
+        self.due_at = now  # a new owner deletes what it inherited at once
+
+    @staticmethod
+    def decode(data: bytes | None) -> frozenset[str]:
+        if data is None:
+            return frozenset()
+        try:
+            return KeyListing.decode(data).keys
+        except DecodeError as exc:
+            log.warning("pending deletes unreadable", extra={"error": exc.reason})
+            return frozenset()
+
+    def encode(self) -> bytes | None:
+        """The lease attribute (zstd JSON, never reduced to prefixes); None when empty."""
+        if not self.since:
+            return None
+        return KeyListing(frozenset(self.since)).encode(limit=1 << 62)
+
+    def add(self, keys: frozenset[str]) -> None:
+        now = asyncio.get_running_loop().time()
+        for key in keys:
+            self.since.setdefault(key, now)
+        if keys:
+            self.due_at = now
+
+    async def issue_due(self, ctx: ShardContext, shard_id: str) -> None:
+        """When due, delete every pending key (a missing key counts as deleted); forget those
+        whose grace had passed when this delete was sent (the next checkpoint drops them)."""
+        now = asyncio.get_running_loop().time()
+        if not self.since or now < self.due_at:
+            return
         log.warning(
-            "replay removes objects its plan no longer has",
-            extra={"shard_id": shard_id, "objects": len(stale)},
+            "deleting objects a replayed plan no longer has",
+            extra={"shard_id": shard_id, "objects": len(self.since)},
         )
-        await delete_keys(ctx.s3, ctx.bucket, sorted(stale))
+        await delete_keys(ctx.s3, ctx.bucket, sorted(self.since))
+        self.since = {k: t for k, t in self.since.items() if now - t < DELETE_GRACE}
+        self.due_at = now + DELETE_GRACE / 4
+
+
+class FencedS3:
+    """An S3 client whose object-creating calls are each sent only while ``fresh()`` says
+    this worker's lease is still its own on its monotonic clock (self-fencing): a node
+    paused past its lease stops before its next PutObject instead of re-creating keys the
+    heir deleted. Reads, deletes and aborts pass through."""
+
+    def __init__(self, s3: Any, fresh: Callable[[], bool], shard_id: str) -> None:
+        self._s3, self._fresh, self._shard_id = s3, fresh, shard_id
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._s3, name)
+        if name not in _S3_WRITES:
+            return call
+
+        async def fenced(**kwargs: Any) -> Any:
+            if not self._fresh():
+                raise LeaseLostError(f"lease on {self._shard_id} may have expired; not uploading")
+            return await call(**kwargs)
+
+        return fenced
+
+
+async def upload_fenced(
+    ctx: ShardContext, shard_id: str, alive: Callable[[], bool], plan: FlushPlan
+) -> None:
+    """Upload ``plan``'s objects, each PutObject sent only while ``alive()``; a stale lease
+    raises LeaseLostError (the shard is given up), also out of the upload's task group."""
+    if not alive():
+        raise LeaseLostError(f"lease on {shard_id} may have expired; not uploading")
+    try:
+        await upload_objects(FencedS3(ctx.s3, alive, shard_id), ctx.bucket, plan.objects)
+    except BaseExceptionGroup as group:
+        if group.subgroup(LeaseLostError) is None:
+            raise
+        raise LeaseLostError(f"lease on {shard_id} may have expired; upload stopped") from group
 
 
 async def unless_stopped(work: Coroutine[Any, Any, _T], stop: asyncio.Event) -> _T | None:

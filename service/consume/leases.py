@@ -9,7 +9,9 @@ zstd binary, service/sink/plan.py; read only by a replay, never by a lease round
 and ``intent_dedupe`` (the same as of the intent's first record, so a replay drops exactly
 what the first reading dropped), ``opened_partitions`` (the partitions the shard opened in the
 current hour as of the checkpoint, at most ``max_partitions`` 8-byte digests,
-service/sink/opened.py; a replay takes them from the intent's pinned plan).
+service/sink/opened.py; a replay takes them from the intent's pinned plan), ``pending_deletes``
+(stale objects a replay's checkpoint listed for deletion, deleted after it by whoever owns
+the shard, for a grace period: service/consume/flush.py PendingDeletes).
 Item ``shard_id=worker#<id>``: ``beats`` (a counter the worker increments with every
 heartbeat: peers judge it alive while they see it change, on their own monotonic clock),
 ``written_at`` (the writer's wall clock, epoch ms, for people only) and ``leaving`` (set on SIGTERM:
@@ -67,6 +69,7 @@ class ShardLease:
     dedupe: bytes | None = None
     intent_dedupe: bytes | None = None
     partitions: bytes | None = None  # partitions opened this hour, as of the checkpoint
+    pending_deletes: bytes | None = None  # stale keys the checkpoint listed for deletion
 
     @property
     def finished(self) -> bool:
@@ -103,6 +106,7 @@ def _lease_from_item(item: dict[str, Any]) -> ShardLease:
         dedupe=item["dedupe"]["B"] if "dedupe" in item else None,
         intent_dedupe=item["intent_dedupe"]["B"] if "intent_dedupe" in item else None,
         partitions=item["opened_partitions"]["B"] if "opened_partitions" in item else None,
+        pending_deletes=item["pending_deletes"]["B"] if "pending_deletes" in item else None,
     )
 
 
@@ -273,18 +277,26 @@ class LeaseTable:
         *,
         dedupe: bytes | None = None,
         partitions: bytes | None = None,
+        pending: bytes | None = None,
     ) -> None:
-        """Step 3: the range is in S3; advance the checkpoint (with the dedupe state and the
-        partitions opened this hour after it) and clear the intent."""
+        """Step 3: the range is in S3; advance the checkpoint (with the dedupe state, the
+        partitions opened this hour after it and the stale keys still to delete, ``pending``:
+        written under the same fence, so a fenced owner lists none) and clear the intent."""
         values = _fence(worker_id, epoch, dedupe, {":c": {"S": checkpoint_to_wire(seq)}})
         update = "SET checkpoint = :c" + (", dedupe = :d" if dedupe is not None else "")
         if partitions is not None:
             values[":p"] = {"B": partitions}
             update += ", opened_partitions = :p"  # "partitions" is a reserved word
+        remove = " REMOVE intent_first, intent_last, intent_bytes, intent_dedupe, intent_plan,"
+        remove += " intent_keys"
+        if pending is None:
+            remove += ", pending_deletes"
+        else:
+            values[":pd"] = {"B": pending}
+            update += ", pending_deletes = :pd"
         await self._fenced_update(
             shard_id,
-            update + " REMOVE intent_first, intent_last, intent_bytes, intent_dedupe, intent_plan,"
-            " intent_keys",
+            update + remove,
             "#o = :me AND epoch = :e",
             values,
         )

@@ -8,7 +8,10 @@ A new owner that finds an intent rebuilds exactly that range first, so a retried
 zombie upload rewrites identical bytes, and nothing is lost or written twice. The intent
 also pins the plan (service/sink/plan.py: the plan document and the key listing): a replay
 plans with the intent's layout and mapping, not its own settings, and deletes the listed
-objects its own plan no longer has (a code change that renamed keys) before checkpointing.
+objects its own plan no longer has (renamed keys): listed in the checkpoint (fenced) and
+deleted after it, again for DELETE_GRACE, by this owner or the next; a fenced owner never
+deletes. Each object-creating S3 call is sent only while the lease is fresh on this
+process's monotonic clock (``alive``): a paused owner stops uploading (flush.py).
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ from service.consume.buffer import ShardBuffer
 from service.consume.context import ShardContext
 from service.consume.dedupe import ShardDedupe, merge
 from service.consume.flush import (
+    PendingDeletes,
     Pin,
+    find_stale,
     intent_pin,
     opened_at_checkpoint,
     plan_range,
-    remove_stale,
     unless_stopped,
+    upload_fenced,
 )
 from service.consume.leases import FROM_START, SHARD_END, ShardLease
 from service.consume.reader import Position, ShardReader
@@ -45,7 +50,6 @@ from service.sink.plan import (
     plan_document,
     planned_keys,
 )
-from service.sink.s3 import upload_objects
 from service.telemetry.tracing import aws_span, flush_links, span
 
 __all__ = ["Outcome", "ShardConsumer", "ShardContext"]
@@ -85,8 +89,10 @@ class ShardConsumer:
         budget_share: Callable[[], int],
         ending: int | None = None,
         budget: MemoryBudget | None = None,
+        alive: Callable[[], bool] = lambda: True,
     ) -> None:
         self.ctx = ctx
+        self.alive = alive  # the lease is still ours on our monotonic clock (self-fencing)
         self.lease = lease
         self.shard_id = lease.shard_id
         self.epoch = epoch
@@ -107,6 +113,7 @@ class ShardConsumer:
         self._dedupe_at_checkpoint = self.dedupe.encode()
         # Partitions opened this hour as of the checkpoint (pinned by every flush's plan).
         self.opened = opened_at_checkpoint(self.shard_id, lease.partitions)
+        self.pending = PendingDeletes()  # the checkpoint's stale keys (set by run)
 
     async def run(self, stop: asyncio.Event, *, drain: bool) -> Outcome:
         """Consume until the shard ends, the tip is reached (drain), ``stop`` is set, or the
@@ -114,6 +121,8 @@ class ShardConsumer:
         if self.lease.finished:
             return Outcome.FINISHED  # SHARD_END: read to its end already, never read again
         try:
+            self.pending = PendingDeletes(self.lease.pending_deletes, asyncio.get_running_loop())
+            await self.pending.issue_due(self.ctx, self.shard_id)  # a previous owner's
             await self._load_dedupe()
             lease = self.lease
             if lease.intent_first is not None and lease.intent_last is not None:
@@ -277,6 +286,7 @@ class ShardConsumer:
                 if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
             self._learn_record_size(self.buffer, batch.records, before)
+            await self.pending.issue_due(self.ctx, self.shard_id)
             # A closed shard ends when Kinesis returns no next iterator or the reader has
             # passed its EndingSequenceNumber; an empty page at the tip is no proof.
             if batch.shard_end or self._passed_end(reader):
@@ -353,12 +363,14 @@ class ShardConsumer:
                 aws_span("S3", "PutObject", objects=len(plan.objects), bytes=plan.bytes_out),
                 ctx.metrics.aws_call("s3_upload"),
             ):
-                await upload_objects(ctx.s3, ctx.bucket, plan.objects)
-            await remove_stale(self.ctx, self.shard_id, pinned.keys, plan, (first, last))
+                await upload_fenced(ctx, self.shard_id, self.alive, plan)
+            stale = await find_stale(self.ctx, self.shard_id, pinned.keys, plan, (first, last))
             if ctx.catalog is not None:
                 await ctx.catalog.register_plan(plan)
             self.opened = plan.opened or self.opened
-            await self._checkpoint(last)
+            self.pending.add(stale)
+            await self._checkpoint(last)  # lists the stale keys: deleted only once it landed
+            await self.pending.issue_due(self.ctx, self.shard_id)
             ctx.metrics.observe_flush(
                 reason,
                 plan,
@@ -389,6 +401,7 @@ class ShardConsumer:
             seq,
             dedupe=state,
             partitions=self.opened.encode(),
+            pending=self.pending.encode(),
         )
         self.checkpoint = seq
         self._dedupe_at_checkpoint = state

@@ -256,6 +256,7 @@ class ConsumerWorker:
             budget_share=self.budget_share,
             ending=info.ending_sequence,
             budget=self.budget,
+            alive=lambda: not self.renewer.expired(self.poll),
         )
         stop = asyncio.Event()
         task = tg.create_task(self._consume(consumer, stop), name=f"shard-{lease.shard_id}")

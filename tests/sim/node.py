@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import service.consume.dedupe as dedupe_module
+import service.consume.flush as flush_module
 import service.consume.shard as shard_module
 import service.sink.s3 as s3_upload
 from service.consume.runner import shard_context
@@ -27,6 +28,12 @@ BUCKET = "sim-bucket"
 LEASE_TABLE = "sim-leases"
 LEASE_KEY = "shard_id"  # the lease table's hash key
 LEASE_DURATION = 5.0
+# S3 refuses a SigV4 request 15 minutes after it was signed; real leases are 10-60 s, so
+# scaled to this lease a signature stays valid for two leases: pauses of 1.2-3 leases
+# (world.py) land some late uploads and have others refused.
+SIGNATURE_VALIDITY = 2 * LEASE_DURATION
+# The consumer's flush.DELETE_GRACE, scaled the same way: longer than a signature's validity.
+DELETE_GRACE = SIGNATURE_VALIDITY + LEASE_DURATION / 2
 
 
 def sim_settings() -> Settings:
@@ -73,6 +80,17 @@ def other_code_planner(
 
 
 @contextlib.contextmanager
+def scaled_delete_grace() -> Iterator[None]:
+    """The consumer re-issues stale deletes for DELETE_GRACE (scaled) instead of 20 minutes."""
+    saved = flush_module.DELETE_GRACE
+    flush_module.DELETE_GRACE = DELETE_GRACE
+    try:
+        yield
+    finally:
+        flush_module.DELETE_GRACE = saved
+
+
+@contextlib.contextmanager
 def small_multipart(threshold: int = 2048, part: int = 1024) -> Iterator[None]:
     """Send the small objects of a simulation through the multipart path."""
     saved = s3_upload.MULTIPART_THRESHOLD, s3_upload.PART_SIZE
@@ -87,28 +105,28 @@ def small_multipart(threshold: int = 2048, part: int = 1024) -> Iterator[None]:
 def uploads_dropping(drop: Callable[[str], bool]) -> Iterator[None]:
     """A broken sink for the harness's own tests: objects whose key ``drop`` names are
     silently not uploaded (the flush still checkpoints)."""
-    name = "upload_objects"  # what service.consume.shard calls to write a flush
-    real = getattr(shard_module, name)
+    name = "upload_objects"  # what service.consume.flush calls to write a flush
+    real = getattr(flush_module, name)
 
     async def upload(s3: Any, bucket: str, objects: Sequence[Any]) -> None:
         await real(s3, bucket, [o for o in objects if not drop(o.key)])
 
-    setattr(shard_module, name, upload)
+    setattr(flush_module, name, upload)
     try:
         yield
     finally:
-        setattr(shard_module, name, real)
+        setattr(flush_module, name, real)
 
 
 @contextlib.contextmanager
 def stale_kept() -> Iterator[None]:
     """A broken consumer for the harness's own tests: a replay never deletes the objects
     its plan no longer has, so a range replayed by other code lands under both key sets."""
-    name = "remove_stale"  # what service.consume.shard calls after a replay's upload
+    name = "find_stale"  # what service.consume.shard asks for the stale keys
     real = getattr(shard_module, name)
 
-    async def keep(*args: Any) -> None:
-        return None
+    async def keep(*args: Any) -> frozenset[str]:
+        return frozenset()
 
     setattr(shard_module, name, keep)
     try:

@@ -1,5 +1,7 @@
 """An in-process S3 bucket model that remembers every write, so a rewrite with other bytes
-is caught the moment it happens."""
+is caught the moment it happens, and refuses a request that arrives more than its
+signature's validity after it was signed (SigV4: 15 minutes after X-Amz-Date, scaled
+to the simulation's lease in node.SIGNATURE_VALIDITY)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,9 @@ class S3Model:
     upload_count: int = 0
     deletes: list[ObjectWrite] = field(default_factory=list)  # etag "" when there was none
     events: Any = None  # () -> (next global event index, virtual time)
+    # Seconds after signing (the call's start) past which a request is refused on arrival.
+    signature_validity: float = float("inf")
+    expired_requests: list[str] = field(default_factory=list)
 
     def _bucket(self, kw: dict[str, Any], op: str) -> None:
         if kw["Bucket"] != self.bucket:
@@ -166,10 +171,27 @@ class FakeS3:
     def __init__(self, model: S3Model, net: Network, node: Endpoint) -> None:
         self._m, self._net, self._node = model, net, node
 
+    def _signed(self, op: str, apply: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+        """``apply``, refused as S3 refuses a request whose signature is too old: signed now
+        (botocore signs just before sending), applied when it arrives (after any pause)."""
+        signed = self._net.loop.time()
+
+        def arrive() -> dict[str, Any]:
+            late = self._net.loop.time() - signed
+            if late > self._m.signature_validity:
+                self._m.expired_requests.append(f"{self._node.name} {op} signed {late:.1f}s ago")
+                raise client_error("RequestTimeTooSkewed", 403, op)
+            return apply()
+
+        return arrive
+
     async def _call(
         self, op: str, apply: Callable[[], dict[str, Any]], kw: dict[str, Any], *, write: bool
     ) -> dict[str, Any]:
-        return await self._net.call(self._node, "s3", op, apply, write=write, key=kw.get("Key", ""))
+        arrive = self._signed(op, apply)
+        return await self._net.call(
+            self._node, "s3", op, arrive, write=write, key=kw.get("Key", "")
+        )
 
     async def put_object(self, **kw: Any) -> dict[str, Any]:
         return await self._call(
@@ -205,7 +227,9 @@ class FakeS3:
             self._node,
             "s3",
             "delete_objects",
-            lambda: self._m.delete_objects(self._node.name, refuse, **kw),
+            self._signed(
+                "delete_objects", lambda: self._m.delete_objects(self._node.name, refuse, **kw)
+            ),
             write=True,
             key=f"{len(keys)} keys from {keys[0] if keys else ''}",
         )

@@ -22,7 +22,14 @@ def main() -> None:
     runs = 0
     kinds: set[str] = set()
     bad: list[str] = []
-    totals = {"records": 0, "resent_puts": 0, "late_pages": 0, "objects_deleted": 0}
+    totals = {
+        "records": 0,
+        "resent_puts": 0,
+        "late_pages": 0,
+        "objects_deleted": 0,
+        "expired_signatures": 0,
+        "re_created_deleted_again": 0,
+    }
     for profile in args.profiles.split(","):
         failed = 0
         for seed in range(args.first, args.first + args.seeds):

@@ -7,13 +7,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from service.consume.leases import SHARD_END, LeaseTable
 from service.sink.s3 import delete_keys
 from tests.conftest import Aws
 from tests.sim.dynamodb import DynamoModel
+from tests.sim.faults import PROFILES, Injector
 from tests.sim.kinesis import KinesisModel
-from tests.sim.s3 import S3Model
+from tests.sim.loop import VirtualTimeLoop
+from tests.sim.net import Endpoint, Network, Trace
+from tests.sim.s3 import FakeS3, S3Model
 
 TABLE = "sim-conformance"
 
@@ -165,3 +169,29 @@ async def test_s3_model_deletes_objects_as_moto_does(aws: Aws) -> None:
     assert moto[0] == ["logs/c"] and moto[-1] == 0
     deleted = ["logs/a", "logs/b", "logs/never-written", "logs/c", "logs/x"]
     assert [d.key for d in model.deletes] == deleted
+
+
+@pytest.mark.parametrize(("pause", "landed"), [(9.0, True), (11.0, False)])
+def test_s3_model_refuses_an_upload_that_arrives_after_its_signature_expired(
+    pause: float, landed: bool
+) -> None:
+    """As S3 refuses a SigV4 request 15 minutes after its X-Amz-Date: a node paused between
+    signing (the call's start) and sending lands its PutObject only within the validity."""
+    loop = VirtualTimeLoop()
+    net = Network(loop, Injector(0, PROFILES["calm"]), Trace())
+    zombie = Endpoint("zombie", pause_countdown=1, pause_length=pause)
+    model = S3Model("b", events=lambda: (0, loop.time()), signature_validity=10.0)
+
+    async def put() -> str:
+        try:
+            await FakeS3(model, net, zombie).put_object(Bucket="b", Key="k", Body=b"late")
+        except ClientError as exc:
+            return str(exc.response["Error"]["Code"])
+        return "ok"
+
+    try:
+        answer = loop.run_until_complete(put())
+    finally:
+        loop.close()
+    assert answer == ("ok" if landed else "RequestTimeTooSkewed")
+    assert ("k" in model.objects) is landed

@@ -214,22 +214,26 @@ def test_issue14_item6_clock_skew_never_expires_a_healthy_worker() -> None:
         assert max(abs(s) for s in skews) > LEASE_DURATION
 
 
-# Found by the deploy sweep (seeds 1000-1199), not fixed: S3 deletes and uploads are not
-# fenced, so two code versions replaying each other's intents can undo each other's work.
-@pytest.mark.xfail(
-    strict=True, reason="open: a fenced zombie's remove_stale deletes the heir's objects"
-)
+# Found by the deploy sweep (seeds 1000-1199): S3 deletes and uploads were not fenced, so two
+# code versions replaying each other's intents could undo each other's work.
 def test_a_zombie_replay_never_deletes_what_the_heir_checkpointed() -> None:
-    """Seed 1031: w6 (other code) pauses mid-replay of shard 1; w7 (old code) takes the
-    shard, replays the intent (deleting w6's keys), uploads and checkpoints; w6 wakes, its
-    remove_stale deletes w7's keys (stale to its own plan), then its fenced write fails.
-    The checkpoint now covers 26 lines that are in no object: LOST."""
-    assert_exactly_once([1031], "deploy")
+    """Seeds 1031, 1134: w6 (other code) pauses mid-replay of shard 1; w7 (old code) takes
+    the shard, replays the intent, uploads and checkpoints; w6 wakes. Its stale keys are
+    written with its checkpoint, which is fenced and fails, so it deletes none of w7's
+    objects (it used to, before its fenced write failed: 26 lines in no object, LOST)."""
+    assert_exactly_once([1031, 1134], "deploy")
 
 
-@pytest.mark.xfail(strict=True, reason="open: a zombie's upload re-creates keys the heir deleted")
 def test_a_zombie_upload_never_re_creates_what_the_heir_deleted() -> None:
-    """Seeds 1038, 1043: a node paused (past its lease) inside its upload; the heir, of the
-    other version, replays the intent and deletes the listed keys its plan does not have;
-    the zombie's held PutObject then lands: the range is in S3 under both key sets."""
-    assert_exactly_once([1038, 1043], "deploy")
+    """Seeds 1038, 1043, 1097, 1113, 1183: a node paused past its lease inside its upload;
+    the heir, of the other version, replays the intent and deletes the listed keys its plan
+    does not have. The zombie stops before its next PutObject (its lease is stale on its
+    own clock); one already signed is refused once its signature expired, or lands and is
+    deleted again, since the heir re-issues the delete for longer than a signature lives."""
+    assert_exactly_once([1038, 1043, 1097, 1113, 1183], "deploy")
+
+
+def test_a_crash_between_checkpoint_and_delete_leaves_the_delete_to_the_heir() -> None:
+    """Seed 32 (what deleting after the checkpoint alone broke): the stale keys are in the
+    checkpoint, so the next owner deletes them on acquiring the shard: no duplicated rows."""
+    assert_exactly_once([32], "deploy")

@@ -117,7 +117,9 @@ class Simulation:
         self.kinesis = KinesisModel(adapter.STREAM, SHARDS, lambda: true_wall(self.loop))
         self.dynamo = DynamoModel(adapter.LEASE_TABLE, adapter.LEASE_KEY)
         self.dynamo.events = events
-        self.s3 = S3Model(adapter.BUCKET, events=events)
+        self.s3 = S3Model(
+            adapter.BUCKET, events=events, signature_validity=adapter.SIGNATURE_VALIDITY
+        )
         self.workload = Workload(
             seed,
             self.kinesis,
@@ -306,6 +308,7 @@ class Simulation:
             with (
                 deterministic_asyncio(),
                 patched_modules(SimTime(self.loop), random.Random(f"service-{self.seed}")),
+                adapter.scaled_delete_grace(),
                 adapter.small_multipart() if self.profile.multipart else contextlib.nullcontext(),
             ):
                 try:
@@ -339,6 +342,9 @@ class Simulation:
                 "virtual_s": int(self.loop.time()),
                 "orphaned_multipart_uploads": len(self.s3.uploads),
                 "objects_deleted": len(self.s3.deletes),
+                "expired_signatures": len(self.s3.expired_requests),
+                # keys deleted with content more than once: a late upload re-created them
+                "re_created_deleted_again": _deleted_again(self.s3.deletes),
                 "late_pages": self.kinesis.late_pages,
                 "resent_puts": self.workload.resent,
                 # acquires that saw the right epoch and were refused only because the shard
@@ -353,6 +359,14 @@ class Simulation:
             },
             tail.lines + [f"asyncio: {e}" for e in self.loop_errors],
         )
+
+
+def _deleted_again(deletes: list[Any]) -> int:
+    seen: dict[str, int] = {}
+    for d in deletes:
+        if d.etag:
+            seen[d.key] = seen.get(d.key, 0) + 1
+    return sum(1 for n in seen.values() if n > 1)
 
 
 def simulate(seed: int, profile: Profile | str) -> Result:
