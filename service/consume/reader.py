@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from service.aws import error_code
 from service.consume.discovery import ShardInfo, shard_info
 from service.consume.sequence import sequence_from_wire
+from service.decode import RecordMeta
 from service.telemetry.metrics import ConsumerMetrics, timed_call
 from service.telemetry.tracing import aws_span
 
@@ -200,3 +201,14 @@ class ShardReader:
 def _backoff(attempt: int, cap: float) -> float:
     """Full jitter exponential backoff (AWS architecture blog), capped."""
     return float(random.uniform(0, min(cap, 0.1 * 2 ** min(attempt, 30))))
+
+
+def record_meta(shard_id: str, record: dict[str, Any]) -> RecordMeta:
+    """What a dead letter and a lineage column say of a GetRecords record."""
+    arrival: datetime = record["ApproximateArrivalTimestamp"]
+    return RecordMeta(
+        shard_id=shard_id,
+        sequence_number=sequence_from_wire(record["SequenceNumber"]),
+        arrival_us=int(arrival.timestamp() * 1_000_000),
+        partition_key=record.get("PartitionKey", ""),
+    )

@@ -22,7 +22,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -41,9 +40,8 @@ from service.consume.flush import (
     upload_fenced,
 )
 from service.consume.leases import FROM_START, SHARD_END, ShardLease
-from service.consume.reader import Position, ShardReader
-from service.consume.sequence import Checkpoint, sequence_from_wire
-from service.decode import RecordMeta
+from service.consume.reader import Position, ShardReader, record_meta
+from service.consume.sequence import Checkpoint
 from service.errors import LeaseLostError
 from service.sink.plan import (
     KeyListing,
@@ -64,16 +62,6 @@ class Outcome(Enum):
     AT_TIP = "at_tip"  # drain mode: read to the current tip, flushed, checkpointed
     STOPPED = "stopped"  # asked to stop: flushed and checkpointed (caller releases)
     LOST = "lost"  # a fenced write failed: someone else owns the shard
-
-
-def _meta(shard_id: str, record: dict[str, Any]) -> RecordMeta:
-    arrival: datetime = record["ApproximateArrivalTimestamp"]
-    return RecordMeta(
-        shard_id=shard_id,
-        sequence_number=sequence_from_wire(record["SequenceNumber"]),
-        arrival_us=int(arrival.timestamp() * 1_000_000),
-        partition_key=record.get("PartitionKey", ""),
-    )
 
 
 class ShardConsumer:
@@ -191,7 +179,7 @@ class ShardConsumer:
             before = buffer.charge
             past = False
             for n, record in enumerate(batch.records, 1):
-                meta = _meta(self.shard_id, record)
+                meta = record_meta(self.shard_id, record)
                 if meta.sequence_number > last:
                     past = True
                     break
@@ -275,7 +263,7 @@ class ShardConsumer:
             before = self.buffer.charge
             for n, record in enumerate(batch.records, 1):
                 data: bytes = record["Data"]
-                meta = _meta(self.shard_id, record)
+                meta = record_meta(self.shard_id, record)
                 self.buffer.add(data, meta, self.ctx.decoders, loop.time(), self.dedupe)
                 m.records_read.inc()
                 m.bytes_read.inc(len(data))
