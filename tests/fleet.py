@@ -159,8 +159,45 @@ def log_time(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(event["time"].replace("Z", "+00:00")).timestamp()
 
 
+class Background:
+    """``start(n)``: ``put`` ``n`` in the background from a thread, ``batch`` at a time every
+    ``interval`` seconds; ``join`` waits for it, ``stop`` ends it early (both producers)."""
+
+    batch: int
+    interval: float
+    _stop: threading.Event
+    _thread: threading.Thread | None
+    join_timeout = 120.0
+
+    def put(self, n: int) -> None:
+        raise NotImplementedError
+
+    def start(self, records: int) -> None:
+        self._stop.clear()
+
+        def run() -> None:
+            left = records
+            while left > 0 and not self._stop.is_set():
+                n = min(self.batch, left)
+                self.put(n)
+                left -= n
+                time.sleep(self.interval)
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(self.join_timeout if timeout is None else timeout)
+            assert not self._thread.is_alive(), "producer did not finish"
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join()
+
+
 @dataclass
-class Producer:
+class Producer(Background):
     """Puts envelope records (LINES_PER_RECORD lines, each with a unique ``message`` id)
     from a thread; remembers every id sent and the highest sequence number per shard."""
 
@@ -197,30 +234,6 @@ class Producer:
                 seq = int(r["SequenceNumber"])
                 self.tips[r["ShardId"]] = max(self.tips.get(r["ShardId"], 0), seq)
             self.sent.extend(ids)
-
-    def start(self, records: int) -> None:
-        """Put ``records`` records in the background, one batch every ``interval`` seconds."""
-        self._stop.clear()
-
-        def run() -> None:
-            left = records
-            while left > 0 and not self._stop.is_set():
-                n = min(self.batch, left)
-                self.put(n)
-                left -= n
-                time.sleep(self.interval)
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-
-    def join(self, timeout: float = 120) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-            assert not self._thread.is_alive(), "producer did not finish"
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.join()
 
 
 def leases(aws: Aws, settings: Settings) -> dict[str, dict[str, Any]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -21,12 +20,14 @@ import orjson
 from service.local import free_port
 from service.settings import Settings
 from tests.conftest import Aws
-from tests.fleet import LINES_PER_RECORD, TIDEWAY, wait_until
+from tests.fleet import LINES_PER_RECORD, TIDEWAY, Background, wait_until
 
 
-class ServeProducer:
+class ServeProducer(Background):
     """``serves`` serve processes (one worker each) on loopback, fed by a client thread that
     sends ``batch`` requests at once, LINES_PER_RECORD lines each, round robin."""
+
+    join_timeout = 180.0
 
     def __init__(
         self,
@@ -120,30 +121,6 @@ class ServeProducer:
                 numbers.append(self._n)
             list(self._pool.map(self._post, numbers))
             self._tips = None
-
-    def start(self, records: int) -> None:
-        """Send ``records`` requests in the background, a batch every ``interval`` seconds."""
-        self._stop.clear()
-
-        def run() -> None:
-            left = records
-            while left > 0 and not self._stop.is_set():
-                n = min(self.batch, left)
-                self.put(n)
-                left -= n
-                time.sleep(self.interval)
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-
-    def join(self, timeout: float = 180) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-            assert not self._thread.is_alive(), "producer did not finish"
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.join()
 
     @property
     def tips(self) -> dict[str, int]:
