@@ -3,6 +3,7 @@ envelope records with one unique id per line, and the exactly-once check on S3."
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -18,7 +19,8 @@ from typing import Any
 
 import orjson
 
-from service.envelope import EnvelopeRecord, encode
+from service.envelope import EnvelopeError, EnvelopeRecord, encode
+from service.envelope import decode as decode_envelope
 from service.local import free_port
 from service.settings import Settings
 from tests.conftest import Aws, lineage_counts, read_dead_letters, read_table
@@ -310,9 +312,40 @@ def landed(aws: Aws, settings: Settings, sent: list[str]) -> Landed:
 
 def assert_exactly_once(aws: Aws, settings: Settings, sent: list[str]) -> Landed:
     got = landed(aws, settings, sent)
-    assert (got.lost, got.duplicated, got.lineage_duplicated, got.dead_letters) == (0, 0, 0, 0), got
+    ok = (got.lost, got.duplicated, got.lineage_duplicated, got.dead_letters) == (0, 0, 0, 0)
+    assert ok, f"{got}\n{where_lost(aws, settings, sent)}"
     assert got.rows == got.sent
     return got
+
+
+def where_lost(aws: Aws, settings: Settings, sent: list[str]) -> str:
+    """Where each lost line is in the stream (shard, sequence number, envelope identity)
+    beside that shard's lease, or that it never reached the stream: tells a serve loss
+    from a consume loss when the check fails."""
+    table = read_table(aws, settings)
+    have = set(table.column("message").to_pylist()) if table.num_rows else set()
+    lost = set(sent) - have
+    if not lost:
+        return ""
+    found: dict[str, str] = {}
+    for sid, shard in _moto_stream(settings.stream).shards.items():
+        for seq, rec in shard.records.items():
+            try:
+                env = decode_envelope(base64.b64decode(rec.data))
+            except EnvelopeError:  # not ours: other producers in the stream
+                continue
+            for line in env.payload.splitlines():
+                uid = orjson.loads(line).get("message")
+                if uid in lost:
+                    found[uid] = (
+                        f"{sid} seq={seq} producer={env.producer_id.hex()[:8]}"
+                        f"/{env.producer_seq} lines={env.line_count}"
+                    )
+    table_leases = leases(aws, settings)
+    out = [f"lost {len(lost)}: {len(found)} in the stream, {len(lost) - len(found)} not"]
+    out += [f"  {uid}: {found.get(uid, 'NOT IN STREAM')}" for uid in sorted(lost)]
+    out += [f"  lease {sid}: {lease}" for sid, lease in sorted(table_leases.items())]
+    return "\n".join(out)
 
 
 def report(name: str, **values: Any) -> None:
