@@ -71,7 +71,10 @@ async def test_every_line_sent_over_http_lands_once_with_canonical_columns(
     assert rows["plain two"]["service"] == "unknown"
     # Partition columns live in the path only, never inside the files.
     key = next(k for k in object_keys(aws, ready.bucket, "logs/") if "service=api" in k)
-    assert key.startswith(f"logs/dt={NOW:%Y-%m-%d}/hour=") and key.endswith(".parquet")
+    # The lines span three hours before NOW, which may cross a midnight.
+    hours = {NOW - timedelta(hours=h) for h in range(3)}
+    folders = {f"logs/dt={t:%Y-%m-%d}/hour={t:%H}/service=api/" for t in hours}
+    assert key.rsplit("/", 1)[0] + "/" in folders and key.endswith(".parquet")
     assert f"/{ready.stream}-shardId-" in key
 
 
