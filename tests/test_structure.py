@@ -12,7 +12,7 @@ import importlib.util
 import re
 import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from itertools import pairwise
@@ -114,13 +114,19 @@ def _module_origin(name: str) -> Path | None:
 
 
 @cache
+def _packages_distributions() -> Mapping[str, list[str]]:
+    """Top-level module -> distributions (a scan of every installed RECORD: read once)."""
+    return importlib.metadata.packages_distributions()
+
+
+@cache
 def distribution_of(target: str) -> str:
     """The installed distribution that provides the module loaded by importing ``target``.
 
     Namespace packages (``google``, ``opentelemetry``) are shared by several distributions,
     so the module's own file decides, not its top-level name."""
     top = target.partition(".")[0]
-    candidates = sorted(set(importlib.metadata.packages_distributions().get(top, [])))
+    candidates = sorted(set(_packages_distributions().get(top, [])))
     assert candidates, f"{target}: not installed in this environment"
     if len(candidates) == 1:
         return _canonical(candidates[0])
