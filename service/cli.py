@@ -85,12 +85,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _command(args)
+    except BaseExceptionGroup as group:  # a task group's failure: report its first cause
+        cause = _first_leaf(group)
+        if not isinstance(cause, (TidewayError, BotoCoreError, ClientError)):
+            raise
+        print(f"tideway {args.command}: {type(cause).__name__}: {cause}", file=sys.stderr)
+        return 2 if isinstance(cause, SettingsError) else 1
     except SettingsError as exc:
         print(f"tideway: {exc}", file=sys.stderr)
         return 2
     except (TidewayError, BotoCoreError, ClientError) as exc:
         print(f"tideway {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _command(args: argparse.Namespace) -> int:

@@ -55,3 +55,7 @@ class KinesisUnavailableError(TidewayError):
 
 class ServeWorkerError(TidewayError):
     """A serve worker keeps dying as it starts; the message names it and its last exit code."""
+
+
+class ListenError(TidewayError):
+    """A port serve must listen on cannot be bound; the message names the setting."""

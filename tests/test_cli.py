@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from service.cli import _parser
+from service.local import free_port
 from tests.conftest import Aws
 
 
@@ -105,3 +109,31 @@ def test_demo_without_the_demo_extra_fails_with_one_line_naming_it() -> None:
     assert done.returncode == 2
     assert done.stderr == "tideway demo needs the demo extra: pip install 'tideway[demo]'\n"
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("which", ["TIDEWAY_PORT", "TIDEWAY_GRPC_PORT"])
+def test_a_port_another_program_holds_stops_serve_with_one_line_naming_it(
+    aws: Aws, which: str, workers: str
+) -> None:
+    # Another program listens there without SO_REUSEPORT: serve cannot bind it, whether
+    # it runs in process (one worker) or supervises workers (which never start).
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        ports = {"TIDEWAY_PORT": str(free_port()), "TIDEWAY_GRPC_PORT": "0", which: port}
+        env = aws.env(
+            TIDEWAY_STREAM="s",
+            TIDEWAY_BUCKET="bbb",
+            TIDEWAY_HOST="127.0.0.1",
+            TIDEWAY_WORKERS=workers,
+            AWS_REGION="us-east-1",
+            **ports,
+        )
+        proc = run(["serve"], env)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert lines[-1].startswith(f"tideway serve: ListenError: cannot listen on 127.0.0.1:{port}")
+    assert which in lines[-1]

@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from service.envelope import ContentType
-from service.errors import KinesisUnavailableError, OverloadedError, RequestError
+from service.errors import KinesisUnavailableError, ListenError, OverloadedError, RequestError
 from service.ingest import otlp
 from service.ingest.auth import authenticate, presented_keys
 from service.ingest.handling import IngestState, off_loop, store_lines
@@ -132,7 +132,12 @@ async def start(state: IngestState, host: str, port: int) -> grpc.aio.Server:
         )
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = server.add_insecure_port(address)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc says only "Failed to bind"
+        raise ListenError(
+            f"cannot listen on {address} (TIDEWAY_GRPC_PORT): the port is in use or not allowed"
+        ) from exc
     await server.start()
     log.info("serving grpc", extra={"port": bound})
     return server

@@ -18,6 +18,7 @@ from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 
 from service.aws import aws_clients
+from service.errors import ListenError
 from service.ingest import grpc_logs
 from service.ingest.app import build_app
 from service.ingest.body import BodyLimits
@@ -134,7 +135,12 @@ async def _serve(
         # reuse_port: the other serve workers listen on the same port (the kernel spreads
         # connections over them); alone, it changes nothing.
         site = web.TCPSite(runner, settings.host, port, reuse_address=True, reuse_port=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ListenError(
+                f"cannot listen on {settings.host}:{port} (TIDEWAY_PORT): {exc.strerror}"
+            ) from exc
         bound = runner.addresses[0][1] if runner.addresses else port
         grpc_port = settings.grpc_port
         grpc_server = await grpc_logs.start(state, settings.host, grpc_port) if grpc_port else None

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
 
-from service.errors import ServeWorkerError
+from service.errors import ListenError, ServeWorkerError
 from service.settings import Settings, available_cpus
 from service.telemetry.workers import (
     MULTIPROCESS_DIR_ENV,
@@ -63,13 +63,20 @@ def worker_count(settings: Settings) -> int:
 
 
 @contextlib.contextmanager
-def _held_port(host: str, port: int) -> Iterator[int]:
-    """The port the workers share, kept bound (not listening: it takes no connections)."""
+def _held_port(host: str, port: int, setting: str) -> Iterator[int]:
+    """A port the workers share, kept bound (not listening: it takes no connections). A
+    port another program holds stops the start here, with one line naming ``setting``,
+    instead of every worker dying on it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ListenError(
+                f"cannot listen on {host}:{port} ({setting}): {exc.strerror}"
+            ) from exc
         yield int(sock.getsockname()[1])
 
 
@@ -163,8 +170,11 @@ async def supervise(settings: Settings, stop: asyncio.Event, target: WorkerTarge
     loop = asyncio.get_running_loop()
     with (
         tempfile.TemporaryDirectory(prefix="tideway-metrics-") as metrics_dir,
-        _held_port(settings.host, port) as bound,
+        _held_port(settings.host, port, "TIDEWAY_PORT") as bound,
+        contextlib.ExitStack() as held,
     ):
+        if settings.grpc_port:
+            held.enter_context(_held_port(settings.host, settings.grpc_port, "TIDEWAY_GRPC_PORT"))
         # prometheus_client picks its multiprocess value class at import, from the
         # environment: the spawned workers inherit it from here.
         os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir

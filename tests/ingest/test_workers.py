@@ -9,7 +9,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,16 +20,19 @@ from typing import IO
 import aiohttp
 import grpc
 import psutil
+import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
 )
 
+from service.errors import ServeWorkerError
 from service.ingest.grpc_logs import EXPORT_PATH
-from service.ingest.workers import MAX_QUICK_DEATHS
+from service.ingest.workers import MAX_QUICK_DEATHS, supervise
 from service.local import free_port
 from service.settings import Settings
 from tests.conftest import Aws, drain, lineage_counts, read_table
+from tests.ingest.dying_worker import die_at_start
 from tests.ingest_support import ndjson, post, stream_lines
 
 TIDEWAY = Path(sys.executable).with_name("tideway")
@@ -225,20 +227,17 @@ async def test_a_killed_worker_is_started_again_while_the_other_keeps_serving(
 
 
 async def test_a_worker_that_cannot_start_ends_the_supervisor_with_one_line(
-    aws: Aws, ready: Settings
+    ready: Settings,
 ) -> None:
-    # Another program (say a local collector) listens on the gRPC port, without
-    # SO_REUSEPORT: no worker can bind it, however often it is started.
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        async with _serve(aws, ready, grpc_port=taken.getsockname()[1]) as serve:
-            code = await asyncio.to_thread(serve.proc.wait, 600)
-            stderr = serve.stderr()
-    assert code != 0
-    last = stderr.strip().splitlines()[-1]
-    assert last.startswith("tideway serve: ServeWorkerError: serve worker "), stderr[-3000:]
-    assert f"died {MAX_QUICK_DEATHS} times in a row" in last
+    # A worker that dies at once, however often it is started (a port another program
+    # holds is caught before any worker starts: tests/test_cli.py).
+    settings = ready.model_copy(update={"host": "127.0.0.1", "port": 0, "workers": 2})
+    with pytest.raises(ServeWorkerError) as caught:
+        await supervise(settings, asyncio.Event(), die_at_start)
+    message = str(caught.value)
+    assert message.startswith("serve worker ")
+    assert f"died {MAX_QUICK_DEATHS} times in a row" in message
+    assert "(last exit code 3)" in message
 
 
 def _export(body: str) -> bytes:
