@@ -321,8 +321,6 @@ async def measure(
 ) -> dict[str, Any]:
     """One run of ``variant``. Cores: a pinned server on the first core; the load generator
     and the Kinesis stand-in pinned to the last; ``*_workers``/``*_procs`` unpinned."""
-    import aiohttp
-
     from service.local import free_port
 
     client_core = _cores()[1]
@@ -338,6 +336,13 @@ async def measure(
     try:
         await _wait_ready(f"http://127.0.0.1:{port}/readyz", servers[0])
         await _all_listening(servers, port, workers or 1)
+        # Warm-up, not measured: every worker's one-time costs on its first requests and
+        # first PutRecords (the TLS context for its HTTP session, botocore's operation model,
+        # ~0.1 s of CPU each) would otherwise weigh N times in a run of a few seconds.
+        await loadgen.python_load(
+            f"http://127.0.0.1:{port}/ingest", bodies[:64], per_body, args.concurrency, 1.0
+        )
+        warm = await _standin_stats(standin_url) if standin else {}
         procs = _processes(servers)
         server_cpu = _cpu_seconds(procs)
         standin_cpu = _tree_cpu_seconds(standin.pid) if standin else 0.0
@@ -377,8 +382,8 @@ async def measure(
         )
         result["peak_rss_mb"] = round(sum(_peak_rss_mb(p.pid) for p in procs), 1)
         if standin is not None:
-            async with aiohttp.ClientSession() as s, s.get(standin_url + "/stats") as r:
-                stats = await r.json()
+            stats = await _standin_stats(standin_url)
+            stats = {k: v - warm.get(k, 0) for k, v in stats.items()}  # the run's calls only
             result["kinesis"] = _kinesis_figures(stats, result["bytes"], bodies)
         return result
     finally:
@@ -389,6 +394,14 @@ async def measure(
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+async def _standin_stats(url: str) -> dict[str, int]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s, s.get(url + "/stats") as r:
+        stats: dict[str, int] = await r.json()
+    return stats
 
 
 def _kinesis_figures(stats: dict[str, Any], sent: int, bodies: list[bytes]) -> dict[str, Any]:
