@@ -9,22 +9,26 @@ In the same run, on the same generated NDJSON bodies:
   bare_aiohttp  an aiohttp handler that only reads the body and answers 200: the upper bound.
   bare_zstd     the same handler, plus zstd level 1 over the body (what every envelope costs
                 Tideway): the floor of any design that compresses on this core.
-Each server runs in its own process pinned to one core; the load generator (a lean HTTP/1.1
-client on keep-alive connections, 127.0.0.1 only, bounded in count and time) and the
-stand-in share the other core.
+Cores (this machine has two, shared with other work): ``bare_*`` and ``tideway`` servers
+run pinned to the first core; the load generator (benchmarks/loadgen.py: wrk, or the
+Python client without it) and the Kinesis stand-in are pinned to the last core.
   tideway_N_workers  `tideway serve` with TIDEWAY_WORKERS=N (``--workers``, e.g. 1,2), not
-                pinned: its N worker processes may run on every core, so on this 2-core
-                machine the load generator and the stand-in share the cores with them and
-                the figure is a lower bound of what N dedicated vCPUs give. ``tideway`` is
-                the same server with one worker pinned to one core.
+                pinned: its N worker processes may run on every core, so they share the
+                cores with the generator and the stand-in (``client_busy`` and
+                ``standin_busy`` say how much those took).
+  bare_zstd_N_procs  N bare_zstd processes on one port (SO_REUSEPORT), not pinned: what the
+                machine let any N-process server gain in the same round.
 ``cpu_us_per_line`` is the CPU time of the server's whole process tree (supervisor and
-workers) per line sent: the cost of a line whatever the number of workers.
+workers) per line sent: the cost of a line whatever the number of workers, and the figure
+that scales honestly when other work takes the cores (``others_busy``: cores busy with
+processes outside the benchmark during the run, from /proc/stat).
 
-Each variant runs ``--repeat`` times, alternating, and keeps its best run (the cores are
-shared); ``server_busy`` is the server's CPU time over the run's wall time, so a variant
-limited by its server shows ~1.0.
+Each variant runs ``--repeat`` times, alternating, after one unmeasured second of warm-up;
+the best run is kept, and the N-vs-1 ratios are paired within each round (the runs of one
+round meet the same machine). ``server_busy`` is the server's CPU time over the run's wall
+time, so a variant limited by its server on a quiet machine shows ~1.0 per process.
 
-    .venv/bin/python benchmarks/ingest.py [--quick] [--repeat N]
+    .venv/bin/python benchmarks/ingest.py [--quick] [--repeat N] [--client wrk|python]
 """
 
 from __future__ import annotations
@@ -260,8 +264,12 @@ def _workers_of(variant: str) -> int | None:
     return None
 
 
-def _serve_env(port: int, standin_url: str, workers: int) -> dict[str, str]:
+def _serve_env(
+    port: int, standin_url: str, workers: int, linger_ms: float | None
+) -> dict[str, str]:
+    linger = {"TIDEWAY_LINGER_MS": f"{linger_ms:g}"} if linger_ms is not None else {}
     return {
+        **linger,
         "AWS_ENDPOINT_URL": standin_url,
         "AWS_ACCESS_KEY_ID": "bench",
         "AWS_SECRET_ACCESS_KEY": "bench",
@@ -302,13 +310,15 @@ async def _run_load(
     return await task, sample
 
 
-def _start_servers(variant: str, port: int, standin_url: str) -> list[subprocess.Popen[bytes]]:
+def _start_servers(
+    variant: str, port: int, standin_url: str, linger_ms: float | None
+) -> list[subprocess.Popen[bytes]]:
     """The server processes of ``variant`` on ``port``: pinned to the server core, or (N
     workers or processes) free to run on every core."""
     workers = _workers_of(variant)
     cores: int | set[int] = set(_ALLOWED) if workers else _cores()[0]
     if variant.startswith("tideway"):
-        env = _serve_env(port, standin_url, workers or 1)
+        env = _serve_env(port, standin_url, workers or 1, linger_ms)
         return [_spawn([sys.executable, "-m", "service", "serve"], cores, env)]
     flag = "--bare" if variant == "bare_aiohttp" else "--bare-zstd"
     reuse = ["--reuse-port"] if workers else []
@@ -332,7 +342,7 @@ async def measure(
         sport = free_port()
         standin_url = f"http://127.0.0.1:{sport}"
         standin = _spawn([sys.executable, __file__, "--standin", str(sport)], client_core, {})
-    servers = _start_servers(variant, port, standin_url)
+    servers = _start_servers(variant, port, standin_url, args.linger_ms)
     try:
         await _wait_ready(f"http://127.0.0.1:{port}/readyz", servers[0])
         await _all_listening(servers, port, workers or 1)
@@ -483,6 +493,7 @@ async def main_async(args: argparse.Namespace) -> None:
     ratio = results["tideway"]["lines_per_s"] / max(1, results["bare_aiohttp"]["lines_per_s"])
     extra = {
         "client": args.client,
+        "linger_ms": args.linger_ms,
         "tideway_vs_bare": round(ratio, 3),
         "tideway_vs_bare_zstd": round(
             results["tideway"]["lines_per_s"] / max(1, results["bare_zstd"]["lines_per_s"]), 3
@@ -552,6 +563,11 @@ def main() -> None:
         "when installed",
     )
     parser.add_argument("--seconds", type=float, help="length of each run (5 quick, 8 full)")
+    parser.add_argument(
+        "--linger-ms",
+        type=float,
+        help="TIDEWAY_LINGER_MS of the tideway variants (default: its default)",
+    )
     parser.add_argument("--lines", type=int, help="lines generated (Python client: the cap)")
     parser.add_argument(
         "--workers",
