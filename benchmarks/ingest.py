@@ -287,7 +287,7 @@ def _serve_env(
 async def _run_load(
     url: str, bodies: list[bytes], per_body: int, args: argparse.Namespace, probe: Any
 ) -> tuple[dict[str, Any], Any]:
-    """The load on the client core, with ``probe()`` sampled a second into it."""
+    """The load on the client core, with ``probe()`` sampled during it."""
     client_core = _cores()[1]
     if args.client == "wrk":
         task = asyncio.create_task(
@@ -305,7 +305,8 @@ async def _run_load(
         task = asyncio.create_task(
             loadgen.python_load(url, bodies, per_body, args.concurrency, args.seconds)
         )
-    await asyncio.sleep(1.0)
+    # Mid-run (wrk takes a moment to load its bodies and connect on a busy machine).
+    await asyncio.sleep(min(3.0, args.seconds / 2))
     sample = probe()
     return await task, sample
 
