@@ -12,7 +12,7 @@ RECORDS ?= 20000
 FUZZ_SECONDS ?= 60
 SEEDS ?= 20
 
-.PHONY: run test lint typecheck unit faults faults-table fuzz sim bench bench-full deploy-check env clean agents
+.PHONY: run test lint typecheck unit faults faults-table fuzz sim bench bench-full bench-tools deploy-check env clean agents
 
 .tools/bin/uv:
 	python3 -m pip install --quiet --target .tools/lib uv==$(UV_VERSION)
@@ -68,10 +68,15 @@ fuzz: env
 sim: env
 	$(PY) -m pytest -q -p no:cacheprovider tests/sim --sim-seeds=$(SEEDS)
 
-bench: $(VENV)/.bench
+# wrk, the ingest benchmark's load generator (Debian's, unpacked into .tools/wrk); without
+# it benchmarks/ingest.py falls back to its Python client.
+bench-tools:
+	bash benchmarks/install_wrk.sh || echo "bench-tools: no wrk; the ingest benchmark uses its Python client"
+
+bench: $(VENV)/.bench bench-tools
 	$(PY) benchmarks/run_all.py --quick
 
-bench-full: $(VENV)/.bench
+bench-full: $(VENV)/.bench bench-tools
 	$(PY) benchmarks/run_all.py
 
 deploy-check: $(VENV)/.deploy

@@ -9,39 +9,43 @@ In the same run, on the same generated NDJSON bodies:
   bare_aiohttp  an aiohttp handler that only reads the body and answers 200: the upper bound.
   bare_zstd     the same handler, plus zstd level 1 over the body (what every envelope costs
                 Tideway): the floor of any design that compresses on this core.
-Each server runs in its own process pinned to one core; the load generator (a lean HTTP/1.1
-client on keep-alive connections, 127.0.0.1 only, bounded in count and time) and the
-stand-in share the other core.
+Cores (this machine has two, shared with other work): ``bare_*`` and ``tideway`` servers
+run pinned to the first core; the load generator (benchmarks/loadgen.py: wrk, or the
+Python client without it) and the Kinesis stand-in are pinned to the last core.
   tideway_N_workers  `tideway serve` with TIDEWAY_WORKERS=N (``--workers``, e.g. 1,2), not
-                pinned: its N worker processes may run on every core, so on this 2-core
-                machine the load generator and the stand-in share the cores with them and
-                the figure is a lower bound of what N dedicated vCPUs give. ``tideway`` is
-                the same server with one worker pinned to one core.
+                pinned: its N worker processes may run on every core, so they share the
+                cores with the generator and the stand-in (``client_busy`` and
+                ``standin_busy`` say how much those took).
+  bare_zstd_N_procs  N bare_zstd processes on one port (SO_REUSEPORT), not pinned: what the
+                machine let any N-process server gain in the same round.
 ``cpu_us_per_line`` is the CPU time of the server's whole process tree (supervisor and
-workers) per line sent: the cost of a line whatever the number of workers.
+workers) per line sent: the cost of a line whatever the number of workers, and the figure
+that scales honestly when other work takes the cores (``others_busy``: cores busy with
+processes outside the benchmark during the run, from /proc/stat).
 
-Each variant runs ``--repeat`` times, alternating, and keeps its best run (the cores are
-shared); ``server_busy`` is the server's CPU time over the run's wall time, so a variant
-limited by its server shows ~1.0.
+Each variant runs ``--repeat`` times, alternating, after one unmeasured second of warm-up;
+the best run is kept, and the N-vs-1 ratios are paired within each round (the runs of one
+round meet the same machine). ``server_busy`` is the server's CPU time over the run's wall
+time, so a variant limited by its server on a quiet machine shows ~1.0 per process.
 
-    .venv/bin/python benchmarks/ingest.py [--quick] [--repeat N]
+    .venv/bin/python benchmarks/ingest.py [--quick] [--repeat N] [--client wrk|python]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks import loadgen  # noqa: E402
 
 UNIT = 25_000  # Kinesis PUT payload unit (pricing: a 1 MB record holds 40 units)
 GB = 1e9
@@ -73,7 +77,11 @@ def run_standin(port: int) -> None:
             stats["calls"] += 1
             out = []
             for i, rec in enumerate(doc["Records"]):
-                size = len(base64.b64decode(rec["Data"])) + len(rec["PartitionKey"].encode())
+                # The decoded size from the base64 text, without decoding it: the stand-in
+                # shares the cores with the servers, so it does as little as it can.
+                data = rec["Data"]
+                decoded = len(data) * 3 // 4 - data.endswith("=") - data.endswith("==")
+                size = decoded + len(rec["PartitionKey"].encode())
                 stats["records"] += 1
                 stats["bytes"] += size
                 stats["units"] += math.ceil(size / UNIT)
@@ -113,7 +121,7 @@ def run_standin(port: int) -> None:
 # -- the bare upper bound --------------------------------------------------------------------
 
 
-def run_bare(port: int, compress: bool = False) -> None:
+def run_bare(port: int, compress: bool = False, reuse_port: bool = False) -> None:
     import uvloop
     import zstandard
     from aiohttp import web
@@ -134,7 +142,13 @@ def run_bare(port: int, compress: bool = False) -> None:
         return web.json_response({"ready": True})
 
     web.run_app(
-        app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop()
+        app,
+        host="127.0.0.1",
+        port=port,
+        access_log=None,
+        print=None,
+        loop=uvloop.new_event_loop(),
+        reuse_port=reuse_port,
     )
 
 
@@ -158,78 +172,6 @@ async def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"{url} never became ready")
 
 
-async def load(
-    url: str, bodies: list[bytes], lines_per_body: int, concurrency: int, seconds: float
-) -> dict[str, Any]:
-    """Send ``bodies`` round-robin over ``concurrency`` keep-alive connections until all are
-    sent or time is up.
-
-    A lean HTTP/1.1 client on asyncio streams, so that the load generator takes as little
-    of the shared cores as it can: every request head is built before the clock starts,
-    head and body are written as they are (never copied), and an answer is read as a
-    status line, a Content-Length and that many bytes.
-    Each connection is accepted by one serve worker (SO_REUSEPORT hashes connections over
-    them), so ``concurrency`` connections spread over the workers the way the kernel does.
-    """
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    head = (
-        f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        "Content-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n"
-    )
-    heads = [head.format(len(body)).encode() for body in bodies]
-    latencies: list[float] = []
-    sent_lines = sent_bytes = errors = 0
-    next_body = 0
-    deadline = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal next_body, sent_lines, sent_bytes, errors
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            while next_body < len(bodies) and time.perf_counter() < deadline:
-                i = next_body
-                next_body += 1
-                started = time.perf_counter()
-                writer.write(heads[i])
-                writer.write(bodies[i])
-                await writer.drain()
-                answer = await reader.readuntil(b"\r\n\r\n")
-                status = int(answer[9:12])
-                length = 0
-                for line in answer.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                await reader.readexactly(length)
-                if status != 200:
-                    errors += 1
-                    continue
-                latencies.append(time.perf_counter() - started)
-                sent_lines += lines_per_body
-                sent_bytes += len(bodies[i])
-        finally:
-            writer.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {
-        "lines": sent_lines,
-        "bytes": sent_bytes,
-        "seconds": round(elapsed, 3),
-        "lines_per_s": round(sent_lines / elapsed),
-        "mb_per_s": round(sent_bytes / elapsed / 1e6, 2),
-        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2) if latencies else None,
-        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 2)
-        if latencies
-        else None,
-        "errors": errors,
-    }
-
-
 def _peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -237,27 +179,71 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _tree_cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` and its live descendants (the serve workers)."""
+def _processes(roots: list[subprocess.Popen[bytes]]) -> list[Any]:
+    """The server processes: each root and its live descendants (serve workers)."""
     import psutil
 
-    root = psutil.Process(pid)
-    total = 0.0
-    for proc in (root, *root.children(recursive=True)):
+    out = []
+    for root in roots:
+        proc = psutil.Process(root.pid)
+        out += [proc, *proc.children(recursive=True)]
+    return out
+
+
+def _cpu_seconds(procs: list[Any]) -> dict[int, float]:
+    """CPU time (user + system) of each live process, by pid."""
+    import psutil
+
+    out = {}
+    for proc in procs:
         try:
             times = proc.cpu_times()
         except psutil.NoSuchProcess:
             continue
-        total += times.user + times.system
-    return total
+        out[proc.pid] = times.user + times.system
+    return out
 
 
-def _tree_peak_rss_mb(pid: int) -> float:
-    """Peak RSS of ``pid`` plus that of each live descendant (every serve worker)."""
+def _tree_cpu_seconds(pid: int) -> float:
     import psutil
 
-    pids = [pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))]
-    return round(sum(_peak_rss_mb(p) for p in pids), 1)
+    root = psutil.Process(pid)
+    return sum(_cpu_seconds([root, *root.children(recursive=True)]).values())
+
+
+def _listening(procs: list[Any], port: int) -> list[int]:
+    """Pids among ``procs`` with a listening socket on ``port``."""
+    return [
+        proc.pid
+        for proc in procs
+        if any(
+            c.status == "LISTEN" and c.laddr and c.laddr.port == port
+            for c in proc.net_connections("tcp")
+        )
+    ]
+
+
+def _connections(procs: list[Any], port: int) -> list[int]:
+    """Established connections on ``port`` of each process that listens there."""
+    return sorted(
+        sum(c.status == "ESTABLISHED" and c.laddr.port == port for c in proc.net_connections("tcp"))
+        for proc in procs
+        if pid_listens(proc, port)
+    )
+
+
+def pid_listens(proc: Any, port: int) -> bool:
+    return bool(_listening([proc], port))
+
+
+async def _all_listening(roots: list[subprocess.Popen[bytes]], port: int, count: int) -> None:
+    """Wait until ``count`` processes listen on ``port``: connections opened before a
+    worker listens all go to the others and stay there (keep-alive) for the whole run."""
+    for _ in range(600):
+        if len(_listening(_processes(roots), port)) >= count:
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"fewer than {count} processes ever listened on {port}")
 
 
 def _spawn(args: list[str], cores: int | set[int], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -272,94 +258,208 @@ def _spawn(args: list[str], cores: int | set[int], env: dict[str, str]) -> subpr
 
 
 def _workers_of(variant: str) -> int | None:
-    """N of ``tideway_N_workers``; None for the other variants."""
-    if variant.startswith("tideway_") and variant.endswith("_workers"):
-        return int(variant.split("_")[1])
+    """N of ``tideway_N_workers`` and ``bare_zstd_N_procs``; None for the other variants."""
+    if variant.endswith(("_workers", "_procs")):
+        return int(variant.split("_")[-2])
     return None
+
+
+def _serve_env(
+    port: int, standin_url: str, workers: int, linger_ms: float | None
+) -> dict[str, str]:
+    linger = {"TIDEWAY_LINGER_MS": f"{linger_ms:g}"} if linger_ms is not None else {}
+    return {
+        **linger,
+        "AWS_ENDPOINT_URL": standin_url,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "TIDEWAY_STREAM": "bench",
+        "TIDEWAY_BUCKET": "bench-bucket",
+        "TIDEWAY_HOST": "127.0.0.1",
+        "TIDEWAY_PORT": str(port),
+        "TIDEWAY_LOG_LEVEL": "WARNING",
+        "TIDEWAY_WORKERS": str(workers),
+    }
+
+
+async def _run_load(
+    url: str, bodies: list[bytes], per_body: int, args: argparse.Namespace, probe: Any
+) -> tuple[dict[str, Any], Any]:
+    """The load on the client core, with ``probe()`` sampled during it."""
+    client_core = _cores()[1]
+    if args.client == "wrk":
+        task = asyncio.create_task(
+            asyncio.to_thread(
+                loadgen.wrk_load,
+                url,
+                bodies,
+                per_body,
+                concurrency=args.concurrency,
+                seconds=args.seconds,
+                core=client_core,
+            )
+        )
+    else:
+        task = asyncio.create_task(
+            loadgen.python_load(url, bodies, per_body, args.concurrency, args.seconds)
+        )
+    # Mid-run (wrk takes a moment to load its bodies and connect on a busy machine).
+    await asyncio.sleep(min(3.0, args.seconds / 2))
+    sample = probe()
+    return await task, sample
+
+
+def _start_servers(
+    variant: str, port: int, standin_url: str, linger_ms: float | None
+) -> list[subprocess.Popen[bytes]]:
+    """The server processes of ``variant`` on ``port``: pinned to the server core, or (N
+    workers or processes) free to run on every core."""
+    workers = _workers_of(variant)
+    cores: int | set[int] = set(_ALLOWED) if workers else _cores()[0]
+    if variant.startswith("tideway"):
+        env = _serve_env(port, standin_url, workers or 1, linger_ms)
+        return [_spawn([sys.executable, "-m", "service", "serve"], cores, env)]
+    flag = "--bare" if variant == "bare_aiohttp" else "--bare-zstd"
+    reuse = ["--reuse-port"] if workers else []
+    args = [sys.executable, __file__, flag, str(port), *reuse]
+    return [_spawn(args, cores, {}) for _ in range(workers or 1)]
 
 
 async def measure(
     variant: str, bodies: list[bytes], per_body: int, args: argparse.Namespace
 ) -> dict[str, Any]:
-    import aiohttp
-
+    """One run of ``variant``. Cores: a pinned server on the first core; the load generator
+    and the Kinesis stand-in pinned to the last; ``*_workers``/``*_procs`` unpinned."""
     from service.local import free_port
 
-    server_core, client_core = _cores()
+    client_core = _cores()[1]
     port = free_port()
-    procs: list[subprocess.Popen[bytes]] = []
-    standin_url = ""
     standin: subprocess.Popen[bytes] | None = None
     workers = _workers_of(variant)
-    if variant == "tideway" or workers:
+    standin_url = ""
+    if variant.startswith("tideway"):
         sport = free_port()
         standin_url = f"http://127.0.0.1:{sport}"
         standin = _spawn([sys.executable, __file__, "--standin", str(sport)], client_core, {})
-        procs.append(standin)
-        env = {
-            "AWS_ENDPOINT_URL": standin_url,
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_REGION": "us-east-1",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "TIDEWAY_STREAM": "bench",
-            "TIDEWAY_BUCKET": "bench-bucket",
-            "TIDEWAY_HOST": "127.0.0.1",
-            "TIDEWAY_PORT": str(port),
-            "TIDEWAY_LOG_LEVEL": "WARNING",
-            "TIDEWAY_WORKERS": str(workers or 1),
-        }
-        cores: int | set[int] = set(_ALLOWED) if workers else server_core
-        server = _spawn([sys.executable, "-m", "service", "serve"], cores, env)
-    else:
-        flag = "--bare-zstd" if variant == "bare_zstd" else "--bare"
-        server = _spawn([sys.executable, __file__, flag, str(port)], server_core, {})
-    procs.append(server)
+    servers = _start_servers(variant, port, standin_url, args.linger_ms)
     try:
-        await _wait_ready(f"http://127.0.0.1:{port}/readyz", server)
-        server_cpu, client_cpu = _tree_cpu_seconds(server.pid), time.process_time()
-        standin_cpu = _tree_cpu_seconds(standin.pid) if standin else 0.0
-        result = await load(
-            f"http://127.0.0.1:{port}/ingest", bodies, per_body, args.concurrency, args.seconds
+        await _wait_ready(f"http://127.0.0.1:{port}/readyz", servers[0])
+        await _all_listening(servers, port, workers or 1)
+        # Warm-up, not measured: every worker's one-time costs on its first requests and
+        # first PutRecords (the TLS context for its HTTP session, botocore's operation model,
+        # ~0.1 s of CPU each) would otherwise weigh N times in a run of a few seconds.
+        await loadgen.python_load(
+            f"http://127.0.0.1:{port}/ingest", bodies[:64], per_body, args.concurrency, 1.0
         )
+        warm = await _standin_stats(standin_url) if standin else {}
+        procs = _processes(servers)
+        server_cpu = _cpu_seconds(procs)
+        standin_cpu = _tree_cpu_seconds(standin.pid) if standin else 0.0
+        since = loadgen.machine_sample()
+        result, conns = await _run_load(
+            f"http://127.0.0.1:{port}/ingest",
+            bodies,
+            per_body,
+            args,
+            lambda: _connections(procs, port),
+        )
+        machine = loadgen.machine_busy(since)
         # A server busy for ~100% of the run is the bottleneck; a lower share means the load
         # generator (or the stand-in, on the client's core) limited that variant.
-        used = _tree_cpu_seconds(server.pid) - server_cpu
-        result["server_busy"] = round(used / result["seconds"], 2)
+        after = _cpu_seconds(procs)
+        used = sum(after.values()) - sum(server_cpu.values())
+        seconds = result["seconds"]
+        result["server_busy"] = round(used / seconds, 2)
         result["cpu_us_per_line"] = round(used / max(1, result["lines"]) * 1e6, 2)
-        result["client_busy"] = round((time.process_time() - client_cpu) / result["seconds"], 2)
+        if workers:
+            result["process_busy"] = sorted(
+                (round((after[p] - server_cpu.get(p, 0.0)) / seconds, 2) for p in after),
+                reverse=True,
+            )
+            result["connections"] = conns
         if standin is not None:  # the Kinesis stand-in's share of the cores, for the record
             standin_used = _tree_cpu_seconds(standin.pid) - standin_cpu
-            result["standin_busy"] = round(standin_used / result["seconds"], 2)
-        result["peak_rss_mb"] = _tree_peak_rss_mb(server.pid)
-        if standin_url:
-            async with aiohttp.ClientSession() as s, s.get(standin_url + "/stats") as r:
-                stats = await r.json()
-            raw_gb = result["bytes"] / GB
-            result["kinesis"] = {
-                **stats,
-                "records_per_gb": round(stats["records"] / raw_gb),
-                "put_payload_units_per_gb": round(stats["units"] / raw_gb),
-                "put_calls_per_gb": round(stats["calls"] / raw_gb),
-                "kinesis_bytes_per_gb": round(stats["bytes"] / raw_gb),
-                "avg_record_bytes": round(stats["bytes"] / max(1, stats["records"])),
-                "unit_fill": round(stats["bytes"] / max(1, stats["units"] * UNIT), 3),
-                "naive_units_per_gb": round(_naive_units(bodies) / (sum(map(len, bodies)) / GB)),
-            }
+            result["standin_busy"] = round(standin_used / seconds, 2)
+        result.update(machine)
+        # Every other process on the machine (other work on the shared cores).
+        result["others_busy"] = round(
+            machine["machine_busy"]
+            - result["server_busy"]
+            - result["client_busy"]
+            - result.get("standin_busy", 0.0),
+            2,
+        )
+        result["peak_rss_mb"] = round(sum(_peak_rss_mb(p.pid) for p in procs), 1)
+        if standin is not None:
+            stats = await _standin_stats(standin_url)
+            stats = {k: v - warm.get(k, 0) for k, v in stats.items()}  # the run's calls only
+            result["kinesis"] = _kinesis_figures(stats, result["bytes"], bodies)
         return result
     finally:
-        for proc in procs:
+        for proc in [*servers, *([standin] if standin else [])]:
             proc.terminate()
-        for proc in procs:
+        for proc in [*servers, *([standin] if standin else [])]:
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
 
 
+async def _standin_stats(url: str) -> dict[str, int]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s, s.get(url + "/stats") as r:
+        stats: dict[str, int] = await r.json()
+    return stats
+
+
+def _kinesis_figures(stats: dict[str, Any], sent: int, bodies: list[bytes]) -> dict[str, Any]:
+    raw_gb = sent / GB
+    return {
+        **stats,
+        "records_per_gb": round(stats["records"] / raw_gb),
+        "put_payload_units_per_gb": round(stats["units"] / raw_gb),
+        "put_calls_per_gb": round(stats["calls"] / raw_gb),
+        "kinesis_bytes_per_gb": round(stats["bytes"] / raw_gb),
+        "avg_record_bytes": round(stats["bytes"] / max(1, stats["records"])),
+        "records_per_call": round(stats["records"] / max(1, stats["calls"]), 1),
+        "unit_fill": round(stats["bytes"] / max(1, stats["units"] * UNIT), 3),
+        "naive_units_per_gb": round(_naive_units(bodies) / (sum(map(len, bodies)) / GB)),
+    }
+
+
 def _naive_units(bodies: list[bytes]) -> int:
     """What one line per Kinesis record would cost (every line rounds up to a unit)."""
     return sum(math.ceil((len(line) + 8) / UNIT) for b in bodies for line in b.split(b"\n"))
+
+
+def scaling(rounds: list[dict[str, Any]], workers: list[int]) -> dict[str, Any]:
+    """N workers against the first count of ``workers``, paired within each round (the
+    runs of one round meet the same machine): lines/s, server CPU µs per line, and the
+    same lines/s ratio for N bare_zstd processes (what this machine let any N-process
+    server gain in that round)."""
+    if len(workers) < 2:
+        return {}
+    base = workers[0]
+    out: dict[str, Any] = {}
+    for n in workers[1:]:
+        one, many = f"tideway_{base}_workers", f"tideway_{n}_workers"
+        pairs = [(r[one], r[many], r["bare_zstd"], r.get(f"bare_zstd_{n}_procs")) for r in rounds]
+        key = f"{n}_vs_{base}"
+        out[f"workers_speedup_{key}_per_round"] = [
+            round(m["lines_per_s"] / max(1, o["lines_per_s"]), 3) for o, m, _, _ in pairs
+        ]
+        out[f"workers_cpu_us_per_line_{key}_per_round"] = [
+            round(m["cpu_us_per_line"] / max(1e-9, o["cpu_us_per_line"]), 3) for o, m, _, _ in pairs
+        ]
+        out[f"bare_zstd_speedup_{key}_per_round"] = [
+            round(b["lines_per_s"] / max(1, z["lines_per_s"]), 3)
+            for _, _, z, b in pairs
+            if b is not None
+        ]
+    return out
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -376,10 +476,16 @@ async def main_async(args: argparse.Namespace) -> None:
     rates: dict[str, list[int]] = {"bare_aiohttp": [], "bare_zstd": [], "tideway": []}
     for n in args.workers:
         rates[f"tideway_{n}_workers"] = []
+    for n in args.workers:
+        if n > 1:
+            rates[f"bare_zstd_{n}_procs"] = []
+    rounds: list[dict[str, Any]] = []
     for _ in range(args.repeat):
+        rounds.append({})
         for variant, runs in rates.items():
             result = await measure(variant, bodies, per_body, args)
             runs.append(result["lines_per_s"])
+            rounds[-1][variant] = result
             print(variant, result, file=sys.stderr)
             if result["lines_per_s"] >= results.get(variant, {}).get("lines_per_s", 0):
                 results[variant] = result
@@ -387,6 +493,8 @@ async def main_async(args: argparse.Namespace) -> None:
         results[variant]["runs_lines_per_s"] = runs
     ratio = results["tideway"]["lines_per_s"] / max(1, results["bare_aiohttp"]["lines_per_s"])
     extra = {
+        "client": args.client,
+        "linger_ms": args.linger_ms,
         "tideway_vs_bare": round(ratio, 3),
         "tideway_vs_bare_zstd": round(
             results["tideway"]["lines_per_s"] / max(1, results["bare_zstd"]["lines_per_s"]), 3
@@ -395,14 +503,7 @@ async def main_async(args: argparse.Namespace) -> None:
             round(t / max(1, b), 3)
             for t, b in zip(rates["tideway"], rates["bare_aiohttp"], strict=True)
         ],
-        "workers_speedup": {
-            f"{n}_vs_1": round(
-                results[f"tideway_{n}_workers"]["lines_per_s"]
-                / max(1, results[f"tideway_{args.workers[0]}_workers"]["lines_per_s"]),
-                3,
-            )
-            for n in args.workers
-        },
+        **scaling(rounds, args.workers),
         "concurrency": args.concurrency,
         "lines_per_request": per_body,
         "repeat": args.repeat,
@@ -454,6 +555,21 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--lines-per-request", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each variant; best kept")
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--client",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator: wrk (benchmarks/install_wrk.sh) or the Python one; auto: wrk "
+        "when installed",
+    )
+    parser.add_argument("--seconds", type=float, help="length of each run (5 quick, 8 full)")
+    parser.add_argument(
+        "--linger-ms",
+        type=float,
+        help="TIDEWAY_LINGER_MS of the tideway variants (default: its default)",
+    )
+    parser.add_argument("--lines", type=int, help="lines generated (Python client: the cap)")
     parser.add_argument(
         "--workers",
         type=lambda text: [int(n) for n in text.split(",") if n],
@@ -464,11 +580,13 @@ def main() -> None:
     if args.standin:
         return run_standin(args.standin)
     if args.bare:
-        return run_bare(args.bare)
+        return run_bare(args.bare, reuse_port=args.reuse_port)
     if args.bare_zstd:
-        return run_bare(args.bare_zstd, compress=True)
-    args.lines = 300_000 if args.quick else 2_000_000
-    args.seconds = 15.0 if args.quick else 120.0
+        return run_bare(args.bare_zstd, compress=True, reuse_port=args.reuse_port)
+    args.lines = args.lines or (300_000 if args.quick else 2_000_000)
+    args.seconds = args.seconds or (5.0 if args.quick else 8.0)
+    if args.client == "auto":
+        args.client = "wrk" if loadgen.wrk_available() else "python"
     asyncio.run(main_async(args))
 
 

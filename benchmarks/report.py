@@ -25,6 +25,11 @@ COLUMNS = (
     ("files", "files"),
     ("kinesis_records", "Kinesis records"),
     ("peak_rss_mb", "peak RSS MB"),
+    # ingest: where the cores went during the run (server, load generator, everything else)
+    ("cpu_us_per_line", "server CPU µs/line"),
+    ("server_busy", "server cores"),
+    ("client_busy", "generator cores"),
+    ("others_busy", "other processes' cores"),
 )
 ORDER = ("writer", "decoders", "ingest", "e2e", "telemetry")
 COMMANDS = {name: f".venv/bin/python benchmarks/{name}.py" for name in ORDER}
@@ -32,6 +37,8 @@ COMMANDS = {name: f".venv/bin/python benchmarks/{name}.py" for name in ORDER}
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
+        if abs(value) < 1:  # e.g. a share of a core: 0.04 is not 0.0
+            return f"{value:.2f}"
         return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"

@@ -342,3 +342,29 @@ def put_batches(
     if current:
         batches.append(current)
     return batches
+
+
+# Hold a call only if arrivals would make it at least this much fuller: below that, the
+# wait would add latency and save almost no calls.
+_MIN_HOLD_GAIN = 0.25
+
+
+def call_hold(
+    queued: int, arrived: int, last_call_seconds: float, *, full: int, max_hold: float
+) -> float:
+    """Seconds to hold the next PutRecords call of a sender whose last call has just ended,
+    so that records arriving meanwhile join it (each call costs ~2-4 ms of botocore CPU
+    whatever its size, so fuller calls cost less CPU per line).
+
+    ``arrived`` bytes of records were queued while that call (``last_call_seconds``) was in
+    flight: their rate is the load now. 0 when ``queued`` bytes already fill a call
+    (``full``), or when that rate would add less than a quarter of ``queued`` within
+    ``max_hold`` (light load: holding would only add latency); else the time for arrivals
+    to fill the call, at most ``max_hold``. A sender that was idle never calls this.
+    """
+    if queued >= full or arrived <= 0 or last_call_seconds <= 0 or max_hold <= 0:
+        return 0.0
+    rate = arrived / last_call_seconds
+    if rate * max_hold < queued * _MIN_HOLD_GAIN:
+        return 0.0
+    return min(max_hold, (full - queued) / rate)

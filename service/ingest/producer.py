@@ -32,6 +32,7 @@ from service.ingest.packer import (
     Packer,
     SealedRecord,
     Ticket,
+    call_hold,
     keyed_producer_id,
     pack_keyed,
     put_batches,
@@ -106,6 +107,8 @@ class Producer:
         self._closing = False
         self._queue: list[SealedRecord] = []
         self._queued_bytes = 0
+        self._arrived_bytes = 0  # ever queued: what arrived while a call was in flight
+        self._holding = 0  # senders holding their next call for records about to arrive
         self._senders = 0
         self._calls = 0  # PutRecords calls in flight (senders in backoff do not count)
         self._tg: asyncio.TaskGroup | None = None
@@ -219,11 +222,12 @@ class Producer:
             else:
                 self._queue.append(rec)
                 self._queued_bytes += len(rec.data) + len(rec.partition_key)
+                self._arrived_bytes += len(rec.data) + len(rec.partition_key)
         while (
             self._queue
             and self._senders < _MAX_CONCURRENT_PUTS
             and (
-                self._calls == 0
+                (self._calls == 0 and self._holding == 0)
                 or len(self._queue) >= _MAX_ENTRIES
                 or self._queued_bytes >= _MAX_CALL_BYTES
             )
@@ -232,19 +236,40 @@ class Producer:
             self._tg.create_task(self._sender())
 
     async def _sender(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_call: tuple[int, float] | None = None  # (bytes arrived, seconds) of the last call
         try:
             while self._queue:
                 # Let requests whose bodies are already in run first: their records join
                 # this call instead of paying for another one.
                 await asyncio.sleep(0)
+                if last_call is not None and self._queue:
+                    await self._hold(*last_call)
                 if not self._queue:  # another sender took it meanwhile
                     break
                 batch = put_batches(self._queue, _MAX_ENTRIES, _MAX_CALL_BYTES)[0]
                 del self._queue[: len(batch)]
                 self._queued_bytes -= sum(len(r.data) + len(r.partition_key) for r in batch)
+                arrived, started = self._arrived_bytes, loop.time()
                 await self._send(batch)
+                last_call = (self._arrived_bytes - arrived, loop.time() - started)
         finally:
             self._senders -= 1
+
+    async def _hold(self, arrived: int, seconds: float) -> None:
+        """Back-to-back calls under load: wait up to ``linger`` for the next call to fill
+        (``call_hold``). With N serve workers each sees 1/N of the load, so without it each
+        call would carry 1/N of the records and cost as much botocore CPU."""
+        hold = call_hold(
+            self._queued_bytes, arrived, seconds, full=_MAX_CALL_BYTES, max_hold=self._linger
+        )
+        if hold <= 0 or self._closing:
+            return
+        self._holding += 1
+        try:
+            await asyncio.sleep(hold)
+        finally:
+            self._holding -= 1
 
     async def _linger_loop(self) -> None:
         loop = asyncio.get_running_loop()

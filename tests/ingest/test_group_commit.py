@@ -1,5 +1,6 @@
 """Group commit at the PutRecords level: records sealed while a call is in flight wait for it
-and share the next call; a call backing off after a throttle never holds them up."""
+and share the next call; a call backing off after a throttle never holds them up; under
+sustained load the next call waits (up to the linger) for the records still arriving."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from service import envelope
 from service.ingest import producer as producer_module
-from service.ingest.packer import Header
+from service.ingest.packer import Header, call_hold
 from service.ingest.producer import Producer
 from service.telemetry.metrics import IngestMetrics
 
@@ -119,3 +120,47 @@ async def test_small_requests_beside_a_big_one_land_once_in_seal_order() -> None
     expected = big + [b'{"small": %d}' % n for n in range(50)]
     expected += [b'{"late": %d}' % n for n in range(50)]
     assert sorted(lines) == sorted(expected)
+
+
+def _submit_sealed(producer: Producer, n: int) -> asyncio.Task[None]:
+    # An Idempotency-Key request: its records are sealed at once, never left open for the
+    # linger, so only the call-level hold decides when they are sent.
+    lines = [b'{"n": %d}' % n]
+    return asyncio.create_task(producer.submit(lines, Header(), idempotency=("t", str(n))))
+
+
+async def test_under_sustained_load_the_next_call_waits_for_the_records_still_arriving() -> None:
+    # Records kept arriving during the last call, so the next one is held (up to the linger)
+    # and what arrives meanwhile goes with it instead of paying for calls of its own: what
+    # keeps each of N serve workers' calls full when each sees 1/N of the load.
+    kinesis = FakeKinesis(gate_first=True)
+    async with Producer(kinesis, "s", metrics=IngestMetrics(), linger=1.0) as producer:
+        first = _submit_sealed(producer, 0)
+        await _until(lambda: kinesis.calls)
+        during = [_submit_sealed(producer, n) for n in range(1, 5)]
+        await asyncio.sleep(0.05)
+        kinesis.gate.set()
+        await first
+        await asyncio.sleep(0.1)
+        assert kinesis.calls == [1]  # the records queued during call 1 wait for company
+        later = [_submit_sealed(producer, n) for n in range(5, 9)]
+        await asyncio.gather(*during, *later)
+    assert kinesis.calls == [1, 8]
+
+
+FULL = 5_000_000
+
+
+def test_a_call_is_held_only_when_arrivals_would_make_it_much_fuller() -> None:
+    # 1 MB/s arriving (10 KB during a 10 ms call), 100 KB queued: 5 ms would add 5%.
+    assert call_hold(100_000, 10_000, 0.01, full=FULL, max_hold=0.005) == 0.0
+    # 20 MB/s arriving: 5 ms adds 100 KB to the 100 KB queued, so the call waits 5 ms.
+    assert call_hold(100_000, 200_000, 0.01, full=FULL, max_hold=0.005) == 0.005
+    # 1 GB/s: the call is full after 2 ms, and waits only that long.
+    assert call_hold(3_000_000, 10_000_000, 0.01, full=FULL, max_hold=0.005) == 0.002
+
+
+def test_a_call_is_never_held_when_full_idle_or_lingering_is_off() -> None:
+    assert call_hold(FULL, 200_000, 0.01, full=FULL, max_hold=0.005) == 0.0
+    assert call_hold(100_000, 0, 0.01, full=FULL, max_hold=0.005) == 0.0  # nothing arrived
+    assert call_hold(100_000, 200_000, 0.01, full=FULL, max_hold=0.0) == 0.0
