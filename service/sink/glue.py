@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from service.schema import CANONICAL_FIELDS
 from service.sink.plan import FlushPlan
+from service.sink.template import catalog_value
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,9 @@ class PartitionCatalog:
 
 
 def partition_values(path: str) -> list[str]:
-    """The values of a hive path, in order: ``dt=2026-11-20/hour=06`` -> ["2026-11-20", "06"]."""
-    return [segment.partition("=")[2] for segment in path.split("/")]
+    """The values of a hive path, in order, unescaped (``sink.template.catalog_value``):
+    ``dt=2026-11-20/hour=06/lg=%2Faws%2Fx`` -> ["2026-11-20", "06", "/aws/x"]."""
+    return [catalog_value(segment.partition("=")[2]) for segment in path.split("/")]
 
 
 def table_input(
