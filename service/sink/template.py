@@ -81,7 +81,8 @@ class PartitionTemplate:
         for segment in self.template.split("/"):
             name, eq, value = segment.partition("=")
             inner = _FIELD.findall(segment)
-            if any(f not in TIME_FIELDS for f in inner) and not (
+            # {service} keeps its older freedom (its own path-safe rule, any segment shape).
+            if any(f not in TIME_FIELDS and f != SERVICE for f in inner) and not (
                 eq and len(inner) == 1 and value == f"{{{inner[0]}}}" and _NAME.match(name)
             ):
                 raise ValueError(

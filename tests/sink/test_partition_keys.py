@@ -18,6 +18,7 @@ from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.errors import SettingsError
 from service.settings import Settings
 from service.sink.glue import partition_values
+from service.sink.opened import OpenedPartitions
 from service.sink.plan import FlushPlan, Layout, plan_document, plan_flush, plan_from_document
 from service.sink.rules import FieldMapping
 from service.sink.template import (
@@ -36,6 +37,7 @@ def flush(
     lines: list[dict[str, object]],
     template: PartitionTemplate,
     max_partitions: int = 1000,
+    opened: OpenedPartitions | None = None,
     **batch: str,
 ) -> FlushPlan:
     chunks = [lines[i : i + 10] for i in range(0, len(lines), 10)]
@@ -46,7 +48,7 @@ def flush(
         )
         for seq, c in enumerate(chunks, start=1)
     ]
-    layout = Layout("s", template=template, max_partitions=max_partitions)
+    layout = Layout("s", template=template, max_partitions=max_partitions, opened=opened)
     return plan_flush("shardId-1", records, [], layout, FieldMapping())
 
 
@@ -104,6 +106,18 @@ def test_hostile_tenant_values_cannot_open_unbounded_prefixes() -> None:
     assert len(got) == 700  # every row written once; the overflowed ones keep their values
     envs = sorted(orjson.loads(str(r["attributes"]))["env"] for r in got)
     assert envs == sorted(str(x["env"]) for x in lines)
+
+
+def test_new_tenant_values_in_every_flush_open_at_most_the_limit_in_the_hour() -> None:
+    opened, seen = OpenedPartitions(), set()
+    for round_ in range(5):
+        lines = [{"timestamp": WHEN, "service": "api", "env": f"r{round_}-{i}"} for i in range(30)]
+        plan = flush(lines, ENV, max_partitions=8, opened=opened)
+        assert plan.opened is not None
+        opened = plan.opened
+        seen |= set(partitions(plan))
+    assert len(seen) <= 8
+    assert "dt=2026-11-20/hour=07/service=__other__/env=__other__" in seen
 
 
 def test_replays_write_identical_objects_through_the_pinned_plan() -> None:
@@ -210,3 +224,9 @@ def test_a_bad_template_stops_the_start_in_one_line(template: str, says: str) ->
     text = str(err.value)
     assert text.startswith("setting TIDEWAY_PARTITION_TEMPLATE is invalid: ") and says in text
     assert "\n" not in text
+
+
+def test_service_keeps_its_older_segment_shapes() -> None:
+    template = PartitionTemplate("svc-{service}/{date}")
+    plan = flush([{"timestamp": WHEN, "service": "a/b"}], template)
+    assert partitions(plan) == ["svc-a_b/2026-11-20"]
