@@ -11,7 +11,7 @@ mode, pinned to one core, with these stand-ins for the AWS clients:
 
 - Kinesis: the simulation's ``KinesisModel`` (tests/sim/kinesis.py: real sequence numbers,
   iterators, MillisBehindLatest), answering at most 10 MiB per GetRecords as Kinesis does,
-  with each record's Data base64-decoded as botocore decodes the JSON answer.
+  with each record's Data held as base64 and decoded as botocore decodes the JSON answer.
 - S3: keeps each object's size only (holding the bytes would count the bucket in the
   consumer's RSS), after a CRC32 of the body, which botocore computes for every PutObject.
 - DynamoDB: the simulation's ``DynamoModel`` (conditions and updates evaluated as DynamoDB does).
@@ -19,7 +19,9 @@ Not counted: aiobotocore's HTTP, signing and JSON work. The consumer's GetRecord
 (5 calls/s, 2 MiB/s per shard) stays: it costs wall time, not CPU, so the figure to compare
 is lines per CPU second. The baseline, run in the same run on the same input, is the writer
 benchmark's ``tideway`` variant (``plan_flush`` on the whole input, no I/O): the consume path
-should reach >= 0.8x its lines per CPU second.
+should reach >= 0.8x its lines per CPU second. ``cpu_split`` tells the planner's CPU (in its
+worker thread) from the rest; profiled, the rest is mostly the envelope decode (zstd, the
+line check of ``check_lines`` and three newline counts per record) and base64.
 
 Also a layout simulation (arithmetic on the measured compression and service shares): one
 hour of N shards at 1 MB/s each, the objects written, their median size, and the bytes an
@@ -70,13 +72,13 @@ class MemoryKinesis:
         records = self.model.shards[shard_id].records
         count, size = 0, 0
         for r in records[index : index + int(kw.get("Limit", 10000))]:
-            size += len(r.data)
+            size += len(r.data) * 3 // 4  # stored as base64 (below)
             if size > GET_RECORDS_MAX_BYTES and count:
                 break
             count += 1
         resp: dict[str, Any] = self.model.get_records({}, ShardIterator=token, Limit=max(count, 1))
         for r in resp["Records"]:  # the wire carries base64 in JSON; botocore decodes it
-            r["Data"] = base64.b64decode(base64.b64encode(r["Data"]))
+            r["Data"] = base64.b64decode(r["Data"])
         return resp
 
 
@@ -183,7 +185,7 @@ def fill_stream(model: Any, src: Path, lines: int, seed: int = 5) -> tuple[int, 
                 created_us=created,
             )
             data = envelope.encode_compressed(env, compressor.compress(payload))
-            model.put(data, f"pk-{rng.getrandbits(64)}")
+            model.put(base64.b64encode(data), f"pk-{rng.getrandbits(64)}")
             records += 1
             raw += len(payload) + len(chunk)
     return records, raw
@@ -202,6 +204,7 @@ def drain_once(lines: int, shards: int) -> dict[str, Any]:
     from service.consume.runner import shard_context
     from service.consume.worker import ConsumerWorker
     from service.settings import Settings
+    from service.sink.plan import plan_flush
     from tests.sim.dynamodb import DynamoModel
     from tests.sim.kinesis import KinesisModel
 
@@ -222,7 +225,16 @@ def drain_once(lines: int, shards: int) -> dict[str, Any]:
         MemoryDynamoDB(DynamoModel(LEASES, "shard_id")),
         "bench-worker",
     )
-    ctx = dataclasses.replace(ctx, wall_clock=wall)
+    planning = [0.0]  # CPU seconds inside the flush planner (it runs in a worker thread)
+
+    def planner(*args: Any) -> Any:
+        cpu = time.thread_time()
+        try:
+            return plan_flush(*args)
+        finally:
+            planning[0] += time.thread_time() - cpu
+
+    ctx = dataclasses.replace(ctx, wall_clock=wall, planner=planner)
     worker = ConsumerWorker(
         ctx,
         lease_duration=settings.lease_duration,
@@ -241,6 +253,7 @@ def drain_once(lines: int, shards: int) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "cpu_seconds": cpu,
+        "plan_cpu_seconds": planning[0],
         "records": records,
         "input_bytes": raw,
         "objects": len(parquet),
@@ -353,6 +366,16 @@ def main() -> None:
             "bytes": got["object_bytes"],
         },
         "stream_resident_mb": round(got["stream_rss_mb"], 1),
+        # Where the consume path's CPU goes: the flush planner (the writer benchmark's work)
+        # and the rest (GetRecords, envelope decode, dedupe, uploads, leases, the loop).
+        "cpu_split": {
+            name: {
+                "plan_s": round(run["plan_cpu_seconds"], 2),
+                "rest_s": round(run["cpu_seconds"] - run["plan_cpu_seconds"], 2),
+            }
+            for name, run in zip(results, runs.values(), strict=False)
+        },
+        "writer_cpu_s": round(writer["cpu_seconds"], 2),
         "compression_ratio": round(compression, 2),
         "layout_simulation": [
             layout_simulation(compression, shares, shards=n) for n in (1, 16, 64)
@@ -368,6 +391,7 @@ def main() -> None:
         )
     print(f"consume / writer lines per CPU second: {ratios} (target >= 0.8)")
     print(f"objects: {json.dumps(doc['objects'])}")
+    print(f"CPU split: {json.dumps(doc['cpu_split'])}; writer: {doc['writer_cpu_s']} s")
     for sim in doc["layout_simulation"]:
         print(f"layout: {json.dumps(sim)}")
     print(f"wrote {path.relative_to(ROOT)}")
