@@ -13,7 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from service.aws import aws_clients, error_code
-from service.consume.context import extra_columns
+from service.consume.context import extra_columns, partition_template
 from service.settings import Settings, logs_location, partition_keys
 from service.sink.glue import evolve_table, table_input
 
@@ -40,6 +40,7 @@ async def ensure_glue_table(glue: Any, settings: Settings) -> str:
     existing table gets the configured extra columns it lacks appended ("evolved"), and is
     otherwise left as it is."""
     assert settings.glue_database and settings.glue_table
+    partition_template(settings)  # a bad template stops here, before any table is made
     try:
         await glue.create_database(DatabaseInput={"Name": settings.glue_database})
     except ClientError as exc:

@@ -9,8 +9,10 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from service.aws import aws_clients
+from service.errors import SettingsError
 from service.resources import ensure_glue_table, setup
 from service.schema import extra_fields
 from service.settings import Settings
@@ -104,3 +106,17 @@ async def test_a_conflicting_type_never_fails_a_flush_and_consume_evolves_the_ta
     assert by_message["ok"]["status"] == "200" and by_message["ok"]["ratio"] == 0.5
     assert by_message["odd"]["status"] == "teapot" and by_message["odd"]["ratio"] is None
     assert orjson.loads(by_message["odd"]["attributes"]) == {"ratio": "fast"}
+
+
+async def test_setup_refuses_a_bad_template_before_making_a_table(settings: Settings) -> None:
+    bad = settings.model_copy(
+        update={
+            "glue_database": "logsdb",
+            "glue_table": "events",
+            "partition_template": "dt={date}/service={service}/log_group={log_group}",
+        }
+    )
+    with pytest.raises(
+        SettingsError, match=r"TIDEWAY_PARTITION_TEMPLATE is invalid: .*data column"
+    ):
+        await ensure_glue_table(None, bad)
