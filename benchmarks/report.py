@@ -19,6 +19,7 @@ COLUMNS = (
     ("lines_per_cpu_s", "lines/CPU-s"),
     ("records_per_s", "records/s"),
     ("mb_per_s", "MB/s"),
+    ("mb_per_cpu_s", "MB/CPU-s"),
     ("p50_ms", "p50 ms"),
     ("p99_ms", "p99 ms"),
     ("output_bytes", "output bytes"),
@@ -31,7 +32,7 @@ COLUMNS = (
     ("client_busy", "generator cores"),
     ("others_busy", "other processes' cores"),
 )
-ORDER = ("writer", "decoders", "ingest", "e2e", "telemetry")
+ORDER = ("writer", "decoders", "ingest", "e2e", "telemetry", "consume")
 COMMANDS = {name: f".venv/bin/python benchmarks/{name}.py" for name in ORDER}
 
 
@@ -110,8 +111,30 @@ def section(name: str, doc: dict[str, Any]) -> list[str]:
     if _nested(doc.get("ratios")):
         lines += ["", *_ratio_table(doc["ratios"])]
     ratios = _ratios(doc)
-    lines += ["", f"Ratios: {ratios}" if ratios else "", f"Command: `{COMMANDS[name]}`", ""]
+    lines += ["", f"Ratios: {ratios}" if ratios else "", *_layout(doc)]
+    lines += [f"Command: `{COMMANDS[name]}`", ""]
     return lines
+
+
+def _layout(doc: dict[str, Any]) -> list[str]:
+    """The layout simulation of a benchmark that has one (consume): one row per fleet size."""
+    sims = doc.get("layout_simulation")
+    if not sims:
+        return []
+    lines = [
+        "",
+        "| one hour, shards at 1 MB/s | objects | median object | one service, one hour: "
+        "scanned | same without the service partition |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines.extend(
+        f"| {sim['shards']} | {sim['objects_per_hour']:,} | "
+        f"{sim['median_object_bytes'] / 1e6:.1f} MB | "
+        f"{sim['athena_one_service_one_hour_bytes'] / 1e9:.2f} GB | "
+        f"{sim['athena_same_query_without_service_partition_bytes'] / 1e9:.2f} GB |"
+        for sim in sims
+    )
+    return [*lines, ""]
 
 
 def _nested(value: Any) -> bool:

@@ -13,9 +13,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from service.aws import aws_clients, error_code
-from service.consume.context import extra_columns
+from service.consume.context import extra_columns, partition_template
 from service.settings import Settings, logs_location, partition_keys
-from service.sink.glue import table_input
+from service.sink.glue import evolve_table, table_input
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,11 @@ async def setup(settings: Settings) -> dict[str, str]:
 
 
 async def ensure_glue_table(glue: Any, settings: Settings) -> str:
-    """The Glue database and table of DESIGN §4, so Athena can query the layout at once."""
+    """The Glue database and table of DESIGN §4, so Athena can query the layout at once; an
+    existing table gets the configured extra columns it lacks appended ("evolved"), and is
+    otherwise left as it is."""
     assert settings.glue_database and settings.glue_table
+    partition_template(settings)  # a bad template stops here, before any table is made
     try:
         await glue.create_database(DatabaseInput={"Name": settings.glue_database})
     except ClientError as exc:
@@ -57,7 +60,10 @@ async def ensure_glue_table(glue: Any, settings: Settings) -> str:
     except ClientError as exc:
         if error_code(exc) != "AlreadyExistsException":
             raise
-        return "exists"
+    evolution = await evolve_table(
+        glue, settings.glue_database, settings.glue_table, extra_columns(settings)
+    )
+    return "evolved" if evolution.added else "exists"
 
 
 async def ensure_stream(kinesis: Any, stream: str, shards: int) -> str:

@@ -15,12 +15,13 @@ from service.consume.reader import Position, wall_time
 from service.decode import DecoderConfig
 from service.decode.avro import load_config, load_schema
 from service.errors import DecodeError, SettingsError
-from service.schema import extra_fields
+from service.schema import COLUMN_NAMES, extra_fields
 from service.settings import Settings, partition_keys
 from service.sink.glue import PartitionCatalog
 from service.sink.partition import PartitionTemplate
 from service.sink.plan import ARROW_TO_PARQUET, FlushPlan, Layout, plan_flush
 from service.sink.rules import FieldMapping
+from service.sink.template import ATTRIBUTES
 from service.telemetry.metrics import ConsumerMetrics
 
 
@@ -81,6 +82,24 @@ def extra_columns(settings: Settings) -> tuple[pa.Field[Any], ...]:
         raise SettingsError(f"setting {name} is invalid: {path}: {exc}") from None
 
 
+def partition_template(settings: Settings) -> PartitionTemplate:
+    """The Hive partition template; raise SettingsError (one line) for a bad one or a key
+    that is neither a column, an extra column nor an ``attributes.`` path."""
+    name = "TIDEWAY_PARTITION_TEMPLATE"
+    try:
+        template = PartitionTemplate(settings.partition_template)
+    except ValueError as exc:
+        raise SettingsError(f"setting {name} is invalid: {exc}") from None
+    columns = {*COLUMN_NAMES, "service", *(f.name for f in extra_columns(settings))}
+    for key in template.keys:
+        if not key.startswith(ATTRIBUTES) and key not in columns:
+            raise SettingsError(
+                f"setting {name} is invalid: {{{key}}} is neither a column nor an extra "
+                f"column (TIDEWAY_EXTRA_COLUMNS); for an attribute use {{attributes.{key}}}"
+            )
+    return template
+
+
 def shard_context(
     settings: Settings, kinesis: object, s3: object, dynamodb: object, worker_id: str
 ) -> ShardContext:
@@ -98,7 +117,7 @@ def shard_context(
         layout=Layout(
             settings.stream,
             settings.prefix,
-            PartitionTemplate(settings.partition_template),
+            partition_template(settings),
             settings.max_partitions_per_flush,
             settings.file_target_bytes,
         ),

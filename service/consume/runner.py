@@ -8,15 +8,18 @@ import logging
 import os
 import socket
 import uuid
+from typing import Any
 
 from aiohttp import web
+from botocore.exceptions import ClientError
 
-from service.aws import aws_clients
+from service.aws import aws_clients, error_code
 from service.consume.context import decoder_config, extra_columns, shard_context
 from service.consume.status import status_app
 from service.consume.worker import ConsumerWorker
 from service.settings import Settings, logs_location
-from service.sink.glue import PartitionCatalog
+from service.sink.glue import PartitionCatalog, evolve_table
+from service.sink.rules import FieldMapping
 from service.telemetry.names import ROLE_CONSUME
 from service.telemetry.session import service_telemetry
 
@@ -29,6 +32,25 @@ DEFAULT_PORT = 9090
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+async def evolved_mapping(
+    glue: Any, database: str, table: str, mapping: FieldMapping
+) -> FieldMapping:
+    """``mapping`` with the extra columns the Glue table agrees with (missing ones appended
+    to the table first; on a type conflict the table's type wins, so files always match
+    what Athena reads). A table that cannot be read leaves the mapping as configured."""
+    if not mapping.extra_columns:
+        return mapping
+    try:
+        evolution = await evolve_table(glue, database, table, mapping.extra_columns)
+    except ClientError as exc:
+        log.warning(
+            "glue table not evolved; writing the configured extra columns",
+            extra={"table": f"{database}.{table}", "error": error_code(exc)},
+        )
+        return mapping
+    return dataclasses.replace(mapping, extra_columns=evolution.written)
 
 
 async def consume(
@@ -44,6 +66,9 @@ async def consume(
                 ctx,
                 catalog=PartitionCatalog(
                     aws.glue, settings.glue_database, settings.glue_table, logs_location(settings)
+                ),
+                mapping=await evolved_mapping(
+                    aws.glue, settings.glue_database, settings.glue_table, ctx.mapping
                 ),
             )
         worker = ConsumerWorker(

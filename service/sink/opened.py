@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.errors import DecodeError
+from service.sink.template import OTHER_SERVICE
 
-OTHER_SERVICE = "__other__"
 HOUR_US = 3_600_000_000
 _MAGIC = b"OP1"
 _HEAD = struct.Struct("<qI")  # arrival hour, number of __other__ hours

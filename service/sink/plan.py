@@ -131,7 +131,7 @@ def _data_objects(
     schema: pa.Schema,
     opened: OpenedPartitions | None,
 ) -> tuple[list[FlushObject], OpenedPartitions | None]:
-    table, opened = with_partitions(table, layout.max_partitions, opened)
+    table, opened = with_partitions(table, layout.max_partitions, opened, layout.template, lineage)
     hours = table.column("_hour").combine_chunks().to_numpy()
     services = table.column("_service").combine_chunks()
     order, ends = partition_order(hours, services)

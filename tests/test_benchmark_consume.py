@@ -1,0 +1,24 @@
+"""The consume benchmark drives the real consumer over its in-memory stand-ins to the end of
+the stream, and its layout simulation counts objects and scanned bytes as the layout does."""
+
+from __future__ import annotations
+
+from benchmarks.consume import drain_once, layout_simulation
+
+
+def test_one_hour_of_shards_writes_one_object_per_service_and_flush() -> None:
+    shares = {"api": 0.5, "web": 0.3, "db": 0.2}
+    sim = layout_simulation(5.0, shares, shards=16)
+    assert sim["objects_per_hour"] == 16 * 60 * 3
+    assert sim["median_object_bytes"] == 60e6 * 0.3 / 5.0  # the middle service's share
+    hour = 16 * 3600e6 / 5.0
+    assert sim["athena_same_query_without_service_partition_bytes"] == hour
+    assert sim["athena_one_service_one_hour_bytes"] == hour * 0.5
+    assert sim["query_service"] == "api"
+
+
+def test_the_consumer_drains_the_stand_in_stream_into_parquet_objects() -> None:
+    run = drain_once(600, 2)
+    assert run["records"] >= 2
+    assert run["objects"] > 0 and run["dead_letter_objects"] == 0
+    assert run["output_bytes"] == sum(run["service_bytes"].values())
