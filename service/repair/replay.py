@@ -185,7 +185,7 @@ class _ShardReplay:
         loop = asyncio.get_running_loop()
         buffer = ShardBuffer()
         report = ReplayReport()
-        end_us = int(self.window.end * 1_000_000)
+        start_us, end_us = int(self.window.start * 1_000_000), int(self.window.end * 1_000_000)
         while True:
             batch = await reader.read()
             past = False
@@ -194,6 +194,8 @@ class _ShardReplay:
                 if meta.arrival_us > end_us:
                     past = True
                     break
+                if meta.arrival_us < start_us:  # AT_TIMESTAMP may start up to a second early
+                    continue
                 buffer.add(record["Data"], meta, self.ctx.decoders, loop.time(), dedupe)
                 if self.policy.reason(buffer, loop.time(), self.share):
                     report += await self._flush_buffer(claim, info.shard_id, buffer, dedupe)
