@@ -30,7 +30,7 @@ from service.aws import aws_clients, error_code
 from service.consume.context import ShardContext, shard_context
 from service.consume.flush import FencedS3
 from service.consume.leases import SHARD_END
-from service.errors import DecodeError, TidewayError
+from service.errors import DecodeError, LeaseLostError, TidewayError
 from service.repair.claims import Claim, ClaimTable, binary, crash_for_test, text
 from service.repair.deadletters import RedrivePlan, body_digest, parse_entries, plan_redrive
 from service.settings import Settings
@@ -147,6 +147,8 @@ async def _redrive_object(
     fenced = FencedS3(ctx.s3, lambda: claims.fresh(claim), key)
     await upload_objects(fenced, ctx.bucket, plan.objects)
     crash_for_test(crash_after, "upload")
+    if not claims.fresh(claim):  # deletes are not fenced by FencedS3: check here
+        raise LeaseLostError(f"repair claim on {key} may have expired; not rewriting")
     stale = sorted(earlier.keys - mine.keys)
     if stale:  # an earlier attempt of the same object under other settings
         await delete_keys(ctx.s3, ctx.bucket, stale)
