@@ -9,7 +9,7 @@ import dataclasses
 import json
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,29 @@ def _repair_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     replay.add_argument("--shards", nargs="+", metavar="SHARD", help="default: every shard")
     replay.add_argument("--into", required=True, metavar="PREFIX", help="e.g. backfill/")
     replay.add_argument("--crash-after", choices=("intent", "upload"), help=argparse.SUPPRESS)
+
+
+def _repair(settings: Settings, args: argparse.Namespace) -> int:
+    """``redrive`` or ``replay`` until done (its report on stdout) or SIGTERM/SIGINT (130:
+    claims are left to expire, and a rerun resumes without landing anything twice)."""
+    from service.consume.flush import unless_stopped  # noqa: PLC0415
+    from service.repair.redrive import run_redrive  # noqa: PLC0415
+    from service.repair.replay import Window, replay  # noqa: PLC0415
+
+    def work() -> Coroutine[Any, Any, Any]:
+        if args.command == "redrive":
+            return run_redrive(
+                settings, keys=args.keys, date=args.date, crash_after=args.crash_after
+            )
+        window = Window(args.start, args.end, args.into, tuple(args.shards or ()))
+        return replay(settings, window, crash_after=args.crash_after)
+
+    report = _run(lambda stop: unless_stopped(work(), stop))
+    if report is None:
+        print(f"tideway {args.command}: stopped; run it again to resume", file=sys.stderr)
+        return 130
+    print(json.dumps(dataclasses.asdict(report)))
+    return 0
 
 
 def _day(value: str) -> str:
@@ -159,21 +182,8 @@ def _command(args: argparse.Namespace) -> int:
         from service.consume.runner import consume  # noqa: PLC0415
 
         _run(lambda stop: consume(settings, stop, drain=args.drain))
-    elif args.command == "redrive":
-        from service.repair.redrive import run_redrive  # noqa: PLC0415
-
-        report = _run(
-            lambda stop: run_redrive(
-                settings, keys=args.keys, date=args.date, crash_after=args.crash_after
-            )
-        )
-        print(json.dumps(dataclasses.asdict(report)))
-    elif args.command == "replay":
-        from service.repair.replay import Window, replay  # noqa: PLC0415
-
-        window = Window(args.start, args.end, args.into, tuple(args.shards or ()))
-        report = _run(lambda stop: replay(settings, window, crash_after=args.crash_after))
-        print(json.dumps(dataclasses.asdict(report)))
+    elif args.command in ("redrive", "replay"):
+        return _repair(settings, args)
     return 0
 
 
