@@ -69,6 +69,52 @@ class ReplayReport:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ShardProgress:
+    """A replay's progress record of one shard, as the console and people read it."""
+
+    into: str
+    shard_id: str
+    window: str | None  # "{from}..{to}" in epoch seconds
+    checkpoint: int | None  # last sequence number landed
+    intent: tuple[int, int] | None  # a range that may be half written
+    finished: bool
+    owner: str | None  # the run holding the claim (None: nobody runs it now)
+
+
+async def replay_progress(dynamodb: Any, settings: Settings) -> list[ShardProgress]:
+    """Every replay's progress records in the lease table, by prefix then shard."""
+    head = ClaimTable.item_key("replay", "")
+    kwargs: dict[str, Any] = {
+        "TableName": settings.lease_table,
+        "ConsistentRead": True,
+        "FilterExpression": "begins_with(shard_id, :p)",
+        "ExpressionAttributeValues": {":p": {"S": head}},
+    }
+    found = []
+    while True:
+        page = await dynamodb.scan(**kwargs)
+        for item in page.get("Items", []):
+            into, _, shard = item["shard_id"]["S"].removeprefix(head).rpartition("#")
+            checkpoint, first, last = (
+                text(item, n) for n in ("checkpoint", "intent_first", "intent_last")
+            )
+            found.append(
+                ShardProgress(
+                    into,
+                    shard,
+                    text(item, "window"),
+                    None if checkpoint is None else int(checkpoint),
+                    None if first is None or last is None else (int(first), int(last)),
+                    "finished" in item,
+                    text(item, "owner"),
+                )
+            )
+        if "LastEvaluatedKey" not in page:
+            return sorted(found, key=lambda p: (p.into, p.shard_id))
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
 def check_window(settings: Settings, window: Window) -> None:
     """TidewayError (one line) for a window that cannot be replayed as asked."""
     if window.end < window.start:

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from service.aws import aws_clients
 from service.consume.leases import LeaseTable
-from service.repair.replay import ReplayReport, Window, replay
+from service.repair.replay import ReplayReport, Window, replay, replay_progress
 from service.settings import Settings
 from tests.conftest import Aws, drain, lineage_counts, object_keys, read_table
 from tests.repair.support import put_records, tideway_process
@@ -64,6 +64,11 @@ async def test_replay_lands_the_window_once_and_leaves_the_live_consumer_alone(
     assert again == ReplayReport(already_finished=2)
     assert_window_once(side_table(aws, ready, SIDE))
     assert await live_leases(ready) == before  # checkpoints, owners, epochs untouched
+    async with aws_clients("dynamodb") as clients:
+        progress = await replay_progress(clients.dynamodb, ready)
+    assert [(p.into, p.finished, p.owner, p.intent) for p in progress] == [
+        (SIDE, True, None, None)
+    ] * 2
     assert object_keys(aws, ready.bucket, "logs/") == live_keys
     assert read_table(aws, ready).num_rows == 90
 
