@@ -54,6 +54,7 @@ class RedriveReport:
     skipped_unsettled: int = 0
     skipped_on_purpose: int = 0  # records that now decode to no lines (a control message)
     unreadable: int = 0
+    missing: int = 0  # a key given that names no object (and no redrive deleted it)
 
     def __add__(self, other: RedriveReport) -> RedriveReport:
         return RedriveReport(
@@ -114,9 +115,12 @@ async def _redrive_object(
         # An earlier run landed and rewrote; only its release was missing.
         await claims.update(claim, {"done": {"S": digest}}, _INTENT, release=True)
         return RedriveReport(skipped_already_done=1)
-    if body is None:  # every entry landed: the run that did it deleted the object
+    if body is None:
         await claims.update(claim, {}, release=True)
-        return RedriveReport(skipped_already_done=1)
+        if text(item, "done") == DELETED:  # every entry landed: that run deleted the object
+            return RedriveReport(skipped_already_done=1)
+        log.warning("no such dead-letter object", extra={"key": key})
+        return RedriveReport(missing=1)
     if not await _settled(ctx, key):
         await claims.update(claim, {}, release=True)
         return RedriveReport(skipped_unsettled=1)

@@ -64,6 +64,7 @@ async def test_redrive_lands_what_now_decodes_once_and_keeps_the_rest(
     open at or below its range) waits; once checkpointed it is redriven. A rerun lands
     nothing new and leaves the record that still fails as it was."""
     settings = await dead_lettered(aws, ready)
+    keys = object_keys(aws, settings.bucket, "dead-letter/")
     async with aws_clients("dynamodb") as clients:
         table = LeaseTable(clients.dynamodb, settings.lease_table)
         leases, _ = await table.scan()
@@ -81,6 +82,10 @@ async def test_redrive_lands_what_now_decodes_once_and_keeps_the_rest(
     again = await redrive(settings)
     assert (again.landed, again.still_dead) == (0, 1)  # the garbage record, left as it was
     assert_landed_once(aws, settings)
+    gone = [k for k in keys if k not in object_keys(aws, settings.bucket, "dead-letter/")]
+    typo = "dead-letter/dt=2026-12-01/no-such-object.ndjson.gz"
+    named = await redrive(settings, keys=[*gone, typo])
+    assert (named.skipped_already_done, named.missing) == (1, 1)
 
 
 async def test_two_redrives_at_once_land_each_row_once(aws: Aws, ready: Settings) -> None:
