@@ -133,7 +133,26 @@ async def _redrive_object(
     if intent is None and not plan.objects and plan.remaining == body:  # nothing to change
         await claims.update(claim, {}, release=True)
         return RedriveReport(still_dead=plan.still_dead, objects=1)
+    await _land(ctx, claims, claim, key, digest=digest, plan=plan, crash_after=crash_after)
+    return RedriveReport(
+        landed=plan.rows, still_dead=plan.still_dead, objects=1, skipped_on_purpose=plan.skipped
+    )
+
+
+async def _land(
+    ctx: ShardContext,
+    claims: ClaimTable,
+    claim: Claim,
+    key: str,
+    *,
+    digest: str,
+    plan: RedrivePlan,
+    crash_after: str | None,
+) -> None:
+    """Steps 2-5 of the protocol for ``plan`` of the object ``key`` at ``digest``."""
     earlier = KeyListing()
+    intent = text(claim.item, "intent_digest")
+    item = claim.item
     if intent == digest and (listing := binary(item, "intent_keys")) is not None:
         earlier = KeyListing.decode(listing)
     mine = KeyListing(frozenset(o.key for o in plan.objects))
@@ -172,9 +191,6 @@ async def _redrive_object(
             "still_dead": plan.still_dead,
             "files": len(plan.objects),
         },
-    )
-    return RedriveReport(
-        landed=plan.rows, still_dead=plan.still_dead, objects=1, skipped_on_purpose=plan.skipped
     )
 
 
