@@ -30,6 +30,7 @@ from service.consume.dedupe import ShardDedupe
 from service.consume.discovery import ShardInfo
 from service.consume.flush import FencedS3, plan_range
 from service.consume.reader import Position, ShardReader, list_shards, record_meta
+from service.consume.shard import YIELD_EVERY
 from service.errors import DecodeError, TidewayError
 from service.repair.claims import Claim, ClaimTable, binary, crash_for_test, text
 from service.settings import Settings
@@ -215,7 +216,9 @@ class _ShardReplay:
         loop = asyncio.get_running_loop()
         while buffer.last is None or buffer.last < last:
             batch = await reader.read()
-            for record in batch.records:
+            for n, record in enumerate(batch.records, 1):
+                if n % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
                 meta = record_meta(info.shard_id, record)
                 if meta.sequence_number > last:
                     break
@@ -235,7 +238,9 @@ class _ShardReplay:
         while True:
             batch = await reader.read()
             past = False
-            for record in batch.records:
+            for n, record in enumerate(batch.records, 1):
+                if n % YIELD_EVERY == 0:  # decoding runs on the loop: let the heartbeat beat
+                    await asyncio.sleep(0)
                 meta = record_meta(info.shard_id, record)
                 if meta.arrival_us > end_us:
                     past = True
