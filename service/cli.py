@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +39,77 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "setup", parents=[common], help="create stream, bucket, lease table (idempotent)"
     )
+    _repair_commands(sub, common)
     demo = sub.add_parser(
         "demo", parents=[common], help="the whole path on this machine against moto"
     )
     demo.add_argument("--records", type=int, default=20_000)
     return parser
+
+
+def _repair_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    # --crash-after: a test hook (tests/repair): the process SIGKILLs itself after that step.
+    redrive = sub.add_parser(
+        "redrive", parents=[common], help="land the dead letters that now decode, exactly once"
+    )
+    redrive.add_argument("--keys", nargs="+", metavar="KEY", help="dead-letter object keys")
+    redrive.add_argument("--date", type=_day, help="only dead letters of this day (YYYY-MM-DD)")
+    redrive.add_argument(
+        "--crash-after", choices=("intent", "upload", "rewrite"), help=argparse.SUPPRESS
+    )
+    replay = sub.add_parser(
+        "replay", parents=[common], help="re-read a time window of the stream into a side prefix"
+    )
+    replay.add_argument("--from", dest="start", type=_instant, required=True, metavar="T")
+    replay.add_argument("--to", dest="end", type=_instant, required=True, metavar="T")
+    replay.add_argument("--shards", nargs="+", metavar="SHARD", help="default: every shard")
+    replay.add_argument("--into", required=True, metavar="PREFIX", help="e.g. backfill/")
+    replay.add_argument("--crash-after", choices=("intent", "upload"), help=argparse.SUPPRESS)
+
+
+def _repair(settings: Settings, args: argparse.Namespace) -> int:
+    """``redrive`` or ``replay`` until done (its report on stdout) or SIGTERM/SIGINT (130:
+    claims are left to expire, and a rerun resumes without landing anything twice)."""
+    from service.consume.flush import unless_stopped  # noqa: PLC0415
+    from service.repair.redrive import run_redrive  # noqa: PLC0415
+    from service.repair.replay import Window, replay  # noqa: PLC0415
+
+    def work() -> Coroutine[Any, Any, Any]:
+        if args.command == "redrive":
+            return run_redrive(
+                settings, keys=args.keys, date=args.date, crash_after=args.crash_after
+            )
+        window = Window(args.start, args.end, args.into, tuple(args.shards or ()))
+        return replay(settings, window, crash_after=args.crash_after)
+
+    report = _run(lambda stop: unless_stopped(work(), stop))
+    if report is None:
+        print(f"tideway {args.command}: stopped; run it again to resume", file=sys.stderr)
+        return 130
+    print(json.dumps(dataclasses.asdict(report)))
+    return 0
+
+
+def _day(value: str) -> str:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").strftime("%Y-%m-%d")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date YYYY-MM-DD") from None
+
+
+def _instant(value: str) -> float:
+    """RFC 3339 (``2026-12-01T03:00:00Z``; no zone means UTC) or epoch seconds."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither RFC 3339 (2026-12-01T03:00:00Z) nor epoch seconds"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _run(main: Callable[[asyncio.Event], Awaitable[Any]]) -> Any:
@@ -127,6 +195,8 @@ def _command(args: argparse.Namespace) -> int:
         from service.consume.runner import consume  # noqa: PLC0415
 
         _run(lambda stop: consume(settings, stop, drain=args.drain))
+    elif args.command in ("redrive", "replay"):
+        return _repair(settings, args)
     return 0
 
 

@@ -304,6 +304,7 @@ LAYERS: list[set[str]] = [
     {"telemetry"},
     {"ingest", "consume"},
     {"resources"},
+    {"repair"},  # redrive and replay: above the consumer whose parts they reuse
     {"demo"},
     {"cli", "__main__"},
 ]

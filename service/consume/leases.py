@@ -45,6 +45,8 @@ from service.errors import LeaseLostError
 
 __all__ = ["FROM_START", "SHARD_END", "LeaseTable", "ShardLease", "WorkerBeat"]
 WORKER_PREFIX = "worker#"
+# Items of the repair tools (service/repair/: redrive claims, replay progress): no shard's.
+REPAIR_PREFIX = "repair#"
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 # Every attribute a lease round reads; the dedupe states and the pinned plan stay out.
 _SCANNED = (
@@ -143,6 +145,8 @@ class LeaseTable:
             page = await self._ddb.scan(**kwargs)
             for item in page.get("Items", []):
                 key = item["shard_id"]["S"]
+                if key.startswith(REPAIR_PREFIX):
+                    continue
                 if key.startswith(WORKER_PREFIX):
                     wid = key.removeprefix(WORKER_PREFIX)
                     leaving = bool(item.get("leaving", {}).get("BOOL", False))
@@ -312,6 +316,14 @@ class LeaseTable:
         plan = item["intent_plan"]["B"] if "intent_plan" in item else None
         keys = item["intent_keys"]["B"] if "intent_keys" in item else None
         return plan, keys
+
+    async def lease(self, shard_id: str) -> ShardLease | None:
+        """The shard's whole lease item (consistent read); None when it has none."""
+        resp = await self._ddb.get_item(
+            TableName=self.table, Key={"shard_id": {"S": shard_id}}, ConsistentRead=True
+        )
+        item = resp.get("Item")
+        return None if item is None else _lease_from_item(item)
 
     async def dedupe_states(self, shard_ids: tuple[str, ...]) -> list[bytes]:
         """The checkpointed dedupe states of ``shard_ids`` (a child's parents), in order."""

@@ -110,7 +110,7 @@ def plan_flush(
         if opened is not None:  # the hour of the flush: its latest record's arrival (Kinesis)
             opened = opened.at_hour(max(r.meta.arrival_us for r in records) // HOUR_US)
         schema = table_schema(mapping.extra_columns)
-        data, opened = _data_objects(shard_id, table, lineage, layout, schema=schema, opened=opened)
+        data, opened = data_objects(shard_id, table, lineage, layout, schema=schema, opened=opened)
         objects.extend(data)
     objects.extend(_dead_objects(shard_id, dead_all, layout))
     return FlushPlan(tuple(objects), table.num_rows, len(dead_all), opened)
@@ -122,7 +122,7 @@ def dead_letter_plan(shard_id: str, dead: Sequence[DeadLetter], layout: Layout) 
     return FlushPlan(objects, 0, len(dead), layout.opened)
 
 
-def _data_objects(
+def data_objects(
     shard_id: str,
     table: pa.Table,
     lineage: Lineage,
@@ -131,6 +131,7 @@ def _data_objects(
     schema: pa.Schema,
     opened: OpenedPartitions | None,
 ) -> tuple[list[FlushObject], OpenedPartitions | None]:
+    """Parquet objects of ``table``'s rows per partition (split by size), named by ``shard_id``."""
     table, opened = with_partitions(table, layout.max_partitions, opened, layout.template, lineage)
     hours = table.column("_hour").combine_chunks().to_numpy()
     services = table.column("_service").combine_chunks()
@@ -208,7 +209,7 @@ def _dead_objects(shard_id: str, dead: Sequence[DeadLetter], layout: Layout) -> 
         by_date.setdefault(date, []).append(d)
     objects = []
     for date, items in sorted(by_date.items()):
-        lines = [orjson.dumps(_dead_entry(d)) for d in items]
+        lines = [orjson.dumps(dead_entry(d)) for d in items]
         body = gzip.compress(b"\n".join(lines) + b"\n", compresslevel=6, mtime=0)
         first, last = str(items[0].meta.sequence_number), str(items[-1].meta.sequence_number)
         key = layout.dead_key(date, shard_id, first, last)
@@ -220,7 +221,7 @@ def _dead_order(d: DeadLetter) -> tuple[int, int]:
     return d.meta.sequence_number, -1 if d.sub_sequence is None else d.sub_sequence
 
 
-def _dead_entry(d: DeadLetter) -> dict[str, Any]:
+def dead_entry(d: DeadLetter) -> dict[str, Any]:
     """One dead-letter line (docs/formats.md): a whole record's, or one unmappable line's
     with its ``kinesis_sub_sequence`` (a record's entry has none, as before)."""
     entry: dict[str, Any] = {

@@ -1,0 +1,199 @@
+"""Claims of the repair tools in the lease table (I/O): one item per claimed thing
+(``repair#redrive#<dead-letter key>``, ``repair#replay#<prefix>#<shard>``), fenced as the
+consumer's leases are: ``owner`` and ``epoch`` (+1 on every change of owner) condition every
+write, ``beats`` is the holder's heartbeat. A claim whose ``beats`` a waiting run sees
+unchanged for ``lease_duration`` on its own monotonic clock is taken over (a killed run);
+a live one is waited out (two operators at once). ``LeaseTable.scan`` skips these items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from service.aws import error_code
+from service.consume.leases import REPAIR_PREFIX
+from service.errors import LeaseLostError
+
+log = logging.getLogger(__name__)
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+Item = dict[str, Any]
+
+
+@dataclass
+class Claim:
+    """A claim this run holds at ``epoch``; ``item`` is the item as the claim wrote it (what
+    an earlier holder left: an open intent, progress)."""
+
+    key: str
+    epoch: int
+    item: Item
+    last_beat: float = 0.0  # loop time the last heartbeat that landed was sent
+    lost: bool = field(default=False)
+
+
+def text(item: Item, name: str) -> str | None:
+    value = item.get(name)
+    return None if value is None else str(value.get("S", value.get("N")))
+
+
+def binary(item: Item, name: str) -> bytes | None:
+    value = item.get(name)
+    return None if value is None else bytes(value["B"])
+
+
+def crash_for_test(crash_after: str | None, point: str) -> None:
+    """The CLI's hidden ``--crash-after`` (tests/repair): SIGKILL this process after the
+    step ``point``, as kill -9 would, to prove a rerun lands nothing twice."""
+    if crash_after == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ClaimTable:
+    """Fenced claims of ``owner`` (this run's id) on repair items of the lease table."""
+
+    def __init__(self, dynamodb: Any, table: str, owner: str, lease_duration: float) -> None:
+        self._ddb = dynamodb
+        self.table = table
+        self.owner = owner
+        self.lease_duration = lease_duration
+
+    @staticmethod
+    def item_key(*parts: str) -> str:
+        return REPAIR_PREFIX + "#".join(parts)
+
+    async def get(self, key: str) -> Item | None:
+        resp = await self._ddb.get_item(
+            TableName=self.table, Key={"shard_id": {"S": key}}, ConsistentRead=True
+        )
+        item = resp.get("Item")
+        return None if item is None else dict(item)
+
+    async def take(self, key: str) -> Claim:
+        """Claim ``key``: at once when free, after its holder stopped beating for a whole
+        ``lease_duration`` (seen on this run's clock) when held; never while it beats."""
+        loop = asyncio.get_running_loop()
+        seen: tuple[str | None, ...] | None = None
+        since = loop.time()
+        while True:
+            item = await self.get(key) or {}
+            owner, epoch, beats = text(item, "owner"), text(item, "epoch"), text(item, "beats")
+            values: Item = {":e": {"N": epoch or "0"}}
+            if owner is None:
+                condition = (
+                    "attribute_not_exists(#o) AND (attribute_not_exists(epoch) OR epoch = :e)"
+                )
+            else:
+                state = (owner, epoch, beats)
+                if state != seen:
+                    seen, since = state, loop.time()
+                if loop.time() - since < self.lease_duration:
+                    await asyncio.sleep(self.lease_duration / 10)
+                    continue
+                log.warning("taking over a stale repair claim", extra={"key": key, "owner": owner})
+                condition = "#o = :o AND epoch = :e AND beats = :b"
+                values |= {":o": {"S": owner}, ":b": {"N": beats or "0"}}
+            new = int(epoch or "0") + 1
+            sent = loop.time()
+            try:
+                resp = await self._ddb.update_item(
+                    TableName=self.table,
+                    Key={"shard_id": {"S": key}},
+                    UpdateExpression="SET #o = :me, epoch = :new, beats = :zero",
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#o": "owner"},
+                    ExpressionAttributeValues=values
+                    | {":me": {"S": self.owner}, ":new": {"N": str(new)}, ":zero": {"N": "0"}},
+                    ReturnValues="ALL_NEW",
+                )
+            except ClientError as exc:
+                if error_code(exc) != _CONDITION_FAILED:
+                    raise
+                continue  # someone else moved first: look again
+            return Claim(key, new, dict(resp["Attributes"]), last_beat=sent)
+
+    async def update(
+        self, claim: Claim, values: Item, remove: tuple[str, ...] = (), *, release: bool = False
+    ) -> None:
+        """SET ``values`` (attribute name -> DynamoDB value) and REMOVE ``remove`` while the
+        claim is ours; ``release`` also gives the claim up. LeaseLostError when fenced."""
+        names = {"#o": "owner"}
+        attrs: Item = {":me": {"S": self.owner}, ":e": {"N": str(claim.epoch)}}
+        sets = []
+        for n, (name, value) in enumerate(sorted(values.items())):
+            names[f"#a{n}"] = name
+            attrs[f":a{n}"] = value
+            sets.append(f"#a{n} = :a{n}")
+        removed = [*remove, "#o"] if release else list(remove)
+        update = ("SET " + ", ".join(sets) if sets else "") + (
+            " REMOVE " + ", ".join(removed) if removed else ""
+        )
+        try:
+            await self._ddb.update_item(
+                TableName=self.table,
+                Key={"shard_id": {"S": claim.key}},
+                UpdateExpression=update.strip(),
+                ConditionExpression="#o = :me AND epoch = :e",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=attrs,
+            )
+        except ClientError as exc:
+            if error_code(exc) == _CONDITION_FAILED:
+                claim.lost = True
+                raise LeaseLostError(f"repair claim {claim.key} is no longer ours") from None
+            raise
+
+    def fresh(self, claim: Claim) -> bool:
+        """The claim is still ours on this run's clock: its last heartbeat landed less than
+        the lease duration (less a margin) ago. Uploads are sent only while it holds."""
+        margin = min(1.0, self.lease_duration / 5)
+        age = asyncio.get_running_loop().time() - claim.last_beat
+        return not claim.lost and age < self.lease_duration - margin
+
+    @contextlib.asynccontextmanager
+    async def holding(self, claim: Claim) -> AsyncIterator[Claim]:
+        """Heartbeat ``claim`` (``beats`` + 1 every lease_duration / 5, at most 1 s) while
+        the block runs."""
+        period = min(1.0, self.lease_duration / 5)
+
+        async def beat() -> None:
+            loop = asyncio.get_running_loop()
+            while True:
+                await asyncio.sleep(period)
+                sent = loop.time()
+                try:
+                    await self._ddb.update_item(
+                        TableName=self.table,
+                        Key={"shard_id": {"S": claim.key}},
+                        UpdateExpression="SET beats = beats + :one",
+                        ConditionExpression="#o = :me AND epoch = :e",
+                        ExpressionAttributeNames={"#o": "owner"},
+                        ExpressionAttributeValues={
+                            ":one": {"N": "1"},
+                            ":me": {"S": self.owner},
+                            ":e": {"N": str(claim.epoch)},
+                        },
+                    )
+                except ClientError as exc:
+                    if error_code(exc) == _CONDITION_FAILED:
+                        claim.lost = True
+                        return
+                    log.warning("repair heartbeat failed", extra={"error": repr(exc)})
+                    continue
+                claim.last_beat = sent
+
+        task = asyncio.create_task(beat())
+        try:
+            yield claim
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,167 @@
+"""A dead-letter object -> what a redrive writes (pure, deterministic).
+
+The entries (docs/writer.md "Dead-letter objects") are decoded again with today's decoders
+and mapped with today's mapping: the rows that now map become Parquet under the normal
+table layout, with keys named after the dead-letter object's digest, so the same object and
+settings always give the same keys and bytes; the entries that still fail become the new
+body of the dead-letter object, with today's reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import hashlib
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service.decode import DecoderConfig, LineBatch, RecordMeta, decode_record
+from service.decode.types import DecodedRecord
+from service.errors import DecodeError
+from service.schema import table_schema
+from service.sink.build import build_rows
+from service.sink.lineage import Lineage
+from service.sink.plan import DeadLetter, FlushObject, Layout, data_objects, dead_entry
+from service.sink.rules import FieldMapping
+
+# A dead-letter object's body is a few MB at most (one flush's failures); this bounds a
+# hostile or corrupt one.
+MAX_BODY_BYTES = 1 << 30
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadEntry:
+    """One line of a dead-letter object: a whole record's (``sub_sequence`` None) or one
+    unmappable line's; ``fields`` is the line as written (rewritten with a new reason)."""
+
+    meta: RecordMeta
+    data: bytes
+    reason: str
+    sub_sequence: int | None
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RedrivePlan:
+    """The Parquet objects of the entries that now map, and the dead-letter object's new
+    body (None: nothing is left, the object is deleted)."""
+
+    objects: tuple[FlushObject, ...]
+    rows: int
+    remaining: bytes | None
+    still_dead: int
+    skipped: int  # records that now decode to no lines on purpose (a control message)
+
+
+def body_digest(body: bytes) -> str:
+    """The hex SHA-256 of a dead-letter object's bytes: it names the redrive's keys."""
+    return hashlib.sha256(body).hexdigest()
+
+
+def parse_entries(key: str, body: bytes) -> list[DeadEntry]:
+    """The entries of a dead-letter object; DecodeError naming the object and line."""
+    try:
+        text = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, MAX_BODY_BYTES)
+    except zlib.error as exc:
+        raise DecodeError(f"dead-letter object {key} is not gzip: {exc}") from None
+    entries = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(_entry(orjson.loads(line)))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise DecodeError(
+                f"dead-letter object {key} line {n} unreadable: {type(exc).__name__}: {exc}"
+            ) from None
+    return entries
+
+
+def _entry(fields: dict[str, Any]) -> DeadEntry:
+    arrival = datetime.fromisoformat(str(fields["arrival_time"]).replace("Z", "+00:00"))
+    gap = arrival - _EPOCH  # exact integer microseconds, no float round trip
+    sub = fields.get("kinesis_sub_sequence")
+    meta = RecordMeta(
+        shard_id=str(fields["kinesis_shard_id"]),
+        sequence_number=int(fields["kinesis_sequence_number"]),
+        arrival_us=(gap.days * 86400 + gap.seconds) * 1_000_000 + gap.microseconds,
+    )
+    data = base64.b64decode(fields["data"], validate=True)
+    return DeadEntry(meta, data, str(fields["reason"]), None if sub is None else int(sub), fields)
+
+
+def plan_redrive(
+    digest: str,
+    entries: Sequence[DeadEntry],
+    decoders: DecoderConfig,
+    layout: Layout,
+    mapping: FieldMapping,
+) -> RedrivePlan:
+    """Decode and map ``entries`` again: Parquet for the rows that now map (keys
+    ``{stream}-{shard}-redrive-{digest[:12]}-{first}-{last}.parquet``: never a consumer's
+    key, whose ``{first}-{last}`` follows the shard id), the rest as the new body."""
+    records: list[DecodedRecord] = []
+    subs: list[int] = []  # per record: the line's sub-sequence, or -1 for a whole record
+    dead: list[dict[str, Any]] = []
+    skipped = 0
+    for entry in entries:
+        if entry.sub_sequence is not None:  # one line that could not be mapped
+            records.append(DecodedRecord(entry.meta, (LineBatch(entry.data, 1),)))
+            subs.append(entry.sub_sequence)
+            continue
+        try:
+            decoded = decode_record(entry.data, decoders)
+        except DecodeError as exc:
+            dead.append({**entry.fields, "reason": exc.reason})
+            continue
+        if not decoded.batches:
+            skipped += 1
+            continue
+        raw = b"" if decoded.format in ("json", "ndjson", "text") else entry.data
+        records.append(DecodedRecord(entry.meta, decoded.batches, raw))
+        subs.append(-1)
+    objects: list[FlushObject] = []
+    rows = 0
+    if records:
+        table, lineage, bad = build_rows(records, mapping)
+        lineage = _with_line_subs(lineage, records, subs)
+        position = {id(r): i for i, r in enumerate(records)}
+        for u in bad:
+            sub = subs[position[id(u.record)]]
+            line = sub if sub >= 0 else u.line
+            reason = f"unmappable: {u.reason}"
+            dead.append(dead_entry(DeadLetter(u.record.meta, u.data, reason, line)))
+        rows = table.num_rows
+        if rows:
+            by_shard = {r.meta.shard_id for r in records}
+            if len(by_shard) != 1:
+                raise DecodeError(f"dead-letter entries of several shards: {sorted(by_shard)}")
+            shard = f"{by_shard.pop()}-redrive-{digest[:12]}"
+            schema = table_schema(mapping.extra_columns)
+            objects, _ = data_objects(shard, table, lineage, layout, schema=schema, opened=None)
+    dead.sort(key=lambda f: (int(f["kinesis_sequence_number"]), f.get("kinesis_sub_sequence", -1)))
+    remaining = None
+    if dead:
+        text = b"\n".join(orjson.dumps(f) for f in dead) + b"\n"
+        remaining = gzip.compress(text, compresslevel=6, mtime=0)
+    return RedrivePlan(tuple(objects), rows, remaining, len(dead), skipped)
+
+
+def _with_line_subs(lineage: Lineage, records: Sequence[DecodedRecord], subs: list[int]) -> Lineage:
+    """The lineage with each redriven line's own sub-sequence (its position in its record,
+    as the dead letter says), not 0: the table's lineage key stays the line's."""
+    batch_record = np.repeat(
+        np.arange(len(records), dtype=np.int64),
+        np.array([len(r.batches) for r in records], dtype=np.int64),
+    )
+    line_sub = np.array(subs, dtype=np.int64)[batch_record[lineage.batch_of_row]]
+    sub = np.where(line_sub >= 0, line_sub, lineage.sub).astype(np.int32)
+    return Lineage(lineage.per_batch, lineage.batch_of_row, sub)

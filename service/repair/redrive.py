@@ -1,0 +1,240 @@
+"""``tideway redrive``: land the dead letters that today's decoders and mapping can read,
+exactly once (I/O around the pure ``deadletters`` planner).
+
+Per dead-letter object ``K`` (docs/operations.md "Redrive and replay"), under a claim on
+the item ``repair#redrive#K`` of the lease table (service/repair/claims.py):
+  1. read ``K`` (its digest ``D`` names every key the redrive writes) and plan;
+  2. fenced write of the intent: ``D``, the digest of the body ``K`` will be rewritten to,
+     the planned keys;
+  3. upload the Parquet objects (deterministic keys and bytes), each PutObject only while
+     the claim is fresh; delete what an earlier attempt of ``D`` listed and this one does not;
+  4. rewrite ``K`` with the entries still dead (today's reason), or delete it;
+  5. fenced release: the intent cleared (``done``: the new body's digest, for people).
+A run that finds an intent rebuilds it when ``K`` is still ``D`` (same objects, rewritten)
+and only finishes it when ``K`` is already the rewritten body. Only objects whose flush is
+checkpointed (no open consumer intent can rewrite them) are redriven.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+from service.aws import aws_clients, error_code
+from service.consume.context import ShardContext, shard_context
+from service.consume.flush import FencedS3
+from service.consume.leases import SHARD_END
+from service.errors import DecodeError, LeaseLostError, TidewayError
+from service.repair.claims import Claim, ClaimTable, binary, crash_for_test, text
+from service.repair.deadletters import RedrivePlan, body_digest, parse_entries, plan_redrive
+from service.settings import Settings
+from service.sink.plan import KeyListing
+from service.sink.s3 import delete_keys, list_keys, upload_objects
+
+log = logging.getLogger(__name__)
+DELETED = "deleted"  # the digest of a dead-letter object that nothing is left in
+
+
+@dataclass(frozen=True, slots=True)
+class RedriveReport:
+    """What one redrive did: rows landed, entries left dead, objects redriven, and objects
+    passed over (done before by another run, not yet checkpointed by the consumer, or
+    unreadable)."""
+
+    landed: int = 0
+    still_dead: int = 0
+    objects: int = 0
+    skipped_already_done: int = 0
+    skipped_unsettled: int = 0
+    skipped_on_purpose: int = 0  # records that now decode to no lines (a control message)
+    unreadable: int = 0
+    missing: int = 0  # a key given that names no object (and no redrive deleted it)
+
+    def __add__(self, other: RedriveReport) -> RedriveReport:
+        return RedriveReport(
+            *(getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self))
+        )
+
+
+async def redrive(settings: Settings, *, keys: Sequence[str] | None = None) -> RedriveReport:
+    """Redrive ``keys`` (dead-letter object keys), or every dead-letter object; exactly
+    once per object whatever runs at the same time or was killed before."""
+    return await run_redrive(settings, keys=keys)
+
+
+async def run_redrive(
+    settings: Settings,
+    *,
+    keys: Sequence[str] | None = None,
+    date: str | None = None,
+    crash_after: str | None = None,
+) -> RedriveReport:
+    """``redrive`` with the CLI's options: ``date`` (YYYY-MM-DD) limits the listing to one
+    day's objects; ``crash_after`` is the test hook (CRASH_POINTS)."""
+    dead_prefix = f"{settings.prefix}dead-letter/"
+    async with aws_clients("s3", "dynamodb") as aws:
+        ctx = shard_context(settings, None, aws.s3, aws.dynamodb, f"redrive-{uuid.uuid4()}")
+        claims = ClaimTable(
+            aws.dynamodb, settings.lease_table, ctx.worker_id, settings.lease_duration
+        )
+        if keys is None:
+            listed = dead_prefix + (f"dt={date}/" if date else "")
+            keys = [
+                k
+                for k in await list_keys(aws.s3, settings.bucket, listed)
+                if k.endswith(".ndjson.gz")
+            ]
+        for key in keys:
+            if not key.startswith(dead_prefix) or not key.endswith(".ndjson.gz"):
+                raise TidewayError(
+                    f"{key} is not a dead-letter object ({dead_prefix}dt=YYYY-MM-DD/….ndjson.gz)"
+                )
+        report = RedriveReport()
+        for key in keys:
+            claim = await claims.take(ClaimTable.item_key("redrive", key))
+            async with claims.holding(claim):
+                report += await _redrive_object(ctx, claims, claim, key, crash_after)
+        log.info("redrive finished", extra=dataclasses.asdict(report))
+        return report
+
+
+async def _redrive_object(
+    ctx: ShardContext, claims: ClaimTable, claim: Claim, key: str, crash_after: str | None
+) -> RedriveReport:
+    item = claim.item
+    intent, following = text(item, "intent_digest"), text(item, "intent_next")
+    body = await _get(ctx, key)
+    digest = DELETED if body is None else body_digest(body)
+    if intent is not None and digest == following and digest != intent:
+        # An earlier run landed and rewrote; only its release was missing.
+        await claims.update(claim, {"done": {"S": digest}}, _INTENT, release=True)
+        return RedriveReport(skipped_already_done=1)
+    if body is None:
+        await claims.update(claim, {}, release=True)
+        if text(item, "done") == DELETED:  # every entry landed: that run deleted the object
+            return RedriveReport(skipped_already_done=1)
+        log.warning("no such dead-letter object", extra={"key": key})
+        return RedriveReport(missing=1)
+    if not await _settled(ctx, key):
+        await claims.update(claim, {}, release=True)
+        return RedriveReport(skipped_unsettled=1)
+    try:  # off the loop: the claim's heartbeat must keep beating while it plans
+        plan = await asyncio.to_thread(_plan, ctx, key, body, digest)
+    except DecodeError as exc:
+        log.warning("dead-letter object unreadable", extra={"key": key, "error": exc.reason})
+        await claims.update(claim, {}, release=True)
+        return RedriveReport(unreadable=1)
+    if intent is None and not plan.objects and plan.remaining == body:  # nothing to change
+        await claims.update(claim, {}, release=True)
+        return RedriveReport(still_dead=plan.still_dead, objects=1)
+    await _land(ctx, claims, claim, key, digest=digest, plan=plan, crash_after=crash_after)
+    return RedriveReport(
+        landed=plan.rows, still_dead=plan.still_dead, objects=1, skipped_on_purpose=plan.skipped
+    )
+
+
+async def _land(
+    ctx: ShardContext,
+    claims: ClaimTable,
+    claim: Claim,
+    key: str,
+    *,
+    digest: str,
+    plan: RedrivePlan,
+    crash_after: str | None,
+) -> None:
+    """Steps 2-5 of the protocol for ``plan`` of the object ``key`` at ``digest``."""
+    earlier = KeyListing()
+    intent = text(claim.item, "intent_digest")
+    item = claim.item
+    if intent == digest and (listing := binary(item, "intent_keys")) is not None:
+        earlier = KeyListing.decode(listing)
+    mine = KeyListing(frozenset(o.key for o in plan.objects))
+    following = DELETED if plan.remaining is None else body_digest(plan.remaining)
+    await claims.update(
+        claim,
+        {
+            "intent_digest": {"S": digest},
+            "intent_next": {"S": following},
+            "intent_keys": {"B": mine.union(earlier).encode(limit=1 << 62)},
+            "intent_rows": {"N": str(plan.rows)},
+        },
+    )
+    crash_for_test(crash_after, "intent")
+    fenced = FencedS3(ctx.s3, lambda: claims.fresh(claim), key)
+    await upload_objects(fenced, ctx.bucket, plan.objects)
+    crash_for_test(crash_after, "upload")
+    if not claims.fresh(claim):  # deletes are not fenced by FencedS3: check here
+        raise LeaseLostError(f"repair claim on {key} may have expired; not rewriting")
+    stale = sorted(earlier.keys - mine.keys)
+    if stale:  # an earlier attempt of the same object under other settings
+        await delete_keys(ctx.s3, ctx.bucket, stale)
+    if plan.remaining is None:
+        await delete_keys(ctx.s3, ctx.bucket, [key])
+    else:
+        await fenced.put_object(
+            Bucket=ctx.bucket, Key=key, Body=plan.remaining, ContentType="application/gzip"
+        )
+    crash_for_test(crash_after, "rewrite")
+    await claims.update(claim, {"done": {"S": following}}, _INTENT, release=True)
+    log.info(
+        "redriven",
+        extra={
+            "key": key,
+            "rows": plan.rows,
+            "still_dead": plan.still_dead,
+            "files": len(plan.objects),
+        },
+    )
+
+
+_INTENT = ("intent_digest", "intent_next", "intent_keys", "intent_rows")
+
+
+def _plan(ctx: ShardContext, key: str, body: bytes, digest: str) -> RedrivePlan:
+    entries = parse_entries(key, body)
+    return plan_redrive(digest, entries, ctx.decoders, ctx.layout, ctx.mapping)
+
+
+async def _get(ctx: ShardContext, key: str) -> bytes | None:
+    try:
+        resp = await ctx.s3.get_object(Bucket=ctx.bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in ("NoSuchKey", "404"):
+            return None
+        raise
+    async with resp["Body"] as stream:
+        return bytes(await stream.read())
+
+
+async def _settled(ctx: ShardContext, key: str) -> bool:
+    """The consumer's flush that wrote ``key`` is checkpointed and no pending delete lists
+    it: no replay of an open intent can rewrite it after this redrive."""
+    name = key.rpartition("/")[2].removesuffix(".ndjson.gz").removeprefix(f"{ctx.stream}-")
+    shard, _, rest = name.rpartition("-")
+    shard = shard.rpartition("-")[0]
+    if not rest.isdigit():
+        return False
+    last = int(rest)
+    lease = await ctx.leases.lease(shard)
+    if lease is None:
+        return True  # no consumer tracks the shard: nothing can rewrite the object
+    if lease.pending_deletes and key in _pending(lease.pending_deletes):
+        return False
+    if lease.intent_first is not None and lease.intent_first <= last:
+        return False
+    checkpoint = lease.checkpoint
+    return checkpoint is SHARD_END or (isinstance(checkpoint, int) and checkpoint >= last)
+
+
+def _pending(encoded: bytes) -> frozenset[str]:
+    try:
+        return KeyListing.decode(encoded).keys
+    except DecodeError:
+        return frozenset()

@@ -1,0 +1,72 @@
+"""Builders of the repair tests: records the consumer dead-letters under a small decoder
+limit (and that decode under the default one), and ``tideway`` subprocesses."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from service.settings import Settings
+from tests.conftest import Aws
+
+ROOT = Path(__file__).resolve().parents[2]
+TIDEWAY = ROOT / ".venv" / "bin" / "tideway"
+SMALL_LIMIT = 2048  # TIDEWAY_MAX_DECOMPRESSED_BYTES that makes the big records dead letters
+
+
+def big_record(tag: str, lines: int = 40) -> bytes:
+    """gzip NDJSON of ``lines`` lines, over SMALL_LIMIT decompressed: dead under the small
+    limit, ``lines`` rows under the default."""
+    text = b"\n".join(
+        b'{"message": "%s-%d %s", "service": "api"}' % (tag.encode(), i, b"x" * 40)
+        for i in range(lines)
+    )
+    assert len(text) > SMALL_LIMIT
+    return gzip.compress(text, mtime=0)
+
+
+def garbage_record() -> bytes:
+    """gzip of bytes that are no format and not UTF-8: dead under either limit, for another
+    reason once it may decompress."""
+    return gzip.compress(bytes(range(128, 256)) * 20, mtime=0)
+
+
+def put_records(aws: Aws, settings: Settings, records: list[bytes]) -> None:
+    kinesis = aws.client("kinesis")
+    for n, data in enumerate(records):
+        kinesis.put_record(StreamName=settings.stream, Data=data, PartitionKey=f"k{n}")
+
+
+def tideway(aws: Aws, settings: Settings, *args: str, timeout: float = 60) -> Any:
+    """Run ``tideway ARGS`` against the test backend with ``settings``; the finished process."""
+    return subprocess.run(
+        [str(TIDEWAY), *args],
+        env=_env(aws, settings),
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def tideway_process(aws: Aws, settings: Settings, *args: str) -> subprocess.Popen[bytes]:
+    """``tideway ARGS`` started against the test backend (stdout and stderr piped)."""
+    return subprocess.Popen(
+        [str(TIDEWAY), *args],
+        env=_env(aws, settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _env(aws: Aws, settings: Settings) -> dict[str, str]:
+    return aws.env(
+        TIDEWAY_STREAM=settings.stream,
+        TIDEWAY_BUCKET=settings.bucket,
+        TIDEWAY_PREFIX=settings.prefix,
+        TIDEWAY_LEASE_TABLE=settings.lease_table,
+        TIDEWAY_LEASE_DURATION=str(settings.lease_duration),
+        TIDEWAY_IDLE_WAIT=str(settings.idle_wait),
+        AWS_ENDPOINT_URL=aws.endpoint,
+    )

@@ -1,0 +1,84 @@
+"""The pure redrive planner: a dead-letter object's entries -> Parquet of what now maps and
+the object's new body, deterministically."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+
+from service.decode import DecoderConfig
+from service.errors import DecodeError
+from service.repair.deadletters import RedrivePlan, body_digest, parse_entries, plan_redrive
+from service.sink.plan import Layout, key_in_range, object_prefix
+from service.sink.rules import FieldMapping
+
+KEY = "dead-letter/dt=2026-12-01/logs-shardId-000000000000-7-9.ndjson.gz"
+
+
+def entry(seq: int, data: bytes, reason: str, sub: int | None = None) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "reason": reason,
+        "kinesis_shard_id": "shardId-000000000000",
+        "kinesis_sequence_number": str(seq),
+    }
+    if sub is not None:
+        fields["kinesis_sub_sequence"] = sub
+    fields["arrival_time"] = "2026-12-01T03:00:00.250000Z"
+    fields["data"] = base64.b64encode(data).decode()
+    return fields
+
+
+def body(*entries: dict[str, object]) -> bytes:
+    return gzip.compress(b"\n".join(orjson.dumps(e) for e in entries) + b"\n", mtime=0)
+
+
+def plan(dead: bytes) -> RedrivePlan:
+    entries = parse_entries(KEY, dead)
+    return plan_redrive(body_digest(dead), entries, DecoderConfig(), Layout("logs"), FieldMapping())
+
+
+def test_a_line_that_now_maps_lands_with_its_own_sub_sequence() -> None:
+    line = b'{"message": "late", "service": "api", "severity_number": 9}'
+    result = plan(body(entry(7, line, "unmappable: written by older code", sub=3)))
+    assert (result.rows, result.still_dead, result.remaining) == (1, 0, None)
+    (obj,) = result.objects
+    table = pq.read_table(io.BytesIO(obj.body))
+    assert table.column("kinesis_sub_sequence").to_pylist() == [3]
+    assert table.column("kinesis_sequence_number").to_pylist() == ["7"]
+    assert table.column("message").to_pylist() == ["late"]
+
+
+def test_entries_that_still_fail_stay_with_todays_reason_and_the_rest_lands() -> None:
+    good = b'{"message": "now fine"}\n{"message": "also"}'
+    dead = body(
+        entry(7, gzip.compress(good, mtime=0), "decompressed size over limit"),
+        entry(9, bytes(range(128, 256)), "some reason of older code"),
+    )
+    result = plan(dead)
+    assert (result.rows, result.still_dead) == (2, 1)
+    assert result.remaining is not None
+    (left,) = [orjson.loads(x) for x in gzip.decompress(result.remaining).splitlines()]
+    assert left["reason"] == "record is neither a known format nor UTF-8 text"
+    assert left["kinesis_sequence_number"] == "9"
+
+
+def test_a_redrive_plan_is_deterministic_and_never_takes_a_consumer_key() -> None:
+    dead = body(entry(7, b'{"message": "a"}', "decompressed size over limit"))
+    first, second = plan(dead), plan(dead)
+    assert [(o.key, o.body) for o in first.objects] == [(o.key, o.body) for o in second.objects]
+    (obj,) = first.objects
+    assert f"-redrive-{body_digest(dead)[:12]}-7-7.parquet" in obj.key
+    consumer_prefix = object_prefix(obj.key.replace(f"-redrive-{body_digest(dead)[:12]}", ""))
+    assert not key_in_range(obj.key, consumer_prefix, 0, 100)
+
+
+def test_an_unreadable_dead_letter_object_is_named_with_its_line() -> None:
+    with pytest.raises(DecodeError, match=rf"^dead-letter object {KEY} line 2 unreadable: "):
+        plan(gzip.compress(orjson.dumps(entry(7, b"x", "r")) + b"\nnot json\n"))
+    with pytest.raises(DecodeError, match=rf"^dead-letter object {KEY} is not gzip"):
+        plan(b"plain bytes")
