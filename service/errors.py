@@ -55,3 +55,11 @@ class KinesisUnavailableError(TidewayError):
 
 class ServeWorkerError(TidewayError):
     """A serve worker keeps dying as it starts; the message names it and its last exit code."""
+
+
+class ConsoleAuthError(TidewayError):
+    """The console refuses a request's credentials; ``reason`` says which check failed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

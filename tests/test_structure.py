@@ -298,6 +298,7 @@ LAYERS: list[set[str]] = [
     {"telemetry"},
     {"ingest", "consume"},
     {"resources"},
+    {"console"},
     {"demo"},
     {"cli", "__main__"},
 ]

@@ -1,0 +1,311 @@
+"""The console's routes (I/O): pages rendered on the server from the lease table, the
+workers' /status and the dead-letter prefix; the redrive action (operators only)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jinja2
+from aiohttp import web
+
+from service.console.guard import PRINCIPAL, Guard
+from service.console.inspect import inspect_entry
+from service.console.session import SESSION_COOKIE, SESSION_SECONDS, LoginToken, Principal
+from service.console.shards import filter_rows, format_lag
+from service.console.sources import (
+    MAX_OPENED,
+    DeadLetters,
+    read_shard_view,
+    worker_statuses,
+)
+from service.decode import DecoderConfig
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+PAGE_ROWS = 1000
+OVERVIEW_DAYS = 7
+
+
+@dataclass
+class Console:
+    """What the handlers share: settings, clients, the door and the templates."""
+
+    settings: Settings
+    dynamodb: Any
+    s3: Any
+    http: aiohttp.ClientSession
+    guard: Guard
+    login: LoginToken | None
+    decoders: DecoderConfig
+    templates: jinja2.Environment
+
+    @property
+    def dead(self) -> DeadLetters:
+        return DeadLetters(self.s3, self.settings.bucket, self.settings.prefix)
+
+
+CONSOLE: web.AppKey[Console] = web.AppKey("console", Console)
+
+
+def _clock(ms: int) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("service.console", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.globals.update(lag=format_lag, clock=_clock)
+    return env
+
+
+def _render(request: web.Request, name: str, status: int = 200, **values: Any) -> web.Response:
+    console = request.app[CONSOLE]
+    principal = request[PRINCIPAL]
+    html = console.templates.get_template(name).render(
+        principal=principal, csrf=console.guard.sessions.csrf_token(principal), **values
+    )
+    return web.Response(text=html, status=status, content_type="text/html")
+
+
+async def overview(request: web.Request) -> web.StreamResponse:
+    c = request.app[CONSOLE]
+    started = time.perf_counter()
+    statuses = await worker_statuses(c.http, c.settings.console_workers)
+    view = await read_shard_view(c.dynamodb, c.settings.lease_table, statuses)
+    read_ms = (time.perf_counter() - started) * 1000
+    dead = []
+    for date in (await c.dead.dates())[:OVERVIEW_DAYS]:
+        objects, more = await c.dead.objects(date)
+        dead.append(
+            {
+                "date": date,
+                "objects": len(objects),
+                "more": more,
+                "bytes": sum(o.size for o in objects),
+            }
+        )
+    return _render(
+        request,
+        "overview.html",
+        title="Overview",
+        page="overview",
+        summary=view.summary(),
+        workers=view.workers,
+        statuses=statuses,
+        dead=dead,
+        table=c.settings.lease_table,
+        read_ms=read_ms,
+    )
+
+
+async def shards(request: web.Request) -> web.StreamResponse:
+    c = request.app[CONSOLE]
+    started = time.perf_counter()
+    statuses = await worker_statuses(c.http, c.settings.console_workers)
+    view = await read_shard_view(c.dynamodb, c.settings.lease_table, statuses)
+    read_ms = (time.perf_counter() - started) * 1000
+    q = request.query.get("q", "")
+    rows = filter_rows(view.shards, q)
+    pages = max(1, -(-len(rows) // PAGE_ROWS))
+    try:
+        page_no = min(pages, max(1, int(request.query.get("page", "1"))))
+    except ValueError:
+        raise web.HTTPBadRequest(text="page: a whole number, from 1") from None
+    shown = rows[(page_no - 1) * PAGE_ROWS : page_no * PAGE_ROWS]
+    return _render(
+        request,
+        "shards.html",
+        title="Shards",
+        page="shards",
+        rows=shown,
+        shown=len(shown),
+        total=len(view.shards),
+        q=q,
+        page_no=page_no,
+        pages=pages,
+        table=c.settings.lease_table,
+        read_ms=read_ms,
+    )
+
+
+async def dead_letters(request: web.Request) -> web.StreamResponse:
+    c = request.app[CONSOLE]
+    dead = c.dead
+    dates = await dead.dates()
+    date = request.query.get("date") or (dates[0] if dates else "")
+    if date and date not in dates:
+        raise web.HTTPNotFound(text=f"no dead letters for {date!r}")
+    reason = request.query.get("reason", "").strip()
+    objects, more = await dead.objects(date) if date else ([], False)
+    opened = objects[:MAX_OPENED]
+    contents = await asyncio.gather(*(dead.entries(o.key) for o in opened))
+    rows: list[dict[str, Any]] = []
+    reasons: dict[str, int] = {}
+    for obj, entries in zip(opened, contents, strict=True):
+        first = True
+        for index, entry in enumerate(entries):
+            why = entry.get("reason", "?") if isinstance(entry, dict) else "unreadable line"
+            reasons[str(why)] = reasons.get(str(why), 0) + 1
+            if reason and reason.lower() not in str(why).lower():
+                continue
+            fields = entry if isinstance(entry, dict) else {}
+            rows.append(
+                {
+                    "key": obj.key,
+                    "name": obj.key.rpartition("/")[2] if first else "",
+                    "first": first,
+                    "index": index,
+                    "shard": fields.get("kinesis_shard_id", ""),
+                    "seq": fields.get("kinesis_sequence_number", ""),
+                    "reason": why,
+                    "arrival": fields.get("arrival_time", ""),
+                }
+            )
+            first = False
+    return _render(
+        request,
+        "dead_letters.html",
+        title="Dead letters",
+        page="dead",
+        dates=dates,
+        date=date,
+        reason=reason,
+        reasons=sorted(reasons.items(), key=lambda kv: -kv[1]),
+        objects=objects,
+        more=more,
+        opened=len(opened),
+        entries=rows,
+    )
+
+
+async def dead_letter_record(request: web.Request) -> web.StreamResponse:
+    c = request.app[CONSOLE]
+    key = request.query.get("key", "")
+    if not c.dead.owns(key):
+        raise web.HTTPBadRequest(text=f"key: {key!r} is not a dead-letter object of this bucket")
+    try:
+        index = int(request.query.get("index", "0"))
+    except ValueError:
+        raise web.HTTPBadRequest(text="index: a whole number, from 0") from None
+    try:
+        entries = await c.dead.entries(key)
+    except c.s3.exceptions.NoSuchKey:
+        raise web.HTTPNotFound(text=f"no object {key}") from None
+    ins, problem = None, ""
+    entry = entries[index] if 0 <= index < len(entries) else None
+    if entry is None:
+        problem = f"the object holds {len(entries)} entries; there is no #{index}"
+    elif isinstance(entry, str):
+        problem = f"entry #{index} is not a JSON object: {entry[:200]}"
+    else:
+        ins = inspect_entry(entry, c.decoders)
+    return _render(
+        request,
+        "record.html",
+        title="Dead letter",
+        page="dead",
+        key=key,
+        index=index,
+        ins=ins,
+        problem=problem,
+    )
+
+
+def _report_rows(report: object) -> list[tuple[str, Any]]:
+    if dataclasses.is_dataclass(report) and not isinstance(report, type):
+        return list(dataclasses.asdict(report).items())
+    if isinstance(report, dict):
+        return list(report.items())
+    return list(getattr(report, "__dict__", {"result": report}).items())
+
+
+async def redrive_action(request: web.Request) -> web.StreamResponse:
+    """POST: redrive the chosen dead-letter objects (the guard let only an operator in)."""
+    c = request.app[CONSOLE]
+    keys = [str(k) for k in (await request.post()).getall("keys", [])]
+    if not keys:
+        raise web.HTTPBadRequest(text="keys: choose at least one dead-letter object")
+    bad = [k for k in keys if not c.dead.owns(k)]
+    if bad:
+        raise web.HTTPBadRequest(text=f"keys: {bad[0]!r} is not a dead-letter object")
+    problem, rows = "", []
+    try:
+        # The repair package sits beside the console; imported here so pages work without it.
+        from service.repair.redrive import redrive  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
+    except ImportError:
+        problem = "redrive is not available in this build (service.repair is missing)"
+    else:
+        log.info("console: redrive of %d objects by %s", len(keys), request[PRINCIPAL].subject)
+        rows = _report_rows(await redrive(c.settings, keys=keys))
+    return _render(
+        request,
+        "redrive.html",
+        status=503 if problem else 200,
+        title="Redrive",
+        page="dead",
+        keys=keys,
+        report=rows,
+        problem=problem,
+    )
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """GET /login?token=…: spend the one-time token, set the session cookie, go home."""
+    c = request.app[CONSOLE]
+    if c.login is None or not c.login.redeem(request.query.get("token")):
+        return web.Response(status=403, text="403: this sign-in token is wrong or already used\n")
+    principal = Principal("local", c.settings.console_local_role)
+    response = web.HTTPFound("/")
+    response.set_cookie(
+        SESSION_COOKIE,
+        c.guard.sessions.issue(principal, time.time()),
+        max_age=SESSION_SECONDS,
+        httponly=True,
+        samesite="Strict",
+        path="/",
+    )
+    log.info("console: signed in with the one-time token as %s", principal.role)
+    return response
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "ok"})
+
+
+@web.middleware
+async def _headers(request: web.Request, handler: Any) -> web.StreamResponse:
+    response: web.StreamResponse = await handler(request)
+    response.headers.setdefault(
+        "Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'"
+    )
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
+
+
+def build_console(console: Console) -> web.Application:
+    app = web.Application(middlewares=[_headers, console.guard.middleware])
+    app[CONSOLE] = console
+    app.router.add_get("/", overview)
+    app.router.add_get("/shards", shards)
+    app.router.add_get("/dead-letters", dead_letters)
+    app.router.add_get("/dead-letters/record", dead_letter_record)
+    app.router.add_post("/dead-letters/redrive", redrive_action)
+    app.router.add_get("/login", login)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_static("/static/", STATIC)
+    return app
