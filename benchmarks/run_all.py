@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("writer.py", "decoders.py", "ingest.py", "e2e.py", "telemetry.py")
+SCRIPTS = ("writer.py", "decoders.py", "ingest.py", "e2e.py", "telemetry.py", "console.py")
 
 
 def main() -> int:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from service.console.guard import PRINCIPAL, Guard
 from service.console.inspect import inspect_entry
+from service.console.rows import shard_rows_html
 from service.console.session import SESSION_COOKIE, SESSION_SECONDS, LoginToken, Principal
 from service.console.shards import filter_rows, format_lag
 from service.console.sources import (
@@ -131,7 +132,7 @@ async def shards(request: web.Request) -> web.StreamResponse:
         "shards.html",
         title="Shards",
         page="shards",
-        rows=shown,
+        rows_html=shard_rows_html(shown),
         shown=len(shown),
         total=len(view.shards),
         q=q,
