@@ -157,3 +157,22 @@ def test_tideway_status_prints_the_shard_table_and_json(
     doc = orjson.loads(capsys.readouterr().out)
     assert [s["shard_id"] for s in doc["shards"]] == ids
     assert doc["shards"][0]["children"] == ids[1:3]
+
+
+async def test_status_watch_redraws_until_stopped(ready: Settings) -> None:
+    import asyncio
+
+    from service.console.top import CLEAR, status
+
+    await seed_fleet(ready, shards=2)
+    stop = asyncio.Event()
+    frames: list[str] = []
+
+    def write(text: str) -> None:
+        frames.append(text)
+        if len(frames) == 2:
+            stop.set()
+
+    await asyncio.wait_for(status(ready, stop, write, watch=0.05), 30)
+    assert len(frames) == 2
+    assert all(f.startswith(CLEAR) and "2 shards:" in f for f in frames)

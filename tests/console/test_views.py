@@ -162,3 +162,13 @@ def test_data_that_is_not_base64_is_named_and_nothing_else_is_tried() -> None:
 def test_the_hex_preview_shows_offsets_bytes_and_text() -> None:
     ins = inspect_entry(entry(b"\x00\x01AB"), DecoderConfig())
     assert ins.steps[0].preview == "00000000  00 01 41 42" + " " * 38 + "|..AB|"
+
+
+def test_the_shards_table_escapes_what_the_lease_table_holds() -> None:
+    from service.console.rows import shard_rows_html
+
+    hostile = {"s<1>": lease("s<1>", '<script>alert("x")</script>', checkpoint=5)}
+    html = str(shard_rows_html(shard_view(hostile, {}).shards))
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+    assert html.startswith('<tr class="reading"><td>s&lt;1&gt;</td>')
