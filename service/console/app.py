@@ -77,7 +77,10 @@ def _render(request: web.Request, name: str, status: int = 200, **values: Any) -
     console = request.app[CONSOLE]
     principal = request[PRINCIPAL]
     html = console.templates.get_template(name).render(
-        principal=principal, csrf=console.guard.sessions.csrf_token(principal), **values
+        principal=principal,
+        csrf=console.guard.sessions.csrf_token(principal),
+        base=console.settings.console_base_path,
+        **values,
     )
     return web.Response(text=html, status=status, content_type="text/html")
 
@@ -270,14 +273,16 @@ async def login(request: web.Request) -> web.StreamResponse:
     if c.login is None or not c.login.redeem(request.query.get("token")):
         return web.Response(status=403, text="403: this sign-in token is wrong or already used\n")
     principal = Principal("local", c.settings.console_local_role)
-    response = web.HTTPFound("/")
+    base = c.settings.console_base_path
+    response = web.HTTPFound(base + "/")
     response.set_cookie(
         SESSION_COOKIE,
         c.guard.sessions.issue(principal, time.time()),
         max_age=SESSION_SECONDS,
         httponly=True,
         samesite="Strict",
-        path="/",
+        path=base or "/",
+        secure=request.secure,
     )
     log.info("console: signed in with the one-time token as %s", principal.role)
     return response
@@ -299,14 +304,22 @@ async def _headers(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 def build_console(console: Console) -> web.Application:
+    """The console's routes under ``console_base_path`` (the ALB's path rule, e.g. /console)."""
+    base = console.settings.console_base_path
     app = web.Application(middlewares=[_headers, console.guard.middleware])
     app[CONSOLE] = console
-    app.router.add_get("/", overview)
-    app.router.add_get("/shards", shards)
-    app.router.add_get("/dead-letters", dead_letters)
-    app.router.add_get("/dead-letters/record", dead_letter_record)
-    app.router.add_post("/dead-letters/redrive", redrive_action)
-    app.router.add_get("/login", login)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_static("/static/", STATIC)
+    app.router.add_get(base + "/", overview)
+    app.router.add_get(base + "/shards", shards)
+    app.router.add_get(base + "/dead-letters", dead_letters)
+    app.router.add_get(base + "/dead-letters/record", dead_letter_record)
+    app.router.add_post(base + "/dead-letters/redrive", redrive_action)
+    app.router.add_get(base + "/login", login)
+    app.router.add_get(base + "/healthz", healthz)
+    app.router.add_static(base + "/static/", STATIC)
+    if base:
+        app.router.add_get(base, _to_home)
     return app
+
+
+async def _to_home(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound(request.app[CONSOLE].settings.console_base_path + "/")

@@ -79,7 +79,8 @@ class Guard:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in PUBLIC_PATHS or request.path.startswith("/static/"):
+        path = request.path.removeprefix(self._settings.console_base_path)
+        if path in PUBLIC_PATHS or path.startswith("/static/") or not path:
             return await handler(request)
         try:
             principal = await self.principal(request)

@@ -45,9 +45,9 @@ async def console_app(settings: Settings) -> AsyncIterator[Console]:
         )
 
 
-def sign_in_url(host: str, port: int, token: str) -> str:
+def sign_in_url(host: str, port: int, token: str, base: str = "") -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    return f"http://{shown}:{port}/login?token={token}"
+    return f"http://{shown}:{port}{base}/login?token={token}"
 
 
 async def run_console(
@@ -70,7 +70,9 @@ async def run_console(
             if console.login is not None and console.login.pending:
                 announce(
                     "tideway console: sign in (once) at "
-                    + sign_in_url(settings.host, port, console.login.pending)
+                    + sign_in_url(
+                        settings.host, port, console.login.pending, settings.console_base_path
+                    )
                 )
             else:
                 announce(f"tideway console: listening on port {port} behind the ALB (OIDC)")

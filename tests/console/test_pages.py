@@ -111,29 +111,37 @@ async def test_behind_the_alb_the_signed_header_decides_who_may_do_what(ready: S
                 "console_oidc_key_url": key_url,
                 "console_oidc_signer": ALB_ARN,
                 "console_oidc_issuer": ISSUER,
+                "console_base_path": "/console",  # the ALB's path rule, as deploy/ routes it
             }
         )
         async with console(oidc) as run, aiohttp.ClientSession() as http:
+            site = f"{run.url}/console"
             assert run.sign_in == "", "no sign-in URL behind the ALB"
             operator = {"x-amzn-oidc-data": alb.token(groups=["tideway-operators"])}
             viewer = {"x-amzn-oidc-data": alb.token(groups=["readers"], sub="bob")}
-            async with http.get(f"{run.url}/shards") as resp:
+            async with http.get(f"{site}/shards") as resp:
                 assert resp.status == 401
-            async with http.get(f"{run.url}/login", params={"token": "x"}) as resp:
+            async with http.get(f"{site}/login", params={"token": "x"}) as resp:
                 assert resp.status == 403
             forged = {"x-amzn-oidc-data": AlbSigner().token(groups=["tideway-operators"])}
-            async with http.get(f"{run.url}/shards", headers=forged) as resp:
+            async with http.get(f"{site}/shards", headers=forged) as resp:
                 assert resp.status == 401 and "bad signature" in await resp.text()
-            async with http.get(f"{run.url}/dead-letters", headers=viewer) as resp:
+            async with http.get(f"{site}/dead-letters", headers=viewer) as resp:
                 page = await resp.text()
                 assert resp.status == 200 and 'id="role">viewer<' in page
-            post = f"{run.url}/dead-letters/redrive"
+            post = f"{site}/dead-letters/redrive"
             data = {"keys": key, "csrf_token": csrf_of(page)}
             async with http.post(post, data=data, headers=viewer) as resp:
                 assert resp.status == 403
-            async with http.get(f"{run.url}/dead-letters", headers=operator) as resp:
+            async with http.get(f"{site}/dead-letters", headers=operator) as resp:
                 page = await resp.text()
                 assert 'id="role">operator<' in page and 'id="redrive"' in page
+                assert (
+                    'href="/console/shards"' in page
+                    and 'action="/console/dead-letters/redrive"' in page
+                )
+            async with http.get(f"{site}/healthz") as resp:
+                assert resp.status == 200, "the ALB's health check needs no sign-in"
             async with http.post(post, data={"keys": key}, headers=operator) as resp:
                 assert resp.status == 403, "CSRF is checked for operators too"
             data = {"keys": key, "csrf_token": csrf_of(page)}
