@@ -118,3 +118,16 @@ def test_the_sign_in_token_works_once() -> None:
     assert login.redeem("t0k3n")
     assert not login.redeem("t0k3n")
     assert login.pending is None
+
+
+def test_a_key_url_without_the_kid_is_a_one_line_setting_error() -> None:
+    from service.errors import SettingsError
+    from service.settings import Settings
+
+    with pytest.raises(SettingsError) as bad:
+        Settings.load(None, stream="s", bucket="bbb", console_oidc_key_url="https://keys.example/")
+    assert str(bad.value) == (
+        "setting TIDEWAY_CONSOLE_OIDC_KEY_URL is invalid: must contain {kid} (the ALB's key id)"
+    )
+    with pytest.raises(SettingsError, match="TIDEWAY_CONSOLE_BASE_PATH"):
+        Settings.load(None, stream="s", bucket="bbb", console_base_path="console/")

@@ -184,3 +184,14 @@ async def test_status_watch_redraws_until_stopped(ready: Settings) -> None:
     await asyncio.wait_for(status(ready, stop, write, watch=0.05), 30)
     assert len(frames) == 2
     assert all(f.startswith(CLEAR) and "2 shards:" in f for f in frames)
+
+
+def test_tideway_console_takes_a_port_and_announces_a_one_time_url() -> None:
+    from service.cli import _parser
+    from service.console.server import sign_in_url
+
+    assert _parser().parse_args(["console", "--port", "0"]).port == 0
+    assert sign_in_url("0.0.0.0", 8081, "t") == "http://127.0.0.1:8081/login?token=t"
+    assert sign_in_url("10.0.0.5", 9000, "t", "/console") == (
+        "http://10.0.0.5:9000/console/login?token=t"
+    )
