@@ -37,7 +37,8 @@ from benchmarks.common import peak_rss_mb, pin_to_one_core, write_results
 from service.console.app import Console, build_console, templates
 from service.console.guard import Guard
 from service.console.session import SESSION_COOKIE, Principal, Sessions
-from service.console.sources import read_shard_view
+from service.console.shards import shard_view
+from service.consume.leases import LeaseTable
 from service.decode import DecoderConfig
 from service.settings import Settings
 
@@ -197,7 +198,7 @@ async def bench_console(
 
 async def bench_bare_json(dynamodb: Any, cfg: Settings, n: int) -> dict[str, Any]:
     async def handler(request: web.Request) -> web.Response:
-        view = await read_shard_view(dynamodb, cfg.lease_table)
+        view = shard_view(*await LeaseTable(dynamodb, cfg.lease_table).scan())
         return web.Response(body=orjson.dumps(view.as_json()), content_type="application/json")
 
     app = web.Application()

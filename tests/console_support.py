@@ -148,6 +148,18 @@ class AlbSigner:
 
 
 @contextlib.asynccontextmanager
+async def local_server(app: web.Application) -> AsyncIterator[str]:
+    """``app`` on a free loopback port; yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
 async def key_server(keys: dict[str, bytes]) -> AsyncIterator[str]:
     """A local stand-in for the ALB's public-key endpoint; yields the key URL template."""
 
@@ -157,12 +169,26 @@ async def key_server(keys: dict[str, bytes]) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/{kid}", get)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}/{{kid}}"
-    finally:
-        await runner.cleanup()
+    async with local_server(app) as url:
+        yield url + "/{kid}"
+
+
+@contextlib.asynccontextmanager
+async def worker_status(shard_lags: dict[str, int]) -> AsyncIterator[str]:
+    """A consume worker's /status (the fields the console reads); yields its base URL."""
+    doc = {
+        "worker_id": "worker-a",
+        "ready": True,
+        "lag_ms": max(shard_lags.values()),
+        "rounds": 42,
+        "last_error": None,
+        "shards": {sid: {"here": {"millis_behind": lag}} for sid, lag in shard_lags.items()},
+    }
+
+    async def get(request: web.Request) -> web.Response:
+        return web.json_response(doc)
+
+    app = web.Application()
+    app.router.add_get("/status", get)
+    async with local_server(app) as url:
+        yield url

@@ -20,12 +20,12 @@ from service.console.guard import PRINCIPAL, Guard
 from service.console.inspect import inspect_entry
 from service.console.rows import shard_rows_html
 from service.console.session import SESSION_COOKIE, SESSION_SECONDS, LoginToken, Principal
-from service.console.shards import filter_rows, format_lag
+from service.console.shards import ShardView, filter_rows, format_lag
 from service.console.sources import (
     MAX_OPENED,
     DeadLetters,
-    read_shard_view,
-    worker_statuses,
+    WorkerStatus,
+    read_fleet,
 )
 from service.decode import DecoderConfig
 from service.settings import Settings
@@ -85,12 +85,18 @@ def _render(request: web.Request, name: str, status: int = 200, **values: Any) -
     return web.Response(text=html, status=status, content_type="text/html")
 
 
+async def _fleet(c: Console) -> tuple[ShardView, list[WorkerStatus], float]:
+    """The shard view (workers' lags included), the workers' /status, and the ms it took."""
+    started = time.perf_counter()
+    view, statuses = await read_fleet(
+        c.dynamodb, c.settings.lease_table, c.http, c.settings.console_workers
+    )
+    return view, statuses, (time.perf_counter() - started) * 1000
+
+
 async def overview(request: web.Request) -> web.StreamResponse:
     c = request.app[CONSOLE]
-    started = time.perf_counter()
-    statuses = await worker_statuses(c.http, c.settings.console_workers)
-    view = await read_shard_view(c.dynamodb, c.settings.lease_table, statuses)
-    read_ms = (time.perf_counter() - started) * 1000
+    view, statuses, read_ms = await _fleet(c)
     dead = []
     for date in (await c.dead.dates())[:OVERVIEW_DAYS]:
         objects, more = await c.dead.objects(date)
@@ -118,10 +124,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
 
 async def shards(request: web.Request) -> web.StreamResponse:
     c = request.app[CONSOLE]
-    started = time.perf_counter()
-    statuses = await worker_statuses(c.http, c.settings.console_workers)
-    view = await read_shard_view(c.dynamodb, c.settings.lease_table, statuses)
-    read_ms = (time.perf_counter() - started) * 1000
+    view, _, read_ms = await _fleet(c)
     q = request.query.get("q", "")
     rows = filter_rows(view.shards, q)
     pages = max(1, -(-len(rows) // PAGE_ROWS))

@@ -46,13 +46,16 @@ async def worker_statuses(http: aiohttp.ClientSession, urls: Sequence[str]) -> l
     return list(await asyncio.gather(*(one(u) for u in urls)))
 
 
-async def read_shard_view(
-    dynamodb: Any, table: str, statuses: Sequence[WorkerStatus] = ()
-) -> ShardView:
-    """The shard view from one (paginated) Scan of the lease table and the workers' lags."""
-    leases, workers = await LeaseTable(dynamodb, table).scan()
+async def read_fleet(
+    dynamodb: Any, table: str, http: aiohttp.ClientSession, workers: Sequence[str]
+) -> tuple[ShardView, list[WorkerStatus]]:
+    """The shard view from one (paginated) Scan of the lease table, with the lags the
+    workers' /status report (read at the same time), and those statuses."""
+    (leases, beats), statuses = await asyncio.gather(
+        LeaseTable(dynamodb, table).scan(), worker_statuses(http, workers)
+    )
     lags = lags_from_statuses(s.document for s in statuses if s.document is not None)
-    return shard_view(leases, workers, lags)
+    return shard_view(leases, beats, lags), statuses
 
 
 @dataclass(frozen=True, slots=True)

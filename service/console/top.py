@@ -11,7 +11,7 @@ import aiohttp
 
 from service.aws import aws_clients
 from service.console.shards import ShardView
-from service.console.sources import read_shard_view, worker_statuses
+from service.console.sources import read_fleet
 from service.console.terminal import status_json, status_text
 from service.settings import Settings
 
@@ -21,8 +21,8 @@ CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen: what top does between fram
 async def read_status(
     settings: Settings, dynamodb: object, http: aiohttp.ClientSession
 ) -> ShardView:
-    statuses = await worker_statuses(http, settings.console_workers)
-    return await read_shard_view(dynamodb, settings.lease_table, statuses)
+    view, _ = await read_fleet(dynamodb, settings.lease_table, http, settings.console_workers)
+    return view
 
 
 async def status(

@@ -21,6 +21,7 @@ from tests.console_support import (
     key_server,
     seed_dead_letters,
     seed_fleet,
+    worker_status,
 )
 
 
@@ -38,6 +39,13 @@ def csrf_of(html: str) -> str:
 async def test_token_sign_in_shows_live_pages_and_refuses_what_it_must(ready: Settings) -> None:
     ids = await seed_fleet(ready)
     key = await seed_dead_letters(ready)
+    async with worker_status({ids[1]: 1500}) as worker:
+        # One worker answers /status, one is down: lag from the first, the second named.
+        fleet = ready.model_copy(update={"console_workers": (worker, "http://127.0.0.1:9")})
+        await browse_and_be_refused(fleet, ids, key)
+
+
+async def browse_and_be_refused(ready: Settings, ids: list[str], key: str) -> None:
     async with console(ready) as run, aiohttp.ClientSession() as anonymous:
         assert run.sign_in.startswith(f"{run.url}/login?token=")
         async with anonymous.get(f"{run.url}/shards") as resp:
@@ -50,6 +58,8 @@ async def test_token_sign_in_shows_live_pages_and_refuses_what_it_must(ready: Se
                 assert resp.status == 200 and str(resp.url) == f"{run.url}/"
                 home = await resp.text()
             assert 'id="shard-count">6<' in home and "worker-a" in home
+            assert "unreachable: ClientConnectorError" in home
+            assert "<td>42</td>" in home  # the reachable worker's rounds
             assert ">Shards</a>" in home and ">Dead letters</a>" in home
             async with browser.get(run.sign_in) as resp:
                 assert resp.status == 403, "the sign-in token works once"
@@ -61,6 +71,8 @@ async def test_token_sign_in_shows_live_pages_and_refuses_what_it_must(ready: Se
             assert dict((sid, state) for state, sid in rows)[ids[0]] == "finished"
             assert f"{ids[1]}, {ids[2]}" in shards  # the parent's children
             assert "49000100…49000199" in shards  # the open intent
+            assert f"<td>{ids[1]}</td><td>worker-b</td><td>1</td>" in shards
+            assert "<td>1500 ms</td>" in shards  # lag from the worker's /status
 
             async with browser.get(f"{run.url}/shards?q=unowned") as resp:
                 assert re.findall(r"<td>(shardId-\d+)</td>", await resp.text()) == [ids[-1]]
