@@ -48,9 +48,11 @@ test: lint
 
 # Real log agents for tests/agents/ (syslog-ng and rsyslog from Debian's packages, unpacked
 # into .tools/agents as the two conflict; the OpenTelemetry JS SDK into .tools/node). Needs
-# root for apt-get; quick and idempotent once installed. CI runs it before `make test`.
+# root for apt-get; quick and idempotent once installed. CI runs it before `make test`. Also
+# headless Chromium and its driver (Debian packages) for the console's browser test.
 agents:
 	bash tests/agents/install.sh
+	bash tests/console/install_browser.sh
 
 faults: env
 	$(PY) -m pytest -q -m faults

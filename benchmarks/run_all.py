@@ -10,7 +10,15 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("writer.py", "decoders.py", "ingest.py", "e2e.py", "telemetry.py", "consume.py")
+SCRIPTS = (
+    "writer.py",
+    "decoders.py",
+    "ingest.py",
+    "e2e.py",
+    "telemetry.py",
+    "consume.py",
+    "console.py",
+)
 
 
 def main() -> int:

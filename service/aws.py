@@ -51,6 +51,11 @@ async def aws_clients(*names: str) -> AsyncIterator[AwsClients]:
         yield clients
 
 
+def region() -> str | None:
+    """The region clients are built for (AWS_REGION, else botocore's own chain)."""
+    return get_session().get_config_variable("region") or _standard_region()
+
+
 def _standard_region() -> str | None:
     # AWS_REGION is the region variable of every other AWS SDK (and what ECS sets);
     # botocore reads only AWS_DEFAULT_REGION, so fall back to it here, the one client factory.

@@ -40,6 +40,15 @@ def _parser() -> argparse.ArgumentParser:
         "setup", parents=[common], help="create stream, bucket, lease table (idempotent)"
     )
     _repair_commands(sub, common)
+    status = sub.add_parser(
+        "status", parents=[common], help="the shard view from the lease table (and workers)"
+    )
+    status.add_argument("--json", action="store_true", help="one JSON document")
+    status.add_argument(
+        "--watch", type=float, nargs="?", const=2.0, metavar="SECONDS", help="refresh like top"
+    )
+    console = sub.add_parser("console", parents=[common], help="the web console (port 8081)")
+    console.add_argument("--port", type=int)
     demo = sub.add_parser(
         "demo", parents=[common], help="the whole path on this machine against moto"
     )
@@ -149,6 +158,15 @@ def _serve_worker(settings: Settings, threads: int, metrics_dir: str) -> None:
     _run(lambda stop: serve(settings, stop, threads=threads, metrics_dir=metrics_dir))
 
 
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _announce(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -191,6 +209,14 @@ def _command(args: argparse.Namespace) -> int:
         print(json.dumps(_run(lambda stop: setup(settings))))
     elif args.command == "serve":
         return _serve(settings)
+    elif args.command == "status":
+        from service.console.top import status  # noqa: PLC0415
+
+        _run(lambda stop: status(settings, stop, _write, as_json=args.json, watch=args.watch))
+    elif args.command == "console":
+        from service.console.server import run_console  # noqa: PLC0415
+
+        _run(lambda stop: run_console(settings, stop, _announce))
     elif args.command == "consume":
         from service.consume.runner import consume  # noqa: PLC0415
 

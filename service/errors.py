@@ -59,3 +59,11 @@ class ServeWorkerError(TidewayError):
 
 class ListenError(TidewayError):
     """A port serve must listen on cannot be bound; the message names the setting."""
+
+
+class ConsoleAuthError(TidewayError):
+    """The console refuses a request's credentials; ``reason`` says which check failed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -134,6 +134,19 @@ class Settings(BaseSettings):
     glue_database: str | None = None
     glue_table: str | None = None
 
+    # Console (DESIGN §13, docs/console.md). "oidc": behind the ALB's authenticate action,
+    # every request carries its signed x-amzn-oidc-data; "token": a one-time sign-in URL.
+    console_auth: Literal["token", "oidc"] = "token"
+    console_oidc_key_url: str = "https://public-keys.auth.elb.{region}.amazonaws.com/{kid}"
+    console_oidc_signer: str | None = None  # the ALB's ARN; checked when set
+    console_oidc_issuer: str | None = None  # the identity provider's issuer; checked when set
+    console_operator_claim: str = "cognito:groups"
+    console_operator_value: str = "tideway-operators"
+    console_local_role: Literal["operator", "viewer"] = "operator"  # token sign-in grants it
+    console_secret: str | None = Field(default=None, min_length=32)  # cookies, CSRF; or random
+    console_workers: tuple[str, ...] = ()  # consume base URLs whose /status the console reads
+    console_base_path: str = Field(default="", pattern=r"^(/[A-Za-z0-9._~-]+)*$")  # ALB path rule
+
     # Telemetry.
     emf_interval: float = Field(default=60.0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -185,6 +198,8 @@ class Settings(BaseSettings):
                 f" ({DEDUPE_WINDOW_MS // 1000} s, less {SEND_QUEUE_ALLOWANCE_MS // 1000} s for"
                 f" queueing in serve): a later re-send would land twice; use at most {longest:g}"
             )
+        if "{kid}" not in self.console_oidc_key_url:
+            raise ValueError("console_oidc_key_url: must contain {kid} (the ALB's key id)")
         for field in ("avro_schema", "avro_schema_dir", "extra_columns"):
             path = getattr(self, field)
             if path is not None and not path.exists():

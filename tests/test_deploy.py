@@ -74,6 +74,8 @@ EXPECTED_ACTIONS = {
         "dynamodb:DeleteItem",
         *XRAY_ACTIONS,
     },
+    # The console reads leases and dead letters (service/console/sources.py), nothing else.
+    "ConsoleTaskRole": {"dynamodb:Scan", "s3:ListBucket", "s3:GetObject", "kms:Decrypt"},
     "TaskExecutionRole": {
         "ecr:GetAuthorizationToken",
         "ecr:BatchCheckLayerAvailability",
@@ -565,3 +567,66 @@ def test_deploy_linters_report_no_findings() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------ console (DESIGN §13)
+
+CONSOLE_RESOURCES = {
+    "ConsoleLogGroup",
+    "ConsoleTaskRole",
+    "AlbToConsoleEgress",
+    "ConsoleSecurityGroup",
+    "ConsoleFromAlbIngress",
+    "ConsoleTargetGroup",
+    "ConsoleRule",
+    "ConsoleTaskDefinition",
+    "ConsoleService",
+}
+
+
+def _console_env(template: dict[str, Any]) -> dict[str, Any]:
+    containers = _props(template, "ConsoleTaskDefinition")["ContainerDefinitions"]
+    return _env(next(c for c in containers if c["Name"] == APP_CONTAINER))
+
+
+def test_the_console_exists_only_when_a_user_pool_is_given(template: dict[str, Any]) -> None:
+    console = {k for k, v in template["Resources"].items() if v.get("Condition") == "HasConsole"}
+    assert console == CONSOLE_RESOURCES
+    assert template["Parameters"]["ConsoleUserPoolArn"]["Default"] == ""
+
+
+def test_the_console_path_is_signed_in_by_cognito_before_it_is_forwarded(
+    template: dict[str, Any],
+) -> None:
+    rule = _props(template, "ConsoleRule")
+    base = _console_env(template)["TIDEWAY_CONSOLE_BASE_PATH"]
+    assert rule["Conditions"][0]["PathPatternConfig"]["Values"] == [base, f"{base}/*"]
+    first, then = sorted(rule["Actions"], key=lambda a: a["Order"])
+    assert first["Type"] == "authenticate-cognito"
+    assert first["AuthenticateCognitoConfig"]["OnUnauthenticatedRequest"] == "authenticate"
+    assert then == {"Type": "forward", "Order": 2, "TargetGroupArn": {"Ref": "ConsoleTargetGroup"}}
+    group = _props(template, "ConsoleTargetGroup")
+    assert group["HealthCheckPath"] == f"{base}/healthz"
+    service = _props(template, "ConsoleService")
+    assert service["LoadBalancers"][0]["ContainerPort"] == group["Port"]
+
+
+def test_the_console_task_verifies_this_albs_tokens(
+    template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [n for n in os.environ if n.upper().startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    env = _console_env(template)
+    assert env["TIDEWAY_CONSOLE_OIDC_SIGNER"] == {"Ref": "LoadBalancer"}
+    assert set(env) - {"AWS_REGION"} <= {f"{ENV_PREFIX}{f.upper()}" for f in Settings.model_fields}
+    values = {
+        name.removeprefix(ENV_PREFIX).lower(): _literal(value, template["Parameters"])
+        for name, value in env.items()
+        if name.startswith(ENV_PREFIX) and not isinstance(_literal(value, {}), dict)
+    }
+    settings = Settings(**values)
+    assert settings.console_auth == "oidc"
+    assert settings.port == 8081
+    containers = _props(template, "ConsoleTaskDefinition")["ContainerDefinitions"]
+    assert containers[0]["Command"] == ["console"]
+    assert containers[0]["PortMappings"] == [{"ContainerPort": 8081, "Protocol": "tcp"}]

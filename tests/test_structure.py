@@ -305,6 +305,7 @@ LAYERS: list[set[str]] = [
     {"ingest", "consume"},
     {"resources"},
     {"repair"},  # redrive and replay: above the consumer whose parts they reuse
+    {"console"},
     {"demo"},
     {"cli", "__main__"},
 ]

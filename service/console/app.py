@@ -1,0 +1,316 @@
+"""The console's routes (I/O): pages rendered on the server from the lease table, the
+workers' /status and the dead-letter prefix; the redrive action (operators only)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jinja2
+from aiohttp import web
+
+from service.console.guard import PRINCIPAL, Guard
+from service.console.inspect import inspect_entry
+from service.console.rows import shard_rows_html
+from service.console.session import SESSION_COOKIE, SESSION_SECONDS, LoginToken, Principal
+from service.console.shards import ShardView, filter_rows, format_lag
+from service.console.sources import (
+    MAX_OPENED,
+    DeadLetters,
+    WorkerStatus,
+    read_fleet,
+)
+from service.decode import DecoderConfig
+from service.repair.redrive import RedriveReport, redrive
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+PAGE_ROWS = 1000
+OVERVIEW_DAYS = 7
+
+
+@dataclass
+class Console:
+    """What the handlers share: settings, clients, the door and the templates."""
+
+    settings: Settings
+    dynamodb: Any
+    s3: Any
+    http: aiohttp.ClientSession
+    guard: Guard
+    login: LoginToken | None
+    decoders: DecoderConfig
+    templates: jinja2.Environment
+
+    @property
+    def dead(self) -> DeadLetters:
+        return DeadLetters(self.s3, self.settings.bucket, self.settings.prefix)
+
+
+CONSOLE: web.AppKey[Console] = web.AppKey("console", Console)
+
+
+def _clock(ms: int) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("service.console", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.globals.update(lag=format_lag, clock=_clock)
+    return env
+
+
+def _render(request: web.Request, name: str, status: int = 200, **values: Any) -> web.Response:
+    console = request.app[CONSOLE]
+    principal = request[PRINCIPAL]
+    html = console.templates.get_template(name).render(
+        principal=principal,
+        csrf=console.guard.sessions.csrf_token(principal),
+        base=console.settings.console_base_path,
+        **values,
+    )
+    return web.Response(text=html, status=status, content_type="text/html")
+
+
+async def _fleet(c: Console) -> tuple[ShardView, list[WorkerStatus], float]:
+    """The shard view (workers' lags included), the workers' /status, and the ms it took."""
+    started = time.perf_counter()
+    view, statuses = await read_fleet(
+        c.dynamodb, c.settings.lease_table, c.http, c.settings.console_workers
+    )
+    return view, statuses, (time.perf_counter() - started) * 1000
+
+
+async def overview(request: web.Request) -> web.StreamResponse:
+    c = request.app[CONSOLE]
+    view, statuses, read_ms = await _fleet(c)
+    dead = []
+    for date in (await c.dead.dates())[:OVERVIEW_DAYS]:
+        objects, more = await c.dead.objects(date)
+        dead.append(
+            {
+                "date": date,
+                "objects": len(objects),
+                "more": more,
+                "bytes": sum(o.size for o in objects),
+            }
+        )
+    return _render(
+        request,
+        "overview.html",
+        title="Overview",
+        page="overview",
+        summary=view.summary(),
+        workers=view.workers,
+        statuses=statuses,
+        dead=dead,
+        table=c.settings.lease_table,
+        read_ms=read_ms,
+    )
+
+
+async def shards(request: web.Request) -> web.StreamResponse:
+    c = request.app[CONSOLE]
+    view, _, read_ms = await _fleet(c)
+    q = request.query.get("q", "")
+    rows = filter_rows(view.shards, q)
+    pages = max(1, -(-len(rows) // PAGE_ROWS))
+    try:
+        page_no = min(pages, max(1, int(request.query.get("page", "1"))))
+    except ValueError:
+        raise web.HTTPBadRequest(text="page: a whole number, from 1") from None
+    shown = rows[(page_no - 1) * PAGE_ROWS : page_no * PAGE_ROWS]
+    return _render(
+        request,
+        "shards.html",
+        title="Shards",
+        page="shards",
+        rows_html=shard_rows_html(shown),
+        shown=len(shown),
+        total=len(view.shards),
+        q=q,
+        page_no=page_no,
+        pages=pages,
+        table=c.settings.lease_table,
+        read_ms=read_ms,
+    )
+
+
+async def dead_letters(request: web.Request) -> web.StreamResponse:
+    c = request.app[CONSOLE]
+    dead = c.dead
+    dates = await dead.dates()
+    date = request.query.get("date") or (dates[0] if dates else "")
+    if date and date not in dates:
+        raise web.HTTPNotFound(text=f"no dead letters for {date!r}")
+    reason = request.query.get("reason", "").strip()
+    objects, more = await dead.objects(date) if date else ([], False)
+    opened = objects[:MAX_OPENED]
+    contents = await asyncio.gather(*(dead.entries(o.key) for o in opened))
+    rows: list[dict[str, Any]] = []
+    reasons: dict[str, int] = {}
+    for obj, entries in zip(opened, contents, strict=True):
+        first = True
+        for index, entry in enumerate(entries):
+            why = entry.get("reason", "?") if isinstance(entry, dict) else "unreadable line"
+            reasons[str(why)] = reasons.get(str(why), 0) + 1
+            if reason and reason.lower() not in str(why).lower():
+                continue
+            fields = entry if isinstance(entry, dict) else {}
+            rows.append(
+                {
+                    "key": obj.key,
+                    "name": obj.key.rpartition("/")[2] if first else "",
+                    "first": first,
+                    "index": index,
+                    "shard": fields.get("kinesis_shard_id", ""),
+                    "seq": fields.get("kinesis_sequence_number", ""),
+                    "reason": why,
+                    "arrival": fields.get("arrival_time", ""),
+                }
+            )
+            first = False
+    return _render(
+        request,
+        "dead_letters.html",
+        title="Dead letters",
+        page="dead",
+        dates=dates,
+        date=date,
+        reason=reason,
+        reasons=sorted(reasons.items(), key=lambda kv: -kv[1]),
+        objects=objects,
+        more=more,
+        opened=len(opened),
+        entries=rows,
+    )
+
+
+async def dead_letter_record(request: web.Request) -> web.StreamResponse:
+    c = request.app[CONSOLE]
+    key = request.query.get("key", "")
+    if not c.dead.owns(key):
+        raise web.HTTPBadRequest(text=f"key: {key!r} is not a dead-letter object of this bucket")
+    try:
+        index = int(request.query.get("index", "0"))
+    except ValueError:
+        raise web.HTTPBadRequest(text="index: a whole number, from 0") from None
+    try:
+        entries = await c.dead.entries(key)
+    except c.s3.exceptions.NoSuchKey:
+        raise web.HTTPNotFound(text=f"no object {key}") from None
+    ins, problem = None, ""
+    entry = entries[index] if 0 <= index < len(entries) else None
+    if entry is None:
+        problem = f"the object holds {len(entries)} entries; there is no #{index}"
+    elif isinstance(entry, str):
+        problem = f"entry #{index} is not a JSON object: {entry[:200]}"
+    else:
+        ins = inspect_entry(entry, c.decoders)
+    return _render(
+        request,
+        "record.html",
+        title="Dead letter",
+        page="dead",
+        key=key,
+        index=index,
+        ins=ins,
+        problem=problem,
+    )
+
+
+def _report_rows(report: RedriveReport) -> list[tuple[str, Any]]:
+    return list(dataclasses.asdict(report).items())
+
+
+async def redrive_action(request: web.Request) -> web.StreamResponse:
+    """POST: redrive the chosen dead-letter objects (the guard let only an operator in)."""
+    c = request.app[CONSOLE]
+    keys = [str(k) for k in (await request.post()).getall("keys", [])]
+    if not keys:
+        raise web.HTTPBadRequest(text="keys: choose at least one dead-letter object")
+    bad = [k for k in keys if not c.dead.owns(k)]
+    if bad:
+        raise web.HTTPBadRequest(text=f"keys: {bad[0]!r} is not a dead-letter object")
+    log.info("console: redrive of %d objects by %s", len(keys), request[PRINCIPAL].subject)
+    rows = _report_rows(await redrive(c.settings, keys=keys))
+    return _render(
+        request,
+        "redrive.html",
+        title="Redrive",
+        page="dead",
+        keys=keys,
+        report=rows,
+    )
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """GET /login?token=…: spend the one-time token, set the session cookie, go home."""
+    c = request.app[CONSOLE]
+    if c.login is None or not c.login.redeem(request.query.get("token")):
+        return web.Response(status=403, text="403: this sign-in token is wrong or already used\n")
+    principal = Principal("local", c.settings.console_local_role)
+    base = c.settings.console_base_path
+    response = web.HTTPFound(base + "/")
+    response.set_cookie(
+        SESSION_COOKIE,
+        c.guard.sessions.issue(principal, time.time()),
+        max_age=SESSION_SECONDS,
+        httponly=True,
+        samesite="Strict",
+        path=base or "/",
+        secure=request.secure,
+    )
+    log.info("console: signed in with the one-time token as %s", principal.role)
+    return response
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "ok"})
+
+
+@web.middleware
+async def _headers(request: web.Request, handler: Any) -> web.StreamResponse:
+    response: web.StreamResponse = await handler(request)
+    response.headers.setdefault(
+        "Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'"
+    )
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response
+
+
+def build_console(console: Console) -> web.Application:
+    """The console's routes under ``console_base_path`` (the ALB's path rule, e.g. /console)."""
+    base = console.settings.console_base_path
+    app = web.Application(middlewares=[_headers, console.guard.middleware])
+    app[CONSOLE] = console
+    app.router.add_get(base + "/", overview)
+    app.router.add_get(base + "/shards", shards)
+    app.router.add_get(base + "/dead-letters", dead_letters)
+    app.router.add_get(base + "/dead-letters/record", dead_letter_record)
+    app.router.add_post(base + "/dead-letters/redrive", redrive_action)
+    app.router.add_get(base + "/login", login)
+    app.router.add_get(base + "/healthz", healthz)
+    app.router.add_static(base + "/static/", STATIC)
+    if base:
+        app.router.add_get(base, _to_home)
+    return app
+
+
+async def _to_home(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound(request.app[CONSOLE].settings.console_base_path + "/")

@@ -1,0 +1,82 @@
+"""``tideway console`` (I/O): clients, the door, the listener; the sign-in URL on start."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import aiohttp
+from aiohttp import web
+
+from service.aws import aws_clients, region
+from service.console.app import Console, build_console, templates
+from service.console.guard import Guard
+from service.console.oidc import AlbKeys
+from service.console.session import LoginToken, Sessions
+from service.consume.context import decoder_config
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+DEFAULT_PORT = 8081
+
+
+@asynccontextmanager
+async def console_app(settings: Settings) -> AsyncIterator[Console]:
+    """The console's shared state with its clients open; closed on exit."""
+    secret = (settings.console_secret or "").encode() or secrets.token_bytes(32)
+    async with aws_clients("dynamodb", "s3") as aws, aiohttp.ClientSession() as http:
+        oidc = settings.console_auth == "oidc"
+        yield Console(
+            settings=settings,
+            dynamodb=aws.dynamodb,
+            s3=aws.s3,
+            http=http,
+            guard=Guard(
+                settings,
+                Sessions(secret),
+                AlbKeys(http, settings.console_oidc_key_url, region()) if oidc else None,
+            ),
+            login=None if oidc else LoginToken(secrets.token_urlsafe(32)),
+            decoders=decoder_config(settings),
+            templates=templates(),
+        )
+
+
+def sign_in_url(host: str, port: int, token: str, base: str = "") -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{shown}:{port}{base}/login?token={token}"
+
+
+async def run_console(
+    settings: Settings,
+    stop: asyncio.Event,
+    announce: Callable[[str], None],
+    bound: asyncio.Future[int] | None = None,
+) -> None:
+    """Serve the console until ``stop``; ``announce`` gets the sign-in line (token mode)."""
+    async with console_app(settings) as console:
+        runner = web.AppRunner(build_console(console), access_log=None)
+        await runner.setup()
+        try:
+            port = DEFAULT_PORT if settings.port is None else settings.port
+            site = web.TCPSite(runner, settings.host, port)
+            await site.start()
+            port = runner.addresses[0][1] if runner.addresses else port
+            if bound is not None:
+                bound.set_result(port)
+            if console.login is not None and console.login.pending:
+                announce(
+                    "tideway console: sign in (once) at "
+                    + sign_in_url(
+                        settings.host, port, console.login.pending, settings.console_base_path
+                    )
+                )
+            else:
+                announce(f"tideway console: listening on port {port} behind the ALB (OIDC)")
+            log.info("console: listening on %s:%d (%s)", settings.host, port, settings.console_auth)
+            await stop.wait()
+        finally:
+            await runner.cleanup()

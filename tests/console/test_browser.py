@@ -1,0 +1,123 @@
+"""The console in a real browser: headless Chromium (Debian's package) driven by Selenium.
+
+Signs in with the printed one-time URL, follows the navigation bar to live pages, and is
+refused a state-changing request without the CSRF token or without operator rights.
+Screenshots go to $CONSOLE_SCREENSHOTS (docs/console/ when regenerating the docs), else to
+a temporary folder. Under CI the test fails, never skips, when Chromium is missing
+(`make agents` installs it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.settings import Settings
+from tests.console_support import console, seed_dead_letters, seed_fleet
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+POST_WITHOUT_CSRF = """
+const done = arguments[arguments.length - 1];
+fetch('/dead-letters/redrive', {method: 'POST',
+  headers: {'Content-Type': 'application/x-www-form-urlencoded'},
+  body: 'keys=' + encodeURIComponent(arguments[0]) + (arguments[1] ? '&csrf_token=' + arguments[1] : '')})
+  .then(r => r.text().then(t => done([r.status, t])));
+"""
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    if not (CHROMIUM and DRIVER):
+        message = "chromium and chromium-driver are not installed (make agents installs them)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,860",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(DRIVER))
+    driver.set_script_timeout(10)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+async def test_an_operator_signs_in_and_browses_live_pages_a_viewer_changes_nothing(
+    ready: Settings, chromium: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    ids = await seed_fleet(ready, shards=12)
+    key = await seed_dead_letters(ready)
+    folder = shots(tmp_path)
+    driver = chromium
+
+    def operator_session(sign_in: str) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        driver.get(sign_in)
+        seen["role"] = driver.find_element(By.ID, "role").text
+        seen["count"] = driver.find_element(By.ID, "shard-count").text
+        driver.save_screenshot(str(folder / "overview.png"))
+        driver.find_element(By.LINK_TEXT, "Shards").click()
+        cells = driver.find_elements(By.CSS_SELECTOR, "#shards tbody tr td:first-child")
+        seen["shards"] = [c.text for c in cells]
+        driver.save_screenshot(str(folder / "shards.png"))
+        driver.find_element(By.LINK_TEXT, "Dead letters").click()
+        seen["dead"] = driver.find_element(By.ID, "dead").text
+        driver.save_screenshot(str(folder / "dead-letters.png"))
+        driver.find_element(By.LINK_TEXT, "#1").click()
+        seen["reason"] = driver.find_element(By.ID, "reason").text
+        driver.save_screenshot(str(folder / "dead-letter-record.png"))
+        seen["no_csrf"] = driver.execute_async_script(POST_WITHOUT_CSRF, key, "")
+        driver.get(sign_in)  # a spent token
+        seen["again"] = driver.find_element(By.TAG_NAME, "body").text
+        return seen
+
+    async with console(ready) as run:
+        seen = await asyncio.to_thread(operator_session, run.sign_in)
+    assert seen["role"] == "operator" and seen["count"] == "12"
+    assert seen["shards"] == ids
+    assert "gzip: truncated stream" in seen["dead"]
+    assert seen["reason"] == "avro: no schema for id 7"
+    assert seen["no_csrf"][0] == 403 and "CSRF" in seen["no_csrf"][1]
+    assert "wrong or already used" in seen["again"]
+
+    def viewer_session(sign_in: str) -> dict[str, Any]:
+        driver.delete_all_cookies()
+        driver.get(sign_in)
+        driver.find_element(By.LINK_TEXT, "Dead letters").click()
+        csrf = driver.find_element(By.NAME, "csrf_token").get_attribute("value")
+        return {
+            "role": driver.find_element(By.ID, "role").text,
+            "buttons": len(driver.find_elements(By.ID, "redrive")),
+            "post": driver.execute_async_script(POST_WITHOUT_CSRF, key, csrf),
+        }
+
+    viewer = ready.model_copy(update={"console_local_role": "viewer"})
+    async with console(viewer) as run:
+        seen = await asyncio.to_thread(viewer_session, run.sign_in)
+    assert seen["role"] == "viewer" and seen["buttons"] == 0
+    assert seen["post"][0] == 403 and "operator rights" in seen["post"][1]
