@@ -19,6 +19,7 @@ from service.consume.buffer import ShardBuffer
 from service.consume.context import ShardContext
 from service.decode.detect import TRANSIENT
 from service.errors import DecodeError, LeaseLostError
+from service.sink.iceberg_commit import TableCommitError
 from service.sink.opened import OpenedPartitions
 from service.sink.plan import (
     DeadLetter,
@@ -247,6 +248,37 @@ async def upload_fenced(
         if group.subgroup(LeaseLostError) is None:
             raise
         raise LeaseLostError(f"lease on {shard_id} may have expired; upload stopped") from group
+
+
+async def land(
+    ctx: ShardContext,
+    shard_id: str,
+    alive: Callable[[], bool],
+    plan: FlushPlan,
+    last: int,
+    *,
+    replay: bool,
+) -> bool:
+    """Upload ``plan`` and, with an Iceberg table, commit its data files (exactly once, by
+    the shard's watermark in the table: sink/iceberg_commit.py). False when the range was
+    in the table already (a replay of a committed flush): then the objects an earlier
+    attempt listed are the table's and must not be deleted as stale."""
+    table = ctx.table
+    if table is None:
+        await upload_fenced(ctx, shard_id, alive, plan)
+        return True
+    if replay and (await table.committed(shard_id) or -1) >= last:
+        return False  # committed before its checkpoint: nothing to upload again
+    await upload_fenced(ctx, shard_id, alive, plan)
+    data = [(o.key, o.body) for o in plan.objects if o.key.endswith(".parquet")]
+    if not data:
+        return (await table.committed(shard_id) or -1) < last
+    try:
+        return await table.commit(shard_id, last, data)
+    except TableCommitError as exc:
+        # The intent stays open: giving the shard up makes its next owner (perhaps this
+        # worker again) replay and commit the same files.
+        raise LeaseLostError(f"{shard_id}: {exc}") from exc
 
 
 async def unless_stopped(work: Coroutine[Any, Any, _T], stop: asyncio.Event) -> _T | None:

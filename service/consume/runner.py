@@ -12,7 +12,12 @@ import uuid
 from aiohttp import web
 
 from service.aws import aws_clients
-from service.consume.context import decoder_config, extra_columns, shard_context
+from service.consume.context import (
+    decoder_config,
+    extra_columns,
+    shard_context,
+    table_committer,
+)
 from service.consume.status import status_app
 from service.consume.worker import ConsumerWorker
 from service.settings import Settings, logs_location
@@ -46,6 +51,9 @@ async def consume(
                     aws.glue, settings.glue_database, settings.glue_table, logs_location(settings)
                 ),
             )
+        if settings.table_format == "iceberg":
+            seed = hash(worker_id) & 0xFFFFFFFF  # retry jitter only; never decides data
+            ctx = dataclasses.replace(ctx, table=await table_committer(settings, aws.s3, seed))
         worker = ConsumerWorker(
             ctx,
             lease_duration=settings.lease_duration,
