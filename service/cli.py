@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         "demo", parents=[common], help="the whole path on this machine against moto"
     )
     demo.add_argument("--records", type=int, default=20_000)
+    demo.add_argument("--table-format", choices=("hive", "iceberg"), default="hive")
     return parser
 
 
@@ -101,7 +102,7 @@ def _command(args: argparse.Namespace) -> int:
         except MissingExtraError as exc:
             print(exc, file=sys.stderr)
             return 2
-        return int(_run(lambda stop: run_demo(args.config, args.records, stop)))
+        return int(_run(lambda stop: run_demo(args.config, args.records, stop, args.table_format)))
     settings = Settings.load(args.config, port=getattr(args, "port", None))
     setup_logging(settings.log_level)
     if args.command == "setup":

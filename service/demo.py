@@ -12,6 +12,7 @@ import contextlib
 import gzip
 import json
 import logging
+import tempfile
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -31,7 +32,8 @@ from service.ingest.server import serve
 from service.local import free_port, moto_server
 from service.loggen import log_records
 from service.resources import setup
-from service.settings import Settings
+from service.settings import Settings, iceberg_catalog_properties
+from service.sink.iceberg import catalog_properties, open_catalog
 from service.telemetry.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -93,9 +95,34 @@ def read_back(endpoint: str, settings: Settings) -> tuple[Any, int, int]:
     return dataset.to_table(), len(infos), sum(i.size for i in infos)
 
 
-async def run_demo(config: Path | None, records: int, stop: asyncio.Event) -> int:
+def read_back_iceberg(settings: Settings, s3_endpoint: str) -> tuple[Any, int, int]:
+    """(table, files, bytes) as a pyiceberg scan of the table sees them, with ``dt`` and
+    ``hour`` derived from ``timestamp`` for the report."""
+    props = catalog_properties(
+        iceberg_catalog_properties(settings), s3_endpoint=s3_endpoint, region="us-east-1"
+    )
+    table = open_catalog(props).load_table(settings.iceberg_table)
+    scan = table.scan()
+    tasks = list(scan.plan_files())
+    rows = scan.to_arrow()
+    stamps = rows.column("timestamp")
+    rows = rows.append_column("dt", pc.strftime(stamps, "%Y-%m-%d"))
+    rows = rows.append_column("hour", pc.strftime(stamps, "%H"))
+    return rows, len(tasks), sum(t.file.file_size_in_bytes for t in tasks)
+
+
+async def run_demo(
+    config: Path | None, records: int, stop: asyncio.Event, table_format: str = "hive"
+) -> int:
     started = time.monotonic()
-    with moto_server() as endpoint:
+    with moto_server() as endpoint, tempfile.TemporaryDirectory() as scratch:
+        iceberg: dict[str, Any] = {}
+        if table_format == "iceberg":  # an embedded SQLite catalog, the warehouse in moto's S3
+            iceberg = {
+                "table_format": "iceberg",
+                "iceberg_catalog": "sql",
+                "iceberg_catalog_uri": f"sqlite:///{scratch}/catalog.db",
+            }
         try:
             settings = Settings.load(
                 config,
@@ -109,6 +136,7 @@ async def run_demo(config: Path | None, records: int, stop: asyncio.Event) -> in
                 host="127.0.0.1",
                 shard_count=2,
                 emf_interval=0.0,  # stdout carries the report; EMF lines would garble it
+                **iceberg,
             )
         except SettingsError as exc:
             print(f"tideway demo: {exc}")
@@ -129,8 +157,12 @@ async def run_demo(config: Path | None, records: int, stop: asyncio.Event) -> in
             await _wait_landed(consume_settings, sent, stop, deadline=120 + records / 200)
             consume_stop.set()
             await consumer
-        table, files, bytes_out = read_back(endpoint, settings)
-    return report(table, lines, sent, files, bytes_out, seconds=time.monotonic() - started)
+        if iceberg:
+            table, files, bytes_out = await asyncio.to_thread(read_back_iceberg, settings, endpoint)
+        else:
+            table, files, bytes_out = read_back(endpoint, settings)
+    seconds = time.monotonic() - started
+    return report(table, lines, sent, files, bytes_out, seconds=seconds, table_format=table_format)
 
 
 async def _wait_landed(
@@ -153,7 +185,14 @@ async def _wait_landed(
 
 
 def report(
-    table: Any, lines: list[bytes], sent: int, files: int, bytes_out: int, *, seconds: float
+    table: Any,
+    lines: list[bytes],
+    sent: int,
+    files: int,
+    bytes_out: int,
+    *,
+    seconds: float,
+    table_format: str = "hive",
 ) -> int:
     ids = Counter(orjson.loads(a)["demo_id"] for a in table.column("attributes").to_pylist() if a)
     lineage = Counter(
@@ -184,6 +223,8 @@ def report(
         f"  lost {lost}, duplicated {duplicated}; {partitions} hour partitions; services {dict(sorted(services.items()))}"
     )
     print(f"  levels {dict(levels.most_common(6))}; {seconds:.1f} s")
+    if table_format == "iceberg":
+        print(f"  iceberg: {table.num_rows} rows read back through a pyiceberg scan of the table")
     print(
         json.dumps(
             {
@@ -195,6 +236,7 @@ def report(
                 "bytes_in": bytes_in,
                 "bytes_out": bytes_out,
                 "seconds": round(seconds, 2),
+                "table_format": table_format,
             }
         )
     )
