@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "setup", parents=[common], help="create stream, bucket, lease table (idempotent)"
     )
+    compact = sub.add_parser(
+        "compact", parents=[common], help="rewrite small files of closed Iceberg partitions"
+    )
+    compact.add_argument("--older-than", default="1h", help="e.g. 90m, 2h, 1d (default 1h)")
     demo = sub.add_parser(
         "demo", parents=[common], help="the whole path on this machine against moto"
     )
@@ -109,6 +113,15 @@ def _command(args: argparse.Namespace) -> int:
         from service.resources import setup  # noqa: PLC0415
 
         print(json.dumps(_run(lambda stop: setup(settings))))
+    elif args.command == "compact":
+        from service.compaction import parse_duration, run_compaction  # noqa: PLC0415
+
+        try:
+            older_than = parse_duration(args.older_than)
+        except ValueError as exc:
+            print(f"tideway compact: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(_run(lambda stop: run_compaction(settings, older_than))))
     elif args.command == "serve":
         return _serve(settings)
     elif args.command == "consume":

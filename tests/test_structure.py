@@ -297,7 +297,7 @@ LAYERS: list[set[str]] = [
     {"sink"},
     {"telemetry"},
     {"ingest", "consume"},
-    {"resources"},
+    {"resources", "compaction"},
     {"demo"},
     {"cli", "__main__"},
 ]

@@ -15,6 +15,7 @@ from pyiceberg.expressions import EqualTo
 from pyiceberg.table import Table
 
 from service.aws import AwsClients
+from service.compaction import run_compaction
 from service.consume.context import iceberg_properties, shard_context, table_committer
 from service.consume.leases import LeaseTable
 from service.consume.reader import list_shards
@@ -129,6 +130,9 @@ async def test_consume_commits_every_line_once_to_a_table_that_prunes_by_service
     table = load(clients, iceberg)
     assert table.scan().to_arrow().num_rows == 60
     assert len(table.snapshots()) == snapshots
+    # tideway compact leaves the hour still open alone.
+    report = await run_compaction(iceberg, older_than=0)
+    assert (report["table"], report["files_before"]) == ("tideway.logs", 0)
 
 
 class CommitDies:

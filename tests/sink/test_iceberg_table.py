@@ -1,22 +1,26 @@
-"""Exactly-once commits to an Iceberg table under concurrency (docs/tables.md): racing
-workers, a zombie and its heir committing the same flush, and group commit (SQLite catalog,
-files in the test backend's S3)."""
+"""An Iceberg table under concurrency and compaction (docs/tables.md): racing workers, a
+zombie and its heir committing the same flush, group commit, and `tideway compact` (SQLite
+catalog, files in the test backend's S3)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 import pytest
+from pyiceberg.expressions import EqualTo
 from pyiceberg.table import Table
 
 from service.schema import table_schema
+from service.sink.compact import compact
 from service.sink.iceberg import catalog_properties, ensure_table, open_catalog
 from service.sink.iceberg_commit import TableCommitter, watermark
 from service.sink.plan import Layout, plan_flush
-from tests.builders import MAPPING, record
+from tests.builders import ARRIVAL, MAPPING, record
 from tests.conftest import Aws
 
 STREAM = "logs"
@@ -46,10 +50,12 @@ def committer(props: dict[str, str], seed: int) -> TableCommitter:
     )
 
 
-def uploaded_flush(aws: Aws, shard: str, last: int, lines: int = 3) -> list[tuple[str, bytes]]:
+def uploaded_flush(
+    aws: Aws, shard: str, last: int, lines: int = 3, service: str = "api"
+) -> list[tuple[str, bytes]]:
     """The data objects of one flush of ``shard`` ending at ``last``, uploaded."""
     rows = [
-        orjson.dumps({"message": f"{shard}-{last}-{i}", "service": "api"}) for i in range(lines)
+        orjson.dumps({"message": f"{shard}-{last}-{i}", "service": service}) for i in range(lines)
     ]
     plan = plan_flush(
         shard, [record(rows, seq=last)], [], Layout(STREAM, service_column=True), MAPPING
@@ -124,3 +130,59 @@ async def test_a_table_with_pyiceberg_commit_retries_on_gets_them_turned_off_fir
     table = table_of(catalog_props)
     assert table.properties["commit.retry.num-retries"] == "0"
     assert table.scan().to_arrow().num_rows == 3
+
+
+def by_lineage(table: pa.Table) -> list[dict[str, object]]:
+    rows = table.to_pylist()
+    return sorted(
+        rows,
+        key=lambda r: (
+            r["kinesis_shard_id"],
+            int(r["kinesis_sequence_number"]),
+            r["kinesis_sub_sequence"],
+        ),
+    )
+
+
+async def test_compact_rewrites_closed_partitions_in_one_commit_rows_and_watermarks_unchanged(
+    aws: Aws, catalog_props: dict[str, str]
+) -> None:
+    c = committer(catalog_props, 5)
+    for last in range(1, 6):
+        await c.commit("shard-0", last, uploaded_flush(aws, "shard-0", last))
+    for last in (11, 12):
+        await c.commit("shard-1", last, uploaded_flush(aws, "shard-1", last, service="web"))
+    before = table_of(catalog_props)
+    rows_before = by_lineage(before.scan().to_arrow())
+    hour_start = ARRIVAL / 1e6  # every row's hour (the lines carry no time)
+    run = functools.partial(
+        compact,
+        lambda: table_of(catalog_props),
+        older_than=3600,
+        target=1 << 20,
+        rng=random.Random(0),
+    )
+
+    # The hour ended 30 minutes ago: still open, nothing is rewritten.
+    assert run(now=hour_start + 3600 + 1800).files_before == 0
+    report = run(now=hour_start + 3 * 3600)
+
+    assert (report.partitions, report.files_before, report.files_after, report.rows) == (
+        2,
+        7,
+        2,
+        21,
+    )
+    after = table_of(catalog_props)
+    assert len(after.snapshots()) == len(before.snapshots()) + 1
+    assert after.current_snapshot().snapshot_id == report.snapshot_id  # type: ignore[union-attr]
+    files = [t.file for t in after.scan().plan_files()]
+    assert len(files) == 2
+    assert all("/compacted-" in f.file_path for f in files)
+    assert by_lineage(after.scan().to_arrow()) == rows_before
+    assert after.scan(row_filter=EqualTo("service", "web")).to_arrow().num_rows == 6
+    assert (watermark(after, STREAM, "shard-0"), watermark(after, STREAM, "shard-1")) == (5, 12)
+    # A replay of an old flush still finds it committed; a second run has nothing to do.
+    assert await c.commit("shard-0", 5, uploaded_flush(aws, "shard-0", 5)) is False
+    assert run(now=hour_start + 3 * 3600).files_before == 0
+    assert len(table_of(catalog_props).snapshots()) == len(after.snapshots())
