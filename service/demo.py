@@ -95,9 +95,9 @@ def read_back(endpoint: str, settings: Settings) -> tuple[Any, int, int]:
     return dataset.to_table(), len(infos), sum(i.size for i in infos)
 
 
-def read_back_iceberg(settings: Settings, s3_endpoint: str) -> tuple[Any, int, int]:
-    """(table, files, bytes) as a pyiceberg scan of the table sees them, with ``dt`` and
-    ``hour`` derived from ``timestamp`` for the report."""
+def read_back_iceberg(settings: Settings, s3_endpoint: str) -> tuple[Any, int, int, int]:
+    """(table, files, bytes, snapshots) as a pyiceberg scan of the table sees them, with
+    ``dt`` and ``hour`` derived from ``timestamp`` for the report."""
     props = catalog_properties(
         iceberg_catalog_properties(settings), s3_endpoint=s3_endpoint, region="us-east-1"
     )
@@ -108,7 +108,8 @@ def read_back_iceberg(settings: Settings, s3_endpoint: str) -> tuple[Any, int, i
     stamps = rows.column("timestamp")
     rows = rows.append_column("dt", pc.strftime(stamps, "%Y-%m-%d"))
     rows = rows.append_column("hour", pc.strftime(stamps, "%H"))
-    return rows, len(tasks), sum(t.file.file_size_in_bytes for t in tasks)
+    size = sum(t.file.file_size_in_bytes for t in tasks)
+    return rows, len(tasks), size, len(table.snapshots())
 
 
 async def run_demo(
@@ -157,12 +158,14 @@ async def run_demo(
             await _wait_landed(consume_settings, sent, stop, deadline=120 + records / 200)
             consume_stop.set()
             await consumer
+        snapshots = None
         if iceberg:
-            table, files, bytes_out = await asyncio.to_thread(read_back_iceberg, settings, endpoint)
+            back = await asyncio.to_thread(read_back_iceberg, settings, endpoint)
+            table, files, bytes_out, snapshots = back
         else:
             table, files, bytes_out = read_back(endpoint, settings)
     seconds = time.monotonic() - started
-    return report(table, lines, sent, files, bytes_out, seconds=seconds, table_format=table_format)
+    return report(table, lines, sent, files, bytes_out, seconds=seconds, snapshots=snapshots)
 
 
 async def _wait_landed(
@@ -192,7 +195,7 @@ def report(
     bytes_out: int,
     *,
     seconds: float,
-    table_format: str = "hive",
+    snapshots: int | None = None,
 ) -> int:
     ids = Counter(orjson.loads(a)["demo_id"] for a in table.column("attributes").to_pylist() if a)
     lineage = Counter(
@@ -223,8 +226,11 @@ def report(
         f"  lost {lost}, duplicated {duplicated}; {partitions} hour partitions; services {dict(sorted(services.items()))}"
     )
     print(f"  levels {dict(levels.most_common(6))}; {seconds:.1f} s")
-    if table_format == "iceberg":
-        print(f"  iceberg: {table.num_rows} rows read back through a pyiceberg scan of the table")
+    if snapshots is not None:
+        print(
+            f"  iceberg: {table.num_rows} rows read back through a pyiceberg scan of the table"
+            f" ({snapshots} snapshots)"
+        )
     print(
         json.dumps(
             {
@@ -236,7 +242,7 @@ def report(
                 "bytes_in": bytes_in,
                 "bytes_out": bytes_out,
                 "seconds": round(seconds, 2),
-                "table_format": table_format,
+                "table_format": "hive" if snapshots is None else "iceberg",
             }
         )
     )

@@ -19,7 +19,6 @@ from service.consume.buffer import ShardBuffer
 from service.consume.context import ShardContext
 from service.decode.detect import TRANSIENT
 from service.errors import DecodeError, LeaseLostError
-from service.sink.iceberg_commit import TableCommitError
 from service.sink.opened import OpenedPartitions
 from service.sink.plan import (
     DeadLetter,
@@ -273,12 +272,9 @@ async def land(
     data = [(o.key, o.body) for o in plan.objects if o.key.endswith(".parquet")]
     if not data:
         return (await table.committed(shard_id) or -1) < last
-    try:
-        return await table.commit(shard_id, last, data)
-    except TableCommitError as exc:
-        # The intent stays open: giving the shard up makes its next owner (perhaps this
-        # worker again) replay and commit the same files.
-        raise LeaseLostError(f"{shard_id}: {exc}") from exc
+    # TableCommitError (or a catalog error) propagates: the worker gives the shard up and
+    # backs off; the intent stays open, so the next owner replays and commits these files.
+    return await table.commit(shard_id, last, data)
 
 
 async def unless_stopped(work: Coroutine[Any, Any, _T], stop: asyncio.Event) -> _T | None:

@@ -40,6 +40,7 @@ async def iceberg(ready: Settings, clients: AwsClients, tmp_path: Path) -> Setti
             "table_format": "iceberg",
             "iceberg_catalog": "sql",
             "iceberg_catalog_uri": f"sqlite:///{tmp_path}/catalog.db",
+            "lease_duration": 1.0,  # an heir takes a dead worker's shard sooner
         },
     )
     assert await ensure_iceberg_table(clients.s3, settings) == "created"
