@@ -15,7 +15,11 @@ import pytest
 from pyiceberg.expressions import EqualTo
 from pyiceberg.table import Table
 
+from service.aws import aws_clients
+from service.consume.context import table_committer
+from service.resources import ensure_iceberg_table
 from service.schema import table_schema
+from service.settings import Settings
 from service.sink.compact import compact
 from service.sink.iceberg import catalog_properties, ensure_table, open_catalog
 from service.sink.iceberg_commit import TableCommitter, watermark
@@ -51,7 +55,7 @@ def committer(props: dict[str, str], seed: int) -> TableCommitter:
 
 
 def uploaded_flush(
-    aws: Aws, shard: str, last: int, lines: int = 3, service: str = "api"
+    aws: Aws, shard: str, last: int, *, lines: int = 3, service: str = "api", bucket: str = BUCKET
 ) -> list[tuple[str, bytes]]:
     """The data objects of one flush of ``shard`` ending at ``last``, uploaded."""
     rows = [
@@ -62,7 +66,7 @@ def uploaded_flush(
     )
     s3 = aws.client("s3")
     for obj in plan.objects:
-        s3.put_object(Bucket=BUCKET, Key=obj.key, Body=obj.body)
+        s3.put_object(Bucket=bucket, Key=obj.key, Body=obj.body)
     return [(o.key, o.body) for o in plan.objects]
 
 
@@ -186,3 +190,20 @@ async def test_compact_rewrites_closed_partitions_in_one_commit_rows_and_waterma
     assert await c.commit("shard-0", 5, uploaded_flush(aws, "shard-0", 5)) is False
     assert run(now=hour_start + 3 * 3600).files_before == 0
     assert len(table_of(catalog_props).snapshots()) == len(after.snapshots())
+
+
+async def test_the_glue_catalog_takes_the_table_and_the_same_exactly_once_commits(
+    aws: Aws, settings: Settings
+) -> None:
+    glue = settings.model_copy(update={"table_format": "iceberg", "iceberg_catalog": "glue"})
+    aws.client("s3").create_bucket(Bucket=glue.bucket)
+    async with aws_clients("s3") as clients:
+        assert await ensure_iceberg_table(clients.s3, glue) == "created"
+        assert await ensure_iceberg_table(clients.s3, glue) == "exists"
+        c = await table_committer(glue, clients.s3, seed=6)
+    files = uploaded_flush(aws, "shard-0", 9, bucket=glue.bucket)
+    assert await c.commit("shard-0", 9, files) is True
+    assert await c.commit("shard-0", 9, files) is False
+    assert await c.committed("shard-0") == 9
+    table = aws.client("glue").get_table(DatabaseName="tideway", Name="logs")["Table"]
+    assert table["Parameters"]["table_type"].upper() == "ICEBERG"
