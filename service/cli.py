@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
         "compact", parents=[common], help="rewrite small files of closed Iceberg partitions"
     )
     compact.add_argument("--older-than", default="1h", help="e.g. 90m, 2h, 1d (default 1h)")
+    compact.add_argument(
+        "--expire-after", default="7d", help="forget snapshots older than this (default 7d)"
+    )
     demo = sub.add_parser(
         "demo", parents=[common], help="the whole path on this machine against moto"
     )
@@ -118,10 +121,11 @@ def _command(args: argparse.Namespace) -> int:
 
         try:
             older_than = parse_duration(args.older_than)
+            expire_after = parse_duration(args.expire_after, "--expire-after")
         except ValueError as exc:
             print(f"tideway compact: {exc}", file=sys.stderr)
             return 2
-        print(json.dumps(_run(lambda stop: run_compaction(settings, older_than))))
+        print(json.dumps(_run(lambda stop: run_compaction(settings, older_than, expire_after))))
     elif args.command == "serve":
         return _serve(settings)
     elif args.command == "consume":

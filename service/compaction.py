@@ -8,11 +8,13 @@ import re
 import time
 from typing import Any
 
+from pyiceberg.table import Table
+
 from service.aws import aws_clients
 from service.consume.context import iceberg_properties
 from service.errors import SettingsError
 from service.settings import Settings
-from service.sink.compact import compact
+from service.sink.compact import compact, expire_snapshots
 from service.sink.iceberg import open_catalog
 
 DEFAULT_OLDER_THAN = 3600.0  # an hour past its end, a partition takes few late rows
@@ -20,16 +22,20 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_duration(text: str) -> float:
-    """Seconds of ``90``, ``90s``, ``30m``, ``2h`` or ``1d``; ValueError (one line) else."""
+def parse_duration(text: str, option: str = "--older-than") -> float:
+    """Seconds of ``90``, ``90s``, ``30m``, ``2h`` or ``1d``; ValueError (one line naming
+    ``option``) else."""
     match = _DURATION.fullmatch(text.strip())
     if not match:
-        raise ValueError(f"--older-than {text!r}: use a number with s, m, h or d (e.g. 2h)")
+        raise ValueError(f"{option} {text!r}: use a number with s, m, h or d (e.g. 2h)")
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-async def run_compaction(settings: Settings, older_than: float) -> dict[str, Any]:
-    """Compact TIDEWAY_ICEBERG_TABLE's closed partitions; the report as a dict."""
+async def run_compaction(
+    settings: Settings, older_than: float, expire_after: float | None = None
+) -> dict[str, Any]:
+    """Compact TIDEWAY_ICEBERG_TABLE's closed partitions, then (``expire_after`` seconds
+    given) forget older snapshots; the report as a dict."""
     if settings.table_format != "iceberg":
         raise SettingsError(
             "setting TIDEWAY_TABLE_FORMAT is invalid: tideway compact needs iceberg"
@@ -38,12 +44,22 @@ async def run_compaction(settings: Settings, older_than: float) -> dict[str, Any
     async with aws_clients("s3") as aws:
         props = iceberg_properties(settings, aws.s3)
     catalog = await asyncio.to_thread(open_catalog, props)
+
+    def load() -> Table:
+        return catalog.load_table(settings.iceberg_table)
+
+    now, rng = time.time(), random.Random()
     report = await asyncio.to_thread(
         compact,
-        lambda: catalog.load_table(settings.iceberg_table),
-        now=time.time(),
+        load,
+        now=now,
         older_than=older_than,
         target=settings.file_target_bytes,
-        rng=random.Random(),
+        rng=rng,
     )
-    return {"table": settings.iceberg_table, **report.as_dict()}
+    expired = 0
+    if expire_after is not None:
+        expired = await asyncio.to_thread(
+            expire_snapshots, load, now=now, keep_for=expire_after, rng=rng
+        )
+    return {"table": settings.iceberg_table, **report.as_dict(), "snapshots_expired": expired}

@@ -17,9 +17,11 @@ def test_older_than_takes_seconds_minutes_hours_or_days(text: str, seconds: floa
 
 
 @pytest.mark.parametrize("text", ["", "2 weeks", "-1h", "h"])
-def test_a_bad_older_than_is_one_line_naming_it(text: str) -> None:
+def test_a_bad_duration_is_one_line_naming_its_option(text: str) -> None:
     with pytest.raises(ValueError, match=r"^--older-than .*e\.g\. 2h"):
         parse_duration(text)
+    with pytest.raises(ValueError, match=r"^--expire-after "):
+        parse_duration(text, "--expire-after")
 
 
 async def test_compact_refuses_a_hive_layout_with_one_line() -> None:

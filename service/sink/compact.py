@@ -154,6 +154,32 @@ def compact(
     raise CommitFailedException(f"compaction lost {COMMIT_ATTEMPTS} races to live commits")
 
 
+def expire_snapshots(
+    load_table: Callable[[], Table], *, now: float, keep_for: float, rng: random.Random
+) -> int:
+    """Forget snapshots older than ``keep_for`` seconds (never a branch or tag head); return
+    how many. Metadata only: the files only they referenced stay in S3 (orphans). The
+    consumer's watermarks are table properties, so no snapshot is needed to keep them."""
+    for attempt in range(COMMIT_ATTEMPTS):
+        table = load_table()
+        heads = {ref.snapshot_id for ref in table.metadata.refs.values()}
+        cutoff_ms = int((now - keep_for) * 1000)
+        old = [
+            s.snapshot_id
+            for s in table.snapshots()
+            if s.timestamp_ms < cutoff_ms and s.snapshot_id not in heads
+        ]
+        if not old:
+            return 0
+        try:
+            table.maintenance.expire_snapshots().by_ids(old).commit()
+        except CommitFailedException:
+            time.sleep(rng.uniform(0, min(2.0, 0.05 * 2**attempt)))
+            continue
+        return len(old)
+    raise CommitFailedException(f"snapshot expiry lost {COMMIT_ATTEMPTS} races to live commits")
+
+
 def _rewrite(table: Table, b: Bin) -> DataFile:
     """Write the bin's rows, in lineage order, as one file; its DataFile."""
     parts = []

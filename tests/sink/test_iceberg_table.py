@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import time
 from pathlib import Path
 
 import orjson
@@ -20,7 +21,7 @@ from service.consume.context import table_committer
 from service.resources import ensure_iceberg_table
 from service.schema import table_schema
 from service.settings import Settings
-from service.sink.compact import compact
+from service.sink.compact import compact, expire_snapshots
 from service.sink.iceberg import catalog_properties, ensure_table, open_catalog
 from service.sink.iceberg_commit import TableCommitter, watermark
 from service.sink.plan import Layout, plan_flush
@@ -190,6 +191,17 @@ async def test_compact_rewrites_closed_partitions_in_one_commit_rows_and_waterma
     assert await c.commit("shard-0", 5, uploaded_flush(aws, "shard-0", 5)) is False
     assert run(now=hour_start + 3 * 3600).files_before == 0
     assert len(table_of(catalog_props).snapshots()) == len(after.snapshots())
+
+    # Expiry forgets every snapshot but the current one; rows and watermarks stay.
+    expired = expire_snapshots(
+        lambda: table_of(catalog_props), now=time.time() + 60, keep_for=0, rng=random.Random(0)
+    )
+    assert expired == len(after.snapshots()) - 1
+    final = table_of(catalog_props)
+    assert [s.snapshot_id for s in final.snapshots()] == [report.snapshot_id]
+    assert by_lineage(final.scan().to_arrow()) == rows_before
+    assert watermark(final, STREAM, "shard-0") == 5
+    assert await c.commit("shard-0", 5, uploaded_flush(aws, "shard-0", 5)) is False
 
 
 async def test_the_glue_catalog_takes_the_table_and_the_same_exactly_once_commits(
