@@ -49,10 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     console = sub.add_parser("console", parents=[common], help="the web console (port 8081)")
     console.add_argument("--port", type=int)
+    compact = sub.add_parser(
+        "compact", parents=[common], help="rewrite small files of closed Iceberg partitions"
+    )
+    compact.add_argument("--older-than", default="1h", help="e.g. 90m, 2h, 1d (default 1h)")
+    compact.add_argument(
+        "--expire-after", default="7d", help="forget snapshots older than this (default 7d)"
+    )
     demo = sub.add_parser(
         "demo", parents=[common], help="the whole path on this machine against moto"
     )
     demo.add_argument("--records", type=int, default=20_000)
+    demo.add_argument("--table-format", choices=("hive", "iceberg"), default="hive")
     return parser
 
 
@@ -200,13 +208,23 @@ def _command(args: argparse.Namespace) -> int:
         except MissingExtraError as exc:
             print(exc, file=sys.stderr)
             return 2
-        return int(_run(lambda stop: run_demo(args.config, args.records, stop)))
+        return int(_run(lambda stop: run_demo(args.config, args.records, stop, args.table_format)))
     settings = Settings.load(args.config, port=getattr(args, "port", None))
     setup_logging(settings.log_level)
     if args.command == "setup":
         from service.resources import setup  # noqa: PLC0415
 
         print(json.dumps(_run(lambda stop: setup(settings))))
+    elif args.command == "compact":
+        from service.compaction import parse_duration, run_compaction  # noqa: PLC0415
+
+        try:
+            older_than = parse_duration(args.older_than)
+            expire_after = parse_duration(args.expire_after, "--expire-after")
+        except ValueError as exc:
+            print(f"tideway compact: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(_run(lambda stop: run_compaction(settings, older_than, expire_after))))
     elif args.command == "serve":
         return _serve(settings)
     elif args.command == "status":

@@ -13,9 +13,15 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from service.aws import aws_clients, error_code
-from service.consume.context import extra_columns, partition_template
+from service.consume.context import (
+    extra_columns,
+    iceberg_arrow_schema,
+    iceberg_properties,
+    partition_template,
+)
 from service.settings import Settings, logs_location, partition_keys
 from service.sink.glue import evolve_table, table_input
+from service.sink.iceberg import ensure_table, open_catalog
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,8 @@ async def setup(settings: Settings) -> dict[str, str]:
         }
         if settings.glue_database and settings.glue_table:
             report["glue_table"] = await ensure_glue_table(aws.glue, settings)
+        if settings.table_format == "iceberg":
+            report["iceberg_table"] = await ensure_iceberg_table(aws.s3, settings)
     log.info("setup done", extra=report)
     return report
 
@@ -64,6 +72,19 @@ async def ensure_glue_table(glue: Any, settings: Settings) -> str:
         glue, settings.glue_database, settings.glue_table, extra_columns(settings)
     )
     return "evolved" if evolution.added else "exists"
+
+
+async def ensure_iceberg_table(s3: Any, settings: Settings) -> str:
+    """The namespace and table of DESIGN §11 at the consumer's location, if missing."""
+    catalog = await asyncio.to_thread(open_catalog, iceberg_properties(settings, s3))
+    state, _ = await asyncio.to_thread(
+        ensure_table,
+        catalog,
+        settings.iceberg_table,
+        logs_location(settings),
+        iceberg_arrow_schema(settings),
+    )
+    return state
 
 
 async def ensure_stream(kinesis: Any, stream: str, shards: int) -> str:

@@ -62,12 +62,18 @@ SEVERITY_NUMBERS: dict[str, int] = {
 }
 
 
-def table_schema(extra: tuple[pa.Field[Any], ...] = ()) -> pa.Schema:
-    """The file schema: canonical columns, then configured extra typed columns (without the
-    aliases kept in their metadata, so files only carry names and types)."""
+# An Iceberg table's files carry the partition's service as a real column (DESIGN §11).
+SERVICE_FIELD: pa.Field[Any] = pa.field("service", pa.string(), nullable=False)
+
+
+def table_schema(extra: tuple[pa.Field[Any], ...] = (), *, service: bool = False) -> pa.Schema:
+    """The file schema: canonical columns, ``service`` for an Iceberg table, then configured
+    extra typed columns (without the aliases kept in their metadata, so files only carry
+    names and types)."""
+    fields = CANONICAL_FIELDS + ((SERVICE_FIELD,) if service else ())
     if not extra:
-        return CANONICAL_SCHEMA
-    return pa.schema(CANONICAL_FIELDS + tuple(f.remove_metadata() for f in extra))
+        return pa.schema(fields) if service else CANONICAL_SCHEMA
+    return pa.schema(fields + tuple(f.remove_metadata() for f in extra))
 
 
 # Extra typed columns (DESIGN §4): Avro types of a record's fields -> Arrow column types.

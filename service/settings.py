@@ -6,11 +6,13 @@ Validated once at start; a bad value raises SettingsError with one line naming t
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -25,6 +27,7 @@ from service.errors import SettingsError
 ENV_PREFIX = "TIDEWAY_"
 _TOML_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("_TOML_VALUES", default=None)
 _HEX = set("0123456789abcdef")
+_ICEBERG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ApiKey(BaseModel):
@@ -133,6 +136,13 @@ class Settings(BaseSettings):
     shard_count: int = Field(default=2, ge=1, le=500)
     glue_database: str | None = None
     glue_table: str | None = None
+    # Table format (DESIGN §11): hive objects only, or the same objects committed to an
+    # Iceberg table. The catalog is a type (glue, rest, sql) or a JSON object of pyiceberg
+    # catalog properties; rest and sql need a URI.
+    table_format: Literal["hive", "iceberg"] = "hive"
+    iceberg_table: str = "tideway.logs"
+    iceberg_catalog: str = "glue"
+    iceberg_catalog_uri: str | None = Field(default=None, min_length=1)
 
     # Console (DESIGN §13, docs/console.md). "oidc": behind the ALB's authenticate action,
     # every request carries its signed x-amzn-oidc-data; "token": a one-time sign-in URL.
@@ -175,6 +185,13 @@ class Settings(BaseSettings):
                     raise ValueError("api_keys: an empty list accepts no key; leave it unset")
         return data
 
+    @field_validator("iceberg_table")
+    @classmethod
+    def _namespace_dot_table(cls, value: str) -> str:
+        if not _ICEBERG_NAME.fullmatch(value):
+            raise ValueError("must be namespace.table (letters, digits, _), e.g. tideway.logs")
+        return value
+
     @field_validator("prefix")
     @classmethod
     def _prefix_is_a_folder(cls, value: str) -> str:
@@ -200,6 +217,7 @@ class Settings(BaseSettings):
             )
         if "{kid}" not in self.console_oidc_key_url:
             raise ValueError("console_oidc_key_url: must contain {kid} (the ALB's key id)")
+        _check_iceberg_catalog(self)
         for field in ("avro_schema", "avro_schema_dir", "extra_columns"):
             path = getattr(self, field)
             if path is not None and not path.exists():
@@ -244,6 +262,43 @@ class Settings(BaseSettings):
 def logs_location(settings: Settings) -> str:
     """The S3 URL of the table root (DESIGN §4): what Glue and Athena point at."""
     return f"s3://{settings.bucket}/{settings.prefix}logs"
+
+
+def iceberg_catalog_properties(settings: Settings) -> dict[str, str]:
+    """The pyiceberg catalog properties of TIDEWAY_ICEBERG_CATALOG (a type or a JSON object)
+    and TIDEWAY_ICEBERG_CATALOG_URI, with the warehouse in the data bucket by default."""
+    text = settings.iceberg_catalog.strip()
+    props = (
+        {str(k): str(v) for k, v in orjson.loads(text).items()}
+        if text.startswith("{")
+        else {"type": text}
+    )
+    if settings.iceberg_catalog_uri:
+        props["uri"] = settings.iceberg_catalog_uri
+    props.setdefault("warehouse", f"s3://{settings.bucket}/{settings.prefix}warehouse")
+    return props
+
+
+ICEBERG_CATALOGS = ("glue", "rest", "sql")
+
+
+def _check_iceberg_catalog(settings: Settings) -> None:
+    text = settings.iceberg_catalog.strip()
+    if text.startswith("{"):
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise ValueError("iceberg_catalog: not a JSON object; use glue, rest or sql") from None
+        if not isinstance(doc, dict) or doc.get("type") not in ICEBERG_CATALOGS:
+            raise ValueError('iceberg_catalog: the JSON object needs "type": glue, rest or sql')
+    elif text not in ICEBERG_CATALOGS:
+        raise ValueError(f"iceberg_catalog: {text!r} is not glue, rest or sql")
+    kind = iceberg_catalog_properties(settings)
+    if kind["type"] in ("rest", "sql") and "uri" not in kind:
+        raise ValueError(
+            f"iceberg_catalog_uri: the {kind['type']} catalog needs a URI"
+            " (e.g. sqlite:////var/tideway/catalog.db or https://…)"
+        )
 
 
 def partition_keys(template: str) -> list[str]:

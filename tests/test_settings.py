@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import SettingsError
-from service.settings import Settings
+from service.settings import Settings, iceberg_catalog_properties
 
 BASE = {"stream": "logs", "bucket": "my-bucket"}
 
@@ -172,3 +172,53 @@ def test_a_put_deadline_past_the_dedupe_window_is_refused() -> None:
     assert "TIDEWAY_PUT_DEADLINE" in message and "dedupe window" in message
     assert "\n" not in message
     assert load({**base, "TIDEWAY_PUT_DEADLINE": "120"}).put_deadline == 120
+
+
+ENV = {f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}
+
+
+@pytest.mark.parametrize(
+    ("extra", "named", "says"),
+    [
+        ({"TIDEWAY_TABLE_FORMAT": "delta"}, "TIDEWAY_TABLE_FORMAT", "'hive' or 'iceberg'"),
+        ({"TIDEWAY_ICEBERG_TABLE": "logs"}, "TIDEWAY_ICEBERG_TABLE", "namespace.table"),
+        ({"TIDEWAY_ICEBERG_CATALOG": "hive"}, "TIDEWAY_ICEBERG_CATALOG", "glue, rest or sql"),
+        ({"TIDEWAY_ICEBERG_CATALOG": "{oops"}, "TIDEWAY_ICEBERG_CATALOG", "JSON"),
+        ({"TIDEWAY_ICEBERG_CATALOG": '{"type": "x"}'}, "TIDEWAY_ICEBERG_CATALOG", '"type"'),
+        ({"TIDEWAY_ICEBERG_CATALOG": "sql"}, "TIDEWAY_ICEBERG_CATALOG_URI", "needs a URI"),
+        ({"TIDEWAY_ICEBERG_CATALOG": "rest"}, "TIDEWAY_ICEBERG_CATALOG_URI", "needs a URI"),
+    ],
+)
+def test_a_bad_iceberg_setting_is_one_line_naming_it(
+    extra: dict[str, str], named: str, says: str
+) -> None:
+    with pytest.raises(SettingsError) as err:
+        load({**ENV, **extra})
+    message = str(err.value)
+    assert message.startswith(f"setting {named} is invalid")
+    assert says in message
+    assert "\n" not in message
+
+
+def test_iceberg_catalog_is_a_type_or_pyiceberg_properties_with_the_warehouse_in_the_bucket() -> (
+    None
+):
+    s = load({**ENV, "TIDEWAY_PREFIX": "t/"})
+    assert (s.table_format, s.iceberg_table) == ("hive", "tideway.logs")
+    assert iceberg_catalog_properties(s) == {
+        "type": "glue",
+        "warehouse": "s3://my-bucket/t/warehouse",
+    }
+    s = load(
+        {
+            **ENV,
+            "TIDEWAY_TABLE_FORMAT": "iceberg",
+            "TIDEWAY_ICEBERG_CATALOG": '{"type": "rest", "warehouse": "arn:aws:s3tables:x"}',
+            "TIDEWAY_ICEBERG_CATALOG_URI": "https://s3tables.us-east-1.amazonaws.com/iceberg",
+        }
+    )
+    assert iceberg_catalog_properties(s) == {
+        "type": "rest",
+        "warehouse": "arn:aws:s3tables:x",
+        "uri": "https://s3tables.us-east-1.amazonaws.com/iceberg",
+    }

@@ -303,7 +303,7 @@ LAYERS: list[set[str]] = [
     {"sink"},
     {"telemetry"},
     {"ingest", "consume"},
-    {"resources"},
+    {"resources", "compaction"},
     {"repair"},  # redrive and replay: above the consumer whose parts they reuse
     {"console"},
     {"demo"},

@@ -3,11 +3,14 @@ shares (clients, layout, mapping, decoders, flush policy, start position)."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+from pyiceberg.exceptions import NoSuchTableError
 
 from service.consume.buffer import FlushPolicy
 from service.consume.leases import LeaseTable
@@ -15,9 +18,16 @@ from service.consume.reader import Position, wall_time
 from service.decode import DecoderConfig
 from service.decode.avro import load_config, load_schema
 from service.errors import DecodeError, SettingsError
-from service.schema import COLUMN_NAMES, extra_fields
-from service.settings import Settings, partition_keys
+from service.schema import COLUMN_NAMES, extra_fields, table_schema
+from service.settings import (
+    Settings,
+    iceberg_catalog_properties,
+    logs_location,
+    partition_keys,
+)
 from service.sink.glue import PartitionCatalog
+from service.sink.iceberg import catalog_properties, check_location, open_catalog
+from service.sink.iceberg_commit import TableCommitter
 from service.sink.partition import PartitionTemplate
 from service.sink.plan import ARROW_TO_PARQUET, FlushPlan, Layout, plan_flush
 from service.sink.rules import FieldMapping
@@ -43,6 +53,7 @@ class ShardContext:
     metrics: ConsumerMetrics
     idle_wait: float = 1.0
     catalog: PartitionCatalog | None = None  # Glue registration when configured
+    table: TableCommitter | None = None  # Iceberg commits when TIDEWAY_TABLE_FORMAT=iceberg
     # Wall clock (epoch seconds) for what is written as data, never to judge liveness; the
     # simulation injects its own. Monotonic time is always the event loop's.
     wall_clock: Callable[[], float] = wall_time
@@ -100,6 +111,41 @@ def partition_template(settings: Settings) -> PartitionTemplate:
     return template
 
 
+def iceberg_properties(settings: Settings, s3: Any) -> dict[str, str]:
+    """The catalog's properties, its FileIO reaching S3 where ``s3`` (our client) does."""
+    return catalog_properties(
+        iceberg_catalog_properties(settings),
+        s3_endpoint=s3.meta.endpoint_url,
+        region=s3.meta.region_name,
+    )
+
+
+def iceberg_arrow_schema(settings: Settings) -> pa.Schema:
+    """The Iceberg table's columns: DESIGN §4's, ``service``, then the extra typed ones."""
+    return table_schema(extra_columns(settings), service=True)
+
+
+async def table_committer(settings: Settings, s3: Any, seed: int) -> TableCommitter:
+    """The committer of TIDEWAY_ICEBERG_TABLE; raises SettingsError (one line) when the
+    table is missing or lives elsewhere than the consumer writes its files."""
+    identifier = settings.iceberg_table
+    catalog = await asyncio.to_thread(open_catalog, iceberg_properties(settings, s3))
+    try:
+        table = await asyncio.to_thread(catalog.load_table, identifier)
+    except NoSuchTableError:
+        raise SettingsError(
+            f"setting TIDEWAY_ICEBERG_TABLE is invalid: no table {identifier} in the catalog;"
+            " create it with tideway setup (or deploy/)"
+        ) from None
+    check_location(table, identifier, logs_location(settings))
+    return TableCommitter(
+        lambda: catalog.load_table(identifier),
+        settings.stream,
+        bucket=settings.bucket,
+        rng=random.Random(seed),
+    )
+
+
 def shard_context(
     settings: Settings, kinesis: object, s3: object, dynamodb: object, worker_id: str
 ) -> ShardContext:
@@ -120,6 +166,7 @@ def shard_context(
             partition_template(settings),
             settings.max_partitions_per_flush,
             settings.file_target_bytes,
+            service_column=settings.table_format == "iceberg",
         ),
         mapping=FieldMapping(
             max_past_us=int(settings.event_time_max_past * 1e6),

@@ -249,6 +249,34 @@ async def upload_fenced(
         raise LeaseLostError(f"lease on {shard_id} may have expired; upload stopped") from group
 
 
+async def land(
+    ctx: ShardContext,
+    shard_id: str,
+    alive: Callable[[], bool],
+    plan: FlushPlan,
+    last: int,
+    *,
+    replay: bool,
+) -> bool:
+    """Upload ``plan`` and, with an Iceberg table, commit its data files (exactly once, by
+    the shard's watermark in the table: sink/iceberg_commit.py). False when the range was
+    in the table already (a replay of a committed flush): then the objects an earlier
+    attempt listed are the table's and must not be deleted as stale."""
+    table = ctx.table
+    if table is None:
+        await upload_fenced(ctx, shard_id, alive, plan)
+        return True
+    if replay and (await table.committed(shard_id) or -1) >= last:
+        return False  # committed before its checkpoint: nothing to upload again
+    await upload_fenced(ctx, shard_id, alive, plan)
+    data = [(o.key, o.body) for o in plan.objects if o.key.endswith(".parquet")]
+    if not data:
+        return (await table.committed(shard_id) or -1) < last
+    # TableCommitError (or a catalog error) propagates: the worker gives the shard up and
+    # backs off; the intent stays open, so the next owner replays and commits these files.
+    return await table.commit(shard_id, last, data)
+
+
 async def unless_stopped(work: Coroutine[Any, Any, _T], stop: asyncio.Event) -> _T | None:
     """``await work``, or cancel it and return None once ``stop`` is set (a hand-off or
     SIGTERM must not wait out a read stuck in backoff; nothing is committed inside a read)."""

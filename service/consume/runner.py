@@ -14,7 +14,12 @@ from aiohttp import web
 from botocore.exceptions import ClientError
 
 from service.aws import aws_clients, error_code
-from service.consume.context import decoder_config, extra_columns, shard_context
+from service.consume.context import (
+    decoder_config,
+    extra_columns,
+    shard_context,
+    table_committer,
+)
 from service.consume.status import status_app
 from service.consume.worker import ConsumerWorker
 from service.settings import Settings, logs_location
@@ -71,6 +76,9 @@ async def consume(
                     aws.glue, settings.glue_database, settings.glue_table, ctx.mapping
                 ),
             )
+        if settings.table_format == "iceberg":
+            seed = hash(worker_id) & 0xFFFFFFFF  # retry jitter only; never decides data
+            ctx = dataclasses.replace(ctx, table=await table_committer(settings, aws.s3, seed))
         worker = ConsumerWorker(
             ctx,
             lease_duration=settings.lease_duration,

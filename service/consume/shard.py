@@ -34,10 +34,10 @@ from service.consume.flush import (
     Pin,
     find_stale,
     intent_pin,
+    land,
     opened_at_checkpoint,
     plan_range,
     unless_stopped,
-    upload_fenced,
 )
 from service.consume.leases import FROM_START, SHARD_END, ShardLease
 from service.consume.reader import Position, ShardReader, record_meta
@@ -351,8 +351,12 @@ class ShardConsumer:
                 aws_span("S3", "PutObject", objects=len(plan.objects), bytes=plan.bytes_out),
                 ctx.metrics.aws_call("s3_upload"),
             ):
-                await upload_fenced(ctx, self.shard_id, self.alive, plan)
-            stale = await find_stale(self.ctx, self.shard_id, pinned.keys, plan, (first, last))
+                ours = await land(
+                    ctx, self.shard_id, self.alive, plan, last, replay=reason == "replay"
+                )
+            stale = await find_stale(
+                ctx, self.shard_id, pinned.keys if ours else KeyListing(), plan, (first, last)
+            )
             if ctx.catalog is not None:
                 await ctx.catalog.register_plan(plan)
             self.opened = plan.opened or self.opened

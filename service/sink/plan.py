@@ -25,6 +25,7 @@ from service.decode.types import DecodedRecord, RecordMeta
 from service.errors import DecodeError
 from service.schema import table_schema
 from service.sink.build import build_rows
+from service.sink.iceberg_rows import iceberg_partitions
 from service.sink.lineage import Lineage
 from service.sink.opened import HOUR_US, OpenedPartitions
 from service.sink.parquet import encode_parquet
@@ -82,6 +83,7 @@ class Layout:
     # The partitions the shard opened earlier in the hour (a consumer's flush always has
     # one): max_partitions then also caps the hour across flushes. None: per flush only.
     opened: OpenedPartitions | None = None
+    service_column: bool = False  # Iceberg: files carry service, one hour each (iceberg_rows)
 
     def data_key(self, partition: str, shard_id: str, first: str, last: str) -> str:
         return f"{self.prefix}logs/{partition}/{self.stream}-{shard_id}-{first}-{last}.parquet"
@@ -109,7 +111,7 @@ def plan_flush(
     if table.num_rows:
         if opened is not None:  # the hour of the flush: its latest record's arrival (Kinesis)
             opened = opened.at_hour(max(r.meta.arrival_us for r in records) // HOUR_US)
-        schema = table_schema(mapping.extra_columns)
+        schema = table_schema(mapping.extra_columns, service=layout.service_column)
         data, opened = data_objects(shard_id, table, lineage, layout, schema=schema, opened=opened)
         objects.extend(data)
     objects.extend(_dead_objects(shard_id, dead_all, layout))
@@ -133,6 +135,7 @@ def data_objects(
 ) -> tuple[list[FlushObject], OpenedPartitions | None]:
     """Parquet objects of ``table``'s rows per partition (split by size), named by ``shard_id``."""
     table, opened = with_partitions(table, layout.max_partitions, opened, layout.template, lineage)
+    table = iceberg_partitions(table) if layout.service_column else table
     hours = table.column("_hour").combine_chunks().to_numpy()
     services = table.column("_service").combine_chunks()
     order, ends = partition_order(hours, services)
@@ -277,6 +280,7 @@ def plan_document(layout: Layout, mapping: FieldMapping) -> bytes:
             "opened": None
             if layout.opened is None
             else base64.b64encode(layout.opened.encode()).decode(),
+            "service_column": layout.service_column,
         },
         "mapping": {
             "groups": groups,
@@ -307,6 +311,7 @@ def plan_from_document(document: bytes) -> tuple[Layout, FieldMapping]:
             int(lay["max_partitions"]),
             int(lay["file_target_bytes"]),
             None if opened is None else OpenedPartitions.decode(base64.b64decode(opened)),
+            bool(lay.get("service_column", False)),
         )
         extra: tuple[pa.Field[Any], ...] = ()
         if mp["extra_columns"]:

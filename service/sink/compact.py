@@ -1,0 +1,210 @@
+"""``tideway compact``: rewrite the small data files of an Iceberg table's closed partitions
+into files near the target size, in one atomic commit, rows unchanged (I/O, blocking).
+
+A partition is closed when its hour ended ``older_than`` seconds ago: late rows may still
+add files to it (the next run compacts them). Per partition, files under half the target
+are packed in path order into bins of at most the target size; each bin of two or more
+files becomes one file, its rows in lineage order (shard, sequence number, sub-sequence).
+Output keys name their inputs (a hash of the sorted paths), so a retried run rewrites the
+same objects. The commit replaces exactly the inputs; the shards' watermarks live in table
+properties, which it leaves alone, so the consumer's exactly-once commits are unaffected.
+A lost race with a live commit re-reads the table and commits again, reusing the files
+already written (bins whose inputs vanished are dropped), a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table
+
+from service.sink.iceberg import HOUR_FIELD, data_file
+from service.sink.parquet import encode_parquet
+
+log = logging.getLogger(__name__)
+COMMIT_ATTEMPTS = 20
+SUMMARY_KEY = "tideway.compacted-files"
+
+
+@dataclass(frozen=True, slots=True)
+class Bin:
+    """Small files of one partition that become one file."""
+
+    inputs: tuple[DataFile, ...]
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(sorted(f.file_path for f in self.inputs))
+
+    def output_path(self) -> str:
+        digest = hashlib.sha256("\n".join(self.paths).encode()).hexdigest()[:20]
+        return f"{posixpath.dirname(self.paths[0])}/compacted-{digest}.parquet"
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionReport:
+    partitions: int
+    files_before: int
+    files_after: int
+    rows: int
+    snapshot_id: int | None
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {
+            "partitions": self.partitions,
+            "files_before": self.files_before,
+            "files_after": self.files_after,
+            "rows": self.rows,
+            "snapshot_id": self.snapshot_id,
+        }
+
+
+def plan_bins(
+    files: Iterable[DataFile], hour_index: int, *, now: float, older_than: float, target: int
+) -> list[Bin]:
+    """The bins of small files of closed partitions (pure). ``hour_index``: the position of
+    the hour field in the partition record."""
+    closed_before = int((now - older_than) // 3600)  # hours ending at or before this one
+    by_partition: dict[tuple[object, ...], list[DataFile]] = {}
+    for f in files:
+        hour = f.partition[hour_index]
+        if hour is None or hour + 1 > closed_before or f.file_size_in_bytes >= target // 2:
+            continue
+        by_partition.setdefault(_key(f), []).append(f)
+    bins: list[Bin] = []
+    for key in sorted(by_partition, key=repr):
+        current: list[DataFile] = []
+        size = 0
+        for f in sorted(by_partition[key], key=lambda d: d.file_path):
+            if current and size + f.file_size_in_bytes > target:
+                bins.append(Bin(tuple(current)))
+                current, size = [], 0
+            current.append(f)
+            size += f.file_size_in_bytes
+        bins.append(Bin(tuple(current)))
+    return [b for b in bins if len(b.inputs) > 1]
+
+
+def _key(f: DataFile) -> tuple[object, ...]:
+    partition = f.partition
+    return tuple(partition[i] for i in range(len(partition)))
+
+
+def lineage_order(table: pa.Table) -> pa.Table:
+    """``table`` sorted by lineage key; sequence numbers compare as integers (length first)."""
+    lengths = pc.utf8_length(table.column("kinesis_sequence_number"))
+    keyed = table.append_column("_seq_len", lengths)
+    order = pc.sort_indices(
+        keyed,
+        sort_keys=[
+            ("kinesis_shard_id", "ascending"),
+            ("_seq_len", "ascending"),
+            ("kinesis_sequence_number", "ascending"),
+            ("kinesis_sub_sequence", "ascending"),
+        ],
+    )
+    return table.take(order)
+
+
+def compact(
+    load_table: Callable[[], Table],
+    *,
+    now: float,
+    older_than: float,
+    target: int,
+    rng: random.Random,
+) -> CompactionReport:
+    """Compact the closed partitions of the table ``load_table()`` returns; see the module."""
+    table = load_table()
+    hour_index = [f.name for f in table.spec().fields].index(HOUR_FIELD)
+    files = [t.file for t in table.scan().plan_files()]
+    bins = plan_bins(files, hour_index, now=now, older_than=older_than, target=target)
+    if not bins:
+        return CompactionReport(0, 0, 0, 0, None)
+    outputs = {b.output_path(): _rewrite(table, b) for b in bins}
+    for attempt in range(COMMIT_ATTEMPTS):
+        live = {f.file_path: f for f in (t.file for t in table.scan().plan_files())}
+        todo = [b for b in bins if all(p in live for p in b.paths)]
+        if not todo:
+            return CompactionReport(0, 0, 0, 0, None)
+        try:
+            snapshot = _replace(table, todo, live, outputs)
+        except CommitFailedException:
+            time.sleep(rng.uniform(0, min(2.0, 0.05 * 2**attempt)))
+            table = load_table()
+            continue
+        return CompactionReport(
+            partitions=len({_key(b.inputs[0]) for b in todo}),
+            files_before=sum(len(b.inputs) for b in todo),
+            files_after=len(todo),
+            rows=sum(outputs[b.output_path()].record_count for b in todo),
+            snapshot_id=snapshot,
+        )
+    raise CommitFailedException(f"compaction lost {COMMIT_ATTEMPTS} races to live commits")
+
+
+def expire_snapshots(
+    load_table: Callable[[], Table], *, now: float, keep_for: float, rng: random.Random
+) -> int:
+    """Forget snapshots older than ``keep_for`` seconds (never a branch or tag head); return
+    how many. Metadata only: the files only they referenced stay in S3 (orphans). The
+    consumer's watermarks are table properties, so no snapshot is needed to keep them."""
+    for attempt in range(COMMIT_ATTEMPTS):
+        table = load_table()
+        heads = {ref.snapshot_id for ref in table.metadata.refs.values()}
+        cutoff_ms = int((now - keep_for) * 1000)
+        old = [
+            s.snapshot_id
+            for s in table.snapshots()
+            if s.timestamp_ms < cutoff_ms and s.snapshot_id not in heads
+        ]
+        if not old:
+            return 0
+        try:
+            table.maintenance.expire_snapshots().by_ids(old).commit()
+        except CommitFailedException:
+            time.sleep(rng.uniform(0, min(2.0, 0.05 * 2**attempt)))
+            continue
+        return len(old)
+    raise CommitFailedException(f"snapshot expiry lost {COMMIT_ATTEMPTS} races to live commits")
+
+
+def _rewrite(table: Table, b: Bin) -> DataFile:
+    """Write the bin's rows, in lineage order, as one file; its DataFile."""
+    parts = []
+    for path in b.paths:
+        with table.io.new_input(path).open() as stream:
+            parts.append(pq.read_table(pa.BufferReader(stream.read())))
+    rows = lineage_order(pa.concat_tables(parts, promote_options="default"))
+    body = encode_parquet(rows)
+    path = b.output_path()
+    with table.io.new_output(path).create(overwrite=True) as out:
+        out.write(body)
+    return data_file(table.metadata, path, body)
+
+
+def _replace(
+    table: Table, bins: list[Bin], live: dict[str, DataFile], outputs: dict[str, DataFile]
+) -> int | None:
+    """One commit: the bins' inputs out, their outputs in. Returns the new snapshot id."""
+    tx = table.transaction()
+    summary = {SUMMARY_KEY: str(sum(len(b.inputs) for b in bins))}
+    with tx.update_snapshot(snapshot_properties=summary).overwrite() as replace:
+        for b in bins:
+            for path in b.paths:
+                replace.delete_data_file(live[path])
+            replace.append_data_file(outputs[b.output_path()])
+    committed = tx.commit_transaction()
+    current = committed.current_snapshot()
+    return None if current is None else current.snapshot_id

@@ -1,0 +1,134 @@
+"""Iceberg tables (DESIGN §11): the catalog, the table ``tideway setup`` creates, and the data
+files of a flush as the table records them (I/O, blocking: callers run it in a thread).
+
+The files themselves are the consumer's own deterministic Parquet objects (sink/plan.py,
+with ``service`` as a column), written under the intent protocol; committing them is
+sink/iceberg_commit.py. docs/tables.md tells the whole protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
+from pyiceberg.io.pyarrow import (
+    compute_statistics_plan,
+    data_file_statistics_from_parquet_metadata,
+    parquet_path_to_id_mapping,
+)
+from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+from pyiceberg.table import Table, TableProperties
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.transforms import HourTransform
+
+from service.errors import SettingsError
+
+CATALOG_NAME = "tideway"
+# Every table Tideway creates. Commit retries are ours (iceberg_commit.py): pyiceberg's own
+# retry re-bases an append onto a newer snapshot without re-reading the watermarks that make
+# the commit idempotent, so it must never run (checked again before every commit).
+TABLE_PROPERTIES: dict[str, str] = {
+    "format-version": "2",
+    TableProperties.COMMIT_NUM_RETRIES: "0",
+    "write.parquet.compression-codec": "zstd",
+    # Partition values are read from column bounds: never truncate the service name.
+    "write.metadata.metrics.column.service": "full",
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "100",
+}
+HOUR_FIELD = "timestamp_hour"
+
+
+def catalog_properties(
+    base: Mapping[str, str], *, s3_endpoint: str | None, region: str | None
+) -> dict[str, str]:
+    """pyiceberg catalog properties: the configured ones, with S3 (and Glue) reached through
+    the same endpoint and region as Tideway's own clients (AWS_ENDPOINT_URL, AWS_REGION)."""
+    props = dict(base)
+    if s3_endpoint:
+        props.setdefault("s3.endpoint", s3_endpoint)
+    if region:
+        # Without a region pyarrow asks real S3 where the bucket is, even for an emulator.
+        props.setdefault("s3.region", region)
+        props.setdefault("glue.region", region)
+        props.setdefault("client.region", region)
+    return props
+
+
+def open_catalog(properties: Mapping[str, str]) -> Catalog:
+    """The catalog the properties name (glue, rest, sql)."""
+    return load_catalog(CATALOG_NAME, **properties)
+
+
+def split_identifier(identifier: str) -> tuple[str, str]:
+    namespace, _, name = identifier.partition(".")
+    return namespace, name
+
+
+def ensure_table(
+    catalog: Catalog, identifier: str, location: str, schema: pa.Schema
+) -> tuple[str, Table]:
+    """Create the namespace and the table (columns ``schema``, partitioned by
+    ``hour(timestamp), identity(service)``, at ``location``) if missing; an existing table is
+    left as it is. Returns ("created" | "exists", the table)."""
+    namespace, _ = split_identifier(identifier)
+    with contextlib.suppress(NamespaceAlreadyExistsError):
+        catalog.create_namespace(namespace)
+    if catalog.table_exists(identifier):
+        return "exists", catalog.load_table(identifier)
+    tx = catalog.create_table_transaction(
+        identifier, schema=schema, location=location, properties=TABLE_PROPERTIES
+    )
+    with tx.update_spec() as spec:
+        spec.add_field("timestamp", HourTransform(), HOUR_FIELD)
+        spec.add_identity("service")
+    # Our files carry no Parquet field ids: readers resolve columns by name.
+    mapping = tx.table_metadata.schema().name_mapping.model_dump_json()
+    tx.set_properties({TableProperties.DEFAULT_NAME_MAPPING: mapping})
+    try:
+        tx.commit_transaction()
+    except TableAlreadyExistsError:  # another process created it meanwhile
+        return "exists", catalog.load_table(identifier)
+    return "created", catalog.load_table(identifier)
+
+
+def check_location(table: Table, identifier: str, location: str) -> None:
+    """Raise SettingsError (one line) unless the table lives where the consumer writes."""
+    if table.location().rstrip("/") != location.rstrip("/"):
+        raise SettingsError(
+            f"setting TIDEWAY_ICEBERG_TABLE is invalid: {identifier} lives at "
+            f"{table.location()}, but Tideway writes its files under {location}; "
+            f"create the table there (tideway setup does) or change TIDEWAY_PREFIX"
+        )
+
+
+def data_file(metadata: TableMetadata, path: str, body: bytes) -> DataFile:
+    """The table's record of one of our Parquet objects (``path``: its s3:// URL), from its
+    bytes in memory: column bounds and counts from the footer, partition from the bounds
+    (a file holds one hour and one service, sink/iceberg_rows.py). Raises ValueError when
+    the file spans partitions."""
+    footer = pq.read_metadata(pa.BufferReader(body))
+    schema = metadata.schema()
+    stats = data_file_statistics_from_parquet_metadata(
+        parquet_metadata=footer,
+        stats_columns=compute_statistics_plan(schema, metadata.properties),
+        parquet_column_mapping=parquet_path_to_id_mapping(schema),
+    )
+    fields: dict[str, Any] = stats.to_serialized_dict()
+    return DataFile.from_args(
+        content=DataFileContent.DATA,
+        file_path=path,
+        file_format=FileFormat.PARQUET,
+        partition=stats.partition(metadata.spec(), schema),
+        file_size_in_bytes=len(body),
+        sort_order_id=None,
+        spec_id=metadata.default_spec_id,
+        equality_ids=None,
+        key_metadata=None,
+        **fields,
+    )

@@ -1,0 +1,33 @@
+"""`tideway compact`'s arguments and settings: one line naming what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.compaction import parse_duration, run_compaction
+from service.errors import SettingsError
+from service.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("30m", 1800), ("2h", 7200), ("1.5d", 129600)]
+)
+def test_older_than_takes_seconds_minutes_hours_or_days(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "2 weeks", "-1h", "h"])
+def test_a_bad_duration_is_one_line_naming_its_option(text: str) -> None:
+    with pytest.raises(ValueError, match=r"^--older-than .*e\.g\. 2h"):
+        parse_duration(text)
+    with pytest.raises(ValueError, match=r"^--expire-after "):
+        parse_duration(text, "--expire-after")
+
+
+async def test_compact_refuses_a_hive_layout_with_one_line() -> None:
+    settings = Settings.load(None, stream="s", bucket="bkt")
+    with pytest.raises(
+        SettingsError,
+        match=r"^setting TIDEWAY_TABLE_FORMAT is invalid: tideway compact needs iceberg",
+    ):
+        await run_compaction(settings, 3600)
