@@ -19,6 +19,7 @@ from service.consume.buffer import ShardBuffer
 from service.consume.context import ShardContext
 from service.decode.detect import TRANSIENT
 from service.errors import DecodeError, LeaseLostError
+from service.sink.keys import key_in_range
 from service.sink.opened import OpenedPartitions
 from service.sink.plan import (
     DeadLetter,
@@ -26,7 +27,6 @@ from service.sink.plan import (
     KeyListing,
     Layout,
     dead_letter_plan,
-    key_in_range,
     plan_from_document,
 )
 from service.sink.rules import FieldMapping

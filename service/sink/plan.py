@@ -26,6 +26,7 @@ from service.errors import DecodeError
 from service.schema import table_schema
 from service.sink.build import build_rows
 from service.sink.iceberg_rows import iceberg_partitions
+from service.sink.keys import object_prefix
 from service.sink.lineage import Lineage
 from service.sink.opened import HOUR_US, OpenedPartitions
 from service.sink.parquet import encode_parquet
@@ -365,24 +366,6 @@ class KeyListing:
 
 def planned_keys(plan: FlushPlan) -> KeyListing:
     return KeyListing(frozenset(o.key for o in plan.objects))
-
-
-def object_prefix(key: str) -> str:
-    """``dir/{stream}-{shard}-`` of an object key ``dir/{stream}-{shard}-{first}-{last}.ext``."""
-    directory, _, name = key.rpartition("/")
-    stem = name.split(".", 1)[0]
-    head = stem.rsplit("-", 2)[0]
-    return f"{directory}/{head}-"
-
-
-def key_in_range(key: str, prefix: str, first: int, last: int) -> bool:
-    """Whether ``key`` (listed under ``prefix``) names a sequence range inside [first, last]."""
-    rest = key[len(prefix) :].split(".", 1)[0]
-    parts = rest.split("-")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        return False
-    lo, hi = int(parts[0]), int(parts[1])
-    return first <= lo <= hi <= last
 
 
 def _unzstd(data: bytes) -> bytes:

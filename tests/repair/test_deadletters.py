@@ -14,7 +14,8 @@ import pytest
 from service.decode import DecoderConfig
 from service.errors import DecodeError
 from service.repair.deadletters import RedrivePlan, body_digest, parse_entries, plan_redrive
-from service.sink.plan import Layout, key_in_range, object_prefix
+from service.sink.keys import key_in_range, object_prefix
+from service.sink.plan import Layout
 from service.sink.rules import FieldMapping
 
 KEY = "dead-letter/dt=2026-12-01/logs-shardId-000000000000-7-9.ndjson.gz"
