@@ -116,6 +116,7 @@ class Settings(BaseSettings):
     avro_schema: Path | None = None
     avro_schema_dir: Path | None = None
     extra_columns: Path | None = None  # an Avro record schema (.avsc): extra typed columns
+    pipelines: Path | None = None  # the pipeline document (TOML, DESIGN §12, docs/pipelines.md)
 
     # Consumer and writer.
     flush_max_age: float = Field(default=60.0, gt=0)
@@ -185,7 +186,7 @@ class Settings(BaseSettings):
                 f" ({DEDUPE_WINDOW_MS // 1000} s, less {SEND_QUEUE_ALLOWANCE_MS // 1000} s for"
                 f" queueing in serve): a later re-send would land twice; use at most {longest:g}"
             )
-        for field in ("avro_schema", "avro_schema_dir", "extra_columns"):
+        for field in ("avro_schema", "avro_schema_dir", "extra_columns", "pipelines"):
             path = getattr(self, field)
             if path is not None and not path.exists():
                 raise ValueError(f"{field}: {path} does not exist")

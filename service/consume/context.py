@@ -15,6 +15,8 @@ from service.consume.reader import Position, wall_time
 from service.decode import DecoderConfig
 from service.decode.avro import load_config, load_schema
 from service.errors import DecodeError, SettingsError
+from service.pipeline.config import PipelineConfigError, load_pipelines
+from service.pipeline.engine import Pipelines
 from service.schema import extra_fields
 from service.settings import Settings, partition_keys
 from service.sink.glue import PartitionCatalog
@@ -81,6 +83,20 @@ def extra_columns(settings: Settings) -> tuple[pa.Field[Any], ...]:
         raise SettingsError(f"setting {name} is invalid: {path}: {exc}") from None
 
 
+def pipelines(settings: Settings) -> Pipelines | None:
+    """The pipelines of TIDEWAY_PIPELINES (none when unset); raise SettingsError (one line
+    naming the pipeline, step and field) for a document that does not load."""
+    path = settings.pipelines
+    if path is None:
+        return None
+    try:
+        return load_pipelines(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"setting TIDEWAY_PIPELINES is invalid: {path}: {exc}") from None
+    except PipelineConfigError as exc:
+        raise SettingsError(f"setting TIDEWAY_PIPELINES is invalid: {path}: {exc}") from None
+
+
 def shard_context(
     settings: Settings, kinesis: object, s3: object, dynamodb: object, worker_id: str
 ) -> ShardContext:
@@ -101,6 +117,7 @@ def shard_context(
             PartitionTemplate(settings.partition_template),
             settings.max_partitions_per_flush,
             settings.file_target_bytes,
+            pipelines=pipelines(settings),
         ),
         mapping=FieldMapping(
             max_past_us=int(settings.event_time_max_past * 1e6),
