@@ -136,8 +136,8 @@ def note_error(table: pa.Table, failed: Any, reason: str) -> pa.Table:
     note = pc.if_else(failed, pa.scalar(reason), pa.scalar(None, pa.string()))
     if PARSE_ERROR in table.column_names:
         old = table.column(PARSE_ERROR).combine_chunks()
-        joined = pc.binary_join_element_wise(old, note, "; ", null_handling="skip")
-        note = pc.if_else(pc.and_(pc.is_null(old), pc.is_null(note)), old, joined)
+        joined = pc.binary_join_element_wise(old, note, pa.scalar("; "))  # null if either is
+        note = pc.if_else(pc.is_null(old), note, pc.if_else(pc.is_null(note), old, joined))
     return _put(table, PARSE_ERROR, note)
 
 

@@ -1,0 +1,91 @@
+"""Pipelines through the real consumer against moto: lines posted to serve land in one table
+per pipeline and the rest in logs; a bad document stops ``tideway consume`` in one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pyarrow.dataset as ds
+
+from service.settings import Settings
+from tests.conftest import Aws, Server, drain, object_keys, s3fs
+from tests.ingest_support import post_body as post
+
+DOCUMENT = """
+[[pipeline]]
+name = "errors"
+match = 'severity_number >= 17 or attributes.status >= 500'
+table = "errors"
+
+[[pipeline.transform]]
+set = { team = "core" }
+
+[[pipeline]]
+name = "api"
+match = 'service == "api"'
+drop = 'message matches "^health"'
+table = "api"
+
+[[pipeline.transform]]
+hash = ["host"]
+key = "0123456789abcdef"
+"""
+
+
+def read(aws: Aws, settings: Settings, table: str) -> list[dict[str, object]]:
+    base = f"{settings.bucket}/{settings.prefix}{table}"
+    dataset = ds.dataset(base, filesystem=s3fs(aws), format="parquet", partitioning="hive")
+    return sorted(dataset.to_table().to_pylist(), key=lambda r: str(r["message"]))
+
+
+async def test_lines_land_in_their_pipelines_tables_and_the_rest_in_logs(
+    aws: Aws, ready: Settings, server: Server, tmp_path: Path
+) -> None:
+    path = tmp_path / "pipelines.toml"
+    path.write_text(DOCUMENT)
+    lines = [
+        {"service": "api", "level": "error", "message": "boom"},
+        {"service": "web", "message": "upstream", "status": 503},
+        {"service": "api", "message": "GET /", "host": "h1"},
+        {"service": "api", "message": "health ok"},
+        {"service": "web", "message": "page"},
+    ]
+    body = b"\n".join(map(orjson.dumps, lines))
+    assert (await post(server.url + "/ingest", body, "application/x-ndjson"))[0] == 200
+    await drain(ready, pipelines=path)
+    tops = {k.split("/")[0] for k in object_keys(aws, ready.bucket)}
+    assert tops == {"errors", "api", "logs"}
+    errors = read(aws, ready, "errors")
+    assert [(r["message"], r["team"]) for r in errors] == [("boom", "core"), ("upstream", "core")]
+    api = read(aws, ready, "api")
+    assert [r["message"] for r in api] == ["GET /"]
+    assert api[0]["host"] not in ("h1", None) and len(str(api[0]["host"])) == 64
+    assert {r["pipeline_version"] for r in errors + api} == {errors[0]["pipeline_version"]}
+    assert [r["message"] for r in read(aws, ready, "logs")] == ["page"]
+
+
+def test_a_bad_document_stops_consume_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "pipelines.toml"
+    path.write_text('[[pipeline]]\nname = "waf"\ndrop = "severity_number <"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEWAY_")}
+    env.update({"TIDEWAY_STREAM": "s", "TIDEWAY_BUCKET": "bbb", "TIDEWAY_PIPELINES": str(path)})
+    env.update({"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x"})
+    env.update({"AWS_SECRET_ACCESS_KEY": "x", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "service", "consume"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+    assert proc.stderr.strip() == (
+        f"tideway: setting TIDEWAY_PIPELINES is invalid: {path}: "
+        "pipeline 'waf', step 'drop', field 'drop': the condition ends too early"
+    )
