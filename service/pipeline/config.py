@@ -37,6 +37,9 @@ from service.schema import COLUMN_NAMES, PARTITION_COLUMNS
 
 NAME = r"^[a-z][a-z0-9_]{0,62}$"  # a pipeline, table or column name: safe in paths and SQL
 _TRANSFORMS = ("rename", "drop", "set", "cast", "hash")
+# Every flush's plan document pins the whole text in the lease item (DynamoDB items stop at
+# 400 KB, two dedupe states take ~240 KB of it): the document stays far below that.
+MAX_DOCUMENT_BYTES = 64 * 1024
 _UNION_TAGS = frozenset(("str", "int", "float", "bool", "RegexModel"))
 
 
@@ -95,6 +98,11 @@ def load_pipelines(
     detectors: frozenset[str] | None = None,
 ) -> Pipelines:
     """Validate and compile ``document``; raise PipelineConfigError (one line)."""
+    size = len(document.encode())
+    if size > MAX_DOCUMENT_BYTES:
+        raise PipelineConfigError(
+            f"document, field 'size': {size} bytes, more than {MAX_DOCUMENT_BYTES} allowed"
+        )
     try:
         raw = tomllib.loads(document)
     except tomllib.TOMLDecodeError as exc:

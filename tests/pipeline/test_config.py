@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from service.pipeline.config import PipelineConfigError
+from service.pipeline.config import MAX_DOCUMENT_BYTES, PipelineConfigError
 from tests.pipeline_support import load
 
 WAF = """
@@ -111,3 +111,10 @@ def test_a_bad_document_is_one_line_naming_pipeline_step_and_field(
         load(document)
     assert line in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_document_too_large_to_pin_in_a_lease_item_is_refused() -> None:
+    big = "# " + "x" * (MAX_DOCUMENT_BYTES - 2)
+    assert load(big).pipelines == ()
+    with pytest.raises(PipelineConfigError, match=r"^document, field 'size': 65537 bytes"):
+        load(big + "\n")
