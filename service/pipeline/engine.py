@@ -40,6 +40,9 @@ LINEAGE_COLUMNS = frozenset(
 FIXED_COLUMNS = LINEAGE_COLUMNS | {"timestamp", "service", "attributes", "_hour", "_service"}
 # Canonical text columns that set and hash may rewrite (they stay strings).
 TEXT_COLUMNS = frozenset(("severity_text", "host", "message", "trace_id", "span_id"))
+# Names a parsed field cannot take: the writer's working columns, hive partition keys (a
+# reader would see them twice) and the columns pipelines add.
+_TAKEN = frozenset(("_hour", "_service", "dt", "hour", VERSION_COLUMN, PARSE_ERROR))
 NOT_REDACTED = LINEAGE_COLUMNS | {"service", "_service", VERSION_COLUMN}
 
 
@@ -176,7 +179,9 @@ def _parsed(table: pa.Table, parser: Parser) -> pa.Table:
     taken) and ``parse_error``; an unparsed line keeps its raw message."""
     result = parser(table.column("message").combine_chunks())
     for name, values in result.columns.items():
-        column = name if name not in table.column_names else f"{name}_parsed"
+        column = name
+        while column in table.column_names or column in _TAKEN:
+            column = f"{column}_parsed"
         table = table.append_column(column, values)
     return table.append_column(PARSE_ERROR, pc.cast(result.error, pa.string()))
 

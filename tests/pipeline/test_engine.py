@@ -96,6 +96,20 @@ def test_parsed_fields_become_typed_columns_and_unparsed_lines_keep_their_messag
     assert column(out, "parse_error") == [None, "json: not a JSON object"]
 
 
+def test_a_parsed_field_never_takes_the_name_of_a_column_the_writer_needs() -> None:
+    line = (
+        '{"hour": 3, "dt": "x", "_hour": 1, "parse_error": "e", "message_parsed": 1, "message": 2}'
+    )
+    out = routes(PARSE, [{"message": line}])["app"]
+    names = out.columns.column_names
+    assert len(names) == len(set(names))
+    assert {"hour_parsed", "dt_parsed", "_hour_parsed", "parse_error_parsed"} <= set(names)
+    # In the parser's column order (the stand-in sorts them): "message" comes first.
+    assert column(out, "message_parsed") == [2]
+    assert column(out, "message_parsed_parsed") == [1]
+    assert column(out, "parse_error") == [None]
+
+
 def test_a_regex_parser_takes_its_named_groups() -> None:
     doc = "[[pipeline]]\nname = 'r'\nparse = { regex = '^(?P<verb>[A-Z]+) (?P<uri>\\S+)' }\n"
     out = routes(doc, [{"message": "GET /a b"}, {"message": "nope"}])["logs"]
