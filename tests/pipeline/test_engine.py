@@ -6,8 +6,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.pipeline.engine import Route, sampled
 from tests.pipeline_support import flush_table, load
@@ -211,3 +214,71 @@ def test_sampling_depends_on_the_shard_too(n: int) -> None:
     a = sampled(flush_table(rows), 2)
     other = flush_table([{**r, "kinesis_shard_id": f"shardId-00{n}"} for r in rows])
     assert (sampled(other, 2) != a).any()
+
+
+CONDITIONS = st.sampled_from(
+    [
+        'service == "api"',
+        "severity_number >= 9",
+        'message matches "^[a-m]"',
+        "attributes.k == 1",
+        "log_group is null",
+        'host in ["a", "b"]',
+        "nope > 3",
+        "true",
+    ]
+)
+PIPELINE = st.fixed_dictionaries(
+    {
+        "match": st.none() | CONDITIONS,
+        "drop": st.none() | CONDITIONS,
+        "sample": st.integers(1, 4),
+        "table": st.sampled_from(["a", "b", "logs"]),
+        "parse": st.booleans(),
+    }
+)
+ROW = st.fixed_dictionaries(
+    {
+        "service": st.sampled_from(["api", "web", None]),
+        "severity_number": st.none() | st.integers(0, 24),
+        "message": st.none() | st.text(max_size=12) | st.just('{"k": 1, "v": "x"}'),
+        "host": st.sampled_from(["a", "c", None]),
+        "attributes": st.sampled_from([None, '{"k":1}', '{"k":"1"}', "{}"]),
+        "kinesis_sub_sequence": st.integers(0, 1000),
+    }
+)
+
+
+def document(pipelines: list[dict[str, object]]) -> str:
+    parts = []
+    for i, p in enumerate(pipelines):
+        lines = [
+            f'[[pipeline]]\nname = "p{i}"',
+            f"sample = {p['sample']}",
+            f'table = "{p["table"]}"',
+        ]
+        lines += [f"{k} = '{p[k]}'" for k in ("match", "drop") if p[k] is not None]
+        lines += ['parse = "json"'] if p["parse"] else []
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(PIPELINE, max_size=3), st.lists(ROW, max_size=30))
+def test_every_line_lands_once_in_order_or_was_dropped_by_its_pipeline(
+    pipelines: list[dict[str, object]], rows: list[dict[str, object]]
+) -> None:
+    loaded = load(document(pipelines))
+    table = flush_table(rows)
+    out = loaded.route(table)
+    seen = np.concatenate([r.rows for r in out]) if out else np.zeros(0, np.int64)
+    assert len(seen) == len(set(seen.tolist()))
+    for route in out:
+        assert route.rows.tolist() == sorted(route.rows.tolist())
+        assert route.columns.num_rows == len(route.rows)
+        assert route.columns.column("kinesis_sub_sequence").to_pylist() == [
+            rows[i].get("kinesis_sub_sequence", 0) for i in route.rows
+        ]
+    if not any(p["drop"] is not None or p["sample"] != 1 for p in pipelines):
+        assert sorted(seen.tolist()) == list(range(len(rows)))
+    assert [r.rows.tolist() for r in loaded.route(table)] == [r.rows.tolist() for r in out]
