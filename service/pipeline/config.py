@@ -114,17 +114,26 @@ def load_pipelines(
     needs_parsers = any(p.parse is not None for p in model.pipeline)
     needs_redact = any(p.redact for p in model.pipeline)
     if needs_parsers and (parsers is None or regex_parser is None):
-        module = importlib.import_module("service.pipeline.parsers")  # built beside this
+        module = _module("service.pipeline.parsers")
         parsers = module.PARSERS if parsers is None else parsers
         regex_parser = module.regex_parser if regex_parser is None else regex_parser
     if needs_redact and (redactor is None or detectors is None):
-        module = importlib.import_module("service.pipeline.redact")
+        module = _module("service.pipeline.redact")
         redactor = module.redact if redactor is None else redactor
         detectors = module.DETECTORS if detectors is None else detectors
     compiled = tuple(
         _compile(p, parsers or {}, regex_parser, detectors or frozenset()) for p in model.pipeline
     )
     return Pipelines(document, compiled, redactor)
+
+
+def _module(name: str) -> Any:
+    """The default parsers or detectors, imported on first need (a document without parse or
+    redact never loads them); a missing one is a configuration error, not a crash."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise PipelineConfigError(f"document: {name} unavailable: {exc}") from None
 
 
 def _compile(

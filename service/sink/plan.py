@@ -55,7 +55,7 @@ class FlushObject:
     key: str
     body: bytes
     rows: int
-    partition: str  # the hive path below logs/ (or dead-letter/)
+    partition: str  # the hive path below the table (logs/, a pipeline's) or dead-letter/
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,10 +4,11 @@ for what does not."""
 from __future__ import annotations
 
 import hashlib
+import sys
 
 import pytest
 
-from service.pipeline.config import MAX_DOCUMENT_BYTES, PipelineConfigError
+from service.pipeline.config import MAX_DOCUMENT_BYTES, PipelineConfigError, load_pipelines
 from tests.pipeline_support import load
 
 WAF = """
@@ -118,3 +119,12 @@ def test_a_document_too_large_to_pin_in_a_lease_item_is_refused() -> None:
     assert load(big).pipelines == ()
     with pytest.raises(PipelineConfigError, match=r"^document, field 'size': 65537 bytes"):
         load(big + "\n")
+
+
+def test_default_parsers_that_cannot_be_imported_are_a_clean_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "service.pipeline.parsers", None)  # import fails
+    with pytest.raises(PipelineConfigError, match=r"^document: service.pipeline.parsers unavail"):
+        load_pipelines('[[pipeline]]\nname = "a"\nparse = "json"\n')
+    assert load_pipelines('[[pipeline]]\nname = "a"\n').pipelines[0].parse is None
