@@ -182,7 +182,10 @@ def _regex(pattern: str, regex_parser: Any, fail: Any) -> Parser:
         pc.extract_regex(pa.array([""], pa.string()), pattern)  # RE2 checks it here, once
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise fail(f"not a valid RE2 pattern: {str(exc).splitlines()[0]}") from None
-    parser: Parser = regex_parser(pattern)
+    try:
+        parser: Parser = regex_parser(pattern)
+    except ValueError as exc:  # the parser's own checks (service.pipeline.parsers)
+        raise fail(str(exc).splitlines()[0] if str(exc) else "not a usable pattern") from None
     return parser
 
 

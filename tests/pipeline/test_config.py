@@ -128,3 +128,15 @@ def test_default_parsers_that_cannot_be_imported_are_a_clean_error(
     with pytest.raises(PipelineConfigError, match=r"^document: service.pipeline.parsers unavail"):
         load_pipelines('[[pipeline]]\nname = "a"\nparse = "json"\n')
     assert load_pipelines('[[pipeline]]\nname = "a"\n').pipelines[0].parse is None
+
+
+def test_a_pattern_the_regex_parser_refuses_is_a_clean_error() -> None:
+    def refusing(pattern: str) -> None:
+        raise ValueError("group name 'a' is used twice")
+
+    document = "[[pipeline]]\nname = 'r'\nparse = { regex = '(?P<a>x)(?P<a>y)' }\n"
+    with pytest.raises(PipelineConfigError) as err:
+        load_pipelines(document, parsers={}, regex_parser=refusing)
+    assert str(err.value) == (
+        "pipeline 'r', step 'parse', field 'regex': group name 'a' is used twice"
+    )

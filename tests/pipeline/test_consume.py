@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pyarrow.dataset as ds
+import pytest
 
 from service.settings import Settings
 from tests.conftest import Aws, Server, drain, object_keys, s3fs
@@ -89,3 +90,38 @@ def test_a_bad_document_stops_consume_with_one_line(tmp_path: Path) -> None:
         f"tideway: setting TIDEWAY_PIPELINES is invalid: {path}: "
         "pipeline 'waf', step 'drop', field 'drop': the condition ends too early"
     )
+
+
+PARSED = """
+[[pipeline]]
+name = "waf"
+match = 'service == "waf"'
+parse = "json"
+redact = ["email"]
+table = "waf"
+"""
+
+
+async def test_parsed_and_redacted_lines_land_typed_in_their_table(
+    aws: Aws, ready: Settings, server: Server, tmp_path: Path
+) -> None:
+    pytest.importorskip("service.pipeline.parsers")  # the parsers branch; wired at its merge
+    pytest.importorskip("service.pipeline.redact")
+    path = tmp_path / "pipelines.toml"
+    path.write_text(PARSED)
+    inner = orjson.dumps({"action": "BLOCK", "client": "ann@example.com"}).decode()
+    lines = [
+        {"service": "waf", "message": inner},
+        {"service": "waf", "message": "not json"},
+        {"service": "web", "message": "mail bob@example.org"},
+    ]
+    body = b"\n".join(map(orjson.dumps, lines))
+    assert (await post(server.url + "/ingest", body, "application/x-ndjson"))[0] == 200
+    await drain(ready, pipelines=path)
+    waf = read(aws, ready, "waf")
+    parsed = [r for r in waf if r["parse_error"] is None]
+    unparsed = [r for r in waf if r["parse_error"] is not None]
+    assert [(r["action"], r["client"]) for r in parsed] == [("BLOCK", "[REDACTED:email]")]
+    assert "ann@example.com" not in str(waf)
+    assert [(r["message"], r["action"]) for r in unparsed] == [("not json", None)]
+    assert [r["message"] for r in read(aws, ready, "logs")] == ["mail bob@example.org"]
