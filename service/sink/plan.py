@@ -316,7 +316,7 @@ def plan_from_document(document: bytes) -> tuple[Layout, FieldMapping]:
             int(lay["max_partitions"]),
             int(lay["file_target_bytes"]),
             None if opened is None else OpenedPartitions.decode(base64.b64decode(opened)),
-            None if lay.get("pipelines") is None else load_pipelines(lay["pipelines"]),
+            pipelines=None if lay.get("pipelines") is None else load_pipelines(lay["pipelines"]),
         )
         extra: tuple[pa.Field[Any], ...] = ()
         if mp["extra_columns"]:
