@@ -15,6 +15,26 @@ from service.pipeline.config import load_pipelines
 from service.pipeline.engine import Pipelines
 from service.schema import TIMESTAMP
 
+# Two pipelines and the default table: the document the flush and consumer tests run.
+ROUTES = """
+[[pipeline]]
+name = "errors"
+match = 'severity_number >= 17 or attributes.status >= 500'
+table = "errors"
+
+[[pipeline.transform]]
+set = { team = "core" }
+
+[[pipeline]]
+name = "api"
+match = 'service == "api"'
+drop = 'message matches "^health"'
+table = "api"
+
+[[pipeline.transform]]
+hash = ["host"]
+key = "0123456789abcdef"
+"""
 EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
 
 

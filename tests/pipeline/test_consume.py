@@ -15,26 +15,7 @@ import pytest
 from service.settings import Settings
 from tests.conftest import Aws, Server, drain, object_keys, s3fs
 from tests.ingest_support import post_body as post
-
-DOCUMENT = """
-[[pipeline]]
-name = "errors"
-match = 'severity_number >= 17 or attributes.status >= 500'
-table = "errors"
-
-[[pipeline.transform]]
-set = { team = "core" }
-
-[[pipeline]]
-name = "api"
-match = 'service == "api"'
-drop = 'message matches "^health"'
-table = "api"
-
-[[pipeline.transform]]
-hash = ["host"]
-key = "0123456789abcdef"
-"""
+from tests.pipeline_support import ROUTES
 
 
 def read(aws: Aws, settings: Settings, table: str) -> list[dict[str, object]]:
@@ -47,7 +28,7 @@ async def test_lines_land_in_their_pipelines_tables_and_the_rest_in_logs(
     aws: Aws, ready: Settings, server: Server, tmp_path: Path
 ) -> None:
     path = tmp_path / "pipelines.toml"
-    path.write_text(DOCUMENT)
+    path.write_text(ROUTES)
     lines = [
         {"service": "api", "level": "error", "message": "boom"},
         {"service": "web", "message": "upstream", "status": 503},

@@ -15,26 +15,8 @@ from service.schema import COLUMN_NAMES
 from service.sink.plan import Layout, plan_document, plan_flush, plan_from_document
 from service.sink.rules import FieldMapping
 from tests.builders import record
-from tests.pipeline_support import load
+from tests.pipeline_support import ROUTES, load
 
-DOCUMENT = """
-[[pipeline]]
-name = "errors"
-match = 'severity_number >= 17'
-table = "errors"
-
-[[pipeline.transform]]
-set = { team = "core" }
-
-[[pipeline]]
-name = "api"
-match = 'service == "api"'
-drop = 'message matches "^health"'
-table = "api"
-
-[[pipeline.transform]]
-cast = { status = "int32" }
-"""
 LINES = [
     {"timestamp": "2026-11-20T09:10:00Z", "service": "api", "level": "error", "message": "boom"},
     {"timestamp": "2026-11-20T09:11:00Z", "service": "api", "message": "GET /", "status": 200},
@@ -50,7 +32,7 @@ def records() -> list[DecodedRecord]:
     ]
 
 
-def layout(document: str | None = DOCUMENT) -> Layout:
+def layout(document: str | None = ROUTES) -> Layout:
     return Layout("s", prefix="p/", pipelines=None if document is None else load(document))
 
 
@@ -70,7 +52,7 @@ def test_each_destination_is_a_table_under_the_prefix_and_the_rest_goes_to_logs(
 
 def test_files_have_the_canonical_columns_first_then_the_pipeline_columns() -> None:
     files = {k.split("/")[1]: pq.read_table(io.BytesIO(b)) for k, b in planned(layout()).items()}
-    version = load(DOCUMENT).version
+    version = load(ROUTES).version
     errors, api, logs = files["errors"], files["api"], files["logs"]
     assert errors.column_names == [*COLUMN_NAMES, "team", "pipeline_version"]
     assert errors.column("message").to_pylist() == ["boom"]
@@ -92,7 +74,7 @@ def test_without_pipelines_the_flush_is_what_it_was() -> None:
 def test_a_replay_after_a_config_change_rewrites_the_pinned_plan_byte_for_byte() -> None:
     first = layout()
     pinned = plan_document(first, FieldMapping())
-    changed = layout(DOCUMENT.replace('table = "api"', 'table = "api2"'))
+    changed = layout(ROUTES.replace('table = "api"', 'table = "api2"'))
     assert planned(changed) != planned(first)
     replay_layout, mapping = plan_from_document(pinned)
     assert replay_layout.pipelines == first.pipelines
