@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "setup", parents=[common], help="create stream, bucket, lease table (idempotent)"
     )
+    pipes = sub.add_parser(
+        "pipelines", parents=[common], help="store (put FILE) or show the reloaded pipelines"
+    )
+    pipes.add_argument("action", choices=("put", "show"))
+    pipes.add_argument("file", type=Path, nargs="?")
     demo = sub.add_parser(
         "demo", parents=[common], help="the whole path on this machine against moto"
     )
@@ -110,6 +115,10 @@ def _command(args: argparse.Namespace) -> int:
         print(json.dumps(_run(lambda stop: setup(settings))))
     elif args.command == "serve":
         return _serve(settings)
+    elif args.command == "pipelines":
+        from service.consume.reload import pipelines_command  # noqa: PLC0415
+
+        print(_run(lambda stop: pipelines_command(settings, args.action, args.file)))
     elif args.command == "consume":
         from service.consume.runner import consume  # noqa: PLC0415
 

@@ -117,6 +117,7 @@ class Settings(BaseSettings):
     avro_schema_dir: Path | None = None
     extra_columns: Path | None = None  # an Avro record schema (.avsc): extra typed columns
     pipelines: Path | None = None  # the pipeline document (TOML, DESIGN §12, docs/pipelines.md)
+    pipelines_reload: float = Field(default=0.0, ge=0)  # s between reads of the stored one; 0 off
 
     # Consumer and writer.
     flush_max_age: float = Field(default=60.0, gt=0)

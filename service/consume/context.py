@@ -3,6 +3,7 @@ shares (clients, layout, mapping, decoders, flush policy, start position)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ import pyarrow as pa
 from service.consume.buffer import FlushPolicy
 from service.consume.leases import LeaseTable
 from service.consume.reader import Position, wall_time
+from service.consume.reload import LivePipelines
 from service.decode import DecoderConfig
 from service.decode.avro import load_config, load_schema
 from service.errors import DecodeError, SettingsError
@@ -20,6 +22,7 @@ from service.pipeline.engine import Pipelines
 from service.schema import extra_fields
 from service.settings import Settings, partition_keys
 from service.sink.glue import PartitionCatalog
+from service.sink.opened import OpenedPartitions
 from service.sink.partition import PartitionTemplate
 from service.sink.plan import ARROW_TO_PARQUET, FlushPlan, Layout, plan_flush
 from service.sink.rules import FieldMapping
@@ -50,6 +53,13 @@ class ShardContext:
     # The pure flush planner (records -> objects); tests pass one that raises to stand for
     # an input the mapping or encoder cannot handle (no such input is known today).
     planner: Callable[..., FlushPlan] = plan_flush
+    live: LivePipelines | None = None  # the stored pipeline document, reloaded (reload.py)
+
+    def own_layout(self, opened: OpenedPartitions) -> Layout:
+        """This process's layout for a new flush: the live pipelines when reloaded."""
+        if self.live is None:
+            return dataclasses.replace(self.layout, opened=opened)
+        return dataclasses.replace(self.layout, opened=opened, pipelines=self.live.current)
 
 
 def decoder_config(settings: Settings) -> DecoderConfig:

@@ -45,6 +45,7 @@ from service.errors import LeaseLostError
 
 __all__ = ["FROM_START", "SHARD_END", "LeaseTable", "ShardLease", "WorkerBeat"]
 WORKER_PREFIX = "worker#"
+CONFIG_PREFIX = "config#"  # items that are no lease: the stored pipeline document (reload.py)
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 # Every attribute a lease round reads; the dedupe states and the pinned plan stay out.
 _SCANNED = (
@@ -143,6 +144,8 @@ class LeaseTable:
             page = await self._ddb.scan(**kwargs)
             for item in page.get("Items", []):
                 key = item["shard_id"]["S"]
+                if key.startswith(CONFIG_PREFIX):
+                    continue
                 if key.startswith(WORKER_PREFIX):
                     wid = key.removeprefix(WORKER_PREFIX)
                     leaving = bool(item.get("leaving", {}).get("BOOL", False))
