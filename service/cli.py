@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     compact.add_argument(
         "--expire-after", default="7d", help="forget snapshots older than this (default 7d)"
     )
+    pipes = sub.add_parser(
+        "pipelines", parents=[common], help="store (put FILE) or show the reloaded pipelines"
+    )
+    pipes.add_argument("action", choices=("put", "show"))
+    pipes.add_argument("file", type=Path, nargs="?")
     demo = sub.add_parser(
         "demo", parents=[common], help="the whole path on this machine against moto"
     )
@@ -235,6 +240,10 @@ def _command(args: argparse.Namespace) -> int:
         from service.console.server import run_console  # noqa: PLC0415
 
         _run(lambda stop: run_console(settings, stop, _announce))
+    elif args.command == "pipelines":
+        from service.consume.reload import pipelines_command  # noqa: PLC0415
+
+        print(_run(lambda stop: pipelines_command(settings, args.action, args.file)))
     elif args.command == "consume":
         from service.consume.runner import consume  # noqa: PLC0415
 

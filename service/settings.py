@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     avro_schema: Path | None = None
     avro_schema_dir: Path | None = None
     extra_columns: Path | None = None  # an Avro record schema (.avsc): extra typed columns
+    pipelines: Path | None = None  # the pipeline document (TOML, DESIGN §12, docs/pipelines.md)
+    pipelines_reload: float = Field(default=0.0, ge=0)  # s between reads of the stored one; 0 off
 
     # Consumer and writer.
     flush_max_age: float = Field(default=60.0, gt=0)
@@ -218,7 +220,11 @@ class Settings(BaseSettings):
         if "{kid}" not in self.console_oidc_key_url:
             raise ValueError("console_oidc_key_url: must contain {kid} (the ALB's key id)")
         _check_iceberg_catalog(self)
-        for field in ("avro_schema", "avro_schema_dir", "extra_columns"):
+        if self.table_format == "iceberg" and self.pipelines is not None:
+            raise ValueError(
+                "pipelines: pipelines route to Hive tables only; not with table_format iceberg"
+            )
+        for field in ("avro_schema", "avro_schema_dir", "extra_columns", "pipelines"):
             path = getattr(self, field)
             if path is not None and not path.exists():
                 raise ValueError(f"{field}: {path} does not exist")

@@ -4,6 +4,7 @@ shares (clients, layout, mapping, decoders, flush policy, start position)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,9 +16,12 @@ from pyiceberg.exceptions import NoSuchTableError
 from service.consume.buffer import FlushPolicy
 from service.consume.leases import LeaseTable
 from service.consume.reader import Position, wall_time
+from service.consume.reload import LivePipelines
 from service.decode import DecoderConfig
 from service.decode.avro import load_config, load_schema
 from service.errors import DecodeError, SettingsError
+from service.pipeline.config import PipelineConfigError, load_pipelines
+from service.pipeline.engine import Pipelines
 from service.schema import COLUMN_NAMES, extra_fields, table_schema
 from service.settings import (
     Settings,
@@ -28,6 +32,7 @@ from service.settings import (
 from service.sink.glue import PartitionCatalog
 from service.sink.iceberg import catalog_properties, check_location, open_catalog
 from service.sink.iceberg_commit import TableCommitter
+from service.sink.opened import OpenedPartitions
 from service.sink.partition import PartitionTemplate
 from service.sink.plan import ARROW_TO_PARQUET, FlushPlan, Layout, plan_flush
 from service.sink.rules import FieldMapping
@@ -60,6 +65,13 @@ class ShardContext:
     # The pure flush planner (records -> objects); tests pass one that raises to stand for
     # an input the mapping or encoder cannot handle (no such input is known today).
     planner: Callable[..., FlushPlan] = plan_flush
+    live: LivePipelines | None = None  # the stored pipeline document, reloaded (reload.py)
+
+    def own_layout(self, opened: OpenedPartitions) -> Layout:
+        """This process's layout for a new flush: the live pipelines when reloaded."""
+        if self.live is None:
+            return dataclasses.replace(self.layout, opened=opened)
+        return dataclasses.replace(self.layout, opened=opened, pipelines=self.live.current)
 
 
 def decoder_config(settings: Settings) -> DecoderConfig:
@@ -146,6 +158,20 @@ async def table_committer(settings: Settings, s3: Any, seed: int) -> TableCommit
     )
 
 
+def pipelines(settings: Settings) -> Pipelines | None:
+    """The pipelines of TIDEWAY_PIPELINES (none when unset); raise SettingsError (one line
+    naming the pipeline, step and field) for a document that does not load."""
+    path = settings.pipelines
+    if path is None:
+        return None
+    try:
+        return load_pipelines(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"setting TIDEWAY_PIPELINES is invalid: {path}: {exc}") from None
+    except PipelineConfigError as exc:
+        raise SettingsError(f"setting TIDEWAY_PIPELINES is invalid: {path}: {exc}") from None
+
+
 def shard_context(
     settings: Settings, kinesis: object, s3: object, dynamodb: object, worker_id: str
 ) -> ShardContext:
@@ -167,6 +193,7 @@ def shard_context(
             settings.max_partitions_per_flush,
             settings.file_target_bytes,
             service_column=settings.table_format == "iceberg",
+            pipelines=pipelines(settings),
         ),
         mapping=FieldMapping(
             max_past_us=int(settings.event_time_max_past * 1e6),

@@ -47,6 +47,7 @@ __all__ = ["FROM_START", "SHARD_END", "LeaseTable", "ShardLease", "WorkerBeat"]
 WORKER_PREFIX = "worker#"
 # Items of the repair tools (service/repair/: redrive claims, replay progress): no shard's.
 REPAIR_PREFIX = "repair#"
+CONFIG_PREFIX = "config#"  # items that are no lease: the stored pipeline document (reload.py)
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 # Every attribute a lease round reads; the dedupe states and the pinned plan stay out.
 _SCANNED = (
@@ -145,7 +146,7 @@ class LeaseTable:
             page = await self._ddb.scan(**kwargs)
             for item in page.get("Items", []):
                 key = item["shard_id"]["S"]
-                if key.startswith(REPAIR_PREFIX):
+                if key.startswith((REPAIR_PREFIX, CONFIG_PREFIX)):
                     continue
                 if key.startswith(WORKER_PREFIX):
                     wid = key.removeprefix(WORKER_PREFIX)

@@ -20,6 +20,7 @@ from service.consume.context import (
     shard_context,
     table_committer,
 )
+from service.consume.reload import LivePipelines
 from service.consume.status import status_app
 from service.consume.worker import ConsumerWorker
 from service.settings import Settings, logs_location
@@ -66,6 +67,12 @@ async def consume(
     names = ("kinesis", "s3", "dynamodb") + (("glue",) if settings.glue_database else ())
     async with aws_clients(*names) as aws:
         ctx = shard_context(settings, aws.kinesis, aws.s3, aws.dynamodb, worker_id)
+        if settings.pipelines_reload:
+            live = LivePipelines(
+                aws.dynamodb, settings.lease_table, settings.pipelines_reload, ctx.layout.pipelines
+            )
+            await live.start()
+            ctx = dataclasses.replace(ctx, live=live)
         if settings.glue_database and settings.glue_table:
             ctx = dataclasses.replace(
                 ctx,

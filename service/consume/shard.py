@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -313,7 +312,7 @@ class ShardConsumer:
         if first is None:
             first = buffer.first if buffer.first is not None else last
         if pinned is None:
-            layout = dataclasses.replace(ctx.layout, opened=self.opened)
+            layout = ctx.own_layout(self.opened)
             pinned = Pin(layout, ctx.mapping, None, KeyListing())
         layout, mapping = pinned.layout, pinned.mapping
         document = pinned.document or plan_document(layout, mapping)

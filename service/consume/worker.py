@@ -182,6 +182,8 @@ class ConsumerWorker:
 
     async def _round(self, tg: asyncio.TaskGroup) -> None:
         me = self.ctx.worker_id
+        if self.ctx.live is not None:
+            await self.ctx.live.refresh_if_due(asyncio.get_running_loop().time())
         shards = await list_shards(self.ctx.kinesis, self.ctx.stream)
         leases, beats = await self.table.scan()
         missing = [info for sid, info in shards.items() if sid not in leases]

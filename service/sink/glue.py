@@ -118,7 +118,9 @@ class PartitionCatalog:
     async def register_plan(self, plan: FlushPlan) -> None:
         """Register the data partitions of an uploaded flush. Never raises: the files are
         durable already, and the next flush touching a partition registers it again."""
-        paths = {o.partition for o in plan.objects if o.key.endswith(".parquet")}
+        # Only the table's own files: a pipeline routes rows to other tables beside it (§12).
+        root = self.location.removeprefix("s3://").partition("/")[2] + "/"
+        paths = {o.partition for o in plan.objects if _data_under(o.key, root)}
         try:
             await self.register(paths)
         except Exception:  # the catalog is an index over S3, never a reason to stop a shard
@@ -138,6 +140,10 @@ class PartitionCatalog:
             "Values": partition_values(path),
             "StorageDescriptor": {**storage, "Location": f"{self.location}/{path}/"},
         }
+
+
+def _data_under(key: str, root: str) -> bool:
+    return key.startswith(root) and key.endswith(".parquet")
 
 
 def partition_values(path: str) -> list[str]:

@@ -12,7 +12,6 @@ import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,8 @@ import zstandard
 
 from service.decode.types import DecodedRecord, RecordMeta
 from service.errors import DecodeError
+from service.pipeline.config import PipelineConfigError, load_pipelines
+from service.pipeline.engine import DEFAULT_TABLE, Pipelines
 from service.schema import table_schema
 from service.sink.build import build_rows
 from service.sink.iceberg_rows import iceberg_partitions
@@ -31,6 +32,7 @@ from service.sink.lineage import Lineage
 from service.sink.opened import HOUR_US, OpenedPartitions
 from service.sink.parquet import encode_parquet
 from service.sink.partition import PartitionTemplate, hour_path, with_partitions
+from service.sink.routes import code_version, routed
 from service.sink.rules import FieldMapping
 
 # Parquet with zstd shrinks these rows ~4-6x against their Arrow size; split a partition's
@@ -55,7 +57,7 @@ class FlushObject:
     key: str
     body: bytes
     rows: int
-    partition: str  # the hive path below logs/ (or dead-letter/)
+    partition: str  # the hive path below the table (logs/, a pipeline's) or dead-letter/
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +87,12 @@ class Layout:
     # one): max_partitions then also caps the hour across flushes. None: per flush only.
     opened: OpenedPartitions | None = None
     service_column: bool = False  # Iceberg: files carry service, one hour each (iceberg_rows)
+    pipelines: Pipelines | None = None  # DESIGN §12: rows routed to tables under the prefix
 
-    def data_key(self, partition: str, shard_id: str, first: str, last: str) -> str:
-        return f"{self.prefix}logs/{partition}/{self.stream}-{shard_id}-{first}-{last}.parquet"
+    def data_key(
+        self, partition: str, shard_id: str, first: str, last: str, table: str = DEFAULT_TABLE
+    ) -> str:
+        return f"{self.prefix}{table}/{partition}/{self.stream}-{shard_id}-{first}-{last}.parquet"
 
     def dead_key(self, date: str, shard_id: str, first: str, last: str) -> str:
         return (
@@ -113,8 +118,11 @@ def plan_flush(
         if opened is not None:  # the hour of the flush: its latest record's arrival (Kinesis)
             opened = opened.at_hour(max(r.meta.arrival_us for r in records) // HOUR_US)
         schema = table_schema(mapping.extra_columns, service=layout.service_column)
-        data, opened = data_objects(shard_id, table, lineage, layout, schema=schema, opened=opened)
-        objects.extend(data)
+        for name, rows, of_rows, route_schema in routed(table, lineage, layout.pipelines, schema):
+            data, opened = data_objects(
+                shard_id, rows, of_rows, layout, schema=route_schema, opened=opened, table_name=name
+            )
+            objects.extend(data)
     objects.extend(_dead_objects(shard_id, dead_all, layout))
     return FlushPlan(tuple(objects), table.num_rows, len(dead_all), opened)
 
@@ -133,6 +141,7 @@ def data_objects(
     *,
     schema: pa.Schema,
     opened: OpenedPartitions | None,
+    table_name: str = DEFAULT_TABLE,
 ) -> tuple[list[FlushObject], OpenedPartitions | None]:
     """Parquet objects of ``table``'s rows per partition (split by size), named by ``shard_id``."""
     table, opened = with_partitions(table, layout.max_partitions, opened, layout.template, lineage)
@@ -152,7 +161,7 @@ def data_objects(
         path = hour_path(int(hours[first]), services[first].as_py(), layout.template)
         for chunk in _split_by_size(part, layout.file_target_bytes):
             seqs = chunk.column("kinesis_sequence_number")
-            key = layout.data_key(path, shard_id, seqs[0].as_py(), seqs[-1].as_py())
+            key = layout.data_key(path, shard_id, seqs[0].as_py(), seqs[-1].as_py(), table_name)
             objects.append(FlushObject(key, encode_parquet(chunk), chunk.num_rows, path))
         start = end
     return objects, opened
@@ -271,7 +280,7 @@ def plan_document(layout: Layout, mapping: FieldMapping) -> bytes:
         extra = pa.schema(list(mapping.extra_columns)).serialize().to_pybytes()
     doc = {
         "v": PLAN_VERSION,
-        "code": _code_version(),
+        "code": code_version(),
         "layout": {
             "stream": layout.stream,
             "prefix": layout.prefix,
@@ -282,6 +291,7 @@ def plan_document(layout: Layout, mapping: FieldMapping) -> bytes:
             if layout.opened is None
             else base64.b64encode(layout.opened.encode()).decode(),
             "service_column": layout.service_column,
+            "pipelines": None if layout.pipelines is None else layout.pipelines.document,
         },
         "mapping": {
             "groups": groups,
@@ -313,6 +323,7 @@ def plan_from_document(document: bytes) -> tuple[Layout, FieldMapping]:
             int(lay["file_target_bytes"]),
             None if opened is None else OpenedPartitions.decode(base64.b64decode(opened)),
             bool(lay.get("service_column", False)),
+            pipelines=None if lay.get("pipelines") is None else load_pipelines(lay["pipelines"]),
         )
         extra: tuple[pa.Field[Any], ...] = ()
         if mp["extra_columns"]:
@@ -325,7 +336,7 @@ def plan_from_document(document: bytes) -> tuple[Layout, FieldMapping]:
             max_future_us=int(mp["max_future_us"]),
             extra_columns=extra,
         )
-    except (KeyError, TypeError, ValueError, pa.ArrowException) as exc:
+    except (KeyError, TypeError, ValueError, pa.ArrowException, PipelineConfigError) as exc:
         raise DecodeError(f"plan document unreadable: {type(exc).__name__}: {exc}") from None
     return layout, mapping
 
@@ -373,12 +384,3 @@ def _unzstd(data: bytes) -> bytes:
         return zstandard.ZstdDecompressor().decompress(data, max_output_size=_MAX_PIN_DECODED)
     except zstandard.ZstdError as exc:
         raise DecodeError(f"pinned plan not zstd: {exc}") from None
-
-
-def _code_version() -> str:
-    """Which code wrote a document (people read it in /status; replays do not compare it)."""
-    try:
-        tideway = version("tideway")
-    except PackageNotFoundError:
-        tideway = "unknown"
-    return f"tideway {tideway}, pyarrow {pa.__version__}"

@@ -1,0 +1,199 @@
+"""Running compiled pipelines over a flush's table: match, parse, transform, redact, drop,
+sample, route (pure, columnar; DESIGN §12).
+
+``Pipelines.route`` splits a table into one table per destination. Every row goes to the
+first pipeline whose ``match`` holds, or to the default table; inside a pipeline only
+``drop`` and ``sample`` remove rows, and each output row carries its input position, so the
+caller can re-attach what it keeps aside (the rows' lineage). Same table + same document ->
+same output, row for row (sampling hashes the lineage key, never draws at random).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from service.pipeline.condition import Condition
+from service.pipeline.transform import PARSE_ERROR, Step
+
+DEFAULT_TABLE = "logs"
+VERSION_COLUMN = "pipeline_version"
+# Columns no step may change: the lineage (re-attached by the writer from the records), the
+# partition inputs, and the writer's working columns.
+LINEAGE_COLUMNS = frozenset(
+    (
+        "observed_timestamp",
+        "source",
+        "log_group",
+        "log_stream",
+        "kinesis_shard_id",
+        "kinesis_sequence_number",
+        "kinesis_sub_sequence",
+    )
+)
+FIXED_COLUMNS = LINEAGE_COLUMNS | {"timestamp", "service", "attributes", "_hour", "_service"}
+# Canonical text columns that set and hash may rewrite (they stay strings).
+TEXT_COLUMNS = frozenset(("severity_text", "host", "message", "trace_id", "span_id"))
+# Names a parsed field cannot take: the writer's working columns, hive partition keys (a
+# reader would see them twice) and the columns pipelines add.
+_TAKEN = frozenset(("_hour", "_service", "dt", "hour", VERSION_COLUMN, PARSE_ERROR))
+NOT_REDACTED = LINEAGE_COLUMNS | {"service", "_service", VERSION_COLUMN}
+
+
+class ParseResult(Protocol):
+    """What a parser returns (``service.pipeline.parsers``)."""
+
+    @property
+    def columns(self) -> Mapping[str, pa.Array[Any]]: ...
+
+    @property
+    def error(self) -> pa.Array[Any]: ...
+
+
+Parser = Callable[["pa.Array[Any]"], ParseResult]
+Redactor = Callable[["pa.Array[Any]", Sequence[str]], "pa.Array[Any]"]
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    name: str
+    table: str
+    match: Condition | None = None
+    parse: Parser | None = None
+    steps: tuple[Step, ...] = ()
+    redact: tuple[str, ...] = ()
+    drop: Condition | None = None
+    sample: int = 1
+
+    def run(self, table: pa.Table, redactor: Redactor | None) -> tuple[pa.Table, Any]:
+        """The pipeline's output for its matched rows, and the mask of the rows it keeps."""
+        if self.parse is not None:
+            table = _parsed(table, self.parse)
+        for step in self.steps:
+            table = step.run(table)
+        if self.redact and redactor is not None:
+            for i, name in enumerate(table.column_names):
+                column = table.column(i)
+                if name not in NOT_REDACTED and pa.types.is_string(column.type):
+                    redacted = redactor(column.combine_chunks(), self.redact)
+                    table = table.set_column(i, name, redacted)
+        keep = np.ones(table.num_rows, dtype=bool)
+        if self.drop is not None:
+            keep &= ~self.drop.mask(table).to_numpy(zero_copy_only=False)
+        if self.sample > 1:
+            keep &= sampled(table, self.sample)
+        return table.filter(pa.array(keep)), keep
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The rows one destination table gets: ``rows`` are their positions in the input."""
+
+    table: str
+    rows: np.ndarray[Any, np.dtype[np.int64]]
+    columns: pa.Table
+
+
+@dataclass(frozen=True, eq=False)
+class Pipelines:
+    """A loaded document: its text (pinned in flush plans), version and pipelines."""
+
+    document: str
+    pipelines: tuple[Pipeline, ...]
+    redactor: Redactor | None = None
+    version: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        digest = hashlib.sha256(self.document.encode()).hexdigest()[:12]
+        object.__setattr__(self, "version", digest)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Pipelines) and other.document == self.document
+
+    def __hash__(self) -> int:
+        return hash(self.document)
+
+    def route(self, table: pa.Table) -> list[Route]:
+        """``table`` split by destination, in order of first appearance in the document
+        (the default table last); tables several pipelines write are merged in row order."""
+        remaining = np.ones(table.num_rows, dtype=bool)
+        found: dict[str, list[tuple[np.ndarray[Any, Any], pa.Table]]] = {}
+        for pipeline in self.pipelines:
+            if not remaining.any():
+                break
+            matched = remaining.copy()
+            if pipeline.match is not None:
+                matched &= pipeline.match.mask(table).to_numpy(zero_copy_only=False)
+            if not matched.any():
+                continue
+            remaining &= ~matched
+            rows = np.flatnonzero(matched)
+            out, keep = pipeline.run(table.filter(pa.array(matched)), self.redactor)
+            version = pa.repeat(pa.scalar(self.version), out.num_rows)
+            found.setdefault(pipeline.table, []).append(
+                (rows[keep], out.append_column(VERSION_COLUMN, version))
+            )
+        if remaining.any():
+            found.setdefault(DEFAULT_TABLE, []).append(
+                (np.flatnonzero(remaining), table.filter(pa.array(remaining)))
+            )
+        return [_merged(name, parts) for name, parts in found.items() if _rows(parts)]
+
+
+def sampled(table: pa.Table, n: int) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """True for about 1 row in ``n``, chosen by a hash of the row's lineage key (shard,
+    sequence number, sub-sequence): a replay of the same records keeps the same rows."""
+    shards: Any = pc.dictionary_encode(table.column("kinesis_shard_id").combine_chunks())
+    shard_keys = np.array(
+        [
+            int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little")
+            for s in shards.dictionary.to_pylist()  # per distinct shard: one or two a flush
+        ],
+        dtype=np.uint64,
+    )
+    seq = table.column("kinesis_sequence_number").combine_chunks()
+    low = pc.cast(pc.utf8_slice_codeunits(seq, -18), pa.uint64()).to_numpy(zero_copy_only=False)
+    sub = table.column("kinesis_sub_sequence").to_numpy().astype(np.uint64)
+    with np.errstate(over="ignore"):
+        mixed = shard_keys[shards.indices.to_numpy()] ^ _mix(low) ^ _mix(sub + np.uint64(1))
+        chosen: np.ndarray[Any, np.dtype[np.bool_]] = _mix(mixed) % np.uint64(n) == 0
+    return chosen
+
+
+def _mix(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """splitmix64's finaliser: every input bit reaches every output bit."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    out: np.ndarray[Any, Any] = x ^ (x >> np.uint64(31))
+    return out
+
+
+def _parsed(table: pa.Table, parser: Parser) -> pa.Table:
+    """The table with the parsed fields as columns (``<name>_parsed`` where the name is
+    taken) and ``parse_error``; an unparsed line keeps its raw message."""
+    result = parser(table.column("message").combine_chunks())
+    for name, values in result.columns.items():
+        column = name
+        while column in table.column_names or column in _TAKEN:
+            column = f"{column}_parsed"
+        table = table.append_column(column, values)
+    return table.append_column(PARSE_ERROR, pc.cast(result.error, pa.string()))
+
+
+def _rows(parts: list[tuple[np.ndarray[Any, Any], pa.Table]]) -> int:
+    return sum(len(rows) for rows, _ in parts)
+
+
+def _merged(name: str, parts: list[tuple[np.ndarray[Any, Any], pa.Table]]) -> Route:
+    if len(parts) == 1:
+        return Route(name, parts[0][0].astype(np.int64), parts[0][1])
+    rows = np.concatenate([r for r, _ in parts]).astype(np.int64)
+    table = pa.concat_tables([t for _, t in parts], promote_options="permissive")
+    order = np.argsort(rows, kind="stable")
+    return Route(name, rows[order], table.take(order))

@@ -1,0 +1,63 @@
+"""A flush's mapped rows through the configured pipelines -> one table per destination (pure).
+
+The pipelines see every column of DESIGN §4, lineage included (conditions read
+``log_group``, sampling reads the lineage key); each destination then gets back its rows'
+mapped columns and their ``Lineage``, so ``plan`` writes it as it writes ``logs``. A
+destination's schema is the §4 columns, then its new columns (parsed fields, set columns,
+``parse_error``, ``pipeline_version``) in the order they appeared; every file of a flush
+under pipelines carries the document's version in its Parquet key-value metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from service.pipeline.engine import DEFAULT_TABLE, LINEAGE_COLUMNS, Pipelines
+from service.sink.lineage import Lineage
+
+VERSION_KEY = b"tideway.pipeline_version"
+_WORKING = ("service",)  # mapped, but a partition value, not a file column
+
+
+def routed(
+    table: pa.Table, lineage: Lineage, pipelines: Pipelines | None, schema: pa.Schema
+) -> Iterator[tuple[str, pa.Table, Lineage, pa.Schema]]:
+    """(destination, mapped columns, lineage, file schema) of each destination, in the
+    document's order (the default table last). ``table`` is build_rows' mapped table;
+    without pipelines, every row goes to ``logs`` as it is."""
+    if pipelines is None:
+        yield DEFAULT_TABLE, table, lineage, schema
+        return
+    whole = schema.append(pa.field("service", pa.string()))
+    joined = lineage.join(table, whole)
+    metadata: dict[Any, Any] = {VERSION_KEY: pipelines.version.encode()}
+    for route in pipelines.route(joined):
+        mask = np.zeros(table.num_rows, dtype=bool)
+        mask[route.rows] = True
+        mapped = route.columns.drop_columns(
+            [n for n in route.columns.column_names if n in LINEAGE_COLUMNS]
+        )
+        yield route.table, mapped, lineage.keep(mask), _schema(route.columns, schema, metadata)
+
+
+def _schema(columns: pa.Table, base: pa.Schema, metadata: dict[Any, Any]) -> pa.Schema:
+    present = set(columns.column_names)
+    fields: list[pa.Field[Any]] = [f for f in base if f.name in present]
+    known = set(base.names) | set(_WORKING)
+    fields += [columns.schema.field(n) for n in columns.column_names if n not in known]
+    return pa.schema(fields, metadata=metadata)
+
+
+def code_version() -> str:
+    """Which code wrote a plan document (people read it in /status; replays do not compare
+    it): with pipelines, a plan's bytes depend on the code of the parsers too."""
+    try:
+        tideway = version("tideway")
+    except PackageNotFoundError:
+        tideway = "unknown"
+    return f"tideway {tideway}, pyarrow {pa.__version__}"
