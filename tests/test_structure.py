@@ -295,6 +295,7 @@ LAYERS: list[set[str]] = [
     {"", "errors", "schema", "envelope", "aws", "settings", "local", "loggen", "_scan", "scanner"},
     {"decode"},
     {"sink"},
+    {"pipeline"},
     {"telemetry"},
     {"ingest", "consume"},
     {"resources"},

@@ -1,0 +1,1 @@
+"""Pipelines: match, parse, redact, filter, sample and route lines (DESIGN §12)."""
