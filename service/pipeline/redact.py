@@ -26,8 +26,10 @@ IPV6 = (
     rf"(?:(?:{_H}:){{7}}{_H}|(?:{_H}:){{6}}{IPV4}|::(?:[fF]{{4}}(?::0{{1,4}})?:)?{IPV4}"
     rf"|(?:{_H}:){{1,4}}:{IPV4}|(?:{_H}:){{1,6}}:(?:{_H}:){{0,5}}{_H}|::(?:{_H}:){{0,6}}{_H}|(?:{_H}:){{2,7}}:)"
 )
-# A sentence may end right after an address ("from 10.0.0.1."), so one trailing dot is allowed.
-_END = r"(\.?(?:[^0-9A-Za-z_.:]|$))"
+# A sentence may end right after an address ("from 10.0.0.1."), so one trailing dot is allowed;
+# an IPv4 address may be followed by its port (":443"), an IPv6 one may not be followed by ":".
+_END_V6 = r"(\.?(?:[^0-9A-Za-z_.:]|$))"
+_END_V4 = r"(\.?(?:[^0-9A-Za-z_.]|$))"
 
 # pyarrow-stubs type no implicit scalar casts (array + int, str joined with an array): compute is untyped here.
 pc: Any = compute
@@ -60,7 +62,12 @@ _DETECTORS: dict[str, tuple[Detector, ...]] = {
     ),
     "jwt": (
         Detector(r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*", _label("jwt")),
-        Detector(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/-]+=*", rf"\1{_label('jwt')}"),
+        # "Bearer" as a header writes it, or any case after "Authorization:"; 8 characters at least,
+        # so prose ("the bearer of news") is left alone.
+        Detector(
+            r"((?i:authorization)\s*[:=]\s*[\"']?(?i:bearer)\s+|\bBearer\s+)[A-Za-z0-9._~+/-]{8,}=*",
+            rf"\1{_label('jwt')}",
+        ),
     ),
     "email": (
         Detector(
@@ -69,8 +76,8 @@ _DETECTORS: dict[str, tuple[Detector, ...]] = {
         ),
     ),
     "credit_card": (),  # RE2 finds candidates; Luhn decides (see _redact_cards)
-    "ipv6": (Detector(rf"(^|[^0-9A-Za-z_:.]){IPV6}{_END}", rf"\1{_label('ipv6')}\2", passes=2),),
-    "ipv4": (Detector(rf"(^|[^0-9A-Za-z_.]){IPV4}{_END}", rf"\1{_label('ipv4')}\2", passes=2),),
+    "ipv6": (Detector(rf"(^|[^0-9A-Za-z_:.]){IPV6}{_END_V6}", rf"\1{_label('ipv6')}\2", passes=2),),
+    "ipv4": (Detector(rf"(^|[^0-9A-Za-z_.]){IPV4}{_END_V4}", rf"\1{_label('ipv4')}\2", passes=2),),
 }
 DETECTORS: frozenset[str] = frozenset(_DETECTORS)
 

@@ -190,4 +190,9 @@ def syslog(message: pa.Array[Any]) -> ParseResult:
     columns = {name: columns[name] for name in SYSLOG_COLUMNS}
     error = pc.if_else(from_bsd, pa.scalar(None, pa.string()), modern.error)
     error = first_error(error, reason_where(pc.greater(priority, 191), "priority: above 191"))
+    parsed = pc.is_null(error)
+    columns = {
+        name: pc.if_else(parsed, value, pa.scalar(None, value.type))
+        for name, value in columns.items()
+    }
     return ParseResult(columns, error)

@@ -29,7 +29,7 @@ class ParseResult:
     error: pa.Array[Any]
 
 
-Parser = Callable[[pa.Array[Any]], ParseResult]
+Parser = Callable[["pa.Array[Any]"], ParseResult]
 
 
 class Kind(Enum):
