@@ -16,130 +16,140 @@ from .base import (
     first_error,
     null_tokens,
     reason_where,
+    settled,
     struct_fields,
+    typed,
 )
+from .tokens import Field, Layout, split_host_port, split_request
 
 # pyarrow-stubs type no implicit scalar casts (array + int, str joined with an array): compute is untyped here.
 pc: Any = compute
-# A double-quoted field as Apache, ALB and S3 write it: backslash escapes inside.
-Q = r'((?:[^"\\]|\\.)*)'
-_REQUEST = r"^(?P<method>[A-Za-z]+) (?P<url>\S+)(?: (?P<protocol>[A-Z]+/[0-9.]+))?$"
-_REST = r"(?: .*)?$"  # fields AWS appends in later versions are tolerated, not read
 
 
-def _quoted(name: str) -> str:
-    return f'"(?P<{name}>' + Q[1:]
+def _layout(name: str, required: int, *fields: Field | str) -> Layout:
+    return Layout(name, tuple(Field(f) if isinstance(f, str) else f for f in fields), required)
+
+
+def _q(name: str) -> Field:
+    return Field(name, quoted=True)
+
+
+_CLF_TIME = Field("time", Kind.CLF_TIME, words=2, strip="[]")  # [10/Oct/2000:13:55:36 -0700]
 
 
 @dataclass(frozen=True)
-class WithRequest:
-    """``fmt`` whose quoted ``request`` line also becomes ``{prefix}method``, ``…url``, ``…protocol``."""
+class AccessLog:
+    """A layout whose ``request`` is also split into method, URL and protocol (``request_prefix``
+    before each) and whose ``addresses`` (``ip:port`` fields) become ``{name}_ip`` and ``{name}_port``."""
 
-    fmt: RegexFormat
-    prefix: str
+    layout: Layout
+    request_prefix: str = ""
+    addresses: tuple[str, ...] = ()
 
     def __call__(self, message: pa.Array[Any]) -> ParseResult:
-        result = self.fmt(message)
-        parts = struct_fields(pc.extract_regex(result.columns["request"], _REQUEST))
-        columns = dict(result.columns)
-        columns.update({f"{self.prefix}{name}": value for name, value in parts.items()})
-        return ParseResult(columns, result.error)
+        result = self.layout(message)
+        columns: dict[str, pa.Array[Any]] = {}
+        errors = [result.error]
+        for name, value in result.columns.items():
+            if name not in self.addresses:
+                columns[name] = value
+                continue
+            ip, port_text = split_host_port(value)
+            port, bad = typed(port_text, Kind.INT)
+            columns[f"{name}_ip"], columns[f"{name}_port"] = ip, port
+            errors.append(reason_where(bad, f"{name}_port: not a valid int"))
+        columns.update(split_request(result.columns["request"], self.request_prefix))
+        return settled(columns, first_error(*errors))
 
 
-COMBINED = WithRequest(
-    RegexFormat(
+COMBINED = AccessLog(
+    _layout(
         "combined access log",
-        r"^(?P<client_ip>\S+) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>[^\]]+)\] "
-        + _quoted("request")
-        + r'" (?P<status>\d{3}|-) (?P<bytes>\d+|-)'
-        + r"(?: "
-        + _quoted("referer")
-        + r'" '
-        + _quoted("user_agent")
-        + r'")?\s*$',
-        {"time": Kind.CLF_TIME, "status": Kind.INT, "bytes": Kind.INT},
-    ),
-    "",
+        7,
+        "client_ip",
+        "ident",
+        "user",
+        _CLF_TIME,
+        _q("request"),
+        Field("status", Kind.INT),
+        Field("bytes", Kind.INT),
+        _q("referer"),
+        _q("user_agent"),
+    )
 )
 
-ALB = WithRequest(
-    RegexFormat(
+ALB = AccessLog(
+    _layout(
         "ALB access log",
-        r"^(?P<type>\S+) (?P<time>\S+) (?P<elb>\S+) "
-        r"(?:(?P<client_ip>\S+):(?P<client_port>\d+)|-) (?:(?P<target_ip>\S+):(?P<target_port>\d+)|-) "
-        r"(?P<request_processing_time>\S+) (?P<target_processing_time>\S+) (?P<response_processing_time>\S+) "
-        r"(?P<elb_status_code>\d{3}|-) (?P<target_status_code>\d{3}|-) "
-        r"(?P<received_bytes>\d+|-) (?P<sent_bytes>\d+|-) "
-        + _quoted("request")
-        + '" '
-        + _quoted("user_agent")
-        + r'" (?P<ssl_cipher>\S+) (?P<ssl_protocol>\S+)'
-        r"(?: (?P<target_group_arn>\S+) "
-        + _quoted("amzn_trace_id")
-        + '" '
-        + _quoted("domain_name")
-        + '" '
-        + _quoted("chosen_cert_arn")
-        + r'" (?P<matched_rule_priority>\S+) (?P<request_creation_time>\S+) '
-        + _quoted("actions_executed")
-        + '" '
-        + _quoted("redirect_url")
-        + '" '
-        + _quoted("error_reason")
-        + '"(?: '
-        + _quoted("target_port_list")
-        + '" '
-        + _quoted("target_status_code_list")
-        + '"(?: '
-        + _quoted("classification")
-        + '" '
-        + _quoted("classification_reason")
-        + r'"(?: (?P<conn_trace_id>\S+))?)?)?)?'
-        + _REST,
-        {
-            "time": Kind.ISO_TIME,
-            "client_port": Kind.INT,
-            "target_port": Kind.INT,
-            "request_processing_time": Kind.FLOAT,
-            "target_processing_time": Kind.FLOAT,
-            "response_processing_time": Kind.FLOAT,
-            "elb_status_code": Kind.INT,
-            "target_status_code": Kind.INT,
-            "received_bytes": Kind.INT,
-            "sent_bytes": Kind.INT,
-            "matched_rule_priority": Kind.INT,
-            "request_creation_time": Kind.ISO_TIME,
-        },
+        16,
+        "type",
+        Field("time", Kind.ISO_TIME),
+        "elb",
+        "client",
+        "target",
+        Field("request_processing_time", Kind.FLOAT),
+        Field("target_processing_time", Kind.FLOAT),
+        Field("response_processing_time", Kind.FLOAT),
+        Field("elb_status_code", Kind.INT),
+        Field("target_status_code", Kind.INT),
+        Field("received_bytes", Kind.INT),
+        Field("sent_bytes", Kind.INT),
+        _q("request"),
+        _q("user_agent"),
+        "ssl_cipher",
+        "ssl_protocol",
+        "target_group_arn",
+        _q("amzn_trace_id"),
+        _q("domain_name"),
+        _q("chosen_cert_arn"),
+        Field("matched_rule_priority", Kind.INT),
+        Field("request_creation_time", Kind.ISO_TIME),
+        _q("actions_executed"),
+        _q("redirect_url"),
+        _q("error_reason"),
+        _q("target_port_list"),
+        _q("target_status_code_list"),
+        _q("classification"),
+        _q("classification_reason"),
+        "conn_trace_id",
     ),
-    "request_",
+    request_prefix="request_",
+    addresses=("client", "target"),
 )
 
-S3_ACCESS = WithRequest(
-    RegexFormat(
+S3_ACCESS = AccessLog(
+    _layout(
         "S3 server access log",
-        r"^(?P<bucket_owner>\S+) (?P<bucket>\S+) \[(?P<time>[^\]]+)\] (?P<remote_ip>\S+) "
-        r"(?P<requester>\S+) (?P<request_id>\S+) (?P<operation>\S+) (?P<key>\S+) "
-        + _quoted("request")
-        + r'" (?P<http_status>\d{3}|-) (?P<error_code>\S+) (?P<bytes_sent>\d+|-) (?P<object_size>\d+|-) '
-        r"(?P<total_time>\d+|-) (?P<turn_around_time>\d+|-) "
-        + _quoted("referer")
-        + '" '
-        + _quoted("user_agent")
-        + r'" (?P<version_id>\S+)'
-        r"(?: (?P<host_id>\S+) (?P<signature_version>\S+) (?P<cipher_suite>\S+) "
-        r"(?P<authentication_type>\S+) (?P<host_header>\S+) (?P<tls_version>\S+)"
-        r"(?: (?P<access_point_arn>\S+)(?: (?P<acl_required>\S+)(?: (?P<source_region>\S+))?)?)?)?"
-        + _REST,
-        {
-            "time": Kind.CLF_TIME,
-            "http_status": Kind.INT,
-            "bytes_sent": Kind.INT,
-            "object_size": Kind.INT,
-            "total_time": Kind.INT,
-            "turn_around_time": Kind.INT,
-        },
+        18,
+        "bucket_owner",
+        "bucket",
+        _CLF_TIME,
+        "remote_ip",
+        "requester",
+        "request_id",
+        "operation",
+        "key",
+        _q("request"),
+        Field("http_status", Kind.INT),
+        "error_code",
+        Field("bytes_sent", Kind.INT),
+        Field("object_size", Kind.INT),
+        Field("total_time", Kind.INT),
+        Field("turn_around_time", Kind.INT),
+        _q("referer"),
+        _q("user_agent"),
+        "version_id",
+        "host_id",
+        "signature_version",
+        "cipher_suite",
+        "authentication_type",
+        "host_header",
+        "tls_version",
+        "access_point_arn",
+        "acl_required",
+        "source_region",
     ),
-    "request_",
+    request_prefix="request_",
 )
 
 # RFC 5424 first; a line it does not match is tried as RFC 3164 (BSD), which has no year.
@@ -190,9 +200,4 @@ def syslog(message: pa.Array[Any]) -> ParseResult:
     columns = {name: columns[name] for name in SYSLOG_COLUMNS}
     error = pc.if_else(from_bsd, pa.scalar(None, pa.string()), modern.error)
     error = first_error(error, reason_where(pc.greater(priority, 191), "priority: above 191"))
-    parsed = pc.is_null(error)
-    columns = {
-        name: pc.if_else(parsed, value, pa.scalar(None, value.type))
-        for name, value in columns.items()
-    }
-    return ParseResult(columns, error)
+    return settled(columns, error)

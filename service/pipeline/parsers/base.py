@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from functools import cache
 from typing import Any
 
 import pyarrow as pa
@@ -62,6 +63,7 @@ def array_of(value: Any) -> pa.Array[Any]:
     return value  # type: ignore[no-any-return]
 
 
+@cache
 def snake_case(name: str) -> str:
     """``userIdentity`` -> ``user_identity``, ``cs(Host)`` -> ``cs_host``, ``pkt-srcaddr`` -> ``pkt_srcaddr``."""
     name = _SNAKE_2.sub(r"\1_\2", _SNAKE_1.sub(r"\1_\2", name))
@@ -75,7 +77,7 @@ def null_tokens(text: pa.Array[Any]) -> pa.Array[Any]:
     )
 
 
-def _iso_time(text: pa.Array[Any]) -> pa.Array[Any]:
+def _iso_time(text: pa.Array[Any], tolerant: bool) -> pa.Array[Any]:
     # A bare local time (no zone) is read as UTC, as the AWS formats that omit it mean.
     zoned = pc.if_else(
         pc.match_substring_regex(text, r"(Z|[+-]\d\d:?\d\d|[+-]\d\d)$"),
@@ -85,6 +87,8 @@ def _iso_time(text: pa.Array[Any]) -> pa.Array[Any]:
     try:
         return array_of(pc.cast(zoned, TIMESTAMP))
     except pa.ArrowInvalid:  # a well-shaped but impossible date (month 13): find it line by line
+        if not tolerant:
+            raise
         out: list[object] = []
         for value in zoned.to_pylist():
             try:
@@ -104,18 +108,36 @@ def typed(text: pa.Array[Any], kind: Kind) -> tuple[pa.Array[Any], pa.Array[Any]
             pc.strptime(text, "%d/%b/%Y:%H:%M:%S %z", "us", error_is_null=True), TIMESTAMP
         )
         return value, pc.and_(pc.is_valid(text), pc.is_null(value))
+    try:  # the common case: every value present reads as ``kind``; one cast, no regex
+        return _convert(text, kind, tolerant=False), pa.repeat(False, len(text))
+    except (pa.ArrowInvalid, OverflowError):
+        pass
     valid = pc.match_substring_regex(text, _VALID[kind])
-    clean = pc.if_else(valid, text, pa.nulls(len(text), pa.string()))
-    if kind is Kind.INT:
-        value = pc.cast(clean, pa.int64())
-    elif kind is Kind.FLOAT:
-        value = pc.cast(clean, pa.float64())
-    elif kind is Kind.ISO_TIME:
-        value = _iso_time(clean)
-    else:
-        scale = 1_000_000 if kind is Kind.EPOCH_SECONDS else 1_000
-        value = pc.cast(pc.multiply(pc.cast(clean, pa.int64()), scale), TIMESTAMP)
+    value = _convert(pc.if_else(valid, text, pa.nulls(len(text), pa.string())), kind, tolerant=True)
     return value, pc.and_(pc.is_valid(text), pc.is_null(value))
+
+
+def _convert(clean: pa.Array[Any], kind: Kind, tolerant: bool) -> pa.Array[Any]:
+    if kind is Kind.INT:
+        return array_of(pc.cast(clean, pa.int64()))
+    if kind is Kind.FLOAT:
+        return array_of(pc.cast(clean, pa.float64()))
+    if kind is Kind.ISO_TIME:
+        return _iso_time(clean, tolerant)
+    scale = 1_000_000 if kind is Kind.EPOCH_SECONDS else 1_000
+    return array_of(pc.cast(pc.multiply(pc.cast(clean, pa.int64()), scale), TIMESTAMP))
+
+
+def settled(columns: dict[str, pa.Array[Any]], error: pa.Array[Any]) -> ParseResult:
+    """The result, with every column null on the lines whose ``error`` is set: a line parses whole or not at all."""
+    failed = pc.is_valid(error)
+    if not pc.any(failed).as_py():
+        return ParseResult(columns, error)
+    nulled = {
+        name: pc.if_else(failed, pa.scalar(None, value.type), value)
+        for name, value in columns.items()
+    }
+    return ParseResult(nulled, error)
 
 
 def first_error(*candidates: pa.Array[Any]) -> pa.Array[Any]:
@@ -178,7 +200,7 @@ class RegexFormat:
             reason_where(pc.invert(ok), self.mismatch or f"not a {self.name} line"),
             field_error,
         )
-        return ParseResult(columns, error)
+        return settled(columns, error)
 
 
 def as_string(message: pa.Array[Any]) -> pa.Array[Any]:

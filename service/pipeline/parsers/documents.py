@@ -24,6 +24,7 @@ from .base import (
     as_string,
     first_error,
     reason_where,
+    settled,
     snake_case,
     typed,
 )
@@ -88,7 +89,8 @@ def json_object(message: pa.Array[Any]) -> ParseResult:
     for obj in objects:
         if obj is not None:
             for key in obj:
-                names.setdefault(key, snake_case(key) or "_")
+                if key not in names:
+                    names[key] = snake_case(key) or "_"
     columns: dict[str, pa.Array[Any]] = {}
     for column in sorted(set(names.values())):
         keys = [key for key, name in names.items() if name == column]  # first spelling present wins
@@ -182,7 +184,7 @@ class Record:
             if f.kind == "iso_time":
                 bad = typed(pa.array(values[f.column], pa.string()), Kind.ISO_TIME)[1]
                 error = first_error(error, reason_where(bad, f"{f.column}: not a valid iso_time"))
-        return ParseResult(columns, error)
+        return settled(columns, error)
 
     @staticmethod
     def _typed(f: Field, values: list[Any]) -> pa.Array[Any]:

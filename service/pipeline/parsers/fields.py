@@ -18,6 +18,7 @@ from .base import (
     first_error,
     null_message_error,
     reason_where,
+    settled,
     snake_case,
     type_columns,
     typed,
@@ -65,7 +66,7 @@ class Delimited:
             pc.if_else(ok, pa.scalar(None, pa.string()), wrong_count),
             field_error,
         )
-        return ParseResult(columns, error)
+        return settled(columns, error)
 
     def _expected(self) -> str:
         n = len(self.fields)
@@ -121,7 +122,7 @@ def cloudfront(message: pa.Array[Any]) -> ParseResult:
         result.error,
         reason_where(pc.and_(pc.is_null(result.error), bad), "time: not a valid date and time"),
     )
-    return ParseResult({"time": when, **columns}, error)
+    return settled({"time": when, **columns}, error)
 
 
 def _joined_time(
