@@ -221,3 +221,7 @@ def test_redaction_never_leaves_a_detected_value(
 def test_property_generator_makes_values_the_detectors_would_find() -> None:
     # Guards the property test against a generator that only ever makes values nobody detects.
     assert re.fullmatch(r"\[REDACTED:ipv6\]", redacted("1:2:3:4:5:6:7:8", "ipv6"))
+
+
+def test_ipv6_limits_are_as_documented() -> None:
+    assert redacted("a:b:: and dead::", "ipv6") == "[REDACTED:ipv6] and dead::"
