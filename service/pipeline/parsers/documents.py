@@ -31,7 +31,6 @@ from .base import (
 
 # pyarrow-stubs type no implicit scalar casts (array + int, str joined with an array): compute is untyped here.
 pc: Any = compute
-_ABSENT = object()
 
 
 def _decode(lines: list[str | None]) -> tuple[list[Any], list[str | None]]:
@@ -112,11 +111,43 @@ class Field:
 
 
 def _at(obj: Any, path: Sequence[str]) -> Any:
+    """The value at ``path`` inside ``obj``; None when any step is missing or not an object."""
     for key in path:
-        if not isinstance(obj, dict) or key not in obj:
-            return _ABSENT
-        obj = obj[key]
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
     return obj
+
+
+def _column_at(objects: list[Any], path: Sequence[str]) -> list[Any]:
+    """``_at`` over every record; the one- and two-key paths of the AWS formats without a call per value."""
+    if len(path) == 1:
+        key = path[0]
+        return [None if obj is None else obj.get(key) for obj in objects]
+    if len(path) == 2:
+        outer, inner = path
+        parents = [None if obj is None else obj.get(outer) for obj in objects]
+        return [parent.get(inner) if type(parent) is dict else None for parent in parents]
+    return [_at(obj, path) for obj in objects]
+
+
+def _coerced(raw: list[Any], kind: str) -> tuple[list[Any], list[int]]:
+    """The values as ``kind`` and the rows whose value was present but of another type.
+
+    Strings, the common case, are checked in one pass; other kinds go value by value.
+    """
+    if kind in ("str", "iso_time") and all(v is None or type(v) is str for v in raw):
+        return raw, []
+    if kind == "json":
+        return [None if v is None else _json_text(v) for v in raw], []
+    out: list[Any] = []
+    wrong: list[int] = []
+    for row, value in enumerate(raw):
+        coerced, bad = _coerce(value, kind)
+        out.append(coerced)
+        if bad:
+            wrong.append(row)
+    return out, wrong
 
 
 _ARROW = {
@@ -130,7 +161,7 @@ _ARROW = {
 
 def _coerce(value: Any, kind: str) -> tuple[Any, bool]:
     """The value as ``kind`` and whether it was present but of another type."""
-    if value is None or value is _ABSENT:
+    if value is None:
         return None, False
     if kind in ("str", "iso_time"):
         return (value, False) if isinstance(value, str) else (None, True)
@@ -160,25 +191,25 @@ class Record:
     def __call__(self, message: pa.Array[Any]) -> ParseResult:
         message = as_string(message)
         objects, errors = _decode(message.to_pylist())
-        values: dict[str, list[Any]] = {f.column: [] for f in self.fields}
-        extra: dict[str, list[Any]] = {c: [] for c in self.derived_columns}
         for row, obj in enumerate(objects):
             missing = next(
                 (key for key in self.required if obj is not None and key not in obj), None
             )
             if missing is not None:
                 errors[row] = f"not a {self.name} record: no {missing}"
-            usable = obj is not None and missing is None
-            for f in self.fields:
-                value, wrong = _coerce(_at(obj, f.path), f.kind) if usable else (None, False)
-                if wrong and errors[row] is None:
-                    errors[row] = f"{f.column}: not a {f.kind}"
-                values[f.column].append(value)
-            derived = self.derived(obj) if usable and self.derived else {}
-            for column in self.derived_columns:
-                extra[column].append(derived.get(column))
+                objects[row] = None
+        # Column by column: one comprehension per field over all records, not a call per value.
+        values: dict[str, list[Any]] = {}
+        for f in self.fields:
+            column, wrong = _coerced(_column_at(objects, f.path), f.kind)
+            values[f.column] = column
+            for row in wrong:
+                errors[row] = errors[row] or f"{f.column}: not a {f.kind}"
+        derived = [self.derived(obj) if obj is not None and self.derived else {} for obj in objects]
         columns = {f.column: self._typed(f, values[f.column]) for f in self.fields}
-        columns.update({c: pa.array(v, pa.string()) for c, v in extra.items()})
+        columns.update(
+            {c: pa.array([d.get(c) for d in derived], pa.string()) for c in self.derived_columns}
+        )
         error: pa.Array[Any] = pa.array(errors, pa.string())
         for f in self.fields:
             if f.kind == "iso_time":
