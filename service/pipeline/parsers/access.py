@@ -57,7 +57,8 @@ class AccessLog:
             ip, port_text = split_host_port(value)
             port, bad = typed(port_text, Kind.INT)
             columns[f"{name}_ip"], columns[f"{name}_port"] = ip, port
-            errors.append(reason_where(bad, f"{name}_port: not a valid int"))
+            if bad is not None:
+                errors.append(reason_where(bad, f"{name}_port: not a valid int"))
         columns.update(split_request(result.columns["request"], self.request_prefix))
         return settled(columns, first_error(*errors))
 

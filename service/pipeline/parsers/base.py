@@ -98,18 +98,24 @@ def _iso_time(text: pa.Array[Any], tolerant: bool) -> pa.Array[Any]:
         return pa.array(out, TIMESTAMP)
 
 
-def typed(text: pa.Array[Any], kind: Kind) -> tuple[pa.Array[Any], pa.Array[Any]]:
-    """The text as ``kind``, and a mask of the values present but not readable as ``kind``."""
-    text = null_tokens(text)
+def typed(
+    text: pa.Array[Any], kind: Kind, cleaned: bool = False
+) -> tuple[pa.Array[Any], pa.Array[Any] | None]:
+    """The text as ``kind``, and a mask of the values present but not readable as ``kind`` (None: none).
+
+    ``cleaned``: the caller already made ``-`` and the empty string null.
+    """
+    if not cleaned:
+        text = null_tokens(text)
     if kind is Kind.STRING:
-        return text, pa.repeat(False, len(text))
+        return text, None
     if kind is Kind.CLF_TIME:
         value = pc.cast(
             pc.strptime(text, "%d/%b/%Y:%H:%M:%S %z", "us", error_is_null=True), TIMESTAMP
         )
         return value, pc.and_(pc.is_valid(text), pc.is_null(value))
     try:  # the common case: every value present reads as ``kind``; one cast, no regex
-        return _convert(text, kind, tolerant=False), pa.repeat(False, len(text))
+        return _convert(text, kind, tolerant=False), None
     except (pa.ArrowInvalid, OverflowError):
         pass
     valid = pc.match_substring_regex(text, _VALID[kind])
@@ -159,16 +165,19 @@ def null_message_error(message: pa.Array[Any]) -> pa.Array[Any]:
 
 
 def type_columns(
-    raw: Mapping[str, pa.Array[Any]], kinds: Mapping[str, Kind], ok: pa.Array[Any]
+    raw: Mapping[str, pa.Array[Any]],
+    kinds: Mapping[str, Kind],
+    ok: pa.Array[Any],
+    cleaned: bool = False,
 ) -> tuple[dict[str, pa.Array[Any]], pa.Array[Any]]:
     """Type each captured column; lines not ``ok`` get nulls; a field present but unreadable is an error."""
     columns: dict[str, pa.Array[Any]] = {}
     errors: list[pa.Array[Any]] = []
     for name, text in raw.items():
         kind = kinds.get(name, Kind.STRING)
-        value, bad = typed(text, kind)
+        value, bad = typed(text, kind, cleaned)
         columns[name] = value
-        if kind is not Kind.STRING:
+        if bad is not None:
             errors.append(reason_where(pc.and_(ok, bad), f"{name}: not a valid {kind.value}"))
     error = first_error(*errors) if errors else pa.nulls(len(ok), pa.string())
     return columns, error

@@ -214,7 +214,10 @@ class Record:
         for f in self.fields:
             if f.kind == "iso_time":
                 bad = typed(pa.array(values[f.column], pa.string()), Kind.ISO_TIME)[1]
-                error = first_error(error, reason_where(bad, f"{f.column}: not a valid iso_time"))
+                if bad is not None:
+                    error = first_error(
+                        error, reason_where(bad, f"{f.column}: not a valid iso_time")
+                    )
         return settled(columns, error)
 
     @staticmethod

@@ -17,6 +17,7 @@ from .base import (
     as_string,
     first_error,
     null_message_error,
+    null_tokens,
     reason_where,
     settled,
     snake_case,
@@ -47,14 +48,18 @@ class Delimited:
         )
         ok = pc.fill_null(pc.and_(in_range, pc.invert(header)), False)
         # Field i of a line is values[start + i]: one take per column, no per-line lists.
-        starts = parts.offsets[:-1]
-        values = parts.values
+        # "-" and "" are made null once, on all values, not once per column.
+        line_start = pc.if_else(ok, parts.offsets[:-1], pa.scalar(None, pa.int32()))
+        values = null_tokens(parts.values)
         raw: dict[str, pa.Array[Any]] = {}
         for i, (name, _) in enumerate(self.fields):
-            present = ok if i < self.min_fields else pc.and_(ok, pc.greater(count, i))
-            index = pc.if_else(present, pc.add(starts, i), pa.scalar(None, starts.type))
-            raw[name] = pc.take(values, index)
-        columns, field_error = type_columns(raw, dict(self.fields), ok)
+            start = (
+                line_start
+                if i < self.min_fields
+                else pc.if_else(pc.greater(count, i), line_start, None)
+            )
+            raw[name] = pc.take(values, pc.add(start, i))
+        columns, field_error = type_columns(raw, dict(self.fields), ok, cleaned=True)
         wrong_count = pc.binary_join_element_wise(
             f"expected {self._expected()} fields separated by {self.separator!r}, found ",
             pc.cast(count, pa.string()),
@@ -118,16 +123,19 @@ def cloudfront(message: pa.Array[Any]) -> ParseResult:
     columns = dict(result.columns)
     date, time_of_day = columns.pop("date"), columns.pop("time_of_day")
     when, bad = _joined_time(date, time_of_day)
-    error = first_error(
-        result.error,
-        reason_where(pc.and_(pc.is_null(result.error), bad), "time: not a valid date and time"),
-    )
+    if bad is not None:
+        error = first_error(
+            result.error,
+            reason_where(pc.and_(pc.is_null(result.error), bad), "time: not a valid date and time"),
+        )
+    else:
+        error = result.error
     return settled({"time": when, **columns}, error)
 
 
 def _joined_time(
     date: pa.Array[Any], time_of_day: pa.Array[Any]
-) -> tuple[pa.Array[Any], pa.Array[Any]]:
+) -> tuple[pa.Array[Any], pa.Array[Any] | None]:
     return typed(pc.binary_join_element_wise(date, time_of_day, "T"), Kind.ISO_TIME)
 
 

@@ -20,6 +20,7 @@ from .base import (
     as_string,
     first_error,
     null_message_error,
+    null_tokens,
     reason_where,
     settled,
     type_columns,
@@ -92,22 +93,24 @@ class Layout:
                 text = pc.replace_substring(text, escape, parked)
         pieces = pc.split_pattern(text, '"')
         piece_count = pc.list_value_length(pieces)
-        words_of: dict[int, tuple[Any, Any]] = {}
+        words_of: dict[int, tuple[Any, Any, Any]] = {}
+        quoted_values = null_tokens(pieces.values)  # "-" and "" made null once for all fields
         raw: dict[str, pa.Array[Any]] = {}
         for f, (piece, word) in zip(self.fields, self.positions(), strict=True):
             if f.quoted:  # present when its closing quote is: the piece after it exists
-                value = _item(pieces, piece, pc.and_(ok, pc.greater(piece_count, piece + 1)))
+                present = pc.and_(ok, pc.greater(piece_count, piece + 1))
+                value = _item(pieces, piece, present, quoted_values)
             else:
                 if piece not in words_of:
                     words_of[piece] = _split_words(
                         _item(pieces, piece, pc.and_(ok, pc.greater(piece_count, piece)))
                     )
-                words, word_count = words_of[piece]
+                words, word_count, word_values = words_of[piece]
                 present = pc.and_(ok, pc.greater(word_count, word + f.words - 1))
-                value = _item(words, word, present)
+                value = _item(words, word, present, word_values)
                 for extra in range(1, f.words):
                     value = pc.binary_join_element_wise(
-                        value, _item(words, word + extra, present), " "
+                        value, _item(words, word + extra, present, word_values), " "
                     )
                 if f.strip:
                     value = pc.utf8_trim(value, f.strip)
@@ -115,7 +118,8 @@ class Layout:
                 for _, parked, plain in _PARKED:
                     value = pc.replace_substring(value, parked, plain)
             raw[f.name] = value
-        columns, field_error = type_columns(raw, {f.name: f.kind for f in self.fields}, ok)
+        kinds = {f.name: f.kind for f in self.fields}
+        columns, field_error = type_columns(raw, kinds, ok, cleaned=True)
         error = first_error(
             null_message_error(message),
             reason_where(pc.invert(ok), f"not a {self.name} line"),
@@ -124,16 +128,18 @@ class Layout:
         return settled(columns, error)
 
 
-def _split_words(piece: pa.Array[Any]) -> tuple[Any, Any]:
+def _split_words(piece: pa.Array[Any]) -> tuple[Any, Any, Any]:
+    """The piece's words, how many each line has, and the words with "-" and "" made null."""
     words = pc.split_pattern(piece, " ")
-    return words, pc.fill_null(pc.list_value_length(words), 0)
+    return words, pc.fill_null(pc.list_value_length(words), 0), null_tokens(words.values)
 
 
-def _item(lists: Any, index: int, present: Any) -> pa.Array[Any]:
-    """Element ``index`` of each list where ``present`` holds (callers checked the lengths), else null."""
+def _item(lists: Any, index: int, present: Any, values: Any = None) -> pa.Array[Any]:
+    """Element ``index`` of each list where ``present`` holds (callers checked the lengths), else null;
+    read from ``values`` (the lists' values, cleaned) when given."""
     starts = lists.offsets[:-1]
     at = pc.if_else(present, pc.add(starts, index), pa.scalar(None, starts.type))
-    out: pa.Array[Any] = pc.take(lists.values, at)
+    out: pa.Array[Any] = pc.take(lists.values if values is None else values, at)
     return out
 
 
