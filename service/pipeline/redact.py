@@ -96,29 +96,36 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _card_in(candidate: str) -> str:
-    """The candidate with every Luhn-valid card number in it redacted.
+def _card_length(candidate: str) -> int:
+    """The length of the longest Luhn-valid card number the candidate starts with (0: none).
 
-    The candidate may run on into a following group of digits ("4111 1111 1111 1111 22"), so each
-    cut at a separator is tried, longest first, and the rest is read again.
+    A candidate may run on into the next group of digits ("4111 1111 1111 1111 22"), so each
+    cut at a separator is tried, longest first.
     """
     cuts = [m.start() for m in _SEPARATOR.finditer(candidate)] + [len(candidate)]
     for cut in reversed(cuts):
-        digits = re.sub(r"[^0-9]", "", candidate[:cut])
+        digits = candidate[:cut].replace(" ", "").replace("-", "")
         if 13 <= len(digits) <= 19 and luhn_valid(digits):
-            rest = candidate[cut:]
-            head, tail = rest[:1], rest[1:]
-            return (
-                _label("credit_card")
-                + head
-                + (_CARD.sub(lambda m: _card_in(m.group()), tail) if tail else "")
-            )
-    first = cuts[0]
-    if first < len(candidate):  # no card starts here: try from the next group on
-        return candidate[: first + 1] + _CARD.sub(
-            lambda m: _card_in(m.group()), candidate[first + 1 :]
-        )
-    return candidate
+            return cut
+    return 0
+
+
+def _cards_in(text: str) -> str:
+    """The text with every Luhn-valid card number redacted, scanning on from where each one ends."""
+    out: list[str] = []
+    pos = 0
+    while match := _CARD.search(text, pos):
+        length = _card_length(match.group())
+        if length:
+            out += [text[pos : match.start()], _label("credit_card")]
+            pos = match.start() + length
+        else:  # no card starts here: the next one may start at the candidate's next group
+            first_group = _SEPARATOR.search(match.group())
+            skip = first_group.start() if first_group else len(match.group())
+            out.append(text[pos : match.start() + skip])
+            pos = match.start() + skip
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _redact_cards(values: pa.Array[Any]) -> pa.Array[Any]:
@@ -128,9 +135,7 @@ def _redact_cards(values: pa.Array[Any]) -> pa.Array[Any]:
     if not pc.any(candidates).as_py():
         return values
     chosen = pc.filter(values, candidates).to_pylist()
-    redacted = pa.array(
-        [_CARD.sub(lambda m: _card_in(m.group()), text) for text in chosen], values.type
-    )
+    redacted = pa.array([_cards_in(text) for text in chosen], values.type)
     return array_of(pc.replace_with_mask(values, candidates, redacted))
 
 

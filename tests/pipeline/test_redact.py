@@ -31,6 +31,21 @@ def test_the_detectors_are_the_documented_six() -> None:
         ("credit_card", "card=4012-8888-8888-1881;", "card=[REDACTED:credit_card];"),
         ("credit_card", "amex 378282246310005 ok", "amex [REDACTED:credit_card] ok"),
         ("credit_card", "4111111111111111 22", "[REDACTED:credit_card] 22"),
+        (
+            "credit_card",
+            "378282246310005 4111-1111-1111-1111",
+            "[REDACTED:credit_card] [REDACTED:credit_card]",
+        ),
+        (
+            "credit_card",
+            "4111 1111 1111 1111 5555 5555 5555 4444",
+            "[REDACTED:credit_card] [REDACTED:credit_card]",
+        ),
+        (
+            "credit_card",
+            "1234 4111111111111111-4012888888881881",
+            "1234 [REDACTED:credit_card]-[REDACTED:credit_card]",
+        ),
         ("aws_key", "key AKIAIOSFODNN7EXAMPLE used", "key [REDACTED:aws_key] used"),
         ("aws_key", "ASIAY34FZKBOKMUTVV7A,", "[REDACTED:aws_key],"),
         (
@@ -225,3 +240,15 @@ def test_property_generator_makes_values_the_detectors_would_find() -> None:
 
 def test_ipv6_limits_are_as_documented() -> None:
     assert redacted("a:b:: and dead::", "ipv6") == "[REDACTED:ipv6] and dead::"
+
+
+@st.composite
+def card(draw: st.DrawFn) -> str:
+    return _card(draw)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(card(), min_size=2, max_size=5), st.sampled_from([" ", "-", ", ", "/"]))
+def test_cards_one_separator_apart_are_each_redacted(cards: list[str], separator: str) -> None:
+    out = redacted(separator.join(cards), "credit_card")
+    assert out == separator.join(["[REDACTED:credit_card]"] * len(cards))
