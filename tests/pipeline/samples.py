@@ -1,8 +1,26 @@
-"""Real samples of each log format, from the AWS documentation (each cites its page), for tests and benchmarks."""
+"""Real samples of each log format (each cites its page) and the helpers the parser tests share."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import pyarrow as pa
+
+from service.pipeline.parsers import PARSERS, ParseResult
+
+
+def parse(name: str, *lines: str | None) -> ParseResult:
+    return PARSERS[name](pa.array(list(lines), pa.string()))
+
+
+def row(result: ParseResult, i: int = 0) -> dict[str, Any]:
+    """Line ``i`` of the result: column name -> Python value."""
+    return {name: column[i].as_py() for name, column in result.columns.items()}
+
+
+def errors(result: ParseResult) -> list[str | None]:
+    return list(result.error.to_pylist())
+
 
 # https://docs.aws.amazon.com/elasticloadbalancing/latest/application/load-balancer-access-logs.html
 # ("Example log entries": HTTP entry)

@@ -1,4 +1,4 @@
-"""Access logs read by one RE2 pattern each: Apache/Nginx combined, ALB, S3 server access, syslog."""
+"""Access logs by layout (tokens.py): Apache/Nginx combined, ALB, S3 server access; syslog by RE2 pattern."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """Space-separated lines with double-quoted fields (ALB, S3 server access, Apache/Nginx), read by layout.
 
-RE2 extracts 30 capture groups slowly (it cannot use its DFA for submatches: ~55 000 ALB lines/s
-on one core). So a line is *checked* by one RE2 pattern without captures (DFA speed) and *read*
-by position: split on the double quote (quoted fields are the odd pieces), the unquoted pieces
-split on the space, each field one ``take`` at a position the layout fixes.
+RE2 extracts 30 capture groups slowly: it cannot use its DFA for submatches, and ALB lines
+through one capturing pattern ran about 3x slower than this (benchmarks/parsers.py). So a line
+is *checked* by one RE2 pattern without captures (DFA speed) and *read* by position: split on
+the double quote (quoted fields are the odd pieces), the unquoted pieces split on the space,
+each field one ``take`` at a position the layout fixes.
 """
 
 from __future__ import annotations
