@@ -60,6 +60,8 @@ class AccessLog:
             if bad is not None:
                 errors.append(reason_where(bad, f"{name}_port: not a valid int"))
         columns.update(split_request(result.columns["request"], self.request_prefix))
+        if len(errors) == 1:  # the layout settled its lines; the splits of a null are null
+            return ParseResult(columns, result.error)
         return settled(columns, first_error(*errors))
 
 

@@ -134,9 +134,17 @@ def _convert(clean: pa.Array[Any], kind: Kind, tolerant: bool) -> pa.Array[Any]:
     return array_of(pc.cast(pc.multiply(pc.cast(clean, pa.int64()), scale), TIMESTAMP))
 
 
-def settled(columns: dict[str, pa.Array[Any]], error: pa.Array[Any]) -> ParseResult:
-    """The result, with every column null on the lines whose ``error`` is set: a line parses whole or not at all."""
+def settled(
+    columns: dict[str, pa.Array[Any]], error: pa.Array[Any], read: pa.Array[Any] | None = None
+) -> ParseResult:
+    """The result, with every column null on the lines whose ``error`` is set: a line parses whole or not at all.
+
+    ``read``: the lines the caller took values from (its columns are already null elsewhere), so
+    only an error on one of those costs a pass over the columns.
+    """
     failed = pc.is_valid(error)
+    if read is not None:
+        failed = pc.and_(failed, read)
     if not pc.any(failed).as_py():
         return ParseResult(columns, error)
     nulled = {
@@ -209,7 +217,7 @@ class RegexFormat:
             reason_where(pc.invert(ok), self.mismatch or f"not a {self.name} line"),
             field_error,
         )
-        return settled(columns, error)
+        return settled(columns, error, ok)
 
 
 def as_string(message: pa.Array[Any]) -> pa.Array[Any]:

@@ -71,7 +71,7 @@ class Delimited:
             pc.if_else(ok, pa.scalar(None, pa.string()), wrong_count),
             field_error,
         )
-        return settled(columns, error)
+        return settled(columns, error, ok)
 
     def _expected(self) -> str:
         n = len(self.fields)
@@ -123,13 +123,12 @@ def cloudfront(message: pa.Array[Any]) -> ParseResult:
     columns = dict(result.columns)
     date, time_of_day = columns.pop("date"), columns.pop("time_of_day")
     when, bad = _joined_time(date, time_of_day)
-    if bad is not None:
-        error = first_error(
-            result.error,
-            reason_where(pc.and_(pc.is_null(result.error), bad), "time: not a valid date and time"),
-        )
-    else:
-        error = result.error
+    if bad is None:  # the other columns are settled already; a null date or time is null here too
+        return ParseResult({"time": when, **columns}, result.error)
+    error = first_error(
+        result.error,
+        reason_where(pc.and_(pc.is_null(result.error), bad), "time: not a valid date and time"),
+    )
     return settled({"time": when, **columns}, error)
 
 

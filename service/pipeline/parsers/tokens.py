@@ -126,7 +126,7 @@ class Layout:
             reason_where(pc.invert(ok), f"not a {self.name} line"),
             field_error,
         )
-        return settled(columns, error)
+        return settled(columns, error, ok)
 
 
 def _split_words(piece: pa.Array[Any]) -> tuple[Any, Any, Any]:
