@@ -4,7 +4,8 @@
 
 Inputs are the AWS documentation samples of each format (tests/pipeline/samples.py),
 varied by a seeded generator (addresses, ports, sizes, times), with 1 % malformed lines.
-Each variant runs in its own process pinned to one core (``peak_rss_mb`` is its own).
+Each variant runs in its own process pinned to one core (``peak_rss_mb`` is its own); the
+variants run in interleaved rounds and each keeps its best round.
 Tideway's variant is the parser as the pipeline calls it: the ``message`` column in, typed
 columns and ``error`` out. DuckDB's (threads=1, the Arrow table registered zero-copy,
 result fetched as Arrow) is the hand-written SQL a Vector-like user would write:
@@ -294,6 +295,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 000 lines, short runs")
     parser.add_argument("--only", default="", help="comma-separated formats")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds; each variant keeps its best"
+    )
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--lines", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=0, help=argparse.SUPPRESS)
@@ -303,12 +307,18 @@ def main() -> None:
         return
     n, seconds = (20_000, 0.5) if args.quick else (200_000, 3.0)
     formats = [f for f in args.only.split(",") if f] or FORMATS
+    # Rounds interleave Tideway and its baseline, and each keeps its best round: on a shared
+    # machine a variant measured alone can land in a busy second and its ratio with it.
     results: dict[str, Any] = {}
-    for variant in variants(formats):
-        results[variant] = run_variant(
-            Path(__file__), variant, ["--lines", str(n), "--seconds", str(seconds)]
-        )
-        r = results[variant]
+    for _ in range(args.rounds):
+        for variant in variants(formats):
+            run = run_variant(
+                Path(__file__), variant, ["--lines", str(n), "--seconds", str(seconds)]
+            )
+            best = results.get(variant)
+            if best is None or run["lines_per_s"] > best["lines_per_s"]:
+                results[variant] = {**run, "rounds": args.rounds}
+    for variant, r in results.items():
         print(f"{variant:24} {r['lines_per_s']:>12,} lines/s {r['peak_rss_mb']:>8} MB", flush=True)
     ratios = {}
     for variant in results:

@@ -81,8 +81,9 @@ _DETECTORS: dict[str, tuple[Detector, ...]] = {
 }
 DETECTORS: frozenset[str] = frozenset(_DETECTORS)
 
-_CARD = re.compile(_CARD_CANDIDATE, re.ASCII)
-_SEPARATOR = re.compile(r"[ -]")
+# Python reads whole runs of digit groups, on the lines where RE2 found a candidate.
+_DIGIT_RUN = re.compile(r"\b[0-9]+(?:[ -][0-9]+)*\b", re.ASCII)
+_SEPARATOR_KEPT = re.compile(r"([ -])")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -96,36 +97,50 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _card_length(candidate: str) -> int:
-    """The length of the longest Luhn-valid card number the candidate starts with (0: none).
+def _plausible(groups: Sequence[str]) -> bool:
+    """A card is written whole or in groups of at most 6 digits (4-4-4-4, Amex 4-6-5)."""
+    return len(groups) == 1 or all(len(group) <= 6 for group in groups)
 
-    A candidate may run on into the next group of digits ("4111 1111 1111 1111 22"), so each
-    cut at a separator is tried, longest first.
-    """
-    cuts = [m.start() for m in _SEPARATOR.finditer(candidate)] + [len(candidate)]
-    for cut in reversed(cuts):
-        digits = candidate[:cut].replace(" ", "").replace("-", "")
-        if 13 <= len(digits) <= 19 and luhn_valid(digits):
-            return cut
-    return 0
+
+def _redact_run(match: re.Match[str]) -> str:
+    """A run of digit groups with every card in it redacted, choosing the cards that cover the
+    most digits ("4000 0000 0000 006 3558 0000 0000 0000" is two cards, though its first 19
+    digits also pass Luhn)."""
+    parts = _SEPARATOR_KEPT.split(match.group())
+    groups, separators = parts[0::2], parts[1::2]
+    n = len(groups)
+    covered = [0] * (n + 1)  # most card digits in groups[i:]
+    card_end: list[int | None] = [None] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        covered[i] = covered[i + 1]
+        digits = ""
+        for j in range(i, n):
+            digits += groups[j]
+            if len(digits) > 19:
+                break
+            card = (
+                len(digits) >= 13
+                and digits[0] in "23456"
+                and _plausible(groups[i : j + 1])
+                and luhn_valid(digits)
+            )
+            if card and len(digits) + covered[j + 1] > covered[i]:
+                covered[i], card_end[i] = len(digits) + covered[j + 1], j
+    out: list[str] = []
+    i = 0
+    while i < n:
+        end = card_end[i]
+        out.append(groups[i] if end is None else _label("credit_card"))
+        i = i if end is None else end
+        if i < n - 1:
+            out.append(separators[i])
+        i += 1
+    return "".join(out)
 
 
 def _cards_in(text: str) -> str:
-    """The text with every Luhn-valid card number redacted, scanning on from where each one ends."""
-    out: list[str] = []
-    pos = 0
-    while match := _CARD.search(text, pos):
-        length = _card_length(match.group())
-        if length:
-            out += [text[pos : match.start()], _label("credit_card")]
-            pos = match.start() + length
-        else:  # no card starts here: the next one may start at the candidate's next group
-            first_group = _SEPARATOR.search(match.group())
-            skip = first_group.start() if first_group else len(match.group())
-            out.append(text[pos : match.start() + skip])
-            pos = match.start() + skip
-    out.append(text[pos:])
-    return "".join(out)
+    """The text with every Luhn-valid card number redacted."""
+    return _DIGIT_RUN.sub(_redact_run, text)
 
 
 def _redact_cards(values: pa.Array[Any]) -> pa.Array[Any]:
@@ -137,6 +152,22 @@ def _redact_cards(values: pa.Array[Any]) -> pa.Array[Any]:
     chosen = pc.filter(values, candidates).to_pylist()
     redacted = pa.array([_cards_in(text) for text in chosen], values.type)
     return array_of(pc.replace_with_mask(values, candidates, redacted))
+
+
+def _replace(values: pa.Array[Any], pattern: str, replacement: str) -> pa.Array[Any]:
+    """``replace_substring_regex`` on the lines the pattern matches only.
+
+    Most log lines hold nothing to redact: a match (RE2's DFA, no captures) finds the few that
+    do, and only those pay for the capturing replace and the copy.
+    """
+    hits = pc.fill_null(pc.match_substring_regex(values, pattern), False)
+    count = pc.sum(hits).as_py() or 0
+    if count == 0:
+        return values
+    if count == len(values):
+        return array_of(pc.replace_substring_regex(values, pattern, replacement))
+    replaced = pc.replace_substring_regex(pc.filter(values, hits), pattern, replacement)
+    return array_of(pc.replace_with_mask(values, hits, replaced))
 
 
 def _check_custom(pattern: str) -> None:
@@ -164,7 +195,7 @@ def redact(
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     for pattern in custom:
-        values = pc.replace_substring_regex(values, pattern, _label("custom"))
+        values = _replace(values, pattern, _label("custom"))
     chosen = set(detectors)
     for name, steps in _DETECTORS.items():
         if name not in chosen:
@@ -173,5 +204,5 @@ def redact(
             values = _redact_cards(values)
         for step in steps:
             for _ in range(step.passes):
-                values = pc.replace_substring_regex(values, step.pattern, step.replacement)
+                values = _replace(values, step.pattern, step.replacement)
     return values

@@ -33,6 +33,11 @@ def test_the_detectors_are_the_documented_six() -> None:
         ("credit_card", "4111111111111111 22", "[REDACTED:credit_card] 22"),
         (
             "credit_card",
+            "400000000000006 3558 0000 0000 0000",
+            "[REDACTED:credit_card] [REDACTED:credit_card]",
+        ),
+        (
+            "credit_card",
             "378282246310005 4111-1111-1111-1111",
             "[REDACTED:credit_card] [REDACTED:credit_card]",
         ),
