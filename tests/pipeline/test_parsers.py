@@ -215,3 +215,13 @@ def test_escaped_quotes_inside_quoted_fields() -> None:
         'Mozilla "quoted" \\ end',
         None,
     )
+
+
+@pytest.mark.parametrize("name", ["vpc_flow", "alb", "cloudfront"])
+def test_parsers_read_a_slice_of_a_larger_column(name: str) -> None:
+    sample = {"vpc_flow": VPC_ACCEPT, "alb": ALB_HTTP, "cloudfront": CLOUDFRONT}[name]
+    column = pa.array(["x", "y", sample, sample, "z"]).slice(2, 2)
+    result = PARSERS[name](column)
+    assert errors(result) == [None, None]
+    assert len(result.columns[next(iter(result.columns))]) == 2
+    assert result.columns[next(iter(result.columns))].to_pylist()[0] is not None

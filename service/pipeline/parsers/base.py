@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from functools import cache
+from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
@@ -63,7 +63,7 @@ def array_of(value: Any) -> pa.Array[Any]:
     return value  # type: ignore[no-any-return]
 
 
-@cache
+@lru_cache(maxsize=4096)  # JSON and kv keys are data: bounded
 def snake_case(name: str) -> str:
     """``userIdentity`` -> ``user_identity``, ``cs(Host)`` -> ``cs_host``, ``pkt-srcaddr`` -> ``pkt_srcaddr``."""
     name = _SNAKE_2.sub(r"\1_\2", _SNAKE_1.sub(r"\1_\2", name))
