@@ -269,17 +269,24 @@ CLOUDTRAIL = Record(
 )
 
 
+_WAF_HEADER_COLUMNS = {"host": "http_host", "user-agent": "user_agent"}
+
+
 def _waf_headers(record: dict[str, Any]) -> dict[str, Any]:
     """``host`` and ``user_agent`` from the request headers (names are case-insensitive in HTTP)."""
     found: dict[str, Any] = {}
     headers = _at(record, ("httpRequest", "headers"))
-    for header in headers if isinstance(headers, list) else ():
-        if not isinstance(header, dict) or not isinstance(header.get("value"), str):
+    if type(headers) is not list:
+        return found
+    for header in headers:
+        if type(header) is not dict:
             continue
-        name = str(header.get("name", "")).lower()
-        column = {"host": "http_host", "user-agent": "user_agent"}.get(name)
+        name, value = header.get("name"), header.get("value")
+        if type(name) is not str or type(value) is not str:
+            continue
+        column = _WAF_HEADER_COLUMNS.get(name.lower())
         if column and column not in found:
-            found[column] = header["value"]
+            found[column] = value
     return found
 
 
