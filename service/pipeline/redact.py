@@ -1,0 +1,208 @@
+"""Redaction: built-in detectors and custom patterns replace what they find by ``[REDACTED:<name>]``.
+
+Every pattern runs in RE2 through Arrow (``replace_substring_regex``), column-wise. RE2 has no
+lookarounds, so a pattern that must not start or end inside a longer token (an IPv4 address inside
+``1.2.3.4.5``) consumes one neighbouring character and writes it back (``\\1…\\2``); two addresses
+one character apart then need a second pass, which the detector makes. Only the Luhn check of
+credit-card candidates runs in Python, on the lines RE2 found a candidate in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from pyarrow import compute
+
+from .parsers.base import array_of
+
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+_H = r"[0-9A-Fa-f]{1,4}"
+IPV6 = (
+    rf"(?:(?:{_H}:){{7}}{_H}|(?:{_H}:){{6}}{IPV4}|::(?:[fF]{{4}}(?::0{{1,4}})?:)?{IPV4}"
+    rf"|(?:{_H}:){{1,4}}:{IPV4}|(?:{_H}:){{1,6}}:(?:{_H}:){{0,5}}{_H}|::(?:{_H}:){{0,6}}{_H}|(?:{_H}:){{2,7}}:)"
+)
+# A sentence may end right after an address ("from 10.0.0.1."), so one trailing dot is allowed;
+# an IPv4 address may be followed by its port (":443"), an IPv6 one may not be followed by ":".
+_END_V6 = r"(\.?(?:[^0-9A-Za-z_.:]|$))"
+_END_V4 = r"(\.?(?:[^0-9A-Za-z_.]|$))"
+
+# pyarrow-stubs type no implicit scalar casts (array + int, str joined with an array): compute is untyped here.
+pc: Any = compute
+
+
+@dataclass(frozen=True)
+class Detector:
+    """An RE2 pattern and its replacement; ``passes`` > 1 where the pattern consumes a neighbour."""
+
+    pattern: str
+    replacement: str
+    passes: int = 1
+
+
+def _label(name: str) -> str:
+    return f"[REDACTED:{name}]"
+
+
+_CARD_CANDIDATE = r"\b[2-6][0-9](?:[ -]?[0-9]){11,17}\b"
+
+# Applied in this order, whatever order a configuration lists them in (same config, same bytes):
+# the narrow, labelled secrets first, then addresses; IPv6 before IPv4 so ::ffff:1.2.3.4 is one value.
+_DETECTORS: dict[str, tuple[Detector, ...]] = {
+    "aws_key": (
+        Detector(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", _label("aws_key")),
+        Detector(
+            r"(?i)((?:aws_?)?secret_?(?:access_?)?key[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9/+=]{40}([^A-Za-z0-9/+=]|$)",
+            rf"\1{_label('aws_key')}\2",
+        ),
+    ),
+    "jwt": (
+        Detector(r"\beyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*", _label("jwt")),
+        # "Bearer" as a header writes it, or any case after "Authorization:"; 8 characters at least,
+        # so prose ("the bearer of news") is left alone.
+        Detector(
+            r"((?i:authorization)\s*[:=]\s*[\"']?(?i:bearer)\s+|\bBearer\s+)[A-Za-z0-9._~+/-]{8,}=*",
+            rf"\1{_label('jwt')}",
+        ),
+    ),
+    "email": (
+        Detector(
+            r"[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,63}\b",
+            _label("email"),
+        ),
+    ),
+    "credit_card": (),  # RE2 finds candidates; Luhn decides (see _redact_cards)
+    "ipv6": (Detector(rf"(^|[^0-9A-Za-z_:.]){IPV6}{_END_V6}", rf"\1{_label('ipv6')}\2", passes=2),),
+    "ipv4": (Detector(rf"(^|[^0-9A-Za-z_.]){IPV4}{_END_V4}", rf"\1{_label('ipv4')}\2", passes=2),),
+}
+DETECTORS: frozenset[str] = frozenset(_DETECTORS)
+
+# Python reads whole runs of digit groups, on the lines where RE2 found a candidate.
+_DIGIT_RUN = re.compile(r"\b[0-9]+(?:[ -][0-9]+)*\b", re.ASCII)
+_SEPARATOR_KEPT = re.compile(r"([ -])")
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum of a string of digits (card numbers end with their check digit)."""
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        d = ord(char) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _plausible(groups: Sequence[str]) -> bool:
+    """A card is written whole or in groups of at most 6 digits (4-4-4-4, Amex 4-6-5)."""
+    return len(groups) == 1 or all(len(group) <= 6 for group in groups)
+
+
+def _redact_run(match: re.Match[str]) -> str:
+    """A run of digit groups with every card in it redacted, choosing the cards that cover the
+    most digits ("4000 0000 0000 006 3558 0000 0000 0000" is two cards, though its first 19
+    digits also pass Luhn)."""
+    parts = _SEPARATOR_KEPT.split(match.group())
+    groups, separators = parts[0::2], parts[1::2]
+    n = len(groups)
+    covered = [0] * (n + 1)  # most card digits in groups[i:]
+    card_end: list[int | None] = [None] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        covered[i] = covered[i + 1]
+        digits = ""
+        for j in range(i, n):
+            digits += groups[j]
+            if len(digits) > 19:
+                break
+            card = (
+                len(digits) >= 13
+                and digits[0] in "23456"
+                and _plausible(groups[i : j + 1])
+                and luhn_valid(digits)
+            )
+            if card and len(digits) + covered[j + 1] > covered[i]:
+                covered[i], card_end[i] = len(digits) + covered[j + 1], j
+    out: list[str] = []
+    i = 0
+    while i < n:
+        end = card_end[i]
+        out.append(groups[i] if end is None else _label("credit_card"))
+        i = i if end is None else end
+        if i < n - 1:
+            out.append(separators[i])
+        i += 1
+    return "".join(out)
+
+
+def _cards_in(text: str) -> str:
+    """The text with every Luhn-valid card number redacted."""
+    return _DIGIT_RUN.sub(_redact_run, text)
+
+
+def _redact_cards(values: pa.Array[Any]) -> pa.Array[Any]:
+    # Python runs only on the lines RE2 found a candidate in (a per-line loop, measured in
+    # benchmarks/parsers.py); every other line stays in Arrow.
+    candidates = pc.fill_null(pc.match_substring_regex(values, _CARD_CANDIDATE), False)
+    if not pc.any(candidates).as_py():
+        return values
+    chosen = pc.filter(values, candidates).to_pylist()
+    redacted = pa.array([_cards_in(text) for text in chosen], values.type)
+    return array_of(pc.replace_with_mask(values, candidates, redacted))
+
+
+def _replace(values: pa.Array[Any], pattern: str, replacement: str) -> pa.Array[Any]:
+    """``replace_substring_regex`` on the lines the pattern matches only.
+
+    Most log lines hold nothing to redact: a match (RE2's DFA, no captures) finds the few that
+    do, and only those pay for the capturing replace and the copy.
+    """
+    hits = pc.fill_null(pc.match_substring_regex(values, pattern), False)
+    count = pc.sum(hits).as_py() or 0
+    if count == 0:
+        return values
+    if count == len(values):
+        return array_of(pc.replace_substring_regex(values, pattern, replacement))
+    replaced = pc.replace_substring_regex(pc.filter(values, hits), pattern, replacement)
+    return array_of(pc.replace_with_mask(values, hits, replaced))
+
+
+def _check_custom(pattern: str) -> None:
+    try:
+        pc.replace_substring_regex(pa.array([""], pa.string()), pattern, "")
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(f"redact: custom pattern {pattern!r}: {exc}") from None
+
+
+def redact(
+    values: pa.Array[Any], detectors: Sequence[str], custom: Sequence[str] = ()
+) -> pa.Array[Any]:
+    """``values`` (strings; nulls stay null) with each detected value replaced by ``[REDACTED:<detector>]``.
+
+    Custom patterns (RE2) run first and become ``[REDACTED:custom]``; detectors run in a fixed order.
+    Raises ValueError naming an unknown detector or a custom pattern RE2 cannot compile.
+    """
+    unknown = [name for name in detectors if name not in DETECTORS]
+    if unknown:
+        raise ValueError(
+            f"redact: unknown detector {unknown[0]!r} (known: {', '.join(sorted(DETECTORS))})"
+        )
+    for pattern in custom:
+        _check_custom(pattern)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    for pattern in custom:
+        values = _replace(values, pattern, _label("custom"))
+    chosen = set(detectors)
+    for name, steps in _DETECTORS.items():
+        if name not in chosen:
+            continue
+        if name == "credit_card":
+            values = _redact_cards(values)
+        for step in steps:
+            for _ in range(step.passes):
+                values = _replace(values, step.pattern, step.replacement)
+    return values

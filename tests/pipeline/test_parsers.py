@@ -1,0 +1,227 @@
+"""The general parsers (json, kv, syslog, combined, regex), and what every parser guarantees for any line."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from service.pipeline.parsers import PARSERS, regex_parser
+from service.schema import COLUMN_NAMES
+from tests.pipeline.samples import (
+    ALB_HTTP,
+    APACHE,
+    CLOUDFRONT,
+    CLOUDTRAIL,
+    S3_ACCESS,
+    VPC_ACCEPT,
+    VPC_REJECT,
+    WAF,
+    errors,
+    parse,
+    row,
+)
+
+UTC = dt.UTC
+
+
+@pytest.mark.parametrize("name", ["apache", "nginx"])
+def test_combined_access_log(name: str) -> None:
+    common = '10.1.2.3 - - [10/Oct/2000:13:55:36 +0000] "-" 400 -'
+    result = parse(name, APACHE, common, "not an access log", None)
+    assert errors(result) == [None, None, "not a combined access log line", "message is null"]
+    got = row(result)
+    assert got["time"] == dt.datetime(2000, 10, 10, 20, 55, 36, tzinfo=UTC)
+    assert (got["client_ip"], got["user"], got["method"], got["url"], got["protocol"]) == (
+        "127.0.0.1",
+        "frank",
+        "GET",
+        "/apache_pb.gif",
+        "HTTP/1.0",
+    )
+    assert (got["status"], got["bytes"], got["referer"]) == (
+        200,
+        2326,
+        "http://www.example.com/start.html",
+    )
+    assert got["user_agent"] == "Mozilla/4.08 [en] (Win98; I ;Nav)"
+    assert (
+        row(result, 1)["method"] is None
+        and row(result, 1)["bytes"] is None
+        and row(result, 1)["status"] == 400
+    )
+
+
+def test_syslog_rfc5424_and_rfc3164_examples() -> None:
+    # RFC 5424 section 6.5 example 1 and RFC 3164 section 5.4 example 1.
+    modern = "<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - 'su root' failed for lonvick on /dev/pts/8"
+    sd = '<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut="3" eventSource="Application" eventID="1011"] An application event log entry...'
+    bsd = "<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8"
+    too_high = "<999>1 2003-10-11T22:14:15.003Z host app - - - text"
+    result = parse("syslog", modern, sd, bsd, too_high, "plain text")
+    assert errors(result) == [None, None, None, "priority: above 191", "not a syslog line"]
+    got = row(result)
+    assert (got["priority"], got["facility"], got["severity"], got["version"]) == (34, 4, 2, 1)
+    assert got["time"] == dt.datetime(2003, 10, 11, 22, 14, 15, 3000, tzinfo=UTC)
+    assert (got["hostname"], got["app_name"], got["proc_id"], got["msg_id"]) == (
+        "mymachine.example.com",
+        "su",
+        None,
+        "ID47",
+    )
+    assert got["msg"] == "'su root' failed for lonvick on /dev/pts/8"
+    assert (
+        row(result, 1)["structured_data"]
+        == '[exampleSDID@32473 iut="3" eventSource="Application" eventID="1011"]'
+    )
+    old = row(result, 2)
+    assert (old["facility"], old["severity"], old["hostname"], old["app_name"], old["time"]) == (
+        4,
+        2,
+        "mymachine",
+        "su",
+        None,
+    )
+    assert row(result, 3)["priority"] is None and row(result, 3)["hostname"] is None
+
+
+def test_json_object_columns_are_snake_case_and_typed_per_batch() -> None:
+    result = parse(
+        "json",
+        '{"userId": 7, "latencyMs": 1.5, "ok": true, "tags": ["a"]}',
+        '{"userId": 8, "latencyMs": 2}',
+        "[1]",
+        "{oops",
+        None,
+    )
+    assert errors(result)[:3] == [None, None, "not a JSON object: a list"]
+    assert errors(result)[3].startswith("invalid JSON: ") and errors(result)[4] == "message is null"
+    assert sorted(result.columns) == ["latency_ms", "ok", "tags", "user_id"]
+    assert result.columns["user_id"].to_pylist() == [7, 8, None, None, None]
+    assert (
+        result.columns["latency_ms"].type == pa.float64()
+        and result.columns["ok"].type == pa.bool_()
+    )
+    assert result.columns["tags"].to_pylist()[0] == '["a"]'
+
+
+def test_kv_pairs_with_quoted_values() -> None:
+    result = parse(
+        "kv", 'level=info msg="disk \\"sda\\" full" user_id=42 took=1.5s', "no pairs here", None
+    )
+    assert errors(result) == [None, "no key=value pair", "message is null"]
+    assert row(result) == {
+        "level": "info",
+        "msg": 'disk "sda" full',
+        "took": "1.5s",
+        "user_id": "42",
+    }
+
+
+def test_regex_parser_named_groups_become_columns() -> None:
+    parser = regex_parser(r"^(?P<user>\w+) logged in from (?P<client_ip>\S+)$")
+    result = parser(pa.array(["alice logged in from 192.0.2.1", "bob logged out", None]))
+    assert errors(result) == [None, "does not match the regex", "message is null"]
+    assert result.columns["user"].to_pylist() == ["alice", None, None]
+    assert result.columns["client_ip"].to_pylist() == ["192.0.2.1", None, None]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        (r"(?P<a>x", "missing \\)"),
+        (r"no groups", "no named group"),
+        (r"(?P<Bad>x)", "group name 'Bad' is not a snake_case column name"),
+        (r"(\d+)(?P<a>x)", "write \\(\\?:…\\) for a group that is not a column"),
+        (
+            r"(?P<a>x)(?=y)",
+            "regex",
+        ),  # RE2 has no lookaheads: refused when configured, not at run time
+    ],
+)
+def test_regex_parser_refuses_a_bad_pattern_with_its_reason(pattern: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        regex_parser(pattern)
+
+
+SAMPLES = {
+    "json": '{"a": 1}',
+    "kv": "a=1",
+    "syslog": "<34>Oct 11 22:14:15 mymachine su: x",
+    "apache": APACHE,
+    "nginx": APACHE,
+    "alb": ALB_HTTP,
+    "cloudfront": CLOUDFRONT,
+    "vpc_flow": VPC_ACCEPT,
+    "s3_access": S3_ACCESS,
+    "cloudtrail": orjson.dumps(CLOUDTRAIL).decode(),
+    "aws_waf": orjson.dumps(WAF).decode(),
+}
+HOSTILE = [
+    None,
+    "",
+    " ",
+    "\t\t",
+    "#",
+    '"',
+    "\x00\xff",
+    "é" * 50,
+    "{" * 1000,
+    "-" * 100,
+    "<34>",
+    "a=" * 200,
+]
+
+
+@pytest.mark.parametrize("name", sorted(PARSERS))
+def test_every_parser_keeps_every_line_and_never_raises(name: str) -> None:
+    lines = [SAMPLES[name], *HOSTILE]
+    result = parse(name, *lines)
+    assert len(result.error) == len(lines)
+    assert result.error[0].as_py() is None
+    for column_name, column in result.columns.items():
+        assert len(column) == len(lines), column_name
+        assert column_name == column_name.lower() and " " not in column_name
+    for i in range(1, len(lines)):
+        if result.error[i].as_py() is not None:
+            assert all(column[i].as_py() is None for column in result.columns.values()), (
+                name,
+                lines[i],
+            )
+
+
+@pytest.mark.parametrize("name", sorted(set(PARSERS) - {"json", "kv"}))
+def test_fixed_parsers_never_shadow_a_canonical_column(name: str) -> None:
+    assert not set(parse(name, SAMPLES[name]).columns) & set(COLUMN_NAMES)
+
+
+def test_parsers_read_large_strings_and_chunked_columns() -> None:
+    chunked = pa.chunked_array(
+        [pa.array([VPC_ACCEPT], pa.large_string()), pa.array([VPC_REJECT], pa.large_string())]
+    )
+    result = PARSERS["vpc_flow"](chunked)  # type: ignore[arg-type]
+    assert result.columns["action"].to_pylist() == ["ACCEPT", "REJECT"]
+
+
+def test_escaped_quotes_inside_quoted_fields() -> None:
+    line = '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /a\\"b HTTP/1.1" 200 5 "-" "Mozilla \\"quoted\\" \\\\ end"'
+    result = parse("apache", line)
+    assert errors(result) == [None]
+    got = row(result)
+    assert (got["url"], got["user_agent"], got["referer"]) == (
+        '/a"b',
+        'Mozilla "quoted" \\ end',
+        None,
+    )
+
+
+@pytest.mark.parametrize("name", ["vpc_flow", "alb", "cloudfront"])
+def test_parsers_read_a_slice_of_a_larger_column(name: str) -> None:
+    sample = {"vpc_flow": VPC_ACCEPT, "alb": ALB_HTTP, "cloudfront": CLOUDFRONT}[name]
+    column = pa.array(["x", "y", sample, sample, "z"]).slice(2, 2)
+    result = PARSERS[name](column)
+    assert errors(result) == [None, None]
+    assert len(result.columns[next(iter(result.columns))]) == 2
+    assert result.columns[next(iter(result.columns))].to_pylist()[0] is not None
