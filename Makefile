@@ -43,8 +43,11 @@ lint: env
 	$(VENV)/bin/ruff format --check service tests benchmarks
 	$(VENV)/bin/mypy service
 
+# Two pytest workers (pytest-xdist; each test stolen by whichever is free): most of the
+# suite's wall time is subprocesses and AWS round trips, so two overlap well on 2 cores.
+TEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
 
 # Real log agents for tests/agents/ (syslog-ng and rsyslog from Debian's packages, unpacked
 # into .tools/agents as the two conflict; the OpenTelemetry JS SDK into .tools/node). Needs
