@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.compaction import parse_duration, run_compaction
+from service.compaction import check_orphan_age, parse_duration, run_compaction
 from service.errors import SettingsError
 from service.settings import Settings
 
@@ -31,3 +31,10 @@ async def test_compact_refuses_a_hive_layout_with_one_line() -> None:
         match=r"^setting TIDEWAY_TABLE_FORMAT is invalid: tideway compact needs iceberg",
     ):
         await run_compaction(settings, 3600)
+
+
+@pytest.mark.parametrize("seconds", [0, 60, 3599])
+def test_an_orphan_margin_under_an_hour_is_refused_with_one_line(seconds: float) -> None:
+    with pytest.raises(ValueError, match=r"^--remove-orphans-older-than .*at least 1h"):
+        check_orphan_age(seconds)
+    assert check_orphan_age(3 * 86400) == 3 * 86400
