@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     compact.add_argument(
         "--remove-orphans-older-than",
         default="3d",
-        help="delete unreferenced data files older than this, at least 1h, or off (default 3d)",
+        help="delete unreferenced data files older than this, at least 2d, or off (default 3d)",
     )
     pipes = sub.add_parser(
         "pipelines", parents=[common], help="store (put FILE) or show the reloaded pipelines"

@@ -23,10 +23,10 @@ from service.sink.orphans import StoredObject, referenced_paths, select_orphans
 from service.sink.s3 import delete_keys
 
 DEFAULT_OLDER_THAN = 3600.0  # an hour past its end, a partition takes few late rows
-# A consumer's upload is unreferenced until its commit lands: at most the rest of the
-# flush's uploads, the wait for the worker's group commit and 30 jittered retries (under
-# 2 s each) later, i.e. minutes (docs/tables.md). An orphan margin below an hour is refused.
-MIN_ORPHAN_AGE = 3600.0
+# A consumer's upload is unreferenced until its commit lands: normally seconds later; at
+# worst 30 commit attempts of ~6 catalog and S3 calls, each hanging to its client timeout
+# on every retry, about 30 hours (docs/tables.md). A margin under 2 days is refused.
+MIN_ORPHAN_AGE = 2 * 86400.0
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -44,7 +44,7 @@ def check_orphan_age(seconds: float) -> float:
     """``seconds`` if it is a safe orphan margin; ValueError (one line) else."""
     if seconds < MIN_ORPHAN_AGE:
         raise ValueError(
-            f"--remove-orphans-older-than {seconds:g}s: must be at least 1h, longer than any"
+            f"--remove-orphans-older-than {seconds:g}s: must be at least 2d, longer than any"
             " consumer's upload-to-commit time (docs/tables.md)"
         )
     return seconds
