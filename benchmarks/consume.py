@@ -1,5 +1,6 @@
 """Consume: the full consume path (GetRecords -> decode -> flush plan -> S3 upload ->
-checkpoint) of the Hive layout, against in-process stand-ins, beside the writer benchmark.
+[Iceberg commit ->] checkpoint), Hive layout and Iceberg table, against in-process
+stand-ins, beside the writer benchmark.
 
     .venv/bin/python benchmarks/consume.py [--quick] [--shards N]   # quick: 50k lines, full: 300k
 
@@ -15,6 +16,11 @@ mode, pinned to one core, with these stand-ins for the AWS clients:
 - S3: keeps each object's size only (holding the bytes would count the bucket in the
   consumer's RSS), after a CRC32 of the body, which botocore computes for every PutObject.
 - DynamoDB: the simulation's ``DynamoModel`` (conditions and updates evaluated as DynamoDB does).
+- Iceberg (variant ``tideway_iceberg_N_shards``): the real committer (group commit,
+  watermarks, fast appends) on pyiceberg's SQL catalog in a SQLite file in a temporary
+  directory; the table's metadata JSON, manifest lists and manifests go through an
+  in-memory FileIO (benchmarks/iceberg_io.py; pyiceberg cannot use MemoryS3, whose calls
+  are aiobotocore's), so their Avro and JSON encoding is counted, their HTTP is not.
 Not counted: aiobotocore's HTTP, signing and JSON work. The consumer's GetRecords pacing
 (5 calls/s, 2 MiB/s per shard) stays: it costs wall time, not CPU, so the figure to compare
 is lines per CPU second. The baseline, run in the same run on the same input, is the writer
@@ -37,10 +43,12 @@ import json
 import random
 import statistics
 import sys
+import tempfile
 import time
 import zlib
 from itertools import islice
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +92,8 @@ class MemoryKinesis:
 
 class MemoryS3:
     """The S3 calls of the sink; remembers sizes, not bytes."""
+
+    meta = SimpleNamespace(endpoint_url=None, region_name="us-east-1")  # read by pyiceberg's props
 
     def __init__(self) -> None:
         self.sizes: dict[str, int] = {}
@@ -191,16 +201,39 @@ def fill_stream(model: Any, src: Path, lines: int, seed: int = 5) -> tuple[int, 
     return records, raw
 
 
-def run_consume(lines: int, shards: int) -> dict[str, Any]:
+def run_consume(lines: int, shards: int, table_format: str = "hive") -> dict[str, Any]:
     """A warm-up drain of WARMUP_LINES lines (one-time set-up: lazy imports, as in the writer
     benchmark), then the timed drain of ``lines`` lines over ``shards`` shards."""
-    drain_once(min(WARMUP_LINES, lines), shards)
-    return drain_once(lines, shards)
+    drain_once(min(WARMUP_LINES, lines), shards, table_format)
+    return drain_once(lines, shards, table_format)
 
 
-def drain_once(lines: int, shards: int) -> dict[str, Any]:
+def iceberg_settings(settings: Any, catalog_db: Path) -> Any:
+    """``settings`` committing to an Iceberg table: the SQL catalog on a SQLite file, the
+    table's metadata in the in-memory FileIO (benchmarks/iceberg_io.py), the table at the
+    consumer's object root; the table is created as ``tideway setup`` creates it."""
+    from service.consume.context import iceberg_arrow_schema, iceberg_properties
+    from service.settings import logs_location
+    from service.sink.iceberg import ensure_table, open_catalog
+
+    catalog = {"type": "sql", "py-io-impl": "benchmarks.iceberg_io.MemoryFileIO"}
+    settings = settings.model_copy(
+        update={
+            "table_format": "iceberg",
+            "iceberg_catalog": json.dumps(catalog),
+            "iceberg_catalog_uri": f"sqlite:///{catalog_db}",
+        }
+    )
+    props = iceberg_properties(settings, MemoryS3())
+    schema = iceberg_arrow_schema(settings)
+    ensure_table(open_catalog(props), settings.iceberg_table, logs_location(settings), schema)
+    return settings
+
+
+def drain_once(lines: int, shards: int, table_format: str = "hive") -> dict[str, Any]:
     import dataclasses
 
+    from service.consume.context import table_committer
     from service.consume.runner import shard_context
     from service.consume.worker import ConsumerWorker
     from service.settings import Settings
@@ -218,6 +251,9 @@ def drain_once(lines: int, shards: int) -> dict[str, Any]:
     stream_rss = peak_rss_mb()
     s3 = MemoryS3()
     settings = Settings(stream=STREAM, bucket=BUCKET, lease_table=LEASES, idle_wait=0.2)
+    scratch = tempfile.TemporaryDirectory(prefix="tideway-bench-")
+    if table_format == "iceberg":
+        settings = iceberg_settings(settings, Path(scratch.name) / "catalog.db")
     ctx = shard_context(
         settings,
         MemoryKinesis(kinesis),
@@ -235,15 +271,25 @@ def drain_once(lines: int, shards: int) -> dict[str, Any]:
             planning[0] += time.thread_time() - cpu
 
     ctx = dataclasses.replace(ctx, wall_clock=wall, planner=planner)
-    worker = ConsumerWorker(
-        ctx,
-        lease_duration=settings.lease_duration,
-        memory_budget=settings.memory_budget_bytes,
-        drain=True,
-    )
+
+    async def run() -> Any:
+        nonlocal ctx
+        if table_format == "iceberg":  # the same check of the table as `tideway consume`
+            ctx = dataclasses.replace(ctx, table=await table_committer(settings, s3, seed=1))
+        worker = ConsumerWorker(
+            ctx,
+            lease_duration=settings.lease_duration,
+            memory_budget=settings.memory_budget_bytes,
+            drain=True,
+        )
+        await worker.run(asyncio.Event())
+        return ctx.table
+
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    asyncio.run(worker.run(asyncio.Event()))
+    committer = asyncio.run(run())
     seconds, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    committed = _committed_files(settings, s3) if table_format == "iceberg" else None
+    scratch.cleanup()
     parquet = sorted(v for k, v in s3.sizes.items() if k.endswith(".parquet"))
     by_service: dict[str, int] = {}
     for key, size in s3.sizes.items():
@@ -263,7 +309,22 @@ def drain_once(lines: int, shards: int) -> dict[str, Any]:
         "service_bytes": dict(sorted(by_service.items())),
         "stream_rss_mb": stream_rss,
         "peak_rss_mb": peak_rss_mb(),
+        "table_commits": getattr(committer, "commits", None),
+        "table_files": committed,
     }
+
+
+def _committed_files(settings: Any, s3: MemoryS3) -> int:
+    """Data files in the table's current snapshot; each must be an uploaded object."""
+    from service.consume.context import iceberg_properties
+    from service.sink.iceberg import open_catalog
+
+    table = open_catalog(iceberg_properties(settings, s3)).load_table(settings.iceberg_table)
+    paths = [t.file.file_path for t in table.scan().plan_files()]
+    missing = [p for p in paths if p.removeprefix(f"s3://{BUCKET}/") not in s3.sizes]
+    if missing:
+        raise RuntimeError(f"the table names {len(missing)} files never uploaded: {missing[0]}")
+    return len(paths)
 
 
 def _distribution(sizes: list[int]) -> dict[str, int]:
@@ -318,6 +379,7 @@ def _figures(lines: int, size: int, run: dict[str, Any]) -> dict[str, Any]:
         "output_bytes": run["output_bytes"],
         "files": run.get("objects", run.get("files")),
         "peak_rss_mb": round(run["peak_rss_mb"], 1),
+        **({"table_commits": run["table_commits"]} if run.get("table_commits") else {}),
     }
 
 
@@ -327,11 +389,12 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=0, help="override the number of lines")
     parser.add_argument("--shards", type=int, default=4, help="shards of the stand-in stream")
     parser.add_argument("--variant", choices=("consume",), help=argparse.SUPPRESS)
+    parser.add_argument("--table-format", choices=("hive", "iceberg"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     lines = args.lines or (50_000 if args.quick else 300_000)
     if args.variant:
         pin_to_one_core()
-        print(json.dumps(run_consume(lines, args.shards)))
+        print(json.dumps(run_consume(lines, args.shards, args.table_format or "hive")))
         return
     src = dataset(lines)
     size = sum(len(x) for x in islice(src.open("rb"), lines))
@@ -341,12 +404,21 @@ def main() -> None:
         n: run_variant(Path(__file__), "consume", ["--lines", str(lines), "--shards", str(n)])
         for n in sorted({1, args.shards})
     }
+    # The same drain committing every flush to an Iceberg table (SQL catalog on SQLite,
+    # metadata in memory): what the table commit adds to the consume path.
+    iceberg = run_variant(
+        Path(__file__),
+        "consume",
+        ["--lines", str(lines), "--shards", str(args.shards), "--table-format", "iceberg"],
+    )
     writer = run_variant(ROOT / "benchmarks" / "writer.py", "tideway", ["--lines", str(lines)])
     got = runs[args.shards]
     results = {
         ("tideway" if n == 1 else f"tideway_{n}_shards"): _figures(lines, size, run)
         for n, run in runs.items()
     }
+    results[f"tideway_iceberg_{args.shards}_shards"] = _figures(lines, size, iceberg)
+    cpu_runs = [*runs.values(), iceberg]
     results["writer_tideway"] = _figures(lines, size, writer)
     ratios = {
         name: round(r["lines_per_cpu_s"] / results["writer_tideway"]["lines_per_cpu_s"], 2)
@@ -373,7 +445,12 @@ def main() -> None:
                 "plan_s": round(run["plan_cpu_seconds"], 2),
                 "rest_s": round(run["cpu_seconds"] - run["plan_cpu_seconds"], 2),
             }
-            for name, run in zip(results, runs.values(), strict=False)
+            for name, run in zip(results, cpu_runs, strict=False)
+        },
+        "iceberg": {
+            "table_commits": iceberg["table_commits"],
+            "table_files": iceberg["table_files"],
+            "catalog": "sql (SQLite file), metadata in memory (benchmarks/iceberg_io.py)",
         },
         "writer_cpu_s": round(writer["cpu_seconds"], 2),
         "compression_ratio": round(compression, 2),

@@ -25,6 +25,7 @@ COLUMNS = (
     ("output_bytes", "output bytes"),
     ("files", "files"),
     ("kinesis_records", "Kinesis records"),
+    ("table_commits", "table commits"),
     ("peak_rss_mb", "peak RSS MB"),
     # ingest: where the cores went during the run (server, load generator, everything else)
     ("cpu_us_per_line", "server CPU µs/line"),

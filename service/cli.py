@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     compact.add_argument(
         "--expire-after", default="7d", help="forget snapshots older than this (default 7d)"
     )
+    compact.add_argument(
+        "--remove-orphans-older-than",
+        default="3d",
+        help="delete unreferenced data files older than this, at least 2d, or off (default 3d)",
+    )
     pipes = sub.add_parser(
         "pipelines", parents=[common], help="store (put FILE) or show the reloaded pipelines"
     )
@@ -221,15 +226,28 @@ def _command(args: argparse.Namespace) -> int:
 
         print(json.dumps(_run(lambda stop: setup(settings))))
     elif args.command == "compact":
-        from service.compaction import parse_duration, run_compaction  # noqa: PLC0415
+        from service.compaction import (  # noqa: PLC0415
+            check_orphan_age,
+            parse_duration,
+            run_compaction,
+        )
 
+        orphans = args.remove_orphans_older_than
         try:
             older_than = parse_duration(args.older_than)
             expire_after = parse_duration(args.expire_after, "--expire-after")
+            orphan_age = None
+            if orphans != "off":
+                option = "--remove-orphans-older-than"
+                orphan_age = check_orphan_age(parse_duration(orphans, option))
         except ValueError as exc:
             print(f"tideway compact: {exc}", file=sys.stderr)
             return 2
-        print(json.dumps(_run(lambda stop: run_compaction(settings, older_than, expire_after))))
+        print(
+            json.dumps(
+                _run(lambda stop: run_compaction(settings, older_than, expire_after, orphan_age))
+            )
+        )
     elif args.command == "serve":
         return _serve(settings)
     elif args.command == "status":

@@ -22,3 +22,10 @@ def test_the_consumer_drains_the_stand_in_stream_into_parquet_objects() -> None:
     assert run["records"] >= 2
     assert run["objects"] > 0 and run["dead_letter_objects"] == 0
     assert run["output_bytes"] == sum(run["service_bytes"].values())
+
+
+def test_the_iceberg_variant_commits_every_uploaded_object_to_the_table() -> None:
+    run = drain_once(600, 2, "iceberg")
+    assert run["objects"] > 0 and run["dead_letter_objects"] == 0
+    assert run["table_files"] == run["objects"]  # drain_once checks each one was uploaded
+    assert 1 <= run["table_commits"] <= run["objects"]

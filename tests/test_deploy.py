@@ -18,10 +18,13 @@ from typing import Any
 import pyarrow as pa
 import pytest
 import yaml
+from pyiceberg.catalog.sql import SqlCatalog
 
+from service.compaction import check_orphan_age, parse_duration
 from service.ingest.grpc_logs import EXPORT_PATH, HEALTH_PATH
-from service.schema import CANONICAL_FIELDS, PARTITION_COLUMNS
+from service.schema import CANONICAL_FIELDS, PARTITION_COLUMNS, table_schema
 from service.settings import ENV_PREFIX, Settings
+from service.sink.iceberg import ensure_table
 from service.telemetry import names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +76,25 @@ EXPECTED_ACTIONS = {
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
         *XRAY_ACTIONS,
+        # TableFormat iceberg only: the committer's catalog calls and pyiceberg's reads.
+        "glue:GetTable",
+        "glue:UpdateTable",
+        "s3:GetObject",
+        "s3:ListBucket",
     },
+    # `tideway compact`: the table's catalog entry and files, nothing else (service/compaction.py).
+    "CompactTaskRole": {
+        "glue:GetTable",
+        "glue:UpdateTable",
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+        "s3:DeleteObject",
+        "s3:ListBucket",
+        "kms:GenerateDataKey",
+        "kms:Decrypt",
+    },
+    "CompactSchedulerRole": {"ecs:RunTask", "iam:PassRole"},
     # The console reads leases and dead letters (service/console/sources.py), nothing else.
     "ConsoleTaskRole": {"dynamodb:Scan", "s3:ListBucket", "s3:GetObject", "kms:Decrypt"},
     "TaskExecutionRole": {
@@ -180,7 +201,17 @@ def _literal(value: Any, parameters: dict[str, Any]) -> Any:
         return {"LogStream": "tideway-logs", "DataBucket": "tideway-data"}.get(
             value["Ref"], "placeholder"
         )
+    if isinstance(value, dict) and isinstance(value.get("Fn::Sub"), str):
+        return re.sub(
+            r"\$\{([A-Za-z]+)\}",
+            lambda m: str(_literal({"Ref": GLUE_NAMES.get(m[1], m[1])}, parameters)),
+            value["Fn::Sub"],
+        )
     return value
+
+
+# Resources whose Ref is the name a parameter gives them.
+GLUE_NAMES = {"GlueDatabase": "GlueDatabaseName", "IcebergTable": "IcebergTableName"}
 
 
 # ------------------------------------------------------------------ health and lifecycle
@@ -439,11 +470,22 @@ def test_kinesis_access_is_to_this_stream_only(template: dict[str, Any], role: s
             assert statement["Resource"] == {"Fn::GetAtt": ["LogStream", "Arn"]}
 
 
+TABLE_FILES = {"Fn::Sub": "${DataBucket.Arn}/${Prefix}logs/*"}
+TABLE_LISTING = {"StringLike": {"s3:prefix": {"Fn::Sub": "${Prefix}logs/*"}}}
+
+
 def test_consume_writes_objects_under_the_prefix_only(template: dict[str, Any]) -> None:
     for statement in _statements(template, "ConsumeTaskRole"):
         actions = _as_list(statement["Action"])
-        if any(a.startswith("s3:") for a in actions):
+        if "s3:PutObject" in actions:
             assert statement["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/${Prefix}*"}
+        elif actions == ["s3:GetObject"]:  # Iceberg metadata and manifests
+            assert statement["Resource"] == TABLE_FILES
+        elif actions == ["s3:ListBucket"]:
+            assert statement["Resource"] == {"Fn::GetAtt": ["DataBucket", "Arn"]}
+            assert statement["Condition"] == TABLE_LISTING
+        else:
+            assert not any(a.startswith("s3:") for a in actions), actions
         if any(a.startswith("kms:") for a in actions):
             assert statement["Resource"] == {"Fn::GetAtt": ["DataKey", "Arn"]}
 
@@ -630,3 +672,116 @@ def test_the_console_task_verifies_this_albs_tokens(
     containers = _props(template, "ConsoleTaskDefinition")["ContainerDefinitions"]
     assert containers[0]["Command"] == ["console"]
     assert containers[0]["PortMappings"] == [{"ContainerPort": 8081, "Protocol": "tcp"}]
+
+
+# ------------------------------------------------------------------ Iceberg (DESIGN §11)
+
+ICEBERG_RESOURCES = {
+    "IcebergTable",
+    "CompactLogGroup",
+    "CompactTaskRole",
+    "CompactSchedulerRole",
+    "CompactTaskDefinition",
+    "CompactTaskSchedule",
+}
+GLUE_ARN = "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}"
+ICEBERG_CATALOG_ARNS = [
+    {"Fn::Sub": f"{GLUE_ARN}:catalog"},
+    {"Fn::Sub": f"{GLUE_ARN}:database/${{GlueDatabase}}"},
+    {"Fn::Sub": f"{GLUE_ARN}:table/${{GlueDatabase}}/${{IcebergTableName}}"},
+]
+
+
+def test_table_format_chooses_the_hive_or_the_iceberg_table(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    assert resources["GlueTable"]["Condition"] == "IsHive"
+    assert {r for r, v in resources.items() if v.get("Condition") == "IsIceberg"} == (
+        ICEBERG_RESOURCES
+    )
+    assert template["Parameters"]["TableFormat"]["AllowedValues"] == ["hive", "iceberg"]
+    consume = _env(_container(template, names.ROLE_CONSUME))
+    assert consume["TIDEWAY_TABLE_FORMAT"] == {"Ref": "TableFormat"}
+    assert consume["TIDEWAY_ICEBERG_TABLE"] == {"Fn::Sub": "${GlueDatabase}.${IcebergTableName}"}
+
+
+def test_the_stacks_iceberg_table_is_the_one_tideway_setup_creates(
+    template: dict[str, Any], tmp_path: Path
+) -> None:
+    catalog = SqlCatalog(
+        "t", uri=f"sqlite:///{tmp_path}/c.db", warehouse=f"file://{tmp_path}/warehouse"
+    )
+    _, made = ensure_table(
+        catalog, "tideway.logs", f"file://{tmp_path}/logs", table_schema(service=True)
+    )
+    iceberg = _props(template, "IcebergTable")["OpenTableFormatInput"]["IcebergInput"]
+    declared = iceberg["IcebergTableInput"]
+    assert (iceberg["MetadataOperation"], iceberg["Version"]) == (
+        "CREATE",
+        str(made.format_version),
+    )
+    assert declared["Location"] == {"Fn::Sub": "s3://${DataBucket}/${Prefix}logs"}
+    assert [
+        (f["Id"], f["Name"], f["Type"], f["Required"]) for f in declared["Schema"]["Fields"]
+    ] == [(f.field_id, f.name, str(f.field_type), f.required) for f in made.schema().fields]
+    assert [
+        (f["FieldId"], f["SourceId"], f["Transform"], f["Name"])
+        for f in declared["PartitionSpec"]["Fields"]
+    ] == [(f.field_id, f.source_id, str(f.transform), f.name) for f in made.spec().fields]
+    properties = dict(declared["Properties"])
+    mapping = "schema.name-mapping.default"
+    assert json.loads(properties.pop(mapping)) == json.loads(made.properties[mapping])
+    assert properties == {k: v for k, v in made.properties.items() if k != mapping}
+
+
+@pytest.mark.parametrize("role", ["ConsumeTaskRole", "CompactTaskRole"])
+def test_iceberg_catalog_and_file_access_is_to_this_table_only(
+    template: dict[str, Any], role: str
+) -> None:
+    statements = _statements(template, role)
+    glue = [s for s in statements if any(a.startswith("glue:") for a in _as_list(s["Action"]))]
+    assert [s["Resource"] for s in glue] == [ICEBERG_CATALOG_ARNS]
+    for statement in statements:
+        actions = _as_list(statement["Action"])
+        if role == "CompactTaskRole" and any(a.startswith("s3:") for a in actions):
+            if actions == ["s3:ListBucket"]:
+                assert statement["Condition"] == TABLE_LISTING
+            else:  # deletes included: only files under the table location
+                assert statement["Resource"] == TABLE_FILES
+
+
+def test_compaction_is_a_scheduled_task_running_tideway_compact(
+    template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schedule = _props(template, "CompactTaskSchedule")
+    assert schedule["ScheduleExpression"] == {"Ref": "CompactSchedule"}
+    target = schedule["Target"]
+    assert target["Arn"] == {"Fn::GetAtt": ["Cluster", "Arn"]}
+    assert target["EcsParameters"]["TaskDefinitionArn"] == {"Ref": "CompactTaskDefinition"}
+    assert (
+        target["EcsParameters"]["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"]
+        == "DISABLED"
+    )
+    (container,) = _props(template, "CompactTaskDefinition")["ContainerDefinitions"]
+    assert container["Command"] == [
+        "compact",
+        "--remove-orphans-older-than",
+        {"Ref": "CompactOrphansOlderThan"},
+    ]
+    default = template["Parameters"]["CompactOrphansOlderThan"]["Default"]
+    assert check_orphan_age(parse_duration(default)) >= 86400
+    # The scheduler may start that task only, passing only that task's two roles.
+    run, pass_role = _statements(template, "CompactSchedulerRole")
+    assert run["Resource"] == {"Ref": "CompactTaskDefinition"}
+    assert pass_role["Resource"] == [
+        {"Fn::GetAtt": ["CompactTaskRole", "Arn"]},
+        {"Fn::GetAtt": ["TaskExecutionRole", "Arn"]},
+    ]
+    for name in [n for n in os.environ if n.upper().startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    values = {
+        name.removeprefix(ENV_PREFIX).lower(): _literal(value, template["Parameters"])
+        for name, value in _env(container).items()
+        if name.startswith(ENV_PREFIX)
+    }
+    settings = Settings(**values)
+    assert (settings.table_format, settings.iceberg_table) == ("iceberg", "tideway.logs")

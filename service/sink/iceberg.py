@@ -107,17 +107,28 @@ def check_location(table: Table, identifier: str, location: str) -> None:
         )
 
 
-def data_file(metadata: TableMetadata, path: str, body: bytes) -> DataFile:
+StatsPlan = tuple[Any, dict[str, int]]  # pyiceberg's statistics plan, Parquet path -> id
+
+
+def stats_plan(metadata: TableMetadata) -> StatsPlan:
+    """What ``data_file`` derives from the table's schema and properties alone: compute it
+    once per commit, not once per file (a schema walk costs about as much as the footer)."""
+    schema = metadata.schema()
+    return compute_statistics_plan(schema, metadata.properties), parquet_path_to_id_mapping(schema)
+
+
+def data_file(
+    metadata: TableMetadata, path: str, body: bytes, plan: StatsPlan | None = None
+) -> DataFile:
     """The table's record of one of our Parquet objects (``path``: its s3:// URL), from its
     bytes in memory: column bounds and counts from the footer, partition from the bounds
     (a file holds one hour and one service, sink/iceberg_rows.py). Raises ValueError when
-    the file spans partitions."""
+    the file spans partitions. ``plan``: ``stats_plan(metadata)``, if already computed."""
     footer = pq.read_metadata(pa.BufferReader(body))
     schema = metadata.schema()
+    stats_columns, mapping = plan or stats_plan(metadata)
     stats = data_file_statistics_from_parquet_metadata(
-        parquet_metadata=footer,
-        stats_columns=compute_statistics_plan(schema, metadata.properties),
-        parquet_column_mapping=parquet_path_to_id_mapping(schema),
+        parquet_metadata=footer, stats_columns=stats_columns, parquet_column_mapping=mapping
     )
     fields: dict[str, Any] = stats.to_serialized_dict()
     return DataFile.from_args(

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table, TableProperties
 
-from service.sink.iceberg import TABLE_PROPERTIES, data_file
+from service.sink.iceberg import TABLE_PROPERTIES, data_file, stats_plan
 
 log = logging.getLogger(__name__)
 WATERMARK_PREFIX = "tideway.committed."
@@ -140,10 +140,11 @@ class TableCommitter:
         tx = table.transaction()
         tx.set_properties({watermark_key(self.stream, f.shard_id): str(f.last) for f in todo})
         summary = {f"{SUMMARY_PREFIX}{self.stream}.{f.shard_id}": str(f.last) for f in todo}
+        plan = stats_plan(metadata)
         with tx.update_snapshot(snapshot_properties=summary).fast_append() as append:
             for f in todo:
                 for file in f.files:
-                    append.append_data_file(data_file(metadata, file.path, file.body))
+                    append.append_data_file(data_file(metadata, file.path, file.body, plan))
         tx.commit_transaction()
 
     @staticmethod

@@ -17,6 +17,7 @@ from pyiceberg.expressions import EqualTo
 from pyiceberg.table import Table
 
 from service.aws import aws_clients
+from service.compaction import remove_orphans
 from service.consume.context import table_committer
 from service.resources import ensure_iceberg_table
 from service.schema import table_schema
@@ -219,3 +220,55 @@ async def test_the_glue_catalog_takes_the_table_and_the_same_exactly_once_commit
     assert await c.committed("shard-0") == 9
     table = aws.client("glue").get_table(DatabaseName="tideway", Name="logs")["Table"]
     assert table["Parameters"]["table_type"].upper() == "ICEBERG"
+
+
+async def test_orphan_removal_deletes_old_unreferenced_files_and_spares_referenced_and_young(
+    aws: Aws, catalog_props: dict[str, str]
+) -> None:
+    s3 = aws.client("s3")
+    c = committer(catalog_props, 7)
+    inputs = [uploaded_flush(aws, "shard-0", last)[0][0] for last in (1, 2, 3)]
+    for last in (1, 2, 3):
+        await c.commit("shard-0", last, uploaded_flush(aws, "shard-0", last))
+    report = compact(
+        lambda: table_of(catalog_props),
+        now=ARRIVAL / 1e6 + 3 * 3600,
+        older_than=3600,
+        target=1 << 20,
+        rng=random.Random(0),
+    )
+    assert report.files_before == 3
+    lost_race = f"{inputs[0].rsplit('/', 1)[0]}/compacted-0123456789abcdef0123.parquet"
+    s3.put_object(Bucket=BUCKET, Key=lost_race, Body=b"PAR1 a bin dropped after a lost race")
+    await asyncio.sleep(1.1)  # S3 times have one-second steps: the next upload is younger
+    in_flight = uploaded_flush(aws, "shard-1", 4)  # uploaded, its commit not landed yet
+    young = s3.head_object(Bucket=BUCKET, Key=in_flight[0][0])["LastModified"].timestamp()
+    rows = by_lineage(table_of(catalog_props).scan().to_arrow())
+
+    def exists(key: str) -> bool:
+        return bool(s3.list_objects_v2(Bucket=BUCKET, Prefix=key).get("KeyCount"))
+
+    async def remove() -> list[str]:
+        async with aws_clients("s3") as clients:
+            load = functools.partial(table_of, catalog_props)
+            return await remove_orphans(clients.s3, load, now=young + 0.5, older_than=1.0)
+
+    # The compacted inputs are still named by older snapshots: only the lost race's goes.
+    assert await remove() == [f"s3://{BUCKET}/{lost_race}"]
+    assert all(exists(k) for k in inputs) and exists(in_flight[0][0])
+    expire_snapshots(
+        lambda: table_of(catalog_props), now=time.time() + 60, keep_for=0, rng=random.Random(0)
+    )
+    # Expired: the inputs are orphans now; the young upload and the table's files stay.
+    assert await remove() == sorted(f"s3://{BUCKET}/{k}" for k in inputs)
+    table = table_of(catalog_props)
+    assert by_lineage(table.scan().to_arrow()) == rows
+    assert all(exists(t.file.file_path.split("/", 3)[3]) for t in table.scan().plan_files())
+    assert await c.commit("shard-1", 4, in_flight) is True
+    assert table_of(catalog_props).scan().to_arrow().num_rows == len(rows) + 3
+    assert any(k.endswith(".metadata.json") for k in _keys(s3, "logs/metadata/"))
+
+
+def _keys(s3: object, prefix: str) -> list[str]:
+    page = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)  # type: ignore[attr-defined]
+    return [o["Key"] for o in page.get("Contents", [])]
