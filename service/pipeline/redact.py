@@ -82,7 +82,8 @@ _DETECTORS: dict[str, tuple[Detector, ...]] = {
 DETECTORS: frozenset[str] = frozenset(_DETECTORS)
 
 # Python reads whole runs of digit groups, on the lines where RE2 found a candidate.
-_DIGIT_RUN = re.compile(r"\b[0-9]+(?:[ -][0-9]+)*\b", re.ASCII)
+# Runs of 13 digits or more only: a shorter run holds no card, so Python never sees it.
+_DIGIT_RUN = re.compile(r"\b[0-9](?:[ -]?[0-9]){12,}\b", re.ASCII)
 _SEPARATOR_KEPT = re.compile(r"([ -])")
 
 
