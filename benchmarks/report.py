@@ -33,7 +33,7 @@ COLUMNS = (
     ("client_busy", "generator cores"),
     ("others_busy", "other processes' cores"),
 )
-ORDER = ("writer", "decoders", "ingest", "e2e", "telemetry", "consume")
+ORDER = ("writer", "decoders", "ingest", "e2e", "telemetry", "consume", "pipelines")
 COMMANDS = {name: f".venv/bin/python benchmarks/{name}.py" for name in ORDER}
 
 

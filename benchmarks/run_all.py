@@ -18,6 +18,7 @@ SCRIPTS = (
     "telemetry.py",
     "consume.py",
     "console.py",
+    "pipelines.py",
 )
 
 

@@ -89,7 +89,8 @@ class Clock:
         return self
 
 
-def run_tideway(src: Path, out: Path) -> Clock:
+def run_tideway(src: Path, out: Path, pipelines: Any = None) -> Clock:
+    """``plan_flush`` over the input; ``pipelines`` (benchmarks/pipelines.py) routes it."""
     from service.decode.types import DecodedRecord, LineBatch, RecordMeta
     from service.sink.plan import Layout, plan_flush
     from service.sink.rules import FieldMapping
@@ -106,8 +107,9 @@ def run_tideway(src: Path, out: Path) -> Clock:
                     (LineBatch(payload, len(chunk), source="http"),),
                 )
             )
+    layout = Layout("bench", pipelines=pipelines)
     clock = Clock()
-    plan = plan_flush("shardId-000000000000", records, [], Layout("bench"), FieldMapping())
+    plan = plan_flush("shardId-000000000000", records, [], layout, FieldMapping())
     clock.stop()
     for obj in plan.objects:
         path = out / obj.key

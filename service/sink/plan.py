@@ -63,11 +63,12 @@ class FlushObject:
 @dataclass(frozen=True, slots=True)
 class FlushPlan:
     objects: tuple[FlushObject, ...]
-    rows: int
+    rows: int  # rows written to Parquet
     dead_letters: int
     # The partitions the shard has opened in the hour after this flush (service/sink/opened.py);
     # None when the layout keeps no such state.
     opened: OpenedPartitions | None = None
+    dropped: int = 0  # rows the pipelines' drop or sample removed (DESIGN §12): not written
 
     @property
     def bytes_out(self) -> int:
@@ -114,6 +115,7 @@ def plan_flush(
     ]
     objects: list[FlushObject] = []
     opened = layout.opened
+    written = 0
     if table.num_rows:
         if opened is not None:  # the hour of the flush: its latest record's arrival (Kinesis)
             opened = opened.at_hour(max(r.meta.arrival_us for r in records) // HOUR_US)
@@ -123,8 +125,10 @@ def plan_flush(
                 shard_id, rows, of_rows, layout, schema=route_schema, opened=opened, table_name=name
             )
             objects.extend(data)
+            written += rows.num_rows
     objects.extend(_dead_objects(shard_id, dead_all, layout))
-    return FlushPlan(tuple(objects), table.num_rows, len(dead_all), opened)
+    dropped = table.num_rows - written
+    return FlushPlan(tuple(objects), written, len(dead_all), opened, dropped)
 
 
 def dead_letter_plan(shard_id: str, dead: Sequence[DeadLetter], layout: Layout) -> FlushPlan:

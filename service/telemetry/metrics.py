@@ -48,6 +48,8 @@ class FlushedPlan(Protocol):
     @property
     def dead_letters(self) -> int: ...
     @property
+    def dropped(self) -> int: ...
+    @property
     def bytes_out(self) -> int: ...
 
 
@@ -237,6 +239,11 @@ class ConsumerMetrics(_Common):
             "tideway_bytes_written", "Object bytes written to S3", registry=r
         )
         self.rows = Counter("tideway_rows_written", "Rows written to Parquet", registry=r)
+        self.pipelines_dropped = Counter(
+            "tideway_pipelines_dropped",
+            "Rows pipelines dropped or sampled out (DESIGN §12), not written",
+            registry=r,
+        )
         self.file_rows = Histogram(
             "tideway_file_rows", "Rows per Parquet file", buckets=ROW_BUCKETS, registry=r
         )
@@ -311,6 +318,7 @@ class ConsumerMetrics(_Common):
                 self.file_bytes.observe(len(obj.body))
         self.bytes_written.inc(plan.bytes_out)
         self.rows.inc(plan.rows)
+        self.pipelines_dropped.inc(plan.dropped)
         self.flush_rows.observe(plan.rows)
         # The plan counts decode failures (with reasons) plus rows that could not be mapped;
         # the latter carry no reason here, only their count.

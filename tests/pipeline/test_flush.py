@@ -14,6 +14,7 @@ from service.decode.types import DecodedRecord
 from service.schema import COLUMN_NAMES
 from service.sink.plan import Layout, plan_document, plan_flush, plan_from_document
 from service.sink.rules import FieldMapping
+from service.telemetry.metrics import ConsumerMetrics
 from tests.builders import record
 from tests.pipeline_support import ROUTES, load
 
@@ -88,3 +89,14 @@ def test_a_plan_document_without_pipelines_reads_as_none() -> None:
     lay, _ = plan_from_document(plan_document(layout(None), FieldMapping()))
     assert lay.pipelines is None
     assert dataclasses.replace(lay, opened=None) == dataclasses.replace(layout(None), opened=None)
+
+
+def test_rows_a_pipeline_drops_are_counted_as_dropped_not_as_written() -> None:
+    plan = plan_flush("shardId-000", records(), [], layout(), FieldMapping())
+    assert (plan.rows, plan.dropped) == (3, 1)  # ROUTES drops the health check
+    assert plan.rows == sum(o.rows for o in plan.objects)
+    metrics = ConsumerMetrics()
+    metrics.observe_flush("size", plan, [], {})
+    written = metrics.registry.get_sample_value("tideway_rows_written_total")
+    dropped = metrics.registry.get_sample_value("tideway_pipelines_dropped_total")
+    assert (written, dropped) == (3, 1)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.pipeline.redact import DETECTORS, luhn_valid, redact
+from service.pipeline.redact import DETECTORS, _cards_in, _settled_cards, luhn_valid, redact
 
 
 def redacted(text: str, *detectors: str, custom: tuple[str, ...] = ()) -> str:
@@ -257,3 +257,26 @@ def card(draw: st.DrawFn) -> str:
 def test_cards_one_separator_apart_are_each_redacted(cards: list[str], separator: str) -> None:
     out = redacted(separator.join(cards), "credit_card")
     assert out == separator.join(["[REDACTED:credit_card]"] * len(cards))
+
+
+DIGIT_TEXT = st.lists(
+    st.one_of(
+        card(),
+        st.text(alphabet="0123456789 -", min_size=10, max_size=30),
+        st.integers(10**12, 10**20).map(str),
+        st.sampled_from(["id", "x", "é", "card:", "a_", "ok."]),
+    ),
+    min_size=1,
+    max_size=4,
+).map(" ".join)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(DIGIT_TEXT, min_size=1, max_size=8))
+def test_cards_settled_in_arrow_are_redacted_as_the_python_rule_redacts_them(
+    texts: list[str],
+) -> None:
+    # The columnar fast path (one run of 13 to 19 digits, Luhn in numpy) against the rule's
+    # readable form, line by line.
+    values = pa.array(texts, pa.string())
+    assert _settled_cards(values).to_pylist() == [_cards_in(t) for t in texts]

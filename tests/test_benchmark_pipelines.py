@@ -1,0 +1,49 @@
+"""The pipelines benchmark runs its pipeline set and its DuckDB equivalent on a tiny input:
+both write the same routes with the same rows, and Tideway's output holds no detected value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from benchmarks.pipelines import pipeline_input, ratios, run_duckdb, run_pipelines
+
+
+def rows_per_table(out: Path) -> dict[str, int]:
+    return {
+        table.name: ds.dataset(table, format="parquet", partitioning="hive").count_rows()
+        for table in sorted(out.iterdir())
+    }
+
+
+def test_pipelines_and_duckdb_write_the_same_routes_and_rows(tmp_path: Path) -> None:
+    src = pipeline_input(400)
+    ours, theirs = tmp_path / "tideway", tmp_path / "duckdb"
+    ours.mkdir()
+    theirs.mkdir()
+    run_pipelines(src, ours)
+    written = rows_per_table(ours)
+    assert set(written) == {"app", "alb", "vpc", "logs"}
+    assert sum(written.values()) == 400 - 20  # the VPC REJECT lines are dropped
+    text = " ".join(
+        str(v)
+        for table in ("app", "logs")
+        for row in ds.dataset(ours / table, format="parquet").to_table().to_pylist()
+        for v in row.values()
+    )
+    assert "@example" not in text and "4111 1111" not in text and "4012-8888" not in text
+    pytest.importorskip("duckdb")
+    run_duckdb(src, theirs)
+    assert rows_per_table(theirs) == written
+
+
+def test_ratios_say_whether_each_target_is_met() -> None:
+    def variant(cpu: int) -> dict[str, float]:
+        return {"lines_per_s": cpu, "lines_per_cpu_s": cpu, "peak_rss_mb": 100.0}
+
+    got = ratios({"tideway": variant(90), "tideway_plain": variant(100), "duckdb": variant(95)})
+    assert got["tideway_vs_tideway_plain"]["lines_per_cpu_s"] == 0.9
+    assert got["tideway_vs_tideway_plain"]["met"]
+    assert not got["tideway_vs_duckdb"]["met"]
