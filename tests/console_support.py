@@ -87,6 +87,29 @@ async def seed_dead_letters(settings: Settings) -> str:
     return key
 
 
+REDRIVEN_MESSAGE = "landed by the console's redrive"
+
+
+async def seed_redrivable(settings: Settings) -> str:
+    """A dead-letter object whose one record today's settings decode (it was refused under a
+    smaller decompression limit); its shard's flush is checkpointed (seed_fleet), so a
+    redrive lands it."""
+    line = orjson.dumps({"message": REDRIVEN_MESSAGE, "service": "api"})
+    entry = {
+        "reason": "gzip: more than 16 bytes decompressed",
+        "kinesis_shard_id": "shardId-000000000001",
+        "kinesis_sequence_number": "3",
+        "arrival_time": "2026-11-30T10:00:03Z",
+        "data": base64.b64encode(gzip.compress(line, mtime=0)).decode(),
+    }
+    key = dead_letter_key(settings, 2)
+    async with aws_clients("s3") as aws:
+        await aws.s3.put_object(
+            Bucket=settings.bucket, Key=key, Body=gzip.compress(orjson.dumps(entry) + b"\n")
+        )
+    return key
+
+
 @dataclass
 class RunningConsole:
     url: str

@@ -28,6 +28,7 @@ from service.console.sources import (
     read_fleet,
 )
 from service.decode import DecoderConfig
+from service.errors import TidewayError
 from service.repair.redrive import RedriveReport, redrive
 from service.settings import Settings
 
@@ -247,14 +248,20 @@ async def redrive_action(request: web.Request) -> web.StreamResponse:
     if bad:
         raise web.HTTPBadRequest(text=f"keys: {bad[0]!r} is not a dead-letter object")
     log.info("console: redrive of %d objects by %s", len(keys), request[PRINCIPAL].subject)
-    rows = _report_rows(await redrive(c.settings, keys=keys))
+    problem, rows = "", []
+    try:
+        rows = _report_rows(await redrive(c.settings, keys=keys))
+    except TidewayError as exc:  # e.g. a claim lost midway: one line, the rerun resumes
+        problem = str(exc)
     return _render(
         request,
         "redrive.html",
+        status=500 if problem else 200,
         title="Redrive",
         page="dead",
         keys=keys,
         report=rows,
+        problem=problem,
     )
 
 

@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 
 from service.settings import Settings
-from tests.console_support import console, seed_dead_letters, seed_fleet
+from tests.conftest import Aws, read_table
+from tests.console_support import (
+    REDRIVEN_MESSAGE,
+    console,
+    seed_dead_letters,
+    seed_fleet,
+    seed_redrivable,
+)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -66,12 +73,13 @@ def shots(tmp_path: Path) -> Path:
 
 
 async def test_an_operator_signs_in_and_browses_live_pages_a_viewer_changes_nothing(
-    ready: Settings, chromium: Any, tmp_path: Path
+    aws: Aws, ready: Settings, chromium: Any, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
 
     ids = await seed_fleet(ready, shards=12)
     key = await seed_dead_letters(ready)
+    redrivable = await seed_redrivable(ready)
     folder = shots(tmp_path)
     driver = chromium
 
@@ -92,6 +100,11 @@ async def test_an_operator_signs_in_and_browses_live_pages_a_viewer_changes_noth
         seen["reason"] = driver.find_element(By.ID, "reason").text
         driver.save_screenshot(str(folder / "dead-letter-record.png"))
         seen["no_csrf"] = driver.execute_async_script(POST_WITHOUT_CSRF, key, "")
+        driver.back()
+        driver.find_element(By.CSS_SELECTOR, f'input[name="keys"][value="{redrivable}"]').click()
+        driver.find_element(By.ID, "redrive").click()
+        seen["redrive"] = driver.find_element(By.ID, "outcome").text
+        driver.save_screenshot(str(folder / "redrive.png"))
         driver.get(sign_in)  # a spent token
         seen["again"] = driver.find_element(By.TAG_NAME, "body").text
         return seen
@@ -104,6 +117,8 @@ async def test_an_operator_signs_in_and_browses_live_pages_a_viewer_changes_noth
     assert seen["reason"] == "avro: no schema for id 7"
     assert seen["no_csrf"][0] == 403 and "CSRF" in seen["no_csrf"][1]
     assert "wrong or already used" in seen["again"]
+    assert "landed 1" in seen["redrive"] and "still_dead 0" in seen["redrive"]
+    assert read_table(aws, ready).column("message").to_pylist() == [REDRIVEN_MESSAGE]
 
     def viewer_session(sign_in: str) -> dict[str, Any]:
         driver.delete_all_cookies()
@@ -114,6 +129,7 @@ async def test_an_operator_signs_in_and_browses_live_pages_a_viewer_changes_noth
             "role": driver.find_element(By.ID, "role").text,
             "buttons": len(driver.find_elements(By.ID, "redrive")),
             "post": driver.execute_async_script(POST_WITHOUT_CSRF, key, csrf),
+            "dead": driver.find_element(By.ID, "dead").text,
         }
 
     viewer = ready.model_copy(update={"console_local_role": "viewer"})
@@ -121,3 +137,4 @@ async def test_an_operator_signs_in_and_browses_live_pages_a_viewer_changes_noth
         seen = await asyncio.to_thread(viewer_session, run.sign_in)
     assert seen["role"] == "viewer" and seen["buttons"] == 0
     assert seen["post"][0] == 403 and "operator rights" in seen["post"][1]
+    assert "avro: no schema for id 7" in seen["dead"], "the refused POST changed nothing"
