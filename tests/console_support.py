@@ -7,11 +7,13 @@ import asyncio
 import base64
 import contextlib
 import gzip
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import jwt
 import orjson
 from aiohttp import web
@@ -108,6 +110,17 @@ async def seed_redrivable(settings: Settings) -> str:
             Bucket=settings.bucket, Key=key, Body=gzip.compress(orjson.dumps(entry) + b"\n")
         )
     return key
+
+
+def browser_session() -> aiohttp.ClientSession:
+    # Cookies from 127.0.0.1 are kept, as a browser keeps them (aiohttp drops them by default).
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
 
 
 @dataclass
