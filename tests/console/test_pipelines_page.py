@@ -1,7 +1,7 @@
 """The Pipelines page against moto: the stored document's version and text, the operator's
 editor that validates with the consumers' loader and stores a new version as
 ``tideway pipelines put`` does, a bad document refused in one line, a viewer who edits
-nothing."""
+nothing (on the Replays page either)."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ async def test_an_operator_stores_a_new_version_and_a_bad_one_is_refused_in_one_
             assert resp.status == 403 and "CSRF" in await resp.text()
 
 
-async def test_a_viewer_reads_the_stored_document_but_stores_none(ready: Settings) -> None:
+async def test_a_viewer_reads_pipelines_and_replays_but_changes_neither(ready: Settings) -> None:
     async with aws_clients("dynamodb") as aws:
         await store_document(aws.dynamodb, ready.lease_table, ROUTES)
     viewer = ready.model_copy(update={"console_local_role": "viewer"})
@@ -91,4 +91,13 @@ async def test_a_viewer_reads_the_stored_document_but_stores_none(ready: Setting
         form = {"csrf_token": "any", "document": BAD}
         async with browser.post(f"{run.url}/pipelines", data=form) as resp:
             assert resp.status == 403 and "operator rights" in await resp.text()
+
+        async with browser.get(f"{run.url}/replays") as resp:
+            page = await resp.text()
+        assert 'id="start"' not in page and "needs operator rights" in page
+        form = {"csrf_token": "any", "from": "0", "to": "1", "into": "backfill/"}
+        async with browser.post(f"{run.url}/replays", data=form) as resp:
+            assert resp.status == 403 and "operator rights" in await resp.text()
+        async with browser.get(f"{run.url}/replays") as resp:
+            assert "No replay started here." in await resp.text()
     assert await stored(ready) == ROUTES

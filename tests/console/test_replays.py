@@ -1,7 +1,7 @@
 """The Replays page against moto: an operator starts a replay of a window of the stream and
 watches it finish (rows under the side prefix, progress from the lease table); a replay
 waiting on a claim is cancelled from the page, and one still running when the console stops
-is cancelled with it; a bad window is refused in one line; a viewer starts nothing."""
+is cancelled with it; a bad window is refused in one line. (A viewer's refusal: test_pipelines_page.py.)"""
 
 from __future__ import annotations
 
@@ -114,18 +114,3 @@ async def test_a_waiting_replay_is_cancelled_from_the_page_or_with_the_console(
             assert '<tr class="running">' in await resp.text()
     # The console stopped (its context exited, no error): the running replay went with it.
     assert object_keys(aws, ready.bucket, "held/") == []
-
-
-async def test_a_viewer_sees_replays_but_starts_none(ready: Settings) -> None:
-    viewer = ready.model_copy(update={"console_local_role": "viewer"})
-    async with console(viewer) as run, browser_session() as browser:
-        async with browser.get(run.sign_in) as resp:
-            assert resp.status == 200
-        async with browser.get(f"{run.url}/replays") as resp:
-            page = await resp.text()
-        assert 'id="start"' not in page and "needs operator rights" in page
-        form = {"csrf_token": "any", "from": "0", "to": "1", "into": SIDE}
-        async with browser.post(f"{run.url}/replays", data=form) as resp:
-            assert resp.status == 403 and "operator rights" in await resp.text()
-        async with browser.get(f"{run.url}/replays") as resp:
-            assert "No replay started here." in await resp.text()
