@@ -49,7 +49,6 @@ async def _page(
         refused=refused,
         stored_now=stored_now,
         table=c.settings.lease_table,
-        reload=c.settings.pipelines_reload,
     )
 
 
