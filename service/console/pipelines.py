@@ -10,13 +10,14 @@ from aiohttp import web
 
 from service.console.guard import PRINCIPAL
 from service.console.page import CONSOLE, render
-from service.consume.reload import store_document, stored_document
+from service.consume.reload import store_document, stored_document, stored_versions
 from service.pipeline.config import PipelineConfigError, load_pipelines
 
 log = logging.getLogger(__name__)
 
 
 async def pipelines(request: web.Request) -> web.StreamResponse:
+    """GET; ``?at=<ms>`` loads that stored version into the editor (to store it again)."""
     return await _page(request, stored_now=request.query.get("stored", ""))
 
 
@@ -30,6 +31,13 @@ async def _page(
 ) -> web.StreamResponse:
     c = request.app[CONSOLE]
     text = await stored_document(c.dynamodb, c.settings.lease_table)
+    versions = await stored_versions(c.dynamodb, c.settings.lease_table)
+    at = request.query.get("at", "")
+    chosen = next((v for v in versions if str(v.stored_at_ms) == at), None)
+    if at and chosen is None:
+        raise web.HTTPNotFound(text=f"at: no pipeline version stored at {at!r}")
+    if draft is None and chosen is not None:
+        draft = chosen.document
     version, broken = None, ""
     if text is not None:
         try:  # the same loader as the consumers: what they would do with it
@@ -45,6 +53,8 @@ async def _page(
         stored=text,
         version=version,
         broken=broken,
+        versions=versions,
+        chosen=chosen,
         draft=(text or "") if draft is None else draft,
         refused=refused,
         stored_now=stored_now,

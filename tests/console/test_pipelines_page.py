@@ -1,4 +1,4 @@
-"""The Pipelines page against moto: the stored document's version and text, the operator's
+"""The Pipelines page against moto: the stored document's versions and text, the operator's
 editor that validates with the consumers' loader and stores a new version as
 ``tideway pipelines put`` does, a bad document refused in one line, a viewer who edits
 nothing (on the Replays page either)."""
@@ -73,6 +73,19 @@ async def test_an_operator_stores_a_new_version_and_a_bad_one_is_refused_in_one_
         async with browser.post(url, data={"csrf_token": csrf, "document": BAD}) as resp:
             assert resp.status == 400
         assert await stored(ready) == ROUTES, "a refused document keeps the last good one"
+
+        newer = ROUTES + 'redact = ["email"]\n'
+        async with browser.post(url, data={"csrf_token": csrf, "document": newer}) as resp:
+            page = await resp.text()
+        rows = re.findall(r'<td class="seq">(\w+)</td><td>(.*?)</td>', page)
+        older = re.search(r'href="/pipelines\?at=(\d+)"', page)
+        assert [v for v, _ in rows] == [load_pipelines(newer).version, version]
+        assert rows[0][1] == "current" and older, "newest first, the older one can be loaded"
+        async with browser.get(url, params={"at": older.group(1)}) as resp:
+            page = await resp.text()
+        assert shown(page, "textarea") == ROUTES and f"(version {version} of" in page
+        async with browser.get(url, params={"at": "1"}) as resp:
+            assert resp.status == 404
         async with browser.post(url, data={"document": ROUTES + "\n"}) as resp:
             assert resp.status == 403 and "CSRF" in await resp.text()
 
