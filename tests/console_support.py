@@ -117,6 +117,14 @@ def browser_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
 
 
+async def signed_in(browser: aiohttp.ClientSession, run: RunningConsole, path: str) -> str:
+    """Spend the console's sign-in URL in ``browser``; the page at ``path`` afterwards."""
+    async with browser.get(run.sign_in) as resp:
+        assert resp.status == 200
+    async with browser.get(run.url + path) as resp:
+        return await resp.text()
+
+
 def csrf_of(html: str) -> str:
     found = re.search(r'name="csrf_token" value="([^"]+)"', html)
     assert found, "no CSRF token on the page"

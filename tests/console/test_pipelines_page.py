@@ -12,7 +12,7 @@ from service.aws import aws_clients
 from service.consume.reload import store_document, stored_document
 from service.pipeline.config import PipelineConfigError, load_pipelines
 from service.settings import Settings
-from tests.console_support import browser_session, console, csrf_of
+from tests.console_support import browser_session, console, csrf_of, signed_in
 
 ROUTES = '[[pipeline]]\nname = "api"\nmatch = \'service == "api"\'\nparse = "json"\n'
 BAD = '[[pipeline]]\nname = "Api Logs"\n'
@@ -43,11 +43,8 @@ async def test_an_operator_stores_a_new_version_and_a_bad_one_is_refused_in_one_
     ready: Settings,
 ) -> None:
     async with console(ready) as run, browser_session() as browser:
-        async with browser.get(run.sign_in) as resp:
-            assert resp.status == 200
         url = f"{run.url}/pipelines"
-        async with browser.get(url) as resp:
-            page = await resp.text()
+        page = await signed_in(browser, run, "/pipelines")
         assert "No document stored" in page and 'id="editor"' in page
         csrf = csrf_of(page)
 
@@ -95,10 +92,7 @@ async def test_a_viewer_reads_pipelines_and_replays_but_changes_neither(ready: S
         await store_document(aws.dynamodb, ready.lease_table, ROUTES)
     viewer = ready.model_copy(update={"console_local_role": "viewer"})
     async with console(viewer) as run, browser_session() as browser:
-        async with browser.get(run.sign_in) as resp:
-            assert resp.status == 200
-        async with browser.get(f"{run.url}/pipelines") as resp:
-            page = await resp.text()
+        page = await signed_in(browser, run, "/pipelines")
         assert load_pipelines(ROUTES).version in page
         assert 'id="editor"' not in page and "needs operator rights" in page
         form = {"csrf_token": "any", "document": BAD}

@@ -14,7 +14,7 @@ import aiohttp
 from service.repair.claims import ClaimTable
 from service.settings import Settings
 from tests.conftest import Aws, object_keys, read_table
-from tests.console_support import browser_session, console, csrf_of
+from tests.console_support import browser_session, console, csrf_of, signed_in
 
 SIDE = "backfill/"
 
@@ -40,11 +40,8 @@ async def test_an_operator_replays_a_window_from_the_page_and_watches_it_finish(
         kinesis.put_record(StreamName=ready.stream, Data=line, PartitionKey=f"k{n}")
     end = time.time() + 5
     async with console(ready) as run, browser_session() as browser:
-        async with browser.get(run.sign_in) as resp:
-            assert resp.status == 200
         url = f"{run.url}/replays"
-        async with browser.get(url) as resp:
-            page = await resp.text()
+        page = await signed_in(browser, run, "/replays")
         assert "No replay started here." in page and "No replay progress recorded." in page
         form = {"csrf_token": csrf_of(page), "from": str(end), "to": str(start), "into": SIDE}
         async with browser.post(url, data=form) as resp:
@@ -87,11 +84,8 @@ async def test_a_waiting_replay_is_cancelled_from_the_page_or_with_the_console(
         },
     )
     async with console(held) as run, browser_session() as browser:
-        async with browser.get(run.sign_in) as resp:
-            assert resp.status == 200
         url = f"{run.url}/replays"
-        async with browser.get(url) as resp:
-            csrf = csrf_of(await resp.text())
+        csrf = csrf_of(await signed_in(browser, run, "/replays"))
         form = {"csrf_token": csrf, "from": "0", "to": "1", "into": "held/", "shards": shard}
         async with browser.post(url, data=form) as resp:
             page = await resp.text()
