@@ -18,6 +18,7 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 State = Literal["running", "finished", "failed", "cancelled"]
+KEPT_ENDED = 50
 RunReplay = Callable[[Settings, Window], Awaitable[ReplayReport]]
 
 
@@ -52,6 +53,9 @@ class ReplayJobs:
         job = ReplayJob(window, started_by)
         job.task = self._group.create_task(self._watch(job))
         self.jobs.insert(0, job)
+        ended = [j for j in self.jobs if j.state != "running"]
+        for old in ended[KEPT_ENDED:]:  # the page lists what ended lately, not forever
+            self.jobs.remove(old)
         log.info("console: replay %s into %s by %s", window.name, window.into, started_by)
         return job
 
