@@ -34,8 +34,10 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import peak_rss_mb, pin_to_one_core, write_results
-from service.console.app import Console, build_console, templates
+from service.console.app import build_console
 from service.console.guard import Guard
+from service.console.jobs import replay_jobs
+from service.console.page import Console, templates
 from service.console.session import SESSION_COOKIE, Principal, Sessions
 from service.console.shards import shard_view
 from service.consume.leases import LeaseTable
@@ -175,7 +177,7 @@ async def bench_console(
     dynamodb: Any, s3: Any, cfg: Settings, n: int, pages: dict[str, str]
 ) -> dict[str, Any]:
     sessions = Sessions(SECRET)
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession() as http, replay_jobs(cfg) as replays:
         console = Console(
             settings=cfg,
             dynamodb=dynamodb,
@@ -185,6 +187,7 @@ async def bench_console(
             login=None,
             decoders=DecoderConfig(),
             templates=templates(),
+            replays=replays,
         )
         runner, base = await _serve(build_console(console))
         cookie = sessions.issue(Principal("bench", "operator"), time.time())

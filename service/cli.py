@@ -10,7 +10,7 @@ import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -126,17 +126,12 @@ def _day(value: str) -> str:
 
 def _instant(value: str) -> float:
     """RFC 3339 (``2026-12-01T03:00:00Z``; no zone means UTC) or epoch seconds."""
+    from service.repair.replay import parse_instant  # noqa: PLC0415
+
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is neither RFC 3339 (2026-12-01T03:00:00Z) nor epoch seconds"
-        ) from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+        return parse_instant(value)
+    except TidewayError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _run(main: Callable[[asyncio.Event], Awaitable[Any]]) -> Any:

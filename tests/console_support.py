@@ -7,11 +7,13 @@ import asyncio
 import base64
 import contextlib
 import gzip
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import jwt
 import orjson
 from aiohttp import web
@@ -85,6 +87,48 @@ async def seed_dead_letters(settings: Settings) -> str:
     async with aws_clients("s3") as aws:
         await aws.s3.put_object(Bucket=settings.bucket, Key=key, Body=body)
     return key
+
+
+REDRIVEN_MESSAGE = "landed by the console's redrive"
+
+
+async def seed_redrivable(settings: Settings) -> str:
+    """A dead-letter object whose one record today's settings decode (it was refused under a
+    smaller decompression limit); its shard's flush is checkpointed (seed_fleet), so a
+    redrive lands it."""
+    line = orjson.dumps({"message": REDRIVEN_MESSAGE, "service": "api"})
+    entry = {
+        "reason": "gzip: more than 16 bytes decompressed",
+        "kinesis_shard_id": "shardId-000000000001",
+        "kinesis_sequence_number": "3",
+        "arrival_time": "2026-11-30T10:00:03Z",
+        "data": base64.b64encode(gzip.compress(line, mtime=0)).decode(),
+    }
+    key = dead_letter_key(settings, 2)
+    async with aws_clients("s3") as aws:
+        await aws.s3.put_object(
+            Bucket=settings.bucket, Key=key, Body=gzip.compress(orjson.dumps(entry) + b"\n")
+        )
+    return key
+
+
+def browser_session() -> aiohttp.ClientSession:
+    # Cookies from 127.0.0.1 are kept, as a browser keeps them (aiohttp drops them by default).
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def signed_in(browser: aiohttp.ClientSession, run: RunningConsole, path: str) -> str:
+    """Spend the console's sign-in URL in ``browser``; the page at ``path`` afterwards."""
+    async with browser.get(run.sign_in) as resp:
+        assert resp.status == 200
+    async with browser.get(run.url + path) as resp:
+        return await resp.text()
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
 
 
 @dataclass

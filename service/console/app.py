@@ -1,5 +1,6 @@
 """The console's routes (I/O): pages rendered on the server from the lease table, the
-workers' /status and the dead-letter prefix; the redrive action (operators only)."""
+workers' /status and the dead-letter prefix; the redrive action (operators only). The
+Replays and Pipelines pages live in replays.py and pipelines.py."""
 
 from __future__ import annotations
 
@@ -7,83 +8,31 @@ import asyncio
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import jinja2
 from aiohttp import web
 
-from service.console.guard import PRINCIPAL, Guard
+from service.console.guard import PRINCIPAL
 from service.console.inspect import inspect_entry
+from service.console.page import CONSOLE, Console, render
+from service.console.pipelines import pipelines, store_pipelines
+from service.console.replays import cancel_replay, replays, start_replay
 from service.console.rows import shard_rows_html
-from service.console.session import SESSION_COOKIE, SESSION_SECONDS, LoginToken, Principal
-from service.console.shards import ShardView, filter_rows, format_lag
+from service.console.session import SESSION_COOKIE, SESSION_SECONDS, Principal
+from service.console.shards import ShardView, filter_rows
 from service.console.sources import (
     MAX_OPENED,
-    DeadLetters,
     WorkerStatus,
     read_fleet,
 )
-from service.decode import DecoderConfig
+from service.errors import TidewayError
 from service.repair.redrive import RedriveReport, redrive
-from service.settings import Settings
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 PAGE_ROWS = 1000
 OVERVIEW_DAYS = 7
-
-
-@dataclass
-class Console:
-    """What the handlers share: settings, clients, the door and the templates."""
-
-    settings: Settings
-    dynamodb: Any
-    s3: Any
-    http: aiohttp.ClientSession
-    guard: Guard
-    login: LoginToken | None
-    decoders: DecoderConfig
-    templates: jinja2.Environment
-
-    @property
-    def dead(self) -> DeadLetters:
-        return DeadLetters(self.s3, self.settings.bucket, self.settings.prefix)
-
-
-CONSOLE: web.AppKey[Console] = web.AppKey("console", Console)
-
-
-def _clock(ms: int) -> str:
-    if not ms:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def templates() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("service.console", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.globals.update(lag=format_lag, clock=_clock)
-    return env
-
-
-def _render(request: web.Request, name: str, status: int = 200, **values: Any) -> web.Response:
-    console = request.app[CONSOLE]
-    principal = request[PRINCIPAL]
-    html = console.templates.get_template(name).render(
-        principal=principal,
-        csrf=console.guard.sessions.csrf_token(principal),
-        base=console.settings.console_base_path,
-        **values,
-    )
-    return web.Response(text=html, status=status, content_type="text/html")
 
 
 async def _fleet(c: Console) -> tuple[ShardView, list[WorkerStatus], float]:
@@ -109,7 +58,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
                 "bytes": sum(o.size for o in objects),
             }
         )
-    return _render(
+    return render(
         request,
         "overview.html",
         title="Overview",
@@ -134,7 +83,7 @@ async def shards(request: web.Request) -> web.StreamResponse:
     except ValueError:
         raise web.HTTPBadRequest(text="page: a whole number, from 1") from None
     shown = rows[(page_no - 1) * PAGE_ROWS : page_no * PAGE_ROWS]
-    return _render(
+    return render(
         request,
         "shards.html",
         title="Shards",
@@ -184,7 +133,7 @@ async def dead_letters(request: web.Request) -> web.StreamResponse:
                 }
             )
             first = False
-    return _render(
+    return render(
         request,
         "dead_letters.html",
         title="Dead letters",
@@ -221,7 +170,7 @@ async def dead_letter_record(request: web.Request) -> web.StreamResponse:
         problem = f"entry #{index} is not a JSON object: {entry[:200]}"
     else:
         ins = inspect_entry(entry, c.decoders)
-    return _render(
+    return render(
         request,
         "record.html",
         title="Dead letter",
@@ -247,14 +196,20 @@ async def redrive_action(request: web.Request) -> web.StreamResponse:
     if bad:
         raise web.HTTPBadRequest(text=f"keys: {bad[0]!r} is not a dead-letter object")
     log.info("console: redrive of %d objects by %s", len(keys), request[PRINCIPAL].subject)
-    rows = _report_rows(await redrive(c.settings, keys=keys))
-    return _render(
+    problem, rows = "", []
+    try:
+        rows = _report_rows(await redrive(c.settings, keys=keys))
+    except TidewayError as exc:  # e.g. a claim lost midway: one line, the rerun resumes
+        problem = str(exc)
+    return render(
         request,
         "redrive.html",
+        status=500 if problem else 200,
         title="Redrive",
         page="dead",
         keys=keys,
         report=rows,
+        problem=problem,
     )
 
 
@@ -304,6 +259,11 @@ def build_console(console: Console) -> web.Application:
     app.router.add_get(base + "/dead-letters", dead_letters)
     app.router.add_get(base + "/dead-letters/record", dead_letter_record)
     app.router.add_post(base + "/dead-letters/redrive", redrive_action)
+    app.router.add_get(base + "/replays", replays)
+    app.router.add_post(base + "/replays", start_replay)
+    app.router.add_post(base + "/replays/cancel", cancel_replay)
+    app.router.add_get(base + "/pipelines", pipelines)
+    app.router.add_post(base + "/pipelines", store_pipelines)
     app.router.add_get(base + "/login", login)
     app.router.add_get(base + "/healthz", healthz)
     app.router.add_static(base + "/static/", STATIC)

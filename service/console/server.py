@@ -12,9 +12,11 @@ import aiohttp
 from aiohttp import web
 
 from service.aws import aws_clients, region
-from service.console.app import Console, build_console, templates
+from service.console.app import build_console
 from service.console.guard import Guard
+from service.console.jobs import replay_jobs
 from service.console.oidc import AlbKeys
+from service.console.page import Console, templates
 from service.console.session import LoginToken, Sessions
 from service.consume.context import decoder_config
 from service.settings import Settings
@@ -25,9 +27,14 @@ DEFAULT_PORT = 8081
 
 @asynccontextmanager
 async def console_app(settings: Settings) -> AsyncIterator[Console]:
-    """The console's shared state with its clients open; closed on exit."""
+    """The console's shared state with its clients open; closed on exit (replays still
+    running are cancelled then: a rerun resumes them)."""
     secret = (settings.console_secret or "").encode() or secrets.token_bytes(32)
-    async with aws_clients("dynamodb", "s3") as aws, aiohttp.ClientSession() as http:
+    async with (
+        aws_clients("dynamodb", "s3") as aws,
+        aiohttp.ClientSession() as http,
+        replay_jobs(settings) as replays,
+    ):
         oidc = settings.console_auth == "oidc"
         yield Console(
             settings=settings,
@@ -42,6 +49,7 @@ async def console_app(settings: Settings) -> AsyncIterator[Console]:
             login=None if oidc else LoginToken(secrets.token_urlsafe(32)),
             decoders=decoder_config(settings),
             templates=templates(),
+            replays=replays,
         )
 
 

@@ -1,7 +1,8 @@
 """The pipeline document stored in the lease table, picked up by running consumers (I/O).
 
 ``tideway pipelines put FILE`` validates a document and stores it in the item
-``config#pipelines`` of the lease table. With ``TIDEWAY_PIPELINES_RELOAD`` (seconds) set, a
+``config#pipelines`` of the lease table (and, for the history the console shows, in an
+item of its own, ``config#pipelines#<ms>#<version>``). With ``TIDEWAY_PIPELINES_RELOAD`` (seconds) set, a
 consumer reads that item at start (a bad one fails the start, in one line) and every that
 many seconds in its worker round; a changed document that loads is used by every flush
 planned after it, one that does not is refused in one logged line and the last good one
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 PIPELINES_KEY = CONFIG_PREFIX + "pipelines"
+VERSIONS_PREFIX = PIPELINES_KEY + "#"  # config#pipelines#<ms>#<version>: every version stored
 
 
 async def stored_document(dynamodb: Any, table: str) -> str | None:
@@ -35,18 +39,52 @@ async def stored_document(dynamodb: Any, table: str) -> str | None:
     return None if document is None else str(document)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """One document ever stored, kept in its own item beside the current one."""
+
+    stored_at_ms: int
+    version: str
+    document: str
+
+
 async def store_document(dynamodb: Any, table: str, document: str) -> str:
-    """Validate ``document`` (PipelineConfigError, one line) and store it; its version."""
+    """Validate ``document`` (PipelineConfigError, one line) and store it, as the current
+    document and as an item of its own under VERSIONS_PREFIX (the history); its version."""
     pipelines = load_pipelines(document)
-    await dynamodb.put_item(
-        TableName=table,
-        Item={
-            "shard_id": {"S": PIPELINES_KEY},
-            "document": {"S": document},
-            "version": {"S": pipelines.version},
-        },
-    )
+    stored_at = int(time.time() * 1000)
+    history = f"{VERSIONS_PREFIX}{stored_at:013d}#{pipelines.version}"
+    for key in (PIPELINES_KEY, history):  # the current one first: it is what consumers read
+        await dynamodb.put_item(
+            TableName=table,
+            Item={
+                "shard_id": {"S": key},
+                "document": {"S": document},
+                "version": {"S": pipelines.version},
+                "stored_at": {"N": str(stored_at)},
+            },
+        )
     return pipelines.version
+
+
+async def stored_versions(dynamodb: Any, table: str) -> list[StoredVersion]:
+    """Every stored document, newest first (one Scan of the lease table, page by page)."""
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "ConsistentRead": True,
+        "FilterExpression": "begins_with(shard_id, :p)",
+        "ExpressionAttributeValues": {":p": {"S": VERSIONS_PREFIX}},
+    }
+    found: list[StoredVersion] = []
+    while True:
+        page = await dynamodb.scan(**kwargs)
+        found.extend(
+            StoredVersion(int(i["stored_at"]["N"]), i["version"]["S"], i["document"]["S"])
+            for i in page.get("Items", [])
+        )
+        if "LastEvaluatedKey" not in page:
+            return sorted(found, key=lambda v: -v.stored_at_ms)
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 async def pipelines_command(settings: Settings, action: str, path: Path | None) -> str:

@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from service.aws import aws_clients
@@ -114,6 +115,22 @@ async def replay_progress(dynamodb: Any, settings: Settings) -> list[ShardProgre
         if "LastEvaluatedKey" not in page:
             return sorted(found, key=lambda p: (p.into, p.shard_id))
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def parse_instant(value: str) -> float:
+    """Epoch seconds of RFC 3339 (``2026-12-01T03:00:00Z``; no zone means UTC) or of epoch
+    seconds; TidewayError (one line) for anything else."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise TidewayError(
+            f"{value!r} is neither RFC 3339 (2026-12-01T03:00:00Z) nor epoch seconds"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def check_window(settings: Settings, window: Window) -> None:

@@ -17,23 +17,14 @@ from tests.console_support import (
     ISSUER,
     KID,
     AlbSigner,
+    browser_session,
     console,
+    csrf_of,
     key_server,
     seed_dead_letters,
     seed_fleet,
     worker_status,
 )
-
-
-def browser_session() -> aiohttp.ClientSession:
-    # Cookies from 127.0.0.1 are kept, as a browser keeps them (aiohttp drops them by default).
-    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found, "no CSRF token on the page"
-    return found.group(1)
 
 
 async def test_token_sign_in_shows_live_pages_and_refuses_what_it_must(ready: Settings) -> None:
