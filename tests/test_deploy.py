@@ -75,6 +75,7 @@ EXPECTED_ACTIONS = {
         "kms:GenerateDataKey",
         "kms:Decrypt",
         "dynamodb:Scan",
+        "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
@@ -97,8 +98,24 @@ EXPECTED_ACTIONS = {
         "kms:Decrypt",
     },
     "CompactSchedulerRole": {"ecs:RunTask", "iam:PassRole"},
-    # The console reads leases and dead letters (service/console/sources.py), nothing else.
-    "ConsoleTaskRole": {"dynamodb:Scan", "s3:ListBucket", "s3:GetObject", "kms:Decrypt"},
+    # The console reads leases and dead letters; operators redrive, replay and store pipelines.
+    "ConsoleTaskRole": {
+        "dynamodb:Scan",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "kinesis:ListShards",
+        "kinesis:GetShardIterator",
+        "kinesis:GetRecords",
+        "s3:ListBucket",
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+        "s3:DeleteObject",
+        "kms:GenerateDataKey",
+        "kms:Decrypt",
+    },
     "TaskExecutionRole": {
         "ecr:GetAuthorizationToken",
         "ecr:BatchCheckLayerAvailability",
@@ -493,38 +510,80 @@ def test_consume_writes_objects_under_the_prefix_only(template: dict[str, Any]) 
             assert statement["Resource"] == {"Fn::GetAtt": ["DataKey", "Arn"]}
 
 
-# The IAM action of each S3 API call the consumer makes (a multipart upload's parts count as
+# The IAM action of each AWS API call our code makes (a multipart upload's parts count as
 # PutObject; DeleteObjects is authorised per key as DeleteObject).
-S3_CALL_ACTIONS = {
-    "put_object": "s3:PutObject",
-    "create_multipart_upload": "s3:PutObject",
-    "upload_part": "s3:PutObject",
-    "complete_multipart_upload": "s3:PutObject",
-    "abort_multipart_upload": "s3:AbortMultipartUpload",
-    "list_objects_v2": "s3:ListBucket",
-    "delete_objects": "s3:DeleteObject",
-    "get_object": "s3:GetObject",
-    "head_object": "s3:GetObject",
+CALL_ACTIONS = {
+    "s3": {
+        "put_object": "s3:PutObject",
+        "create_multipart_upload": "s3:PutObject",
+        "upload_part": "s3:PutObject",
+        "complete_multipart_upload": "s3:PutObject",
+        "abort_multipart_upload": "s3:AbortMultipartUpload",
+        "list_objects_v2": "s3:ListBucket",
+        "delete_objects": "s3:DeleteObject",
+        "get_object": "s3:GetObject",
+        "head_object": "s3:GetObject",
+    },
+    "dynamodb": {
+        "get_item": "dynamodb:GetItem",
+        "put_item": "dynamodb:PutItem",
+        "update_item": "dynamodb:UpdateItem",
+        "delete_item": "dynamodb:DeleteItem",
+        "scan": "dynamodb:Scan",
+        "query": "dynamodb:Query",
+    },
+    "kinesis": {
+        "list_shards": "kinesis:ListShards",
+        "get_shard_iterator": "kinesis:GetShardIterator",
+        "get_records": "kinesis:GetRecords",
+    },
 }
+CLIENT_NAMES = {"s3": r"_?s3", "dynamodb": r"_?ddb|dynamodb", "kinesis": r"_?kinesis"}
+CONSUME_CODE = ["service/consume/*.py", "service/sink/s3.py"]
+# The console runs redrive and replay (service/repair) and stores pipeline documents.
+CONSOLE_CODE = [
+    "service/console/*.py",
+    "service/repair/*.py",
+    "service/consume/leases.py",
+    "service/consume/reload.py",
+    "service/consume/reader.py",
+    "service/consume/flush.py",
+    "service/sink/s3.py",
+]
 
 
-def test_every_s3_call_of_the_consumer_is_granted_in_either_table_format(
-    template: dict[str, Any],
+def _calls(patterns: list[str]) -> dict[str, set[str]]:
+    """service -> the API calls made on its client in the files named by ``patterns``."""
+    text = "".join(p.read_text() for pattern in patterns for p in ROOT.glob(pattern))
+    return {
+        service: set(re.findall(rf"\b(?:{names})\.(\w+)\(", text))
+        for service, names in CLIENT_NAMES.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("role", "code"), [("ConsumeTaskRole", CONSUME_CODE), ("ConsoleTaskRole", CONSOLE_CODE)]
+)
+def test_every_aws_call_of_a_role_s_code_is_granted_in_either_table_format(
+    template: dict[str, Any], role: str, code: list[str]
 ) -> None:
     # Read from the code, so a new call without its grant fails here, not in production
-    # (the fenced deletes listed and deleted with no grant in the stack).
-    sources = [*(ROOT / "service" / "consume").glob("*.py"), ROOT / "service" / "sink" / "s3.py"]
-    calls = {m for p in sources for m in re.findall(r"\bs3\.(\w+)\(", p.read_text())}
-    assert {"put_object", "list_objects_v2", "delete_objects"} <= calls, calls
-    unknown = calls - set(S3_CALL_ACTIONS)
-    assert not unknown, f"map these S3 calls to their IAM action: {unknown}"
+    # (the fenced deletes and the replay's pinned plan shipped with no grant in the stack).
+    calls = _calls(code)
+    assert {"put_object", "list_objects_v2", "delete_objects"} <= calls["s3"], calls
+    assert {"get_item", "update_item"} <= calls["dynamodb"], calls
+    needed = set()
+    for service, ops in calls.items():
+        unknown = ops - set(CALL_ACTIONS[service])
+        assert not unknown, f"map these {service} calls to their IAM action: {unknown}"
+        needed |= {CALL_ACTIONS[service][n] for n in ops}
     always = set()
-    for policy in _props(template, "ConsumeTaskRole")["Policies"]:
+    for policy in _props(template, role)["Policies"]:
         for statement in policy["PolicyDocument"]["Statement"]:
             if "Fn::If" not in statement:  # granted whatever TableFormat says
                 always.update(_as_list(statement["Action"]))
-    missing = {S3_CALL_ACTIONS[c] for c in calls} - always
-    assert not missing, f"the consumer calls S3 without {sorted(missing)}"
+    missing = needed - always
+    assert not missing, f"{role}'s code calls AWS without {sorted(missing)}"
 
 
 # ------------------------------------------------------------------ data stores and table
