@@ -80,6 +80,20 @@ def _held_port(host: str, port: int, setting: str) -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
+@contextlib.contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    """``name=value`` in this process's environment, the previous value restored after."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 def restart_delay(quick_deaths: int) -> float:
     """Seconds before starting a worker again after its ``quick_deaths``-th quick death in a
     row (0 after a death that was not quick): doubling from 0.25 s up to 5 s, jittered."""
@@ -176,8 +190,8 @@ async def supervise(settings: Settings, stop: asyncio.Event, target: WorkerTarge
         if settings.grpc_port:
             held.enter_context(_held_port(settings.host, settings.grpc_port, "TIDEWAY_GRPC_PORT"))
         # prometheus_client picks its multiprocess value class at import, from the
-        # environment: the spawned workers inherit it from here.
-        os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir
+        # environment: the spawned workers inherit it from here (until the directory goes).
+        held.enter_context(_environ(MULTIPROCESS_DIR_ENV, metrics_dir))
         worker_started(SUPERVISOR, os.getpid(), metrics_dir)
         worker_settings = settings.model_copy(
             update={"port": bound, "max_inflight_bytes": share, "workers": 1}

@@ -235,6 +235,9 @@ async def test_a_worker_that_cannot_start_ends_the_supervisor_with_one_line(
     with pytest.raises(ServeWorkerError) as caught:
         await supervise(settings, asyncio.Event(), die_at_start)
     message = str(caught.value)
+    # The workers' metrics directory is gone with the supervisor, and so is the variable
+    # naming it (a later serve in this process would fail to open its files).
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
     assert message.startswith("serve worker ")
     assert f"died {MAX_QUICK_DEATHS} times in a row" in message
     assert "(last exit code 3)" in message
