@@ -24,13 +24,12 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
 from service.sink.iceberg import HOUR_FIELD, data_file
-from service.sink.parquet import encode_parquet
+from service.sink.parquet import decode_parquet, encode_parquet
 
 log = logging.getLogger(__name__)
 COMMIT_ATTEMPTS = 20
@@ -185,7 +184,7 @@ def _rewrite(table: Table, b: Bin) -> DataFile:
     parts = []
     for path in b.paths:
         with table.io.new_input(path).open() as stream:
-            parts.append(pq.read_table(pa.BufferReader(stream.read())))
+            parts.append(decode_parquet(stream.read()))
     rows = lineage_order(pa.concat_tables(parts, promote_options="default"))
     body = encode_parquet(rows)
     path = b.output_path()

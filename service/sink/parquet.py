@@ -50,3 +50,17 @@ def encode_parquet(table: pa.Table) -> bytes:
         **options,
     )
     return bytes(sink.getvalue().to_pybytes())
+
+
+def decode_parquet(body: bytes, columns: list[str] | None = None) -> pa.Table:
+    """The rows of a Parquet file held in memory.
+
+    Read through ``ParquetFile`` (synchronous) rather than ``pq.read_table``, whose dataset
+    scan may drop its last reference to the file's Python-backed buffer from one of Arrow's
+    I/O threads after it returned: if the process exits at that moment, the thread needs
+    the GIL during interpreter finalization and the process aborts ("terminate called
+    without an active exception", exit 134; apache/arrow#34314).
+    """
+    return pq.ParquetFile(pa.BufferReader(body), pre_buffer=False).read(
+        columns=columns, use_threads=False
+    )

@@ -10,9 +10,8 @@ from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from service.sink.parquet import decode_parquet
 from tests.sim import node as adapter
 
 if TYPE_CHECKING:
@@ -30,9 +29,9 @@ def _landed(
     for key, body in sorted(sim.s3.objects.items()):
         index = sim.s3.first_written[key]
         if key.endswith(".parquet"):
-            table = pq.read_table(
-                pa.BufferReader(body),
-                columns=[
+            table = decode_parquet(
+                body,
+                [
                     "message",
                     "kinesis_shard_id",
                     "kinesis_sequence_number",
