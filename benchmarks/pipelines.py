@@ -35,10 +35,7 @@ best round, every round's ratios kept. Writes benchmarks/results/pipelines.json
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +53,7 @@ from benchmarks.parsers import (  # noqa: E402
     _duckdb_split,
     make_lines,
 )
-from benchmarks.writer import WARMUP_LINES, Clock, dataset, report, run_tideway  # noqa: E402
+from benchmarks.writer import Clock, dataset, run_tideway, warm_then_time  # noqa: E402
 
 VARIANTS = ("tideway", "tideway_plain", "duckdb")
 DOCUMENT = """
@@ -198,17 +195,7 @@ RUNNERS = {"tideway": run_pipelines, "tideway_plain": run_tideway, "duckdb": run
 
 def child(variant: str, lines: int) -> None:
     pin_to_one_core()
-    src = pipeline_input(lines)
-    runner = RUNNERS[variant]
-    with tempfile.TemporaryDirectory(prefix=f"pipelines-{variant}-") as tmp:
-        warm, warm_out, out = Path(tmp, "warm.ndjson"), Path(tmp, "warm"), Path(tmp, "out")
-        with src.open("rb") as fh:
-            warm.write_bytes(b"".join(islice(fh, WARMUP_LINES)))
-        warm_out.mkdir()
-        out.mkdir()
-        runner(warm, warm_out)
-        shutil.rmtree(warm_out)
-        report(runner(src, out), out)
+    warm_then_time(RUNNERS[variant], pipeline_input(lines), f"pipelines-{variant}-")
 
 
 def ratios(results: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -248,9 +249,13 @@ def child(variant: str, lines: int) -> None:
     """One variant: a warm-up run on the first WARMUP_LINES lines (one-time library set-up,
     which a long-running consumer or a DuckDB session has behind it), then the timed run."""
     pin_to_one_core()
-    src = dataset(lines)
-    runner = RUNNERS[variant]
-    with tempfile.TemporaryDirectory(prefix=f"writer-{variant}-") as tmp:
+    warm_then_time(RUNNERS[variant], dataset(lines), f"writer-{variant}-")
+
+
+def warm_then_time(runner: Callable[[Path, Path], Any], src: Path, prefix: str) -> None:
+    """``runner`` on the first WARMUP_LINES lines of ``src`` (untimed), then on all of it,
+    reported; the output directories live under a temporary one named by ``prefix``."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         warm, warm_out, out = Path(tmp, "warm.ndjson"), Path(tmp, "warm"), Path(tmp, "out")
         with src.open("rb") as fh:
             warm.write_bytes(b"".join(islice(fh, WARMUP_LINES)))
