@@ -27,13 +27,18 @@ RUN uv sync --frozen --no-dev --no-install-project
 # Then the project itself, as a regular (non-editable) install, so /src is not needed at run time;
 # this compiles the C scanner (service/_scan.c). Shared objects lose their symbol tables (about
 # 85 MB), except the auditwheel-vendored ones in *.libs/, which strip corrupts (numpy's OpenBLAS
-# then fails to load). The imports of serve and consume (and the lazily loaded columnar sink)
-# are tried last, so a broken environment fails the build rather than the first flush.
+# then fails to load). Packages' own test suites and C headers (about 35 MB) are not needed to
+# run. The imports of serve, consume, the console and the lazily loaded sinks are tried last, so
+# a broken environment fails the build rather than the first flush.
 COPY service/ ./service/
 RUN uv sync --frozen --no-dev --no-editable \
     && find /opt/venv \( -name '*.so' -o -name '*.so.*' \) -type f -not -path '*.libs/*' \
        -exec strip --strip-unneeded {} + \
-    && /opt/venv/bin/python -I -c "import service.cli, service.ingest.server, service.consume.runner, service.resources, service.sink.columns, service._scan"
+    && find /opt/venv/lib/python3.11/site-packages -mindepth 2 -type d \
+       \( -name tests -o -name include \) -prune -exec rm -rf {} + \
+    && find /opt/venv \( -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.h' -o -name '*.hpp' \) \
+       -type f -delete \
+    && /opt/venv/bin/python -I -c "import service.cli, service.ingest.server, service.consume.runner, service.resources, service.sink.columns, service.sink.iceberg, service.console.app, service._scan"
 
 
 FROM python:3.11-slim-bookworm AS runtime

@@ -5,6 +5,7 @@ Validated once at start; a bad value raises SettingsError with one line naming t
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import tomllib
@@ -286,6 +287,7 @@ def iceberg_catalog_properties(settings: Settings) -> dict[str, str]:
 
 
 ICEBERG_CATALOGS = ("glue", "rest", "sql")
+SQL_CATALOG_MODULE = "sqlalchemy"
 
 
 def _check_iceberg_catalog(settings: Settings) -> None:
@@ -304,6 +306,13 @@ def _check_iceberg_catalog(settings: Settings) -> None:
         raise ValueError(
             f"iceberg_catalog_uri: the {kind['type']} catalog needs a URI"
             " (e.g. sqlite:////var/tideway/catalog.db or https://…)"
+        )
+    if kind["type"] == "sql" and importlib.util.find_spec(SQL_CATALOG_MODULE) is None:
+        # A SQL catalog is one process's file (SQLite) or a database whose driver the image
+        # lacks, so it is the demo's and the tests' catalog; its SQLAlchemy stays out of the image.
+        raise ValueError(
+            "iceberg_catalog: the sql catalog needs SQLAlchemy, which is in the demo extra"
+            " (pip install 'tideway[demo]'); use glue or rest in production"
         )
 
 

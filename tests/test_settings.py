@@ -205,6 +205,24 @@ def test_a_bad_iceberg_setting_is_one_line_naming_it(
     assert "\n" not in message
 
 
+def test_the_sql_catalog_without_sqlalchemy_is_one_line_naming_the_demo_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The image has no SQLAlchemy (the SQL catalog is the demo's): choosing it there stops the
+    start with the remedy, not with pyiceberg's ImportError at the first commit."""
+    import service.settings
+
+    monkeypatch.setattr(service.settings, "SQL_CATALOG_MODULE", "sqlalchemy_not_installed")
+    sql = {"TIDEWAY_ICEBERG_CATALOG": "sql", "TIDEWAY_ICEBERG_CATALOG_URI": "sqlite:///c.db"}
+    with pytest.raises(SettingsError) as err:
+        load({**ENV, **sql})
+    message = str(err.value)
+    assert message.startswith("setting TIDEWAY_ICEBERG_CATALOG is invalid")
+    assert "tideway[demo]" in message and "\n" not in message
+    monkeypatch.undo()
+    assert load({**ENV, **sql}).iceberg_catalog == "sql"
+
+
 def test_iceberg_catalog_is_a_type_or_pyiceberg_properties_with_the_warehouse_in_the_bucket() -> (
     None
 ):
