@@ -65,6 +65,17 @@ class RedrivePlan:
     duplicates: int = 0  # copies of an envelope admitted before (the consumer's dedupe rule)
 
 
+def dead_key_range(stream: str, key: str) -> tuple[str, int, int] | None:
+    """``(shard, first, last)`` of a dead-letter key
+    ``…/{stream}-{shard}-{first}-{last}.ndjson.gz``; None for a name of another form."""
+    name = key.rpartition("/")[2].removesuffix(".ndjson.gz").removeprefix(f"{stream}-")
+    rest, _, last = name.rpartition("-")
+    shard, _, first = rest.rpartition("-")
+    if not (shard and first.isdigit() and last.isdigit()):
+        return None
+    return shard, int(first), int(last)
+
+
 def body_digest(body: bytes) -> str:
     """The hex SHA-256 of a dead-letter object's bytes: it names the redrive's keys."""
     return hashlib.sha256(body).hexdigest()

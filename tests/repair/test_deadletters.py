@@ -12,6 +12,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
+from service.consume.dedupe import ShardDedupe
 from service.decode import DecoderConfig, LineBatch, RecordMeta
 from service.decode.types import DecodedRecord
 from service.errors import DecodeError
@@ -19,6 +20,7 @@ from service.repair.deadletters import RedrivePlan, body_digest, parse_entries, 
 from service.sink.keys import key_in_range, object_prefix
 from service.sink.plan import FlushObject, FlushPlan, Layout, plan_flush
 from service.sink.rules import FieldMapping
+from tests.repair.support import big_envelope
 
 KEY = "dead-letter/dt=2026-12-01/logs-shardId-000000000000-7-9.ndjson.gz"
 
@@ -136,3 +138,21 @@ def rows_by_key(objects: tuple[FlushObject, ...]) -> dict[str, dict[str, object]
             for row in pq.read_table(io.BytesIO(obj.body)).to_pylist():
                 out[f"{obj.key.rpartition('/')[0]}#{row['kinesis_sub_sequence']}"] = row
     return out
+
+
+def test_a_second_copy_of_an_envelope_lands_nothing_as_the_consumer_drops_it() -> None:
+    copy = big_envelope("resent", producer_seq=5)
+    dead = body(entry(7, copy, "too big"), entry(9, copy, "too big"))
+    state = ShardDedupe()
+    result = plan_redrive(
+        body_digest(dead),
+        parse_entries(KEY, dead),
+        DecoderConfig(),
+        Layout("logs"),
+        FieldMapping(),
+        dedupe=state,
+    )
+    assert (result.rows, result.duplicates, result.remaining) == (40, 1, None)
+    table = pq.read_table(io.BytesIO(result.objects[0].body))
+    assert set(table.column("kinesis_sequence_number").to_pylist()) == {"7"}
+    assert state.seen(bytes(range(16)), 5)
