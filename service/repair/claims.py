@@ -4,6 +4,10 @@ consumer's leases are: ``owner`` and ``epoch`` (+1 on every change of owner) con
 write, ``beats`` is the holder's heartbeat. A claim whose ``beats`` a waiting run sees
 unchanged for ``lease_duration`` on its own monotonic clock is taken over (a killed run);
 a live one is waited out (two operators at once). ``LeaseTable.scan`` skips these items.
+
+Every write also sets the table's TTL attribute ``expires_at`` to CLAIM_TTL from now: the
+heartbeat keeps moving it while a claim is held, so a claim in progress never expires; a
+finished (or abandoned) one goes CLAIM_TTL after its last write.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,12 +25,22 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from service.aws import error_code
-from service.consume.leases import REPAIR_PREFIX
+from service.consume.leases import REPAIR_PREFIX, TTL_ATTRIBUTE
 from service.errors import LeaseLostError
 
 log = logging.getLogger(__name__)
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 Item = dict[str, Any]
+# 30 days past a claim's last write: far beyond any claim's life between two writes (a
+# holder writes every second); long enough that a later run still finds what an earlier
+# one did (a redriven object's "done", a finished replay's progress).
+CLAIM_TTL = 30 * 86400
+
+
+def expiry() -> Item:
+    """The TTL attribute's value: CLAIM_TTL from now, in epoch seconds (wall clock: that is
+    what DynamoDB's TTL reads)."""
+    return {"N": str(int(time.time()) + CLAIM_TTL)}
 
 
 @dataclass
@@ -107,11 +122,16 @@ class ClaimTable:
                 resp = await self._ddb.update_item(
                     TableName=self.table,
                     Key={"shard_id": {"S": key}},
-                    UpdateExpression="SET #o = :me, epoch = :new, beats = :zero",
+                    UpdateExpression="SET #o = :me, epoch = :new, beats = :zero, #t = :t",
                     ConditionExpression=condition,
-                    ExpressionAttributeNames={"#o": "owner"},
+                    ExpressionAttributeNames={"#o": "owner", "#t": TTL_ATTRIBUTE},
                     ExpressionAttributeValues=values
-                    | {":me": {"S": self.owner}, ":new": {"N": str(new)}, ":zero": {"N": "0"}},
+                    | {
+                        ":me": {"S": self.owner},
+                        ":new": {"N": str(new)},
+                        ":zero": {"N": "0"},
+                        ":t": expiry(),
+                    },
                     ReturnValues="ALL_NEW",
                 )
             except ClientError as exc:
@@ -125,17 +145,15 @@ class ClaimTable:
     ) -> None:
         """SET ``values`` (attribute name -> DynamoDB value) and REMOVE ``remove`` while the
         claim is ours; ``release`` also gives the claim up. LeaseLostError when fenced."""
-        names = {"#o": "owner"}
-        attrs: Item = {":me": {"S": self.owner}, ":e": {"N": str(claim.epoch)}}
-        sets = []
+        names = {"#o": "owner", "#t": TTL_ATTRIBUTE}
+        attrs: Item = {":me": {"S": self.owner}, ":e": {"N": str(claim.epoch)}, ":t": expiry()}
+        sets = ["#t = :t"]
         for n, (name, value) in enumerate(sorted(values.items())):
             names[f"#a{n}"] = name
             attrs[f":a{n}"] = value
             sets.append(f"#a{n} = :a{n}")
         removed = [*remove, "#o"] if release else list(remove)
-        update = ("SET " + ", ".join(sets) if sets else "") + (
-            " REMOVE " + ", ".join(removed) if removed else ""
-        )
+        update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removed) if removed else "")
         try:
             await self._ddb.update_item(
                 TableName=self.table,
@@ -173,13 +191,14 @@ class ClaimTable:
                     await self._ddb.update_item(
                         TableName=self.table,
                         Key={"shard_id": {"S": claim.key}},
-                        UpdateExpression="SET beats = beats + :one",
+                        UpdateExpression="SET beats = beats + :one, #t = :t",
                         ConditionExpression="#o = :me AND epoch = :e",
-                        ExpressionAttributeNames={"#o": "owner"},
+                        ExpressionAttributeNames={"#o": "owner", "#t": TTL_ATTRIBUTE},
                         ExpressionAttributeValues={
                             ":one": {"N": "1"},
                             ":me": {"S": self.owner},
                             ":e": {"N": str(claim.epoch)},
+                            ":t": expiry(),
                         },
                     )
                 except ClientError as exc:
