@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import uuid
 from collections.abc import Sequence
@@ -33,8 +34,15 @@ from service.consume.context import ShardContext, shard_context
 from service.consume.dedupe import ShardDedupe
 from service.consume.flush import FencedS3
 from service.consume.leases import SHARD_END
-from service.errors import DecodeError, LeaseLostError, TidewayError
-from service.repair.claims import Claim, ClaimTable, binary, crash_for_test, text
+from service.errors import DecodeError, TidewayError
+from service.repair.claims import (
+    Claim,
+    ClaimTable,
+    binary,
+    crash_for_test,
+    retrying,
+    text,
+)
 from service.repair.deadletters import (
     RedrivePlan,
     body_digest,
@@ -111,14 +119,15 @@ async def run_redrive(
                 for key in of_shard:
                     report += await _one(ctx, claims, None, key, crash_after)
                 continue
-            held = await claims.take(ClaimTable.item_key(ENVELOPES, shard))
+            envelopes_key = ClaimTable.item_key(ENVELOPES, shard)
+            held = await retrying(shard, functools.partial(claims.take, envelopes_key))
             async with claims.holding(held):
                 envelopes = _Envelopes(held)
                 first = envelopes.open_key  # a killed run's object comes first
                 ordered = [first, *(k for k in of_shard if k != first)] if first else of_shard
                 for key in ordered:
                     report += await _one(ctx, claims, envelopes, key, crash_after)
-                await claims.update(held, {}, release=True)
+                await retrying(shard, functools.partial(claims.update, held, {}, release=True))
         log.info("redrive finished", extra=dataclasses.asdict(report))
         return report
 
@@ -176,11 +185,14 @@ async def _one(
     key: str,
     crash_after: str | None,
 ) -> RedriveReport:
-    claim = await claims.take(ClaimTable.item_key("redrive", key))
-    async with claims.holding(claim):
-        return await _redrive_object(
-            ctx, claims, claim, key, envelopes=envelopes, crash_after=crash_after
-        )
+    async def attempt() -> RedriveReport:  # each attempt resumes from the claim's item
+        claim = await claims.take(ClaimTable.item_key("redrive", key))
+        async with claims.holding(claim):
+            return await _redrive_object(
+                ctx, claims, claim, key, envelopes=envelopes, crash_after=crash_after
+            )
+
+    return await retrying(key, attempt)
 
 
 async def _redrive_object(
@@ -274,10 +286,12 @@ async def _land(
     )
     crash_for_test(crash_after, "intent")
     fenced = FencedS3(ctx.s3, lambda: claims.fresh(claim), key)
+    if not claims.fresh(claim):  # a beat late (a slow or throttled table): beat now
+        await claims.renew(claim)
     await upload_objects(fenced, ctx.bucket, plan.objects)
     crash_for_test(crash_after, "upload")
-    if not claims.fresh(claim):  # deletes are not fenced by FencedS3: check here
-        raise LeaseLostError(f"repair claim on {key} may have expired; not rewriting")
+    if not claims.fresh(claim):  # deletes are not fenced by FencedS3: beat first
+        await claims.renew(claim)
     stale = sorted(earlier.keys - mine.keys)
     if stale:  # an earlier attempt of the same object under other settings
         await delete_keys(ctx.s3, ctx.bucket, stale)

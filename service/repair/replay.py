@@ -33,7 +33,7 @@ from service.consume.flush import FencedS3, plan_range
 from service.consume.reader import Position, ShardReader, list_shards, record_meta
 from service.consume.shard import YIELD_EVERY
 from service.errors import DecodeError, TidewayError
-from service.repair.claims import Claim, ClaimTable, binary, crash_for_test, text
+from service.repair.claims import Claim, ClaimTable, binary, crash_for_test, retrying, text
 from service.settings import Settings
 from service.sink.plan import ARROW_TO_PARQUET, plan_document, plan_from_document
 from service.sink.s3 import upload_objects
@@ -165,7 +165,8 @@ async def replay(
 
         async def one(info: ShardInfo) -> ReplayReport:
             async with gate:
-                return await run.shard(info)
+                ended = await retrying(info.shard_id, lambda: run.shard(info))
+                return ended + run.flushed.get(info.shard_id, ReplayReport())
 
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(one(info)) for info in chosen]
@@ -187,6 +188,7 @@ class _ShardReplay:
         self.policy = FlushPolicy(ctx.layout.file_target_bytes * ARROW_TO_PARQUET, float("inf"))
         self.share = share
         self.crash_after = crash_after
+        self.flushed: dict[str, ReplayReport] = {}  # by shard: what its flushes landed
 
     async def shard(self, info: ShardInfo) -> ReplayReport:
         claim = await self.claims.take(
@@ -206,19 +208,18 @@ class _ShardReplay:
                 return ReplayReport(already_finished=1)
             saved = binary(item, "dedupe")
             dedupe = ShardDedupe.decode(saved) if saved else ShardDedupe()
-            report = ReplayReport()
             first, last = text(item, "intent_first"), text(item, "intent_last")
             if first is not None and last is not None:
-                report += await self._rebuild(claim, info, dedupe, int(first), int(last))
+                await self._rebuild(claim, info, dedupe, int(first), int(last))
             checkpoint = text(claim.item, "checkpoint")
             start = (
                 Position("AT_TIMESTAMP", timestamp=self.window.start)
                 if checkpoint is None
                 else Position("AFTER_SEQUENCE_NUMBER", int(checkpoint))
             )
-            report += await self._read(claim, info, dedupe, start)
+            await self._read(claim, info, dedupe, start)
             await self.claims.update(claim, {"finished": {"BOOL": True}}, release=True)
-            return report + ReplayReport(shards=1)
+            return ReplayReport(shards=1)
 
     def _reader(self, shard_id: str, start: Position) -> ShardReader:
         ctx = self.ctx
@@ -310,6 +311,8 @@ class _ShardReplay:
         }
         await claims.update(claim, intent)
         crash_for_test(self.crash_after, "intent")
+        if not claims.fresh(claim):  # a beat late (a slow or throttled table): beat now
+            await claims.renew(claim)
         await upload_objects(
             FencedS3(ctx.s3, lambda: claims.fresh(claim), shard_id), ctx.bucket, plan.objects
         )
@@ -322,6 +325,8 @@ class _ShardReplay:
         claim.item = {k: v for k, v in claim.item.items() if not k.startswith("intent_")}
         claim.item |= progress
         records = len(buffer.records) + len(buffer.dead)
-        return ReplayReport(
+        landed = ReplayReport(
             records=records, rows=plan.rows, dead_letters=plan.dead_letters, files=len(plan.objects)
         )
+        self.flushed[shard_id] = self.flushed.get(shard_id, ReplayReport()) + landed
+        return landed

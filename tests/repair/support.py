@@ -99,11 +99,14 @@ def tideway(aws: Aws, settings: Settings, *args: str, timeout: float = 60) -> An
     )
 
 
-def tideway_process(aws: Aws, settings: Settings, *args: str) -> subprocess.Popen[bytes]:
-    """``tideway ARGS`` started against the test backend (stdout and stderr piped)."""
+def tideway_process(
+    aws: Aws, settings: Settings, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``tideway ARGS`` started against the test backend (stdout and stderr piped), with
+    ``env`` added to its environment (e.g. ``AWS_ENDPOINT_URL_S3`` of a fault proxy)."""
     return subprocess.Popen(
         [str(TIDEWAY), *args],
-        env=_env(aws, settings),
+        env=_env(aws, settings) | (env or {}),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

@@ -8,11 +8,14 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 from service.aws import aws_clients
 from service.consume.leases import TTL_ATTRIBUTE
 from service.repair.claims import CLAIM_TTL, ClaimTable, text
 from service.settings import Settings
 from tests.conftest import Aws
+from tests.faultproxy import FaultProxy, Rule
 
 
 def expires_in(item: dict[str, Any]) -> float:
@@ -46,3 +49,31 @@ async def test_a_claim_expires_only_ttl_after_its_last_write(aws: Aws, ready: Se
         released = await claims.get(key)
     assert released is not None and "owner" not in released
     assert CLAIM_TTL - 60 < expires_in(released) <= CLAIM_TTL
+
+
+def lost_update(marker: bytes) -> Rule:
+    """The first UpdateItem whose body holds ``marker`` takes effect; its answer is lost."""
+    return Rule(lambda t, body: t.endswith(".UpdateItem") and marker in body, "lost_answer", 1)
+
+
+async def test_a_claim_whose_take_or_release_answer_was_lost_is_still_ours_then_free(
+    aws: Aws, ready: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore resends a take and a release whose answers were lost; each resend finds the
+    condition false (it is done). The take is still this run's claim (epoch 1, not a
+    takeover of itself a lease later) and the release is not a lost claim."""
+    key = ClaimTable.item_key("replay", "side/", "shardId-000000000000")
+    with FaultProxy(aws.endpoint) as proxy:
+        take = proxy.add(lost_update(b"attribute_not_exists(#o)"))
+        release = proxy.add(lost_update(b"REMOVE #o"))
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.url)
+        async with aws_clients("dynamodb") as clients:
+            claims = ClaimTable(clients.dynamodb, ready.lease_table, "run-1", lease_duration=2.0)
+            claim = await claims.take(key)
+            assert claim.epoch == 1
+            await claims.renew(claim)
+            assert claims.fresh(claim)
+            await claims.update(claim, {"finished": {"BOOL": True}}, release=True)
+            item = await claims.get(key)
+    assert (take.hits, release.hits) == (1, 1)
+    assert item is not None and "owner" not in item and "finished" in item
