@@ -90,7 +90,13 @@ def _repair_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     replay.add_argument("--from", dest="start", type=_instant, required=True, metavar="T")
     replay.add_argument("--to", dest="end", type=_instant, required=True, metavar="T")
     replay.add_argument("--shards", nargs="+", metavar="SHARD", help="default: every shard")
-    replay.add_argument("--into", required=True, metavar="PREFIX", help="e.g. backfill/")
+    replay.add_argument(
+        "--into",
+        required=True,
+        metavar="PREFIX|TABLE",
+        help="a key prefix (backfill/) or, with TIDEWAY_TABLE_FORMAT=iceberg, a side table"
+        " (namespace.table)",
+    )
     replay.add_argument("--crash-after", choices=("intent", "upload"), help=argparse.SUPPRESS)
 
 

@@ -19,6 +19,7 @@ from service.consume.context import (
     iceberg_properties,
     partition_template,
 )
+from service.consume.leases import TTL_ATTRIBUTE
 from service.settings import Settings, logs_location, partition_keys
 from service.sink.glue import evolve_table, table_input
 from service.sink.iceberg import ensure_table, open_catalog
@@ -133,6 +134,15 @@ async def ensure_lease_table(dynamodb: Any, table: str) -> str:
             BillingMode="PAY_PER_REQUEST",
         )
         state = "created"
+        await dynamodb.get_waiter("table_exists").wait(
+            TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
+        # Finished repair claims expire (docs/operations.md "Redrive and replay"); only a
+        # table made here is changed, an existing one is left as it is.
+        await dynamodb.update_time_to_live(
+            TableName=table,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+        )
     except ClientError as exc:
         if error_code(exc) != "ResourceInUseException":
             raise

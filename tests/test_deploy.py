@@ -21,6 +21,7 @@ import yaml
 from pyiceberg.catalog.sql import SqlCatalog
 
 from service.compaction import check_orphan_age, parse_duration
+from service.consume.leases import TTL_ATTRIBUTE
 from service.ingest.grpc_logs import EXPORT_PATH, HEALTH_PATH
 from service.schema import CANONICAL_FIELDS, PARTITION_COLUMNS, table_schema
 from service.settings import ENV_PREFIX, Settings
@@ -628,6 +629,8 @@ def test_lease_table_matches_the_lease_items(template: dict[str, Any]) -> None:
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["SSESpecification"]["SSEEnabled"] is True
     assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    ttl = table["TimeToLiveSpecification"]
+    assert (ttl["AttributeName"], ttl["Enabled"]) == (TTL_ATTRIBUTE, True)
 
 
 def test_data_bucket_is_private_encrypted_and_tls_only(template: dict[str, Any]) -> None:

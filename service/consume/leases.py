@@ -47,6 +47,9 @@ __all__ = ["FROM_START", "SHARD_END", "LeaseTable", "ShardLease", "WorkerBeat"]
 WORKER_PREFIX = "worker#"
 # Items of the repair tools (service/repair/: redrive claims, replay progress): no shard's.
 REPAIR_PREFIX = "repair#"
+# The lease table's TTL attribute (epoch seconds; deploy/ and ``tideway setup`` enable it):
+# only repair items carry it, so no lease, heartbeat or config item ever expires.
+TTL_ATTRIBUTE = "expires_at"
 CONFIG_PREFIX = "config#"  # items that are no lease: the stored pipeline document (reload.py)
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 # Every attribute a lease round reads; the dedupe states and the pinned plan stay out.

@@ -4,6 +4,10 @@ consumer's leases are: ``owner`` and ``epoch`` (+1 on every change of owner) con
 write, ``beats`` is the holder's heartbeat. A claim whose ``beats`` a waiting run sees
 unchanged for ``lease_duration`` on its own monotonic clock is taken over (a killed run);
 a live one is waited out (two operators at once). ``LeaseTable.scan`` skips these items.
+
+Every write also sets the table's TTL attribute ``expires_at`` to CLAIM_TTL from now: the
+heartbeat keeps moving it while a claim is held, so a claim in progress never expires; a
+finished (or abandoned) one goes CLAIM_TTL after its last write.
 """
 
 from __future__ import annotations
@@ -12,20 +16,34 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from service.aws import error_code
-from service.consume.leases import REPAIR_PREFIX
+from service.consume.leases import REPAIR_PREFIX, TTL_ATTRIBUTE
 from service.errors import LeaseLostError
 
 log = logging.getLogger(__name__)
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 Item = dict[str, Any]
+_T = TypeVar("_T")
+# 30 days past a claim's last write: far beyond any claim's life between two writes (a
+# holder writes every second); long enough that a later run still finds what an earlier
+# one did (a redriven object's "done", a finished replay's progress).
+CLAIM_TTL = 30 * 86400
+
+
+def expiry() -> Item:
+    """The TTL attribute's value: CLAIM_TTL from now, in epoch seconds (wall clock: that is
+    what DynamoDB's TTL reads)."""
+    return {"N": str(int(time.time()) + CLAIM_TTL)}
 
 
 @dataclass
@@ -48,6 +66,48 @@ def text(item: Item, name: str) -> str | None:
 def binary(item: Item, name: str) -> bytes | None:
     value = item.get(name)
     return None if value is None else bytes(value["B"])
+
+
+# What a retry of a whole step may follow (botocore's own three attempts were not enough):
+# throttling, 5xx, a dropped connection, and a claim that went stale meanwhile.
+CONNECTION_ERRORS = (BotoConnectionError, HTTPClientError, TimeoutError)
+_RETRYABLE_CODES = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "SlowDown",
+    "InternalFailure",
+    "InternalError",
+    "ServiceUnavailable",
+}
+ATTEMPTS = 8  # per object (redrive) or shard (replay); backoff capped at MAX_BACKOFF
+MAX_BACKOFF = 5.0
+
+
+def transient(exc: BaseException) -> bool:
+    """A failure that running the step again (from the claim's item) may get past."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(transient(e) for e in exc.exceptions)
+    if isinstance(exc, (LeaseLostError, *CONNECTION_ERRORS)):
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return error_code(exc) in _RETRYABLE_CODES or int(status) >= 500
+    return False
+
+
+async def retrying(what: str, step: Callable[[], Awaitable[_T]]) -> _T:
+    """``step()`` again (jittered, capped backoff) after a transient failure, at most
+    ATTEMPTS times; every step resumes from its claim's item, so a rerun is exact."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return await step()
+        except Exception as exc:
+            if attempt == ATTEMPTS or not transient(exc):
+                raise
+            log.warning("repair step failed; retrying", extra={"step": what, "error": repr(exc)})
+            await asyncio.sleep(random.uniform(0, min(MAX_BACKOFF, 0.2 * 2**attempt)))
+    raise AssertionError("unreachable")
 
 
 def crash_for_test(crash_after: str | None, point: str) -> None:
@@ -87,6 +147,10 @@ class ClaimTable:
             item = await self.get(key) or {}
             owner, epoch, beats = text(item, "owner"), text(item, "epoch"), text(item, "beats")
             values: Item = {":e": {"N": epoch or "0"}}
+            if owner == self.owner:
+                # Ours already: a take whose answer was lost, or a retry after a transient
+                # failure. Not fresh until a beat lands (``renew``).
+                return Claim(key, int(epoch or "0"), item)
             if owner is None:
                 condition = (
                     "attribute_not_exists(#o) AND (attribute_not_exists(epoch) OR epoch = :e)"
@@ -107,11 +171,16 @@ class ClaimTable:
                 resp = await self._ddb.update_item(
                     TableName=self.table,
                     Key={"shard_id": {"S": key}},
-                    UpdateExpression="SET #o = :me, epoch = :new, beats = :zero",
+                    UpdateExpression="SET #o = :me, epoch = :new, beats = :zero, #t = :t",
                     ConditionExpression=condition,
-                    ExpressionAttributeNames={"#o": "owner"},
+                    ExpressionAttributeNames={"#o": "owner", "#t": TTL_ATTRIBUTE},
                     ExpressionAttributeValues=values
-                    | {":me": {"S": self.owner}, ":new": {"N": str(new)}, ":zero": {"N": "0"}},
+                    | {
+                        ":me": {"S": self.owner},
+                        ":new": {"N": str(new)},
+                        ":zero": {"N": "0"},
+                        ":t": expiry(),
+                    },
                     ReturnValues="ALL_NEW",
                 )
             except ClientError as exc:
@@ -125,17 +194,15 @@ class ClaimTable:
     ) -> None:
         """SET ``values`` (attribute name -> DynamoDB value) and REMOVE ``remove`` while the
         claim is ours; ``release`` also gives the claim up. LeaseLostError when fenced."""
-        names = {"#o": "owner"}
-        attrs: Item = {":me": {"S": self.owner}, ":e": {"N": str(claim.epoch)}}
-        sets = []
+        names = {"#o": "owner", "#t": TTL_ATTRIBUTE}
+        attrs: Item = {":me": {"S": self.owner}, ":e": {"N": str(claim.epoch)}, ":t": expiry()}
+        sets = ["#t = :t"]
         for n, (name, value) in enumerate(sorted(values.items())):
             names[f"#a{n}"] = name
             attrs[f":a{n}"] = value
             sets.append(f"#a{n} = :a{n}")
         removed = [*remove, "#o"] if release else list(remove)
-        update = ("SET " + ", ".join(sets) if sets else "") + (
-            " REMOVE " + ", ".join(removed) if removed else ""
-        )
+        update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removed) if removed else "")
         try:
             await self._ddb.update_item(
                 TableName=self.table,
@@ -146,10 +213,46 @@ class ClaimTable:
                 ExpressionAttributeValues=attrs,
             )
         except ClientError as exc:
-            if error_code(exc) == _CONDITION_FAILED:
-                claim.lost = True
-                raise LeaseLostError(f"repair claim {claim.key} is no longer ours") from None
-            raise
+            if error_code(exc) != _CONDITION_FAILED:
+                raise
+            if release and await self._released(claim):
+                return  # our release landed; its answer was lost and the resend found it done
+            claim.lost = True
+            raise LeaseLostError(f"repair claim {claim.key} is no longer ours") from None
+
+    async def _released(self, claim: Claim) -> bool:
+        item = await self.get(claim.key) or {}
+        return text(item, "owner") is None and text(item, "epoch") == str(claim.epoch)
+
+    async def renew(self, claim: Claim) -> None:
+        """Beat now: afterwards the claim is fresh; LeaseLostError when it is not ours."""
+        if not await self._beat(claim):
+            raise LeaseLostError(f"repair claim {claim.key} is no longer ours")
+
+    async def _beat(self, claim: Claim) -> bool:
+        """``beats`` + 1 (and the expiry moved) while the claim is ours; False when not."""
+        sent = asyncio.get_running_loop().time()
+        try:
+            await self._ddb.update_item(
+                TableName=self.table,
+                Key={"shard_id": {"S": claim.key}},
+                UpdateExpression="SET beats = beats + :one, #t = :t",
+                ConditionExpression="#o = :me AND epoch = :e",
+                ExpressionAttributeNames={"#o": "owner", "#t": TTL_ATTRIBUTE},
+                ExpressionAttributeValues={
+                    ":one": {"N": "1"},
+                    ":me": {"S": self.owner},
+                    ":e": {"N": str(claim.epoch)},
+                    ":t": expiry(),
+                },
+            )
+        except ClientError as exc:
+            if error_code(exc) != _CONDITION_FAILED:
+                raise
+            claim.lost = True
+            return False
+        claim.last_beat = max(claim.last_beat, sent)
+        return True
 
     def fresh(self, claim: Claim) -> bool:
         """The claim is still ours on this run's clock: its last heartbeat landed less than
@@ -165,30 +268,13 @@ class ClaimTable:
         period = min(1.0, self.lease_duration / 5)
 
         async def beat() -> None:
-            loop = asyncio.get_running_loop()
             while True:
                 await asyncio.sleep(period)
-                sent = loop.time()
                 try:
-                    await self._ddb.update_item(
-                        TableName=self.table,
-                        Key={"shard_id": {"S": claim.key}},
-                        UpdateExpression="SET beats = beats + :one",
-                        ConditionExpression="#o = :me AND epoch = :e",
-                        ExpressionAttributeNames={"#o": "owner"},
-                        ExpressionAttributeValues={
-                            ":one": {"N": "1"},
-                            ":me": {"S": self.owner},
-                            ":e": {"N": str(claim.epoch)},
-                        },
-                    )
-                except ClientError as exc:
-                    if error_code(exc) == _CONDITION_FAILED:
-                        claim.lost = True
+                    if not await self._beat(claim):
                         return
+                except (ClientError, *CONNECTION_ERRORS) as exc:
                     log.warning("repair heartbeat failed", extra={"error": repr(exc)})
-                    continue
-                claim.last_beat = sent
 
         task = asyncio.create_task(beat())
         try:

@@ -22,14 +22,16 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.decode import DecoderConfig, LineBatch, RecordMeta, decode_record
+from service.consume.buffer import DUPLICATE, ShardBuffer
+from service.consume.dedupe import ShardDedupe
+from service.decode import DecoderConfig, LineBatch, RecordMeta
 from service.decode.types import DecodedRecord
 from service.errors import DecodeError
 from service.schema import table_schema
 from service.sink.build import build_rows
 from service.sink.lineage import Lineage
 from service.sink.plan import DeadLetter, FlushObject, Layout, data_objects, dead_entry
-from service.sink.rules import FieldMapping
+from service.sink.rules import BATCH_FIELDS, FieldMapping, line_batch
 
 # A dead-letter object's body is a few MB at most (one flush's failures); this bounds a
 # hostile or corrupt one.
@@ -47,6 +49,7 @@ class DeadEntry:
     reason: str
     sub_sequence: int | None
     fields: dict[str, Any]
+    batch: LineBatch | None = None  # a line's: its batch's metadata (``batch`` in the entry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,18 @@ class RedrivePlan:
     remaining: bytes | None
     still_dead: int
     skipped: int  # records that now decode to no lines on purpose (a control message)
+    duplicates: int = 0  # copies of an envelope admitted before (the consumer's dedupe rule)
+
+
+def dead_key_range(stream: str, key: str) -> tuple[str, int, int] | None:
+    """``(shard, first, last)`` of a dead-letter key
+    ``…/{stream}-{shard}-{first}-{last}.ndjson.gz``; None for a name of another form."""
+    name = key.rpartition("/")[2].removesuffix(".ndjson.gz").removeprefix(f"{stream}-")
+    rest, _, last = name.rpartition("-")
+    shard, _, first = rest.rpartition("-")
+    if not (shard and first.isdigit() and last.isdigit()):
+        return None
+    return shard, int(first), int(last)
 
 
 def body_digest(body: bytes) -> str:
@@ -95,7 +110,23 @@ def _entry(fields: dict[str, Any]) -> DeadEntry:
         arrival_us=(gap.days * 86400 + gap.seconds) * 1_000_000 + gap.microseconds,
     )
     data = base64.b64decode(fields["data"], validate=True)
-    return DeadEntry(meta, data, str(fields["reason"]), None if sub is None else int(sub), fields)
+    batch = None
+    if sub is not None:
+        batch = LineBatch(data, 1, **_batch_fields(fields.get("batch") or {}))
+    sub = None if sub is None else int(sub)
+    return DeadEntry(meta, data, str(fields["reason"]), sub, fields, batch)
+
+
+def _batch_fields(given: dict[str, Any]) -> dict[str, Any]:
+    """A line entry's ``batch`` as LineBatch keywords; ValueError for any other key or type."""
+    unknown = sorted(set(given) - set(BATCH_FIELDS))
+    if unknown:
+        raise ValueError(f"batch has an unknown field {unknown[0]!r}")
+    for name, value in given.items():
+        want = int if name == "observed_us" else str
+        if type(value) is not want:
+            raise ValueError(f"batch field {name!r} is not {want.__name__}")
+    return given
 
 
 def plan_redrive(
@@ -104,30 +135,30 @@ def plan_redrive(
     decoders: DecoderConfig,
     layout: Layout,
     mapping: FieldMapping,
+    *,
+    dedupe: ShardDedupe | None = None,
 ) -> RedrivePlan:
     """Decode and map ``entries`` again: Parquet for the rows that now map (keys
     ``{stream}-{shard}-redrive-{digest[:12]}-{first}-{last}.parquet``: never a consumer's
-    key, whose ``{first}-{last}`` follows the shard id), the rest as the new body."""
-    records: list[DecodedRecord] = []
+    key, whose ``{first}-{last}`` follows the shard id), the rest as the new body. Whole
+    records are read as the consumer reads them (``ShardBuffer.add``): an envelope that
+    ``dedupe`` (the shard's redrive state, updated here) admitted before is a copy and
+    lands nothing."""
+    buffer = ShardBuffer()
     subs: list[int] = []  # per record: the line's sub-sequence, or -1 for a whole record
     dead: list[dict[str, Any]] = []
-    skipped = 0
     for entry in entries:
         if entry.sub_sequence is not None:  # one line that could not be mapped
-            records.append(DecodedRecord(entry.meta, (LineBatch(entry.data, 1),)))
+            assert entry.batch is not None
+            buffer.records.append(DecodedRecord(entry.meta, (entry.batch,)))
             subs.append(entry.sub_sequence)
             continue
-        try:
-            decoded = decode_record(entry.data, decoders)
-        except DecodeError as exc:
-            dead.append({**entry.fields, "reason": exc.reason})
-            continue
-        if not decoded.batches:
-            skipped += 1
-            continue
-        raw = b"" if decoded.format in ("json", "ndjson", "text") else entry.data
-        records.append(DecodedRecord(entry.meta, decoded.batches, raw))
-        subs.append(-1)
+        held, failed = len(buffer.records), len(buffer.dead)
+        buffer.add(entry.data, entry.meta, decoders, 0.0, dedupe)
+        if len(buffer.dead) > failed:
+            dead.append({**entry.fields, "reason": buffer.dead[-1].reason})
+        subs += [-1] * (len(buffer.records) - held)
+    records = buffer.records
     objects: list[FlushObject] = []
     rows = 0
     if records:
@@ -138,7 +169,7 @@ def plan_redrive(
             sub = subs[position[id(u.record)]]
             line = sub if sub >= 0 else u.line
             reason = f"unmappable: {u.reason}"
-            dead.append(dead_entry(DeadLetter(u.record.meta, u.data, reason, line)))
+            dead.append(dead_entry(DeadLetter(u.record.meta, u.data, reason, line, line_batch(u))))
         rows = table.num_rows
         if rows:
             by_shard = {r.meta.shard_id for r in records}
@@ -152,7 +183,9 @@ def plan_redrive(
     if dead:
         text = b"\n".join(orjson.dumps(f) for f in dead) + b"\n"
         remaining = gzip.compress(text, compresslevel=6, mtime=0)
-    return RedrivePlan(tuple(objects), rows, remaining, len(dead), skipped)
+    duplicates = buffer.skipped.get(DUPLICATE, 0)
+    skipped = sum(buffer.skipped.values()) - duplicates
+    return RedrivePlan(tuple(objects), rows, remaining, len(dead), skipped, duplicates)
 
 
 def _with_line_subs(lineage: Lineage, records: Sequence[DecodedRecord], subs: list[int]) -> Lineage:

@@ -1,4 +1,5 @@
-"""``tideway replay``: re-read a time window of the stream into a side prefix, exactly once,
+"""``tideway replay``: re-read a time window of the stream into a side prefix (or an Iceberg
+side table: side_table.py), exactly once,
 apart from the live consumer (I/O around the consumer's reader, buffer and pure planner).
 
 Per shard, under a claim on ``repair#replay#<prefix>#<shard>`` of the lease table (never a
@@ -29,14 +30,14 @@ from service.consume.buffer import FlushPolicy, ShardBuffer
 from service.consume.context import ShardContext, shard_context
 from service.consume.dedupe import ShardDedupe
 from service.consume.discovery import ShardInfo
-from service.consume.flush import FencedS3, plan_range
+from service.consume.flush import land, plan_range
 from service.consume.reader import Position, ShardReader, list_shards, record_meta
 from service.consume.shard import YIELD_EVERY
 from service.errors import DecodeError, TidewayError
-from service.repair.claims import Claim, ClaimTable, binary, crash_for_test, text
+from service.repair.claims import Claim, ClaimTable, binary, crash_for_test, retrying, text
+from service.repair.side_table import check_table, names_table, side_table
 from service.settings import Settings
 from service.sink.plan import ARROW_TO_PARQUET, plan_document, plan_from_document
-from service.sink.s3 import upload_objects
 
 log = logging.getLogger(__name__)
 SHARDS_AT_ONCE = 4  # shards replayed concurrently; each buffers a quarter of the budget
@@ -137,6 +138,9 @@ def check_window(settings: Settings, window: Window) -> None:
     """TidewayError (one line) for a window that cannot be replayed as asked."""
     if window.end < window.start:
         raise TidewayError("replay: --to is before --from")
+    if names_table(window.into):
+        check_table(settings, window.into)
+        return
     if not window.into or window.into.startswith("/"):
         raise TidewayError("replay: --into must be a key prefix such as 'backfill/'")
     if window.into == settings.prefix:
@@ -152,7 +156,11 @@ async def replay(
     async with aws_clients("kinesis", "s3", "dynamodb") as aws:
         owner = f"replay-{uuid.uuid4()}"
         ctx = shard_context(settings, aws.kinesis, aws.s3, aws.dynamodb, owner)
-        ctx = dataclasses.replace(ctx, layout=dataclasses.replace(ctx.layout, prefix=window.into))
+        prefix, table = window.into, None
+        if names_table(window.into):
+            prefix, table = await side_table(settings, window.into, aws.s3)
+        layout = dataclasses.replace(ctx.layout, prefix=prefix)
+        ctx = dataclasses.replace(ctx, layout=layout, table=table)
         claims = ClaimTable(aws.dynamodb, settings.lease_table, owner, settings.lease_duration)
         shards = await list_shards(aws.kinesis, settings.stream)
         unknown = sorted(set(window.shards) - set(shards))
@@ -165,7 +173,8 @@ async def replay(
 
         async def one(info: ShardInfo) -> ReplayReport:
             async with gate:
-                return await run.shard(info)
+                ended = await retrying(info.shard_id, lambda: run.shard(info))
+                return ended + run.flushed.get(info.shard_id, ReplayReport())
 
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(one(info)) for info in chosen]
@@ -187,6 +196,7 @@ class _ShardReplay:
         self.policy = FlushPolicy(ctx.layout.file_target_bytes * ARROW_TO_PARQUET, float("inf"))
         self.share = share
         self.crash_after = crash_after
+        self.flushed: dict[str, ReplayReport] = {}  # by shard: what its flushes landed
 
     async def shard(self, info: ShardInfo) -> ReplayReport:
         claim = await self.claims.take(
@@ -206,19 +216,18 @@ class _ShardReplay:
                 return ReplayReport(already_finished=1)
             saved = binary(item, "dedupe")
             dedupe = ShardDedupe.decode(saved) if saved else ShardDedupe()
-            report = ReplayReport()
             first, last = text(item, "intent_first"), text(item, "intent_last")
             if first is not None and last is not None:
-                report += await self._rebuild(claim, info, dedupe, int(first), int(last))
+                await self._rebuild(claim, info, dedupe, int(first), int(last))
             checkpoint = text(claim.item, "checkpoint")
             start = (
                 Position("AT_TIMESTAMP", timestamp=self.window.start)
                 if checkpoint is None
                 else Position("AFTER_SEQUENCE_NUMBER", int(checkpoint))
             )
-            report += await self._read(claim, info, dedupe, start)
+            await self._read(claim, info, dedupe, start)
             await self.claims.update(claim, {"finished": {"BOOL": True}}, release=True)
-            return report + ReplayReport(shards=1)
+            return ReplayReport(shards=1)
 
     def _reader(self, shard_id: str, start: Position) -> ShardReader:
         ctx = self.ctx
@@ -294,7 +303,8 @@ class _ShardReplay:
     ) -> ReplayReport:
         """Intent, upload, progress: the consumer's three steps on the replay's item."""
         ctx, claims = self.ctx, self.claims
-        document = binary(claim.item, "intent_plan") if "intent_first" in claim.item else None
+        rebuild = "intent_first" in claim.item
+        document = binary(claim.item, "intent_plan") if rebuild else None
         layout, mapping = ctx.layout, ctx.mapping
         if document is not None:
             try:
@@ -310,9 +320,10 @@ class _ShardReplay:
         }
         await claims.update(claim, intent)
         crash_for_test(self.crash_after, "intent")
-        await upload_objects(
-            FencedS3(ctx.s3, lambda: claims.fresh(claim), shard_id), ctx.bucket, plan.objects
-        )
+        if not claims.fresh(claim):  # a beat late (a slow or throttled table): beat now
+            await claims.renew(claim)
+        # Upload, and with a side table commit under the shard's watermark (the consumer's).
+        await land(ctx, shard_id, lambda: claims.fresh(claim), plan, last, replay=rebuild)
         crash_for_test(self.crash_after, "upload")
         progress: dict[str, Any] = {
             "checkpoint": {"S": str(last)},
@@ -322,6 +333,8 @@ class _ShardReplay:
         claim.item = {k: v for k, v in claim.item.items() if not k.startswith("intent_")}
         claim.item |= progress
         records = len(buffer.records) + len(buffer.dead)
-        return ReplayReport(
+        landed = ReplayReport(
             records=records, rows=plan.rows, dead_letters=plan.dead_letters, files=len(plan.objects)
         )
+        self.flushed[shard_id] = self.flushed.get(shard_id, ReplayReport()) + landed
+        return landed

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import zstandard
 
-from service.decode.types import DecodedRecord, RecordMeta
+from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.errors import DecodeError
 from service.pipeline.config import PipelineConfigError, load_pipelines
 from service.pipeline.engine import DEFAULT_TABLE, Pipelines
@@ -33,7 +33,7 @@ from service.sink.opened import HOUR_US, OpenedPartitions
 from service.sink.parquet import encode_parquet
 from service.sink.partition import PartitionTemplate, hour_path, with_partitions
 from service.sink.routes import code_version, routed
-from service.sink.rules import FieldMapping
+from service.sink.rules import FieldMapping, batch_metadata, line_batch
 
 # Parquet with zstd shrinks these rows ~4-6x against their Arrow size; split a partition's
 # rows into files whose Arrow size is at most this many times the target object size.
@@ -50,6 +50,7 @@ class DeadLetter:
     data: bytes
     reason: str
     sub_sequence: int | None = None
+    batch: LineBatch | None = None  # a line's batch: its metadata goes with it (BATCH_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +112,8 @@ def plan_flush(
     """Objects for one flush: Parquet per partition (split by size) and dead-letter files."""
     table, lineage, bad = build_rows(records, mapping)
     dead_all = list(dead) + [
-        DeadLetter(u.record.meta, u.data, f"unmappable: {u.reason}", u.line) for u in bad
+        DeadLetter(u.record.meta, u.data, f"unmappable: {u.reason}", u.line, line_batch(u))
+        for u in bad
     ]
     objects: list[FlushObject] = []
     opened = layout.opened
@@ -252,6 +254,8 @@ def dead_entry(d: DeadLetter) -> dict[str, Any]:
         datetime.fromtimestamp(d.meta.arrival_us / 1e6, UTC).isoformat().replace("+00:00", "Z")
     )
     entry["data"] = base64.b64encode(d.data).decode()
+    if d.batch is not None and (batch := batch_metadata(d.batch)):
+        entry["batch"] = batch
     return entry
 
 

@@ -348,3 +348,26 @@ def take_extra(obj: dict[str, Any], sources: tuple[str, ...], fit: Callable[[Any
             del obj[name]
             return value
     return None
+
+
+# What a line's batch says of all its lines (source, default service, CloudWatch group and
+# stream, receive time, trace context): a dead-lettered line keeps it in its entry's
+# ``batch``, so a redrive lands the columns the line would have had the first time.
+BATCH_FIELDS = ("source", "service", "log_group", "log_stream", "observed_us", "traceparent")
+
+
+def line_batch(u: Unmapped) -> LineBatch | None:
+    """The batch that holds the unmapped line ``u`` (None for a whole record)."""
+    if u.line is None:
+        return None
+    line = u.line
+    for batch in u.record.batches:
+        if line < batch.count:
+            return batch
+        line -= batch.count
+    return None
+
+
+def batch_metadata(batch: LineBatch) -> dict[str, Any]:
+    """The BATCH_FIELDS of ``batch`` that are set (what a dead-lettered line keeps)."""
+    return {n: getattr(batch, n) for n in BATCH_FIELDS if getattr(batch, n)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -47,11 +48,22 @@ def test_a_bad_time_or_day_is_refused_by_name(
         (Window(10.0, 5.0, "side/"), "replay: --to is before --from"),
         (Window(1.0, 5.0, "live/"), "replay: --into is TIDEWAY_PREFIX, the live table"),
         (Window(1.0, 5.0, ""), "replay: --into must be a key prefix"),
+        (
+            Window(1.0, 5.0, "side.backfill"),
+            "replay: --into side.backfill names a table, but TIDEWAY_TABLE_FORMAT is hive;",
+        ),
+        (
+            Window(1.0, 5.0, "tideway.logs"),
+            "replay: --into tideway.logs is TIDEWAY_ICEBERG_TABLE, the live table",
+        ),
     ],
 )
 def test_a_window_that_cannot_be_replayed_is_refused(window: Window, message: str) -> None:
-    with pytest.raises(TidewayError, match=f"^{message}"):
-        check_window(SETTINGS, window)
+    settings = SETTINGS
+    if window.into == "tideway.logs":
+        settings = SETTINGS.model_copy(update={"table_format": "iceberg"})
+    with pytest.raises(TidewayError, match=f"^{re.escape(message)}"):
+        check_window(settings, window)
 
 
 def test_rfc3339_and_epoch_seconds_name_the_same_instant() -> None:

@@ -4,6 +4,7 @@ the object's new body, deterministically."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
 import io
 
@@ -11,12 +12,15 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from service.decode import DecoderConfig
+from service.consume.dedupe import ShardDedupe
+from service.decode import DecoderConfig, LineBatch, RecordMeta
+from service.decode.types import DecodedRecord
 from service.errors import DecodeError
 from service.repair.deadletters import RedrivePlan, body_digest, parse_entries, plan_redrive
 from service.sink.keys import key_in_range, object_prefix
-from service.sink.plan import Layout
+from service.sink.plan import FlushObject, FlushPlan, Layout, plan_flush
 from service.sink.rules import FieldMapping
+from tests.repair.support import big_envelope
 
 KEY = "dead-letter/dt=2026-12-01/logs-shardId-000000000000-7-9.ndjson.gz"
 
@@ -83,3 +87,72 @@ def test_an_unreadable_dead_letter_object_is_named_with_its_line() -> None:
         plan(gzip.compress(orjson.dumps(entry(7, b"x", "r")) + b"\nnot json\n"))
     with pytest.raises(DecodeError, match=rf"^dead-letter object {KEY} is not gzip"):
         plan(b"plain bytes")
+    odd = {**entry(7, b"{}", "r", sub=0), "batch": {"colour": "red"}}
+    with pytest.raises(DecodeError, match=r"line 1 unreadable: .*unknown field 'colour'$"):
+        plan(body(odd))
+
+
+def test_a_redriven_line_lands_with_the_columns_it_would_have_had_the_first_time() -> None:
+    """A line of a batch with a source, CloudWatch group and stream, default service,
+    receive time and trace context: once dead-lettered by the writer and redriven, its row
+    equals, column by column and in its partition, the row it has when it maps at once."""
+    meta = RecordMeta("shardId-000000000000", 7, 1_796_094_000_250_000)
+    batch = LineBatch(
+        b"",
+        3,
+        source="otlp",
+        service="checkout",
+        log_group="/ecs/checkout",
+        log_stream="task/1",
+        observed_us=1_796_094_000_100_000,
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    )
+    line = b'{"message": "paid", "order": 17}'
+
+    def flushed(middle: bytes) -> FlushPlan:
+        payload = b"\n".join((b'{"message": "a"}', middle, b'{"message": "c"}'))
+        record = DecodedRecord(meta, (dataclasses.replace(batch, payload=payload),))
+        return plan_flush(meta.shard_id, [record], [], Layout("logs"), FieldMapping())
+
+    live = rows_by_key(flushed(line).objects)
+    dead_plan = flushed(b"[17]")  # written by code that could not map the line
+    (dead_obj,) = [o for o in dead_plan.objects if o.key.startswith("dead-letter/")]
+    (written,) = [orjson.loads(x) for x in gzip.decompress(dead_obj.body).splitlines()]
+    assert written["kinesis_sub_sequence"] == 1
+    written["data"] = base64.b64encode(line).decode()  # ... and that today's code maps
+    ((key, row),) = rows_by_key(plan(body(written)).objects).items()
+    assert key in live  # the same partition directory (service, hour)
+    assert row == live[key]  # every column, lineage included
+    assert (row["source"], row["log_group"], row["log_stream"]) == (
+        "otlp",
+        "/ecs/checkout",
+        "task/1",
+    )
+
+
+def rows_by_key(objects: tuple[FlushObject, ...]) -> dict[str, dict[str, object]]:
+    """Every Parquet row of ``objects`` by its partition directory (one row per key here)."""
+    out = {}
+    for obj in objects:
+        if obj.key.endswith(".parquet"):
+            for row in pq.read_table(io.BytesIO(obj.body)).to_pylist():
+                out[f"{obj.key.rpartition('/')[0]}#{row['kinesis_sub_sequence']}"] = row
+    return out
+
+
+def test_a_second_copy_of_an_envelope_lands_nothing_as_the_consumer_drops_it() -> None:
+    copy = big_envelope("resent", producer_seq=5)
+    dead = body(entry(7, copy, "too big"), entry(9, copy, "too big"))
+    state = ShardDedupe()
+    result = plan_redrive(
+        body_digest(dead),
+        parse_entries(KEY, dead),
+        DecoderConfig(),
+        Layout("logs"),
+        FieldMapping(),
+        dedupe=state,
+    )
+    assert (result.rows, result.duplicates, result.remaining) == (40, 1, None)
+    table = pq.read_table(io.BytesIO(result.objects[0].body))
+    assert set(table.column("kinesis_sequence_number").to_pylist()) == {"7"}
+    assert state.seen(bytes(range(16)), 5)

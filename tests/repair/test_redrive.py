@@ -23,7 +23,9 @@ from tests.conftest import (
 )
 from tests.repair.support import (
     SMALL_LIMIT,
+    big_envelope,
     big_record,
+    dead_letter_object,
     garbage_record,
     put_records,
     tideway_process,
@@ -123,3 +125,27 @@ async def test_redrive_refuses_a_key_outside_the_dead_letter_prefix(
 ) -> None:
     with pytest.raises(TidewayError, match=r"^logs/x.parquet is not a dead-letter object \("):
         await redrive(ready, keys=["logs/x.parquet"])
+
+
+async def test_envelope_copies_both_dead_lettered_land_once(aws: Aws, ready: Settings) -> None:
+    """A producer re-sent an envelope (a lost answer) and a consumer too old for envelope v2
+    dead-lettered both copies, in two flushes of the shard. Redriven by today's code, the
+    envelope's lines land once: the later copy is a duplicate, as the live consumer drops
+    it; a rerun lands nothing."""
+    copy, other = big_envelope("resent", producer_seq=5), big_envelope("other", producer_seq=6)
+    shard, s3 = "shardId-000000000000", aws.client("s3")
+    for first, records in ((7, [(7, copy), (8, other)]), (12, [(12, copy)])):
+        last = records[-1][0]
+        key = f"dead-letter/dt=2026-12-01/{ready.stream}-{shard}-{first}-{last}.ndjson.gz"
+        s3.put_object(Bucket=ready.bucket, Key=key, Body=dead_letter_object(shard, records))
+    report = await redrive(ready)
+    assert (report.landed, report.still_dead) == (80, 0)
+    assert report.duplicates == 1
+    table = read_table(aws, ready)
+    messages = table.column("message").to_pylist()
+    assert len(messages) == len(set(messages)) == 80
+    assert set(table.column("kinesis_sequence_number").to_pylist()) == {"7", "8"}
+    assert read_dead_letters(aws, ready) == []
+    again = await redrive(ready)
+    assert (again.landed, again.objects) == (0, 0)
+    assert read_table(aws, ready).num_rows == 80
