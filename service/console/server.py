@@ -13,10 +13,12 @@ from aiohttp import web
 
 from service.aws import aws_clients, region
 from service.console.app import build_console
+from service.console.cloudwatch import MetricReader
 from service.console.guard import Guard
 from service.console.jobs import replay_jobs
 from service.console.oidc import AlbKeys
 from service.console.page import Console, templates
+from service.console.sampler import fleet_sampler
 from service.console.session import LoginToken, Sessions
 from service.consume.context import decoder_config
 from service.settings import Settings
@@ -31,9 +33,10 @@ async def console_app(settings: Settings) -> AsyncIterator[Console]:
     running are cancelled then: a rerun resumes them)."""
     secret = (settings.console_secret or "").encode() or secrets.token_bytes(32)
     async with (
-        aws_clients("dynamodb", "s3") as aws,
+        aws_clients("dynamodb", "s3", "cloudwatch") as aws,
         aiohttp.ClientSession() as http,
         replay_jobs(settings) as replays,
+        fleet_sampler(settings, aws.dynamodb, http) as history,
     ):
         oidc = settings.console_auth == "oidc"
         yield Console(
@@ -50,6 +53,8 @@ async def console_app(settings: Settings) -> AsyncIterator[Console]:
             decoders=decoder_config(settings),
             templates=templates(),
             replays=replays,
+            history=history,
+            metrics=MetricReader(aws.cloudwatch, settings.stream),
         )
 
 
