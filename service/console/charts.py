@@ -15,6 +15,8 @@ from markupsafe import Markup
 
 from service.console.history import TOP_SHARDS, FleetHistory, Series
 
+MIN_SPAN = 900.0  # seconds: the shortest time axis drawn
+
 
 @dataclass(frozen=True, slots=True)
 class Chart:
@@ -30,11 +32,21 @@ class Chart:
         """How many values are drawn (None is a gap)."""
         return sum(v is not None for values in self.lines.values() for v in values)
 
+    @property
+    def x_range(self) -> list[float] | None:
+        """The time axis: the data's, at least ``MIN_SPAN`` seconds ending at its last point
+        (a console that just started shows its first samples at the right, not a lone dot
+        on an axis of years)."""
+        if not self.x:
+            return None
+        return [min(self.x[0], self.x[-1] - MIN_SPAN), self.x[-1]]
+
     def as_json(self) -> dict[str, object]:
         return {
             "id": self.id,
             "title": self.title,
             "unit": self.unit,
+            "range": self.x_range,
             "x": list(self.x),
             "series": [{"label": k, "values": list(v)} for k, v in self.lines.items()],
         }

@@ -22,7 +22,7 @@ from service.consume.leases import LeaseTable
 from service.consume.progress import ShardProgress
 from service.settings import Settings
 from tests.conftest import Aws, drain
-from tests.console_support import browser_session, console, signed_in
+from tests.console_support import browser_session, console, put_emf_metrics, signed_in
 from tests.consume.support import put_line_records
 
 
@@ -106,30 +106,11 @@ def integral(chart: dict[str, Any], label: str) -> float:
     )
 
 
-def put_emf_metrics(aws: Aws, stream: str, minute: int) -> None:
-    """What CloudWatch extracts from the services' EMF lines (moto's logs do not extract)."""
-    cw = aws.client("cloudwatch")
-    for k in (1, 2, 3):
-        at = datetime.fromtimestamp(minute - 60 * k, UTC)
-        data = []
-        for role, metric, values in (
-            ("serve", "LinesAccepted", (400.0 * k, 200.0 * k)),  # two serve tasks
-            ("consume", "RowsWritten", (300.0 * k,)),
-            ("consume", "ConsumerLagMillis", (1000.0 * k, 10.0)),  # Maximum over tasks
-        ):
-            dims = [{"Name": "Stream", "Value": stream}, {"Name": "Role", "Value": role}]
-            data += [
-                {"MetricName": metric, "Dimensions": dims, "Timestamp": at, "Value": v}
-                for v in values
-            ]
-        cw.put_metric_data(Namespace="Tideway", MetricData=data)
-
-
 async def test_the_overview_draws_cloudwatch_totals_and_the_sampled_lease_table(
     ready: Settings, aws: Aws
 ) -> None:
     minute = int(time.time()) // PERIOD * PERIOD
-    put_emf_metrics(aws, ready.stream, minute)
+    put_emf_metrics(aws.client("cloudwatch"), ready.stream, minute)
     shards = [
         s["ShardId"] for s in aws.client("kinesis").list_shards(StreamName=ready.stream)["Shards"]
     ]
@@ -154,7 +135,7 @@ async def test_the_overview_draws_cloudwatch_totals_and_the_sampled_lease_table(
         lines = home["lines"]
         i = lines["x"].index(minute - 120)
         values = {s["label"]: s["values"][i] for s in lines["series"]}
-        assert values == {"in (accepted)": 20.0, "out (landed)": 10.0}  # 1,200 and 600 a minute
+        assert values == {"in (accepted)": 40.0, "out (landed)": 20.0}  # 2,400 and 1,200 a minute
         lag_max = home["lag_max"]
         assert lag_max["series"][0]["values"][lag_max["x"].index(minute - 180)] == 3000.0
         lag_lines = {s["label"]: s["values"] for s in home["lag"]["series"]}

@@ -14,7 +14,8 @@
       return { label: s.label, stroke: colors[i % colors.length], width: 1.5 };
     }));
     var width = Math.max(320, (box.clientWidth || 460) - 4);
-    new uPlot({ width: width, height: 180, series: series,
+    var scales = c.range ? { x: { time: true, range: function () { return c.range; } } } : {};
+    new uPlot({ width: width, height: 180, series: series, scales: scales,
                 axes: [{}, { label: c.unit, size: 64 }] }, data, box);
     var drawn = 0;
     c.series.forEach(function (s) {
