@@ -61,7 +61,7 @@ async def scan_fleet(
     """One (paginated) Scan of the lease table, and the workers' /status read at the same
     time (their lag, fresher than the one written with the last checkpoint, wins)."""
     (leases, beats), statuses = await asyncio.gather(
-        LeaseTable(dynamodb, table).scan(), worker_statuses(http, workers)
+        LeaseTable(dynamodb, table).scan(progress=True), worker_statuses(http, workers)
     )
     lags = lags_from_statuses(s.document for s in statuses if s.document is not None)
     return Fleet(leases, shard_view(leases, beats, lags), statuses)

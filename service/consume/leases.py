@@ -11,11 +11,13 @@ what the first reading dropped), ``opened_partitions`` (the partitions the shard
 current hour as of the checkpoint, at most ``max_partitions`` 8-byte digests,
 service/sink/opened.py; a replay takes them from the intent's pinned plan), ``pending_deletes``
 (stale objects a replay's checkpoint listed for deletion, deleted after it by whoever owns
-the shard, for a grace period: service/consume/flush.py PendingDeletes).
+the shard, for a grace period: service/consume/flush.py PendingDeletes), ``progress`` (lag,
+last flush, rows/s and running totals, written with each checkpoint: progress.py).
 Item ``shard_id=worker#<id>``: ``beats`` (a counter the worker increments with every
 heartbeat: peers judge it alive while they see it change, on their own monotonic clock),
-``written_at`` (the writer's wall clock, epoch ms, for people only) and ``leaving`` (set on SIGTERM:
-still alive and owning its shards, but no longer given any). Every write a worker makes to a
+``written_at`` (the writer's wall clock, epoch ms, for people only), ``lag_ms`` (the largest
+lag over its shards) and ``leaving`` (set on SIGTERM: still alive and owning its shards, but
+no longer given any). Every write a worker makes to a
 shard is conditioned on ``owner`` and ``epoch`` still being its own (fencing); every change
 of owner bumps ``epoch``, so the owner seen with an epoch is the owner at that epoch.
 
@@ -53,8 +55,11 @@ _CONDITION_FAILED = "ConditionalCheckFailedException"
 # Every attribute a lease round reads; the dedupe states and the pinned plan stay out.
 _SCANNED = (
     "shard_id, #o, epoch, checkpoint, intent_first, intent_last, intent_bytes, start_at, "
-    "parents, beats, written_at, leaving, lag_ms, progress"
+    "parents, beats, written_at, leaving"
 )
+# What the console and ``tideway status`` read besides: the progress and the workers' lag,
+# parsed for people, never by a lease round.
+_SCANNED_FOR_PEOPLE = _SCANNED + ", lag_ms, " + PROGRESS_ATTRIBUTE
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +139,11 @@ class LeaseTable:
         self._ddb = dynamodb
         self.table = table
 
-    async def scan(self) -> tuple[dict[str, ShardLease], dict[str, WorkerBeat]]:
-        """Every shard lease and worker heartbeat (consistent read)."""
+    async def scan(
+        self, *, progress: bool = False
+    ) -> tuple[dict[str, ShardLease], dict[str, WorkerBeat]]:
+        """Every shard lease and worker heartbeat (consistent read); with ``progress``, also
+        each shard's progress and each worker's lag (the console's view)."""
         leases: dict[str, ShardLease] = {}
         workers: dict[str, WorkerBeat] = {}
         kwargs: dict[str, Any] = {
@@ -143,7 +151,7 @@ class LeaseTable:
             "ConsistentRead": True,
             # Every attribute but the dedupe states (up to ~120 KB each per shard): a round
             # runs every second, and only the acquire, which returns the whole item, needs them.
-            "ProjectionExpression": _SCANNED,
+            "ProjectionExpression": _SCANNED_FOR_PEOPLE if progress else _SCANNED,
             "ExpressionAttributeNames": {"#o": "owner"},
         }
         while True:

@@ -60,12 +60,15 @@ async def test_the_checkpoint_writes_the_progress_and_an_heir_reads_it_back(
     done = ShardProgress().after_flush(FIRST, [], 2500, 1_000)
     await table.checkpoint("s-1", "alice", alice.epoch, 9, progress=done)
     await table.heartbeat("alice", 1, 1_000, lag_ms=2500)
-    leases, beats = await table.scan()
+    leases, beats = await table.scan(progress=True)
     assert leases["s-1"].progress == done and beats["alice"].lag_ms == 2500
+    # A lease round reads neither: it has no use for them.
+    rounds, beats = await table.scan()
+    assert rounds["s-1"].progress is None and beats["alice"].lag_ms is None
     # The heir starts from the totals its acquire returns; a checkpoint without progress
     # (a bare SHARD_END) leaves them as they were.
     bob = await table.acquire(leases["s-1"], "bob")
     assert bob.progress == done
     await table.checkpoint("s-1", "bob", bob.epoch, 10)
-    leases, _ = await table.scan()
+    leases, _ = await table.scan(progress=True)
     assert leases["s-1"].progress == done
