@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from service.consume.leases import LeaseTable
 from service.consume.progress import ShardProgress, progress_from_item, table_of
+from service.consume.renewer import LeaseRenewer
 from service.sink.plan import FlushObject, FlushPlan
 
 
@@ -72,3 +73,14 @@ async def test_the_checkpoint_writes_the_progress_and_an_heir_reads_it_back(
     await table.checkpoint("s-1", "bob", bob.epoch, 10)
     leases, _ = await table.scan(progress=True)
     assert leases["s-1"].progress == done
+
+
+async def test_each_heartbeat_carries_the_workers_largest_lag(table: LeaseTable) -> None:
+    renewer = LeaseRenewer(table, "alice", 10.0, lambda: 1.5, lag_ms=lambda: 4200)
+    await renewer.beat()
+    _, beats = await table.scan(progress=True)
+    assert (beats["alice"].beats, beats["alice"].lag_ms, beats["alice"].written_at_ms) == (
+        1,
+        4200,
+        1500,
+    )
