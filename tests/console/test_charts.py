@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import orjson
+import pytest
 
 from service.aws import aws_clients
 from service.console.charts import Chart, charts_json
@@ -20,6 +21,7 @@ from service.console.history import FleetHistory, FleetSample
 from service.console.top import read_status
 from service.consume.leases import LeaseTable
 from service.consume.progress import ShardProgress
+from service.errors import SettingsError
 from service.settings import Settings
 from tests.conftest import Aws, drain
 from tests.console_support import browser_session, console, put_emf_metrics, signed_in
@@ -156,3 +158,8 @@ async def test_the_overview_draws_cloudwatch_totals_and_the_sampled_lease_table(
             page = await resp.text()
         assert round(integral(charts_of(page)["tables"], "logs")) == 60
         assert "<td>logs</td>" in page
+
+
+def test_a_sample_interval_of_zero_is_refused_naming_the_setting() -> None:
+    with pytest.raises(SettingsError, match=r"^setting TIDEWAY_CONSOLE_SAMPLE_INTERVAL is invalid"):
+        Settings.load(None, stream="s", bucket="bbb", console_sample_interval=0)
