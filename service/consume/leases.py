@@ -57,8 +57,7 @@ _SCANNED = (
     "shard_id, #o, epoch, checkpoint, intent_first, intent_last, intent_bytes, start_at, "
     "parents, beats, written_at, leaving"
 )
-# What the console and ``tideway status`` read besides: the progress and the workers' lag,
-# parsed for people, never by a lease round.
+# The console's Scan also reads the progress and the workers' lag (a lease round never does).
 _SCANNED_FOR_PEOPLE = _SCANNED + ", lag_ms, " + PROGRESS_ATTRIBUTE
 
 
