@@ -168,7 +168,7 @@ async def console(settings: Settings) -> AsyncIterator[RunningConsole]:
     stop = asyncio.Event()
     bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     lines: list[str] = []
-    task = asyncio.create_task(run_console(settings, stop, lines.append, bound))
+    task = asyncio.create_task(run_console(settings, stop, lines.append, bound, freeze_heap=False))
     port = await asyncio.wait_for(bound, 30)
     sign_in = next((w for line in lines for w in line.split() if "/login?token=" in w), "")
     try:
