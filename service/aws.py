@@ -34,6 +34,7 @@ class AwsClients:
     s3: Any = None
     dynamodb: Any = None
     glue: Any = None
+    cloudwatch: Any = None
 
 
 @asynccontextmanager

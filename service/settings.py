@@ -159,6 +159,7 @@ class Settings(BaseSettings):
     console_secret: str | None = Field(default=None, min_length=32)  # cookies, CSRF; or random
     console_workers: tuple[str, ...] = ()  # consume base URLs whose /status the console reads
     console_base_path: str = Field(default="", pattern=r"^(/[A-Za-z0-9._~-]+)*$")  # ALB path rule
+    console_sample_interval: float = Field(default=10.0, gt=0)  # s between lease-table samples
 
     # Telemetry.
     emf_interval: float = Field(default=60.0, ge=0)

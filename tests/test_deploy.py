@@ -116,6 +116,7 @@ EXPECTED_ACTIONS = {
         "s3:DeleteObject",
         "kms:GenerateDataKey",
         "kms:Decrypt",
+        "cloudwatch:GetMetricData",  # the Overview's charts
     },
     "TaskExecutionRole": {
         "ecr:GetAuthorizationToken",
@@ -129,7 +130,8 @@ EXPECTED_ACTIONS = {
     },
 }
 # Actions without resource-level permissions: AWS only accepts Resource "*" for them.
-RESOURCE_STAR_ACTIONS = {*XRAY_ACTIONS, "ecr:GetAuthorizationToken"}
+# GetMetricData has no resource-level permissions (the console's charts read the EMF metrics).
+RESOURCE_STAR_ACTIONS = {*XRAY_ACTIONS, "ecr:GetAuthorizationToken", "cloudwatch:GetMetricData"}
 
 TIDEWAY_METRICS = {
     names.LAG_METRIC,
@@ -538,8 +540,14 @@ CALL_ACTIONS = {
         "get_shard_iterator": "kinesis:GetShardIterator",
         "get_records": "kinesis:GetRecords",
     },
+    "cloudwatch": {"get_metric_data": "cloudwatch:GetMetricData"},
 }
-CLIENT_NAMES = {"s3": r"_?s3", "dynamodb": r"_?ddb|dynamodb", "kinesis": r"_?kinesis"}
+CLIENT_NAMES = {
+    "s3": r"_?s3",
+    "dynamodb": r"_?ddb|dynamodb",
+    "kinesis": r"_?kinesis",
+    "cloudwatch": r"_?cw|cloudwatch",
+}
 CONSUME_CODE = ["service/consume/*.py", "service/sink/s3.py"]
 # The console runs redrive and replay (service/repair) and stores pipeline documents.
 CONSOLE_CODE = [

@@ -13,19 +13,17 @@ from typing import Any
 
 from aiohttp import web
 
+from service.console.charts import charts_json, overview_charts
 from service.console.guard import PRINCIPAL
 from service.console.inspect import inspect_entry
 from service.console.page import CONSOLE, Console, render
 from service.console.pipelines import pipelines, store_pipelines
 from service.console.replays import cancel_replay, replays, start_replay
 from service.console.rows import shard_rows_html
+from service.console.sampler import record
 from service.console.session import SESSION_COOKIE, SESSION_SECONDS, Principal
 from service.console.shards import ShardView, filter_rows
-from service.console.sources import (
-    MAX_OPENED,
-    WorkerStatus,
-    read_fleet,
-)
+from service.console.sources import MAX_OPENED, WorkerStatus, scan_fleet
 from service.errors import TidewayError
 from service.repair.redrive import RedriveReport, redrive
 
@@ -36,17 +34,21 @@ OVERVIEW_DAYS = 7
 
 
 async def _fleet(c: Console) -> tuple[ShardView, list[WorkerStatus], float]:
-    """The shard view (workers' lags included), the workers' /status, and the ms it took."""
+    """The shard view (workers' lags included), the workers' /status, and the ms it took.
+    The read is also a sample of the charts' history when the last is an interval old."""
     started = time.perf_counter()
-    view, statuses = await read_fleet(
-        c.dynamodb, c.settings.lease_table, c.http, c.settings.console_workers
-    )
-    return view, statuses, (time.perf_counter() - started) * 1000
+    fleet = await scan_fleet(c.dynamodb, c.settings.lease_table, c.http, c.settings.console_workers)
+    now_ms = int(time.time() * 1000)
+    last = c.history.samples[-1].at_ms if c.history.samples else 0
+    if now_ms - last >= c.settings.console_sample_interval * 1000:
+        record(c.history, fleet, now_ms)
+    return fleet.view, fleet.statuses, (time.perf_counter() - started) * 1000
 
 
 async def overview(request: web.Request) -> web.StreamResponse:
     c = request.app[CONSOLE]
-    view, statuses, read_ms = await _fleet(c)
+    (view, statuses, read_ms), (cw, cw_problem) = await asyncio.gather(_fleet(c), c.metrics.read())
+    charts = overview_charts(cw, c.history, c.settings.console_sample_interval)
     dead = []
     for date in (await c.dead.dates())[:OVERVIEW_DAYS]:
         objects, more = await c.dead.objects(date)
@@ -69,6 +71,9 @@ async def overview(request: web.Request) -> web.StreamResponse:
         dead=dead,
         table=c.settings.lease_table,
         read_ms=read_ms,
+        charts=charts,
+        charts_data=charts_json(charts),
+        cw_problem=cw_problem,
     )
 
 

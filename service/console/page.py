@@ -11,7 +11,9 @@ import aiohttp
 import jinja2
 from aiohttp import web
 
+from service.console.cloudwatch import MetricReader
 from service.console.guard import PRINCIPAL, Guard
+from service.console.history import FleetHistory
 from service.console.jobs import ReplayJobs
 from service.console.session import LoginToken
 from service.console.shards import format_lag
@@ -33,6 +35,8 @@ class Console:
     decoders: DecoderConfig
     templates: jinja2.Environment
     replays: ReplayJobs
+    history: FleetHistory  # the lease table sampled over time (sampler.py)
+    metrics: MetricReader  # the fleet's totals from CloudWatch
 
     @property
     def dead(self) -> DeadLetters:

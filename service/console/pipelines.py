@@ -8,10 +8,12 @@ import logging
 
 from aiohttp import web
 
+from service.console.charts import charts_json, pipeline_charts
 from service.console.guard import PRINCIPAL
 from service.console.page import CONSOLE, render
 from service.consume.reload import store_document, stored_document, stored_versions
 from service.pipeline.config import PipelineConfigError, load_pipelines
+from service.pipeline.engine import DEFAULT_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +40,15 @@ async def _page(
         raise web.HTTPNotFound(text=f"at: no pipeline version stored at {at!r}")
     if draft is None and chosen is not None:
         draft = chosen.document
-    version, broken = None, ""
+    version, broken, routes = None, "", []
     if text is not None:
         try:  # the same loader as the consumers: what they would do with it
-            version = load_pipelines(text).version
+            loaded = load_pipelines(text)
+            version, routes = loaded.version, [(p.name, p.table) for p in loaded.pipelines]
         except PipelineConfigError as exc:
             broken = str(exc)
+    charts = pipeline_charts(c.history, c.settings.console_sample_interval)
+    rates = {k: v[-1] for k, v in charts[0].lines.items() if v}
     return render(
         request,
         "pipelines.html",
@@ -59,6 +64,10 @@ async def _page(
         refused=refused,
         stored_now=stored_now,
         table=c.settings.lease_table,
+        charts=charts,
+        charts_data=charts_json(charts),
+        throughput=[(name, t, rates.get(t)) for name, t in routes]
+        + [("(lines no pipeline matches)", DEFAULT_TABLE, rates.get(DEFAULT_TABLE))],
     )
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from markupsafe import Markup, escape
 
-from service.console.shards import ShardRow, format_lag
+from service.console.shards import ShardRow, format_lag, format_rate, format_time
 
 
 def _cell(value: str | None, css: str = "") -> str:
@@ -20,7 +20,8 @@ def _cell(value: str | None, css: str = "") -> str:
 
 
 def shard_rows_html(rows: Iterable[ShardRow]) -> Markup:
-    """``<tr>`` per row: shard, owner, epoch, checkpoint, intent, lag, state, parents, children."""
+    """``<tr>`` per row: shard, owner, epoch, checkpoint, intent, lag, last flush, lines/s,
+    state, parents, children."""
     out = []
     for r in rows:
         intent = f"{r.intent[0]}…{r.intent[1]}" if r.intent else None
@@ -28,6 +29,7 @@ def shard_rows_html(rows: Iterable[ShardRow]) -> Markup:
             f'<tr class="{r.state.replace(" ", "-")}">'
             f"{_cell(r.shard_id)}{_cell(r.owner)}<td>{r.epoch}</td>"
             f"{_cell(r.checkpoint, 'seq')}{_cell(intent, 'seq')}<td>{format_lag(r.lag_ms)}</td>"
+            f"<td>{format_time(r.last_flush_ms)}</td><td>{format_rate(r.lines_per_s)}</td>"
             f"<td>{escape(r.state)}</td>{_cell(', '.join(r.parents))}{_cell(', '.join(r.children))}</tr>\n"
         )
     # Safe: every value that comes from the table went through escape() above.

@@ -1,5 +1,9 @@
 """The shard view (pure): lease items, worker heartbeats and workers' /status -> sorted rows.
 
+Lag, last flush and lines/s come from the progress each owner writes with its checkpoints
+(service/consume/progress.py); a worker's /status, where the console reaches one, gives a
+fresher lag for the shards it reads.
+
 Shared by the console's pages and ``tideway status``; no I/O, no clock (``now_ms`` is passed).
 """
 
@@ -7,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from service.consume.leases import ShardLease, WorkerBeat
@@ -26,6 +31,8 @@ class ShardRow:
     parents: tuple[str, ...]
     children: tuple[str, ...]
     state: str  # finished, reading, open intent, unowned
+    last_flush_ms: int | None = None  # the owner's wall clock at its last checkpoint
+    lines_per_s: float | None = None  # rows landed per second, between its last checkpoints
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -38,6 +45,8 @@ class ShardRow:
             "parents": list(self.parents),
             "children": list(self.children),
             "state": self.state,
+            "last_flush_ms": self.last_flush_ms,
+            "lines_per_s": self.lines_per_s,
         }
 
 
@@ -48,6 +57,7 @@ class WorkerRow:
     leaving: bool
     written_at_ms: int  # the worker's own wall clock: for people, never compared
     shards: int
+    lag_ms: int | None = None  # its shards' largest lag, as of its last heartbeat
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +66,7 @@ class WorkerRow:
             "leaving": self.leaving,
             "written_at_ms": self.written_at_ms,
             "shards": self.shards,
+            "lag_ms": self.lag_ms,
         }
 
 
@@ -96,6 +107,14 @@ def lags_from_statuses(statuses: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     return lags
 
 
+def _lag(lease: ShardLease) -> int | None:
+    """The lag its owner wrote with its last checkpoint; none for a finished or unowned shard
+    (nobody reads it: the figure would be stale)."""
+    if lease.finished or not lease.owner or lease.progress is None:
+        return None
+    return lease.progress.lag_ms
+
+
 def _state(lease: ShardLease) -> str:
     if lease.finished:
         return "finished"
@@ -119,6 +138,7 @@ def shard_view(
     rows = []
     for sid in sorted(leases):
         lease = leases[sid]
+        progress = lease.progress
         if lease.owner and not lease.finished:
             owned[lease.owner] = owned.get(lease.owner, 0) + 1
         intent = (
@@ -135,14 +155,18 @@ def shard_view(
                 if lease.checkpoint is None
                 else checkpoint_to_wire(lease.checkpoint),
                 intent=intent,
-                lag_ms=lags.get(sid),
+                lag_ms=lags.get(sid, _lag(lease)),
                 parents=lease.parents,
                 children=tuple(sorted(children.get(sid, ()))),
                 state=_state(lease),
+                last_flush_ms=progress.at_ms if progress and progress.at_ms else None,
+                lines_per_s=progress.rows_per_s if progress else None,
             )
         )
     worker_rows = tuple(
-        WorkerRow(w.worker_id, w.beats, w.leaving, w.written_at_ms, owned.get(w.worker_id, 0))
+        WorkerRow(
+            w.worker_id, w.beats, w.leaving, w.written_at_ms, owned.get(w.worker_id, 0), w.lag_ms
+        )
         for w in sorted(workers.values(), key=lambda w: w.worker_id)
     )
     return ShardView(tuple(rows), worker_rows)
@@ -153,6 +177,20 @@ def format_lag(ms: float | None) -> str:
     if ms is None:
         return "-"
     return f"{ms:.0f} ms" if ms < 10_000 else f"{ms / 1000:.0f} s"
+
+
+def format_time(ms: int | None) -> str:
+    """A wall-clock time of day (UTC) as people read it; "-" when there is none."""
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M:%S")
+
+
+def format_rate(per_s: float | None) -> str:
+    """Lines per second as people read them; "-" when no checkpoint gave one."""
+    if per_s is None:
+        return "-"
+    return f"{per_s:.1f}" if per_s < 100 else f"{per_s:,.0f}"
 
 
 def filter_rows(rows: Iterable[ShardRow], query: str) -> list[ShardRow]:

@@ -17,7 +17,7 @@ import aiohttp
 import orjson
 
 from service.console.shards import ShardView, lags_from_statuses, shard_view
-from service.consume.leases import LeaseTable
+from service.consume.leases import LeaseTable, ShardLease
 
 MAX_LISTED = 1000  # objects listed per dead-letter page
 MAX_OPENED = 50  # objects read to show their entries
@@ -46,16 +46,33 @@ async def worker_statuses(http: aiohttp.ClientSession, urls: Sequence[str]) -> l
     return list(await asyncio.gather(*(one(u) for u in urls)))
 
 
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """One read of the fleet: the lease items, the view of them, the workers' /status."""
+
+    leases: dict[str, ShardLease]
+    view: ShardView
+    statuses: list[WorkerStatus]
+
+
+async def scan_fleet(
+    dynamodb: Any, table: str, http: aiohttp.ClientSession, workers: Sequence[str]
+) -> Fleet:
+    """One (paginated) Scan of the lease table, and the workers' /status read at the same
+    time (their lag, fresher than the one written with the last checkpoint, wins)."""
+    (leases, beats), statuses = await asyncio.gather(
+        LeaseTable(dynamodb, table).scan(progress=True), worker_statuses(http, workers)
+    )
+    lags = lags_from_statuses(s.document for s in statuses if s.document is not None)
+    return Fleet(leases, shard_view(leases, beats, lags), statuses)
+
+
 async def read_fleet(
     dynamodb: Any, table: str, http: aiohttp.ClientSession, workers: Sequence[str]
 ) -> tuple[ShardView, list[WorkerStatus]]:
-    """The shard view from one (paginated) Scan of the lease table, with the lags the
-    workers' /status report (read at the same time), and those statuses."""
-    (leases, beats), statuses = await asyncio.gather(
-        LeaseTable(dynamodb, table).scan(), worker_statuses(http, workers)
-    )
-    lags = lags_from_statuses(s.document for s in statuses if s.document is not None)
-    return shard_view(leases, beats, lags), statuses
+    """The shard view (scan_fleet's) and the workers' statuses."""
+    fleet = await scan_fleet(dynamodb, table, http, workers)
+    return fleet.view, fleet.statuses
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from service.console.shards import ShardView, format_lag
+from service.console.shards import ShardView, format_lag, format_rate, format_time
 
 _HEADERS = (
     "SHARD",
@@ -15,6 +15,8 @@ _HEADERS = (
     "CHECKPOINT",
     "INTENT",
     "LAG",
+    "LAST FLUSH",
+    "LINES/S",
     "STATE",
     "PARENTS",
     "CHILDREN",
@@ -39,9 +41,15 @@ def status_text(view: ShardView, *, title: str = "") -> str:
         lines.append("")
         lines.extend(
             _table(
-                [("WORKER", "SHARDS", "BEATS", "LEAVING")]
+                [("WORKER", "SHARDS", "BEATS", "LAG", "LEAVING")]
                 + [
-                    (w.worker_id, str(w.shards), str(w.beats), "yes" if w.leaving else "")
+                    (
+                        w.worker_id,
+                        str(w.shards),
+                        str(w.beats),
+                        format_lag(w.lag_ms),
+                        "yes" if w.leaving else "",
+                    )
                     for w in view.workers
                 ]
             )
@@ -55,6 +63,8 @@ def status_text(view: ShardView, *, title: str = "") -> str:
             r.checkpoint or "-",
             f"{r.intent[0]}..{r.intent[1]}" if r.intent else "-",
             format_lag(r.lag_ms),
+            format_time(r.last_flush_ms),
+            format_rate(r.lines_per_s),
             r.state,
             ",".join(r.parents) or "-",
             ",".join(r.children) or "-",

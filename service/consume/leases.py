@@ -11,11 +11,13 @@ what the first reading dropped), ``opened_partitions`` (the partitions the shard
 current hour as of the checkpoint, at most ``max_partitions`` 8-byte digests,
 service/sink/opened.py; a replay takes them from the intent's pinned plan), ``pending_deletes``
 (stale objects a replay's checkpoint listed for deletion, deleted after it by whoever owns
-the shard, for a grace period: service/consume/flush.py PendingDeletes).
+the shard, for a grace period: service/consume/flush.py PendingDeletes), ``progress`` (lag,
+last flush, rows/s and running totals, written with each checkpoint: progress.py).
 Item ``shard_id=worker#<id>``: ``beats`` (a counter the worker increments with every
 heartbeat: peers judge it alive while they see it change, on their own monotonic clock),
-``written_at`` (the writer's wall clock, epoch ms, for people only) and ``leaving`` (set on SIGTERM:
-still alive and owning its shards, but no longer given any). Every write a worker makes to a
+``written_at`` (the writer's wall clock, epoch ms, for people only), ``lag_ms`` (the largest
+lag over its shards) and ``leaving`` (set on SIGTERM: still alive and owning its shards, but
+no longer given any). Every write a worker makes to a
 shard is conditioned on ``owner`` and ``epoch`` still being its own (fencing); every change
 of owner bumps ``epoch``, so the owner seen with an epoch is the owner at that epoch.
 
@@ -33,6 +35,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from service.aws import error_code
+from service.consume.progress import PROGRESS_ATTRIBUTE, ShardProgress, progress_from_item
 from service.consume.sequence import (
     FROM_START,
     SHARD_END,
@@ -57,6 +60,8 @@ _SCANNED = (
     "shard_id, #o, epoch, checkpoint, intent_first, intent_last, intent_bytes, start_at, "
     "parents, beats, written_at, leaving"
 )
+# The console's Scan also reads the progress and the workers' lag (a lease round never does).
+_SCANNED_FOR_PEOPLE = _SCANNED + ", lag_ms, " + PROGRESS_ATTRIBUTE
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,7 @@ class ShardLease:
     intent_dedupe: bytes | None = None
     partitions: bytes | None = None  # partitions opened this hour, as of the checkpoint
     pending_deletes: bytes | None = None  # stale keys the checkpoint listed for deletion
+    progress: ShardProgress | None = None  # lag, last flush, totals: progress.py
 
     @property
     def finished(self) -> bool:
@@ -88,6 +94,7 @@ class WorkerBeat:
     beats: int
     leaving: bool = False
     written_at_ms: int = 0  # the writer's wall clock: shown to people, never compared
+    lag_ms: int | None = None  # the largest lag over its shards as of that beat
 
 
 def _lease_from_item(item: dict[str, Any]) -> ShardLease:
@@ -113,6 +120,7 @@ def _lease_from_item(item: dict[str, Any]) -> ShardLease:
         intent_dedupe=item["intent_dedupe"]["B"] if "intent_dedupe" in item else None,
         partitions=item["opened_partitions"]["B"] if "opened_partitions" in item else None,
         pending_deletes=item["pending_deletes"]["B"] if "pending_deletes" in item else None,
+        progress=progress_from_item(item.get(PROGRESS_ATTRIBUTE)),
     )
 
 
@@ -133,8 +141,11 @@ class LeaseTable:
         self._ddb = dynamodb
         self.table = table
 
-    async def scan(self) -> tuple[dict[str, ShardLease], dict[str, WorkerBeat]]:
-        """Every shard lease and worker heartbeat (consistent read)."""
+    async def scan(
+        self, *, progress: bool = False
+    ) -> tuple[dict[str, ShardLease], dict[str, WorkerBeat]]:
+        """Every shard lease and worker heartbeat (consistent read); with ``progress``, also
+        each shard's progress and each worker's lag (the console's view)."""
         leases: dict[str, ShardLease] = {}
         workers: dict[str, WorkerBeat] = {}
         kwargs: dict[str, Any] = {
@@ -142,7 +153,7 @@ class LeaseTable:
             "ConsistentRead": True,
             # Every attribute but the dedupe states (up to ~120 KB each per shard): a round
             # runs every second, and only the acquire, which returns the whole item, needs them.
-            "ProjectionExpression": _SCANNED,
+            "ProjectionExpression": _SCANNED_FOR_PEOPLE if progress else _SCANNED,
             "ExpressionAttributeNames": {"#o": "owner"},
         }
         while True:
@@ -159,6 +170,7 @@ class LeaseTable:
                         int(item.get("beats", {"N": "0"})["N"]),
                         leaving,
                         int(item.get("written_at", {"N": "0"})["N"]),
+                        int(item["lag_ms"]["N"]) if "lag_ms" in item else None,
                     )
                 else:
                     leases[key] = _lease_from_item(item)
@@ -167,18 +179,25 @@ class LeaseTable:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     async def heartbeat(
-        self, worker_id: str, beats: int, written_at_ms: int, *, leaving: bool = False
+        self,
+        worker_id: str,
+        beats: int,
+        written_at_ms: int,
+        *,
+        leaving: bool = False,
+        lag_ms: int | None = None,
     ) -> None:
-        """Write the worker's heartbeat item (unconditional: only its worker writes it)."""
-        await self._ddb.put_item(
-            TableName=self.table,
-            Item={
-                "shard_id": {"S": WORKER_PREFIX + worker_id},
-                "beats": {"N": str(beats)},
-                "written_at": {"N": str(written_at_ms)},
-                "leaving": {"BOOL": leaving},
-            },
-        )
+        """Write the worker's heartbeat item (unconditional: only its worker writes it), with
+        its largest shard lag when given (the same write: no call of its own)."""
+        item = {
+            "shard_id": {"S": WORKER_PREFIX + worker_id},
+            "beats": {"N": str(beats)},
+            "written_at": {"N": str(written_at_ms)},
+            "leaving": {"BOOL": leaving},
+        }
+        if lag_ms is not None:
+            item["lag_ms"] = {"N": str(lag_ms)}
+        await self._ddb.put_item(TableName=self.table, Item=item)
 
     async def remove_worker(self, worker_id: str) -> None:
         await self._ddb.delete_item(
@@ -286,15 +305,20 @@ class LeaseTable:
         dedupe: bytes | None = None,
         partitions: bytes | None = None,
         pending: bytes | None = None,
+        progress: ShardProgress | None = None,
     ) -> None:
         """Step 3: the range is in S3; advance the checkpoint (with the dedupe state, the
-        partitions opened this hour after it and the stale keys still to delete, ``pending``:
-        written under the same fence, so a fenced owner lists none) and clear the intent."""
+        partitions opened this hour after it, the stale keys still to delete, ``pending``,
+        and the shard's progress: written under the same fence, so a fenced owner lists
+        none) and clear the intent."""
         values = _fence(worker_id, epoch, dedupe, {":c": {"S": checkpoint_to_wire(seq)}})
         update = "SET checkpoint = :c" + (", dedupe = :d" if dedupe is not None else "")
         if partitions is not None:
             values[":p"] = {"B": partitions}
             update += ", opened_partitions = :p"  # "partitions" is a reserved word
+        if progress is not None:
+            values[":pg"] = progress.to_item()
+            update += f", {PROGRESS_ATTRIBUTE} = :pg"
         remove = " REMOVE intent_first, intent_last, intent_bytes, intent_dedupe, intent_plan,"
         remove += " intent_keys"
         if pending is None:

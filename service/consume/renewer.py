@@ -26,12 +26,14 @@ class LeaseRenewer:
         worker_id: str,
         lease_duration: float,
         wall_clock: Callable[[], float] = wall_time,
+        lag_ms: Callable[[], int] | None = None,
     ) -> None:
         self.table = table
         self.worker_id = worker_id
         self.lease_duration = lease_duration
         self.interval = min(1.0, lease_duration / 5)
         self.wall_clock = wall_clock
+        self.lag_ms = lag_ms  # its shards' largest lag, carried by each beat (for the console)
         self.beats = 0
         self.leaving = False
         self.beat_at: float | None = None  # loop time of the last heartbeat that landed
@@ -43,7 +45,10 @@ class LeaseRenewer:
         sent = loop.time()
         self.beats += 1
         written_at = int(self.wall_clock() * 1000)
-        await self.table.heartbeat(self.worker_id, self.beats, written_at, leaving=self.leaving)
+        lag = None if self.lag_ms is None else self.lag_ms()
+        await self.table.heartbeat(
+            self.worker_id, self.beats, written_at, leaving=self.leaving, lag_ms=lag
+        )
         self.beat_at = sent
 
     def leave(self) -> None:

@@ -39,14 +39,11 @@ from service.consume.flush import (
     unless_stopped,
 )
 from service.consume.leases import FROM_START, SHARD_END, ShardLease
+from service.consume.progress import ShardProgress
 from service.consume.reader import Position, ShardReader, record_meta
 from service.consume.sequence import Checkpoint
 from service.errors import LeaseLostError
-from service.sink.plan import (
-    KeyListing,
-    plan_document,
-    planned_keys,
-)
+from service.sink.plan import KeyListing, plan_document, planned_keys
 from service.telemetry.tracing import aws_span, flush_links, span
 
 __all__ = ["Outcome", "ShardConsumer", "ShardContext"]
@@ -101,6 +98,7 @@ class ShardConsumer:
         # Partitions opened this hour as of the checkpoint (pinned by every flush's plan).
         self.opened = opened_at_checkpoint(self.shard_id, lease.partitions)
         self.pending = PendingDeletes()  # the checkpoint's stale keys (set by run)
+        self.progress = lease.progress or ShardProgress()  # written with each checkpoint
 
     async def run(self, stop: asyncio.Event, *, drain: bool) -> Outcome:
         """Consume until the shard ends, the tip is reached (drain), ``stop`` is set, or the
@@ -360,6 +358,8 @@ class ShardConsumer:
                 await ctx.catalog.register_plan(plan)
             self.opened = plan.opened or self.opened
             self.pending.add(stale)
+            at_ms = int(ctx.wall_clock() * 1000)  # a failed checkpoint ends this consumer
+            self.progress = self.progress.after_flush(plan, dead_reasons, self.millis_behind, at_ms)
             await self._checkpoint(last)  # lists the stale keys: deleted only once it landed
             await self.pending.issue_due(self.ctx, self.shard_id)
             ctx.metrics.observe_flush(
@@ -393,6 +393,7 @@ class ShardConsumer:
             dedupe=state,
             partitions=self.opened.encode(),
             pending=self.pending.encode(),
+            progress=self.progress,
         )
         self.checkpoint = seq
         self._dedupe_at_checkpoint = state

@@ -80,7 +80,9 @@ class ConsumerWorker:
         self._running: dict[str, _Running] = {}
         self._cooldown: dict[str, float] = {}
         self._failures: dict[str, int] = {}
-        self.renewer = LeaseRenewer(self.table, ctx.worker_id, lease_duration, ctx.wall_clock)
+        self.renewer = LeaseRenewer(
+            self.table, ctx.worker_id, lease_duration, ctx.wall_clock, lambda: self.lag_ms
+        )
         self.liveness = Liveness(lease_duration)
         self.taker = LeaseTaker(self.table, ctx.worker_id, ctx.metrics)
         self.ready = asyncio.Event()

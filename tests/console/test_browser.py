@@ -26,6 +26,7 @@ from tests.conftest import Aws, read_table
 from tests.console_support import (
     REDRIVEN_MESSAGE,
     console,
+    put_emf_metrics,
     seed_dead_letters,
     seed_fleet,
     seed_redrivable,
@@ -119,6 +120,23 @@ def replay_and_edit_pipelines(driver: Any, start: float, folder: Path) -> dict[s
     return seen
 
 
+def drawn_charts(driver: Any) -> dict[str, tuple[int, int]]:
+    """Chart id -> (canvases in it, values uPlot was given) once static/charts.js ran."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 10, 0.1).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-lines[data-drawn] canvas")
+    )
+    return {
+        box.get_attribute("id").removeprefix("chart-"): (
+            len(box.find_elements(By.TAG_NAME, "canvas")),
+            int(box.get_attribute("data-drawn") or 0),
+        )
+        for box in driver.find_elements(By.CSS_SELECTOR, ".chart")
+    }
+
+
 def shots(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -137,6 +155,7 @@ async def test_an_operator_signs_in_and_browses_live_pages_a_viewer_changes_noth
         aws.client("kinesis").put_record(StreamName=ready.stream, Data=line, PartitionKey=str(n))
     key = await seed_dead_letters(ready)
     redrivable = await seed_redrivable(ready)
+    put_emf_metrics(aws.client("cloudwatch"), ready.stream, int(time.time()) // 60 * 60)
     folder = shots(tmp_path)
     driver = chromium
 
@@ -145,6 +164,7 @@ async def test_an_operator_signs_in_and_browses_live_pages_a_viewer_changes_noth
         driver.get(sign_in)
         seen["role"] = driver.find_element(By.ID, "role").text
         seen["count"] = driver.find_element(By.ID, "shard-count").text
+        seen["charts"] = drawn_charts(driver)
         driver.save_screenshot(str(folder / "overview.png"))
         driver.find_element(By.LINK_TEXT, "Shards").click()
         cells = driver.find_elements(By.CSS_SELECTOR, "#shards tbody tr td:first-child")
@@ -170,6 +190,10 @@ async def test_an_operator_signs_in_and_browses_live_pages_a_viewer_changes_noth
     async with console(ready) as run:
         seen = await asyncio.to_thread(operator_session, run.sign_in)
     assert seen["role"] == "operator" and seen["count"] == "12"
+    # uPlot drew the CloudWatch lines (3 minutes, in and out) and the shards' lags (10
+    # owned shards and the largest, one sample) on canvases.
+    assert seen["charts"]["lines"] == (1, 6) and seen["charts"]["lag_max"] == (1, 3)
+    assert seen["charts"]["lag"] == (1, 6)
     assert seen["shards"] == ids
     assert "gzip: truncated stream" in seen["dead"]
     assert seen["reason"] == "avro: no schema for id 7"

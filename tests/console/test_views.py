@@ -11,6 +11,7 @@ from service.console.inspect import inspect_entry
 from service.console.shards import filter_rows, lags_from_statuses, shard_view
 from service.console.terminal import status_json, status_text
 from service.consume.leases import ShardLease, WorkerBeat
+from service.consume.progress import ShardProgress
 from service.consume.sequence import SHARD_END
 from service.decode import DecoderConfig
 
@@ -65,6 +66,33 @@ def test_rows_are_sorted_and_name_children_states_and_lag() -> None:
     }
 
 
+def test_lag_last_flush_and_rate_come_from_the_progress_in_the_lease_items() -> None:
+    flushed = ShardProgress(at_ms=1_795_000_000_000, lag_ms=42_000, rows_per_s=81.5, rows=9)
+    leases = {
+        **LEASES,
+        "shardId-2": lease("shardId-2", "w1", checkpoint=12, progress=flushed),
+        # Finished and unowned shards are read by nobody: their last lag would be stale.
+        "shardId-0": lease("shardId-0", "w1", checkpoint=SHARD_END, progress=flushed),
+        "shardId-3": lease("shardId-3", progress=flushed),
+    }
+    workers = {**WORKERS, "w1": WorkerBeat("w1", 8, lag_ms=42_000)}
+    view = shard_view(leases, workers, {"shardId-1": 1500})
+    parent, child, other, free = view.shards
+    assert (other.lag_ms, other.last_flush_ms, other.lines_per_s) == (42_000, flushed.at_ms, 81.5)
+    assert parent.lag_ms is None and free.lag_ms is None and child.lag_ms == 1500
+    assert view.summary()["max_lag_ms"] == 42_000
+    assert view.workers[0].lag_ms == 42_000
+    text = status_text(view)
+    assert "max lag 42 s" in text.splitlines()[0]
+    assert next(r for r in text.splitlines() if r.startswith("shardId-2")).split()[5:9] == [
+        "42",
+        "s",
+        "11:06:40",
+        "81.5",
+    ]
+    assert next(r for r in text.splitlines() if r.startswith("w1")).split()[3:5] == ["42", "s"]
+
+
 def test_lag_comes_from_the_workers_status_documents() -> None:
     docs = [
         {"shards": {"shardId-1": {"here": {"millis_behind": 250}}, "shardId-2": {"owner": "x"}}},
@@ -91,6 +119,8 @@ def test_the_terminal_table_has_one_line_per_shard_in_aligned_columns() -> None:
         "8..9",
         "1500",
         "ms",
+        "-",
+        "-",
         "open",
         "intent",
         "shardId-0",
@@ -113,6 +143,8 @@ def test_status_json_is_the_view_with_sequence_numbers_as_strings() -> None:
         "parents": ["shardId-0"],
         "children": [],
         "state": "open intent",
+        "last_flush_ms": None,
+        "lines_per_s": None,
     }
     assert doc["summary"]["shards"] == 4
 
