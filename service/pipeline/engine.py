@@ -24,6 +24,9 @@ from service.pipeline.transform import PARSE_ERROR, Step
 
 DEFAULT_TABLE = "logs"
 VERSION_COLUMN = "pipeline_version"
+# The records' Kinesis arrival times, a working column the writer adds for parsers that
+# read them (an RFC 3164 stamp's year) and removes before anything is written.
+ARRIVAL_COLUMN = "_arrival"
 # Columns no step may change: the lineage (re-attached by the writer from the records), the
 # partition inputs, and the writer's working columns.
 LINEAGE_COLUMNS = frozenset(
@@ -37,13 +40,20 @@ LINEAGE_COLUMNS = frozenset(
         "kinesis_sub_sequence",
     )
 )
-FIXED_COLUMNS = LINEAGE_COLUMNS | {"timestamp", "service", "attributes", "_hour", "_service"}
+FIXED_COLUMNS = LINEAGE_COLUMNS | {
+    "timestamp",
+    "service",
+    "attributes",
+    "_hour",
+    "_service",
+    ARRIVAL_COLUMN,
+}
 # Canonical text columns that set and hash may rewrite (they stay strings).
 TEXT_COLUMNS = frozenset(("severity_text", "host", "message", "trace_id", "span_id"))
 # Names a parsed field cannot take: the writer's working columns, hive partition keys (a
 # reader would see them twice) and the columns pipelines add.
 _TAKEN = frozenset(("_hour", "_service", "dt", "hour", VERSION_COLUMN, PARSE_ERROR))
-NOT_REDACTED = LINEAGE_COLUMNS | {"service", "_service", VERSION_COLUMN}
+NOT_REDACTED = LINEAGE_COLUMNS | {"service", "_service", VERSION_COLUMN, ARRIVAL_COLUMN}
 
 
 class ParseResult(Protocol):
@@ -177,7 +187,11 @@ def _mix(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 def _parsed(table: pa.Table, parser: Parser) -> pa.Table:
     """The table with the parsed fields as columns (``<name>_parsed`` where the name is
     taken) and ``parse_error``; an unparsed line keeps its raw message."""
-    result = parser(table.column("message").combine_chunks())
+    message = table.column("message").combine_chunks()
+    if getattr(parser, "reads_arrival", False) and ARRIVAL_COLUMN in table.column_names:
+        result = parser(message, table.column(ARRIVAL_COLUMN).combine_chunks())  # type: ignore[call-arg]
+    else:
+        result = parser(message)
     for name, values in result.columns.items():
         column = name
         while column in table.column_names or column in _TAKEN:
