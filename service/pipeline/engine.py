@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.pipeline.condition import Condition
+from service.pipeline.declared import declare
 from service.pipeline.transform import PARSE_ERROR, Step
 
 DEFAULT_TABLE = "logs"
@@ -80,6 +81,7 @@ class Pipeline:
     redact: tuple[str, ...] = ()
     drop: Condition | None = None
     sample: int = 1
+    columns: tuple[tuple[str, str], ...] = ()  # declared types (service.pipeline.declared)
 
     def run(self, table: pa.Table, redactor: Redactor | None) -> tuple[pa.Table, Any]:
         """The pipeline's output for its matched rows, and the mask of the rows it keeps."""
@@ -93,6 +95,8 @@ class Pipeline:
                 if name not in NOT_REDACTED and pa.types.is_string(column.type):
                     redacted = redactor(column.combine_chunks(), self.redact)
                     table = table.set_column(i, name, redacted)
+        if self.columns:
+            table = declare(table, self.columns)
         keep = np.ones(table.num_rows, dtype=bool)
         if self.drop is not None:
             keep &= ~self.drop.mask(table).to_numpy(zero_copy_only=False)
