@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import orjson
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service import envelope
 from service.cli import main
@@ -115,3 +119,33 @@ async def test_a_secret_sent_to_serve_is_in_neither_kinesis_nor_s3(
     assert "nothing here" in stored
     assert not any(s in stored for s in SECRETS)
     assert pa.types.is_string(table.schema.field("message").type)
+
+
+SECRET_VALUES = st.sampled_from(
+    [CARD, "4012-8888-8888-1881", EMAIL, KEY_ID, "bob@mail.example.org"]
+)
+FILLER = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=6)
+TEXTS = st.builds(lambda a, s, b: f"{a} {s} {b}", FILLER, SECRET_VALUES, FILLER) | FILLER
+JSON_VALUES = st.recursive(
+    TEXTS | st.integers(-(2**63), 2**63 - 1) | st.booleans() | st.none(),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.dictionaries(st.text(max_size=4), JSON_VALUES, max_size=4), min_size=1, max_size=6)
+)
+def test_any_lines_stay_json_objects_and_keep_no_detected_value(
+    objects: list[dict[str, Any]],
+) -> None:
+    lines = [orjson.dumps(o) for o in objects]
+    out = list(redact_lines(LineBlock.of(lines), DETECTORS))
+    assert len(out) == len(lines)
+    for line in out:
+        assert isinstance(orjson.loads(line), dict)
+        decoded = orjson.dumps(orjson.loads(line)).decode()
+        assert not any(s in decoded for s in (CARD, "4012-8888-8888-1881", EMAIL, KEY_ID))
