@@ -21,6 +21,10 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
+from pyarrow import compute
+
+# pyarrow-stubs type no implicit scalar casts: compute is untyped here.
+pc: Any = compute
 
 _QUOTE, _BACKSLASH = ord('"'), ord("\\")
 _OPEN = (ord("{"), ord("["))
@@ -45,6 +49,24 @@ def values_at(column: pa.Array[Any], path: Sequence[str]) -> pa.Array[Any]:
     n = len(column)
     if n == 0 or not path or column.null_count == n:
         return pa.nulls(n, pa.string())
+    # Only rows whose text holds the last key at all can have the path: one substring scan
+    # (memchr-fast) spares the structure pass the others (most rows, for a rare key).
+    holding = pc.fill_null(pc.match_substring(column, _needle(path[-1]).decode()), False)
+    count = pc.sum(holding).as_py() or 0
+    if count == 0:
+        return pa.nulls(n, pa.string())
+    if count < n:
+        found = _values(pc.filter(column, holding), path)
+        return pc.replace_with_mask(pa.nulls(n, pa.string()), holding, found)  # type: ignore[no-any-return]
+    return _values(column, path)
+
+
+def _needle(key: str) -> bytes:
+    return orjson.dumps(key) + b":"
+
+
+def _values(column: pa.Array[Any], path: Sequence[str]) -> pa.Array[Any]:
+    n = len(column)
     offsets = _offsets(column)
     base = int(offsets[0])
     raw: Any = column.buffers()[2]
@@ -58,7 +80,7 @@ def values_at(column: pa.Array[Any], path: Sequence[str]) -> pa.Array[Any]:
     texts = starts[offsets[1:] > offsets[:-1]]  # a null or empty row has no bytes
     found = texts[_member(texts, doc.opens_at(1))]
     for depth, key in enumerate(path, start=1):
-        found = doc.members(found, depth, orjson.dumps(key) + b":")
+        found = doc.members(found, depth, _needle(key))
         if depth < len(path):
             found = found[data[found] == ord("{")] if len(found) else found
     rows = np.searchsorted(starts, found, side="right") - 1
