@@ -63,6 +63,7 @@ match = 'message matches "^\\\\{"'
 parse = "json"
 redact = ["email", "credit_card", "ipv4"]
 table = "app"
+columns = { amount = "float64", items = "int64" }
 
 [[pipeline]]
 name = "alb"

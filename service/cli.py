@@ -159,8 +159,10 @@ def _run(main: Callable[[asyncio.Event], Awaitable[Any]]) -> Any:
 
 def _serve(settings: Settings) -> int:
     """One server in this process, or a supervisor of one worker process per CPU."""
+    from service.ingest.redaction import ingest_detectors  # noqa: PLC0415
     from service.ingest.workers import supervise, worker_count  # noqa: PLC0415
 
+    ingest_detectors(settings.ingest_redact)  # before any worker starts: one line, exit 2
     if worker_count(settings) == 1:
         from service.ingest.server import serve  # noqa: PLC0415
 

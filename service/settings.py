@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     linger_ms: float = Field(default=5.0, ge=0, le=5000)
     put_deadline: float = Field(default=20.0, gt=0)
     shutdown_grace: float = Field(default=20.0, gt=0, le=120)
+    # Detectors (comma-separated) serve applies to every line before Kinesis, for data that
+    # must never be stored (docs/pipelines.md); the names are checked when serve starts.
+    ingest_redact: str = ""
 
     # Decoding.
     avro_schema: Path | None = None

@@ -26,11 +26,13 @@ LONG_LINE_WORKING_SET = 7  # ... is charged this many times its bytes instead
 DUPLICATE = "duplicate envelope"  # a copy of an envelope already landed (a re-sent put)
 
 
-def record_charge(payload: int, lines: int) -> int:
+def record_charge(payload: int, lines: int, routing: tuple[int, int] = (0, 0)) -> int:
     """The bytes a flush holds at its peak for one record of ``payload`` decoded bytes in
-    ``lines`` lines (with the record's own objects, RECORD_OVERHEAD)."""
+    ``lines`` lines (with the record's own objects, RECORD_OVERHEAD); ``routing``: what the
+    pipelines hold beside it, per byte and per line (service.pipeline.cost)."""
     per_byte = LONG_LINE_WORKING_SET if payload >= LONG_LINE * max(1, lines) else FLUSH_WORKING_SET
-    return payload * per_byte + lines * LINE_CHARGE + RECORD_OVERHEAD
+    per_byte += routing[0]
+    return payload * per_byte + lines * (LINE_CHARGE + routing[1]) + RECORD_OVERHEAD
 
 
 @dataclass
@@ -46,6 +48,8 @@ class ShardBuffer:
     lines: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     opened_at: float | None = None  # monotonic time of the first record
+    # What the flush's pipelines hold per decoded byte and per line (routing_cost).
+    routing: tuple[int, int] = (0, 0)
 
     def __bool__(self) -> bool:
         return self.last is not None
@@ -86,7 +90,7 @@ class ShardBuffer:
             self.records.append(DecodedRecord(meta, decoded.batches, raw))
             payload = sum(len(b.payload) for b in decoded.batches) + len(raw)
             self.size += payload + RECORD_OVERHEAD
-            self.charge += record_charge(payload, decoded.line_count)
+            self.charge += record_charge(payload, decoded.line_count, self.routing)
             self.lines += decoded.line_count
 
 

@@ -21,6 +21,7 @@ from service.decode import DecoderConfig
 from service.decode.avro import load_config, load_schema
 from service.errors import DecodeError, SettingsError
 from service.pipeline.config import PipelineConfigError, load_pipelines
+from service.pipeline.cost import routing_cost
 from service.pipeline.engine import Pipelines
 from service.schema import COLUMN_NAMES, extra_fields, table_schema
 from service.settings import (
@@ -72,6 +73,12 @@ class ShardContext:
         if self.live is None:
             return dataclasses.replace(self.layout, opened=opened)
         return dataclasses.replace(self.layout, opened=opened, pipelines=self.live.current)
+
+    def routing(self) -> tuple[int, int]:
+        """What this process's pipelines hold in a flush, per decoded byte and per line
+        (a new buffer is charged for it: service.pipeline.cost)."""
+        live = self.layout.pipelines if self.live is None else self.live.current
+        return routing_cost(live)
 
 
 def decoder_config(settings: Settings) -> DecoderConfig:

@@ -43,6 +43,7 @@ from service.consume.progress import ShardProgress
 from service.consume.reader import Position, ShardReader, record_meta
 from service.consume.sequence import Checkpoint
 from service.errors import LeaseLostError
+from service.pipeline.cost import routing_cost
 from service.sink.plan import KeyListing, plan_document, planned_keys
 from service.telemetry.tracing import aws_span, flush_links, span
 
@@ -87,7 +88,7 @@ class ShardConsumer:
         self.account = ShardAccount(budget, budget_share)
         self.record_charge = FIRST_RECORD_GUESS  # flush charge per record, as last read
         self.raw_bytes = FIRST_RECORD_GUESS  # Kinesis bytes per record, as last read
-        self.buffer = ShardBuffer()
+        self.buffer = ShardBuffer(routing=ctx.routing())
         self.millis_behind = 0  # as last reported; 0 until Kinesis says otherwise
         self.checkpoint = lease.checkpoint
         self.reader: ShardReader | None = None
@@ -163,7 +164,7 @@ class ShardConsumer:
         )
         pinned = (await intent_pin(self.ctx, self.shard_id)).with_opened(self.opened)
         reader = self._reader(Position("AT_SEQUENCE_NUMBER", first))
-        buffer = ShardBuffer()
+        buffer = ShardBuffer(routing=routing_cost(pinned.layout.pipelines))
         loop = asyncio.get_running_loop()
         # Read until ``last`` is seen or the shard provably ends; an empty page, a zero or
         # missing MillisBehindLatest prove nothing (Kinesis answers empty pages while
@@ -290,7 +291,7 @@ class ShardConsumer:
         return Outcome.STOPPED
 
     async def _flush_buffer(self, reason: str) -> None:
-        buffer, self.buffer = self.buffer, ShardBuffer()
+        buffer, self.buffer = self.buffer, ShardBuffer(routing=self.ctx.routing())
         if buffer.last is not None:
             await self._flush(buffer, buffer.last, reason=reason)
         self.account.release()  # the flush is done: what the buffer held is free again

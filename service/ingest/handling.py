@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 import orjson
@@ -27,9 +28,11 @@ from service.ingest import elastic, hec, otlp
 from service.ingest.auth import Caller, authenticate, presented_keys
 from service.ingest.body import BodyLimits, read_body
 from service.ingest.budget import ByteBudget, Reservation
+from service.ingest.lineblock import LineBlock
 from service.ingest.lines import LINE_OVERHEAD, count_byte
 from service.ingest.packer import Header
 from service.ingest.producer import Producer
+from service.ingest.redaction import redact_lines
 from service.settings import Settings
 from service.telemetry.tracing import current_traceparent
 
@@ -59,6 +62,8 @@ class IngestState:
     started: float = field(default_factory=time.monotonic)
     # What /metrics shows when several workers share the port: all of them (None: this one).
     exposition: CollectorRegistry | None = None
+    # TIDEWAY_INGEST_REDACT: detectors every accepted line goes through before Kinesis.
+    redact: tuple[str, ...] = ()
 
     @property
     def budget(self) -> ByteBudget:
@@ -240,8 +245,18 @@ async def store_lines(  # noqa: PLR0917
     traceparent = current_traceparent(headers.get("traceparent", ""))
     key = idempotency_key(headers)
     idempotency = (caller.key, key) if key else None
-    await state.producer.submit(lines, header, traceparent, idempotency=idempotency)
+    with state.budget.reservation() as held:
+        if state.redact:
+            # A redacted block is a second copy of the lines' bytes while they are sent.
+            held.take(lines.nbytes if isinstance(lines, LineBlock) else sum(map(len, lines)))
+            lines = await _redacted(state, lines)
+        await state.producer.submit(lines, header, traceparent, idempotency=idempotency)
     metrics.lines_accepted.inc(len(lines))
+
+
+async def _redacted(state: IngestState, lines: Sequence[bytes]) -> Sequence[bytes]:
+    job = partial(redact_lines, lines, state.redact)
+    return job() if len(lines) <= INLINE_ITEMS else await off_loop(state, job)
 
 
 def idempotency_key(headers: Mapping[str, str]) -> str:

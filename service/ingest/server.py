@@ -26,6 +26,7 @@ from service.ingest.budget import ByteBudget
 from service.ingest.handling import IngestState
 from service.ingest.producer import Producer
 from service.ingest.protocol import GuardedAppRunner
+from service.ingest.redaction import ingest_detectors
 from service.settings import Settings, available_cpus
 from service.telemetry.metrics import IngestMetrics
 from service.telemetry.names import ROLE_SERVE
@@ -75,6 +76,7 @@ async def serve(
     """Serve until ``stop`` is set; then refuse new work, finish in-flight requests, flush.
     One of several workers (service/ingest/workers.py) passes its share of the cores
     (``threads``) and the directory where the workers' metrics meet (``metrics_dir``)."""
+    ingest_detectors(settings.ingest_redact)  # a bad TIDEWAY_INGEST_REDACT stops the start
     # Parsing and decompression run here, off the event loop; one thread per core. A thread
     # in Python code hands the GIL over only every switch interval (5 ms by default), and
     # the loop needs it a few dozen times to answer one request: at 1 ms /healthz answered
@@ -121,6 +123,7 @@ async def _serve(
             max_lines=settings.max_lines_per_request,
             pool=pool,
             exposition=workers_registry(metrics_dir) if metrics_dir else None,
+            redact=ingest_detectors(settings.ingest_redact),
         )
         app = build_app(state)
         runner = GuardedAppRunner(

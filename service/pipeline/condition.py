@@ -19,7 +19,7 @@ Grammar::
                         | "is" "not"? "null" )
     value      := literal | path
     literal    := string | number | "true" | "false" | "null"
-    path       := column name | "attributes." key
+    path       := column name | "attributes." key ("." key)*
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.errors import TidewayError
+from service.pipeline.jsonpath import values_at
 
 MAX_LENGTH = 4096  # characters of one condition
 MAX_DEPTH = 32  # nesting of parentheses and "not"
@@ -41,7 +42,7 @@ _TOKEN = re.compile(
     r"""\s*(?:
       (?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
     | (?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
-    | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)?)
+    | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)*)
     | (?P<op>==|!=|<=|>=|<|>|\(|\)|\[|\]|,)
     )""",
     re.VERBOSE,
@@ -265,18 +266,10 @@ def _operand(value: _Value, table: pa.Table) -> Any:
 
 
 def _attribute(attributes: Any, key: str) -> Any:
-    """The value under ``key`` in each row's attributes object (compact JSON, as written by
-    the mapping): a string's text, or a number's, bool's digits; null where absent."""
-    quoted = re.escape('"' + key + '":')
-    pattern = rf"[{{,]{quoted}(?:\"(?P<s>(?:[^\"\\\\]|\\\\.)*)\"|(?P<o>[^,}}\]\[{{\"]+))"
-    parts = pc.extract_regex(attributes, pattern)
-    empty, null = pa.scalar(""), pa.scalar("null")
-    text: Any = pc.if_else(
-        pc.not_equal(pc.struct_field(parts, "s"), empty),
-        pc.struct_field(parts, "s"),
-        pc.struct_field(parts, "o"),
-    )
-    return pc.if_else(pc.equal(text, null), pa.scalar(None, pa.string()), text)
+    """The value at ``key`` (``http.status``: a dot per level) in each row's attributes
+    object: a string's text, a number's or bool's as written, an object's JSON; null where
+    absent (service.pipeline.jsonpath)."""
+    return values_at(attributes, key.split("."))
 
 
 def _as_number(values: Any) -> Any:

@@ -33,6 +33,7 @@ from service.pipeline.engine import (
     Pipelines,
     Redactor,
 )
+from service.pipeline.transform import PARSE_ERROR
 from service.schema import COLUMN_NAMES, PARTITION_COLUMNS
 
 NAME = r"^[a-z][a-z0-9_]{0,62}$"  # a pipeline, table or column name: safe in paths and SQL
@@ -73,6 +74,7 @@ class PipelineModel(_Model):
     drop: str | None = None
     sample: int = Field(default=1, ge=1, le=1_000_000)
     table: str = Field(default=DEFAULT_TABLE, pattern=NAME)
+    columns: dict[str, str] = {}  # declared types: the same in every flush (declared.py)
 
 
 class DocumentModel(_Model):
@@ -172,7 +174,23 @@ def _compile(
         redact=tuple(p.redact),
         drop=condition("drop", p.drop),
         sample=p.sample,
+        columns=_declared(p.columns, fail),
     )
+
+
+def _declared(columns: dict[str, str], fail: Any) -> tuple[tuple[str, str], ...]:
+    """The ``columns`` table checked: snake_case names that are not the fixed ones, known types."""
+    for name, type_name in columns.items():
+        if not re.match(NAME, name):
+            raise fail("columns", name, "column names are lowercase snake_case")
+        if name in COLUMN_NAMES or name in FIXED_COLUMNS or name in PARTITION_COLUMNS:
+            raise fail("columns", name, f"column {name!r} has its own type (DESIGN §4)")
+        if name in (VERSION_COLUMN, PARSE_ERROR):
+            raise fail("columns", name, f"column {name!r} is written by the pipeline")
+        if type_name not in tf.CAST_TYPES:
+            known = ", ".join(tf.CAST_TYPES)
+            raise fail("columns", name, f"unknown type {type_name!r} (known: {known})")
+    return tuple(columns.items())
 
 
 def _regex(pattern: str, regex_parser: Any, fail: Any) -> Parser:

@@ -20,10 +20,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.pipeline.condition import Condition
+from service.pipeline.declared import declare
 from service.pipeline.transform import PARSE_ERROR, Step
 
 DEFAULT_TABLE = "logs"
 VERSION_COLUMN = "pipeline_version"
+# The records' Kinesis arrival times, a working column the writer adds for parsers that
+# read them (an RFC 3164 stamp's year) and removes before anything is written.
+ARRIVAL_COLUMN = "_arrival"
 # Columns no step may change: the lineage (re-attached by the writer from the records), the
 # partition inputs, and the writer's working columns.
 LINEAGE_COLUMNS = frozenset(
@@ -37,13 +41,20 @@ LINEAGE_COLUMNS = frozenset(
         "kinesis_sub_sequence",
     )
 )
-FIXED_COLUMNS = LINEAGE_COLUMNS | {"timestamp", "service", "attributes", "_hour", "_service"}
+FIXED_COLUMNS = LINEAGE_COLUMNS | {
+    "timestamp",
+    "service",
+    "attributes",
+    "_hour",
+    "_service",
+    ARRIVAL_COLUMN,
+}
 # Canonical text columns that set and hash may rewrite (they stay strings).
 TEXT_COLUMNS = frozenset(("severity_text", "host", "message", "trace_id", "span_id"))
 # Names a parsed field cannot take: the writer's working columns, hive partition keys (a
 # reader would see them twice) and the columns pipelines add.
 _TAKEN = frozenset(("_hour", "_service", "dt", "hour", VERSION_COLUMN, PARSE_ERROR))
-NOT_REDACTED = LINEAGE_COLUMNS | {"service", "_service", VERSION_COLUMN}
+NOT_REDACTED = LINEAGE_COLUMNS | {"service", "_service", VERSION_COLUMN, ARRIVAL_COLUMN}
 
 
 class ParseResult(Protocol):
@@ -70,6 +81,7 @@ class Pipeline:
     redact: tuple[str, ...] = ()
     drop: Condition | None = None
     sample: int = 1
+    columns: tuple[tuple[str, str], ...] = ()  # declared types (service.pipeline.declared)
 
     def run(self, table: pa.Table, redactor: Redactor | None) -> tuple[pa.Table, Any]:
         """The pipeline's output for its matched rows, and the mask of the rows it keeps."""
@@ -83,6 +95,8 @@ class Pipeline:
                 if name not in NOT_REDACTED and pa.types.is_string(column.type):
                     redacted = redactor(column.combine_chunks(), self.redact)
                     table = table.set_column(i, name, redacted)
+        if self.columns:
+            table = declare(table, self.columns)
         keep = np.ones(table.num_rows, dtype=bool)
         if self.drop is not None:
             keep &= ~self.drop.mask(table).to_numpy(zero_copy_only=False)
@@ -177,7 +191,11 @@ def _mix(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 def _parsed(table: pa.Table, parser: Parser) -> pa.Table:
     """The table with the parsed fields as columns (``<name>_parsed`` where the name is
     taken) and ``parse_error``; an unparsed line keeps its raw message."""
-    result = parser(table.column("message").combine_chunks())
+    message = table.column("message").combine_chunks()
+    if getattr(parser, "reads_arrival", False) and ARRIVAL_COLUMN in table.column_names:
+        result = parser(message, table.column(ARRIVAL_COLUMN).combine_chunks())  # type: ignore[call-arg]
+    else:
+        result = parser(message)
     for name, values in result.columns.items():
         column = name
         while column in table.column_names or column in _TAKEN:

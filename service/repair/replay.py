@@ -238,7 +238,7 @@ class _ShardReplay:
     ) -> ReplayReport:
         """The open intent's range, read again whole and flushed under its pinned plan."""
         reader = self._reader(info.shard_id, Position("AT_SEQUENCE_NUMBER", first))
-        buffer = ShardBuffer()
+        buffer = ShardBuffer(routing=self.ctx.routing())
         loop = asyncio.get_running_loop()
         while buffer.last is None or buffer.last < last:
             batch = await reader.read()
@@ -258,7 +258,7 @@ class _ShardReplay:
     ) -> ReplayReport:
         reader = self._reader(info.shard_id, start)
         loop = asyncio.get_running_loop()
-        buffer = ShardBuffer()
+        buffer = ShardBuffer(routing=self.ctx.routing())
         report = ReplayReport()
         start_us, end_us = int(self.window.start * 1_000_000), int(self.window.end * 1_000_000)
         while True:
@@ -276,7 +276,7 @@ class _ShardReplay:
                 buffer.add(record["Data"], meta, self.ctx.decoders, loop.time(), dedupe)
                 if self.policy.reason(buffer, loop.time(), self.share):
                     report += await self._flush_buffer(claim, info.shard_id, buffer, dedupe)
-                    buffer = ShardBuffer()
+                    buffer = ShardBuffer(routing=self.ctx.routing())
             ended = info.closed and (reader.last_sequence or 0) >= (info.ending_sequence or 0)
             if past or batch.shard_end or batch.at_tip or ended:
                 report += await self._flush_buffer(claim, info.shard_id, buffer, dedupe)

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from service.decode.types import DecodedRecord
+from service.pipeline.engine import ARRIVAL_COLUMN
 from service.schema import TIMESTAMP
 
 
@@ -44,6 +45,7 @@ class Lineage:
             "kinesis_sequence_number": pa.array(
                 [str(r.meta.sequence_number) for r, _ in batches], pa.string()
             ),
+            ARRIVAL_COLUMN: pa.array([r.meta.arrival_us for r, _ in batches], TIMESTAMP),
         }
         batch_of_row = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
         return cls(per_batch, batch_of_row, sub.astype(np.int32))
@@ -57,9 +59,17 @@ class Lineage:
         batch = self.batch_of_row if rows is None else self.batch_of_row[rows]
         sub = self.sub if rows is None else self.sub[rows]
         index = pa.array(batch, pa.int64())
-        columns = {name: values.take(index) for name, values in self.per_batch.items()}
+        columns = {
+            name: values.take(index)
+            for name, values in self.per_batch.items()
+            if name != ARRIVAL_COLUMN
+        }
         columns["kinesis_sub_sequence"] = pa.array(sub, pa.int32())
         return columns
+
+    def arrival(self) -> pa.Array[Any]:
+        """Each row's Kinesis arrival time (the pipelines' working column ``_arrival``)."""
+        return self.per_batch[ARRIVAL_COLUMN].take(pa.array(self.batch_of_row, pa.int64()))
 
     def join(
         self, mapped: pa.Table, schema: pa.Schema, rows: np.ndarray[Any, Any] | None = None

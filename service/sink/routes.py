@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from service.pipeline.engine import DEFAULT_TABLE, LINEAGE_COLUMNS, Pipelines
+from service.pipeline.engine import ARRIVAL_COLUMN, DEFAULT_TABLE, LINEAGE_COLUMNS, Pipelines
 from service.sink.lineage import Lineage
 
 VERSION_KEY = b"tideway.pipeline_version"
@@ -34,15 +34,14 @@ def routed(
         yield DEFAULT_TABLE, table, lineage, schema
         return
     whole = schema.append(pa.field("service", pa.string()))
-    joined = lineage.join(table, whole)
+    joined = lineage.join(table, whole).append_column(ARRIVAL_COLUMN, lineage.arrival())
     metadata: dict[Any, Any] = {VERSION_KEY: pipelines.version.encode()}
     for route in pipelines.route(joined):
         mask = np.zeros(table.num_rows, dtype=bool)
         mask[route.rows] = True
-        mapped = route.columns.drop_columns(
-            [n for n in route.columns.column_names if n in LINEAGE_COLUMNS]
-        )
-        yield route.table, mapped, lineage.keep(mask), _schema(route.columns, schema, metadata)
+        columns = route.columns.drop_columns([ARRIVAL_COLUMN])
+        mapped = columns.drop_columns([n for n in columns.column_names if n in LINEAGE_COLUMNS])
+        yield route.table, mapped, lineage.keep(mask), _schema(columns, schema, metadata)
 
 
 def _schema(columns: pa.Table, base: pa.Schema, metadata: dict[Any, Any]) -> pa.Schema:

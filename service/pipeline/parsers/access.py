@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 from pyarrow import compute
@@ -20,6 +20,7 @@ from .base import (
     struct_fields,
     typed,
 )
+from .bsd_time import bsd_times
 from .tokens import Field, Layout, split_host_port, split_request
 
 # pyarrow-stubs type no implicit scalar casts (array + int, str joined with an array): compute is untyped here.
@@ -155,7 +156,8 @@ S3_ACCESS = AccessLog(
     request_prefix="request_",
 )
 
-# RFC 5424 first; a line it does not match is tried as RFC 3164 (BSD), which has no year.
+# RFC 5424 first; a line it does not match is tried as RFC 3164 (BSD), which has no year
+# (it is taken from the arrival time: bsd_time.py).
 _RFC5424 = RegexFormat(
     "syslog",
     r"(?s)^<(?P<priority>\d{1,3})>(?P<version>\d{1,2}) (?P<time>\S+) (?P<hostname>\S+) "
@@ -182,25 +184,41 @@ SYSLOG_COLUMNS = (
 )
 
 
-def syslog(message: pa.Array[Any]) -> ParseResult:
-    """RFC 5424, else RFC 3164; ``time`` is null for RFC 3164 (its stamp has no year and no zone)."""
-    message = as_string(message)
-    modern = _RFC5424(message)
-    bsd_match = pc.extract_regex(message, _RFC3164)
-    bsd = struct_fields(bsd_match)
-    from_bsd = pc.and_(pc.is_valid(bsd_match), pc.is_valid(modern.error))
-    columns: dict[str, pa.Array[Any]] = {}
-    for name in SYSLOG_COLUMNS:
-        value = modern.columns.get(name)
-        if name in bsd:
-            text = null_tokens(bsd[name]) if name != "priority" else pc.cast(bsd[name], pa.int64())
-            value = pc.if_else(from_bsd, text, value)
-        if value is not None:
-            columns[name] = value
-    priority = columns["priority"]
-    columns["facility"] = pc.divide(priority, 8)
-    columns["severity"] = pc.subtract(priority, pc.multiply(columns["facility"], 8))
-    columns = {name: columns[name] for name in SYSLOG_COLUMNS}
-    error = pc.if_else(from_bsd, pa.scalar(None, pa.string()), modern.error)
-    error = first_error(error, reason_where(pc.greater(priority, 191), "priority: above 191"))
-    return settled(columns, error)
+@dataclass(frozen=True)
+class Syslog:
+    """RFC 5424, else RFC 3164. An RFC 3164 stamp has no year and no zone: with the lines'
+    ``arrival`` times (the engine passes them to a parser that ``reads_arrival``) its
+    ``time`` is the stamp in UTC, in the year closest to the arrival (bsd_time.py);
+    without them, null."""
+
+    reads_arrival: ClassVar[bool] = True
+
+    def __call__(self, message: pa.Array[Any], arrival: pa.Array[Any] | None = None) -> ParseResult:
+        message = as_string(message)
+        modern = _RFC5424(message)
+        bsd_match = pc.extract_regex(message, _RFC3164)
+        bsd = struct_fields(bsd_match)
+        from_bsd = pc.and_(pc.is_valid(bsd_match), pc.is_valid(modern.error))
+        columns: dict[str, pa.Array[Any]] = {}
+        for name in SYSLOG_COLUMNS:
+            value = modern.columns.get(name)
+            if name in bsd:
+                text = (
+                    null_tokens(bsd[name]) if name != "priority" else pc.cast(bsd[name], pa.int64())
+                )
+                value = pc.if_else(from_bsd, text, value)
+            if value is not None:
+                columns[name] = value
+        if arrival is not None:
+            bsd_time = bsd_times(bsd["bsd_time"], arrival)
+            columns["time"] = pc.if_else(from_bsd, bsd_time, columns["time"])
+        priority = columns["priority"]
+        columns["facility"] = pc.divide(priority, 8)
+        columns["severity"] = pc.subtract(priority, pc.multiply(columns["facility"], 8))
+        columns = {name: columns[name] for name in SYSLOG_COLUMNS}
+        error = pc.if_else(from_bsd, pa.scalar(None, pa.string()), modern.error)
+        error = first_error(error, reason_where(pc.greater(priority, 191), "priority: above 191"))
+        return settled(columns, error)
+
+
+syslog = Syslog()

@@ -62,26 +62,18 @@ def _json_text(value: Any) -> str:
 
 
 def _column(values: list[Any]) -> pa.Array[Any]:
-    """One type per column and batch: bool, int64, float64 (ints and floats), string; else JSON text."""
-    present = [v for v in values if v is not None]
-    if present and all(isinstance(v, bool) for v in present):
-        return pa.array(values, pa.bool_())
-    if present and all(
-        isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63 for v in present
-    ):
-        return pa.array(values, pa.int64())
-    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        return pa.array([None if v is None else float(v) for v in values], pa.float64())
-    if all(isinstance(v, str) for v in present):
-        return pa.array(values, pa.string())
+    """Text, whatever a batch holds: a string as it is, anything else as its JSON text. A
+    column's type never depends on the other lines of a flush (Athena reads every file of
+    a table with one schema); a pipeline's ``columns`` declares the types it wants."""
     return pa.array(
-        [None if v is None else v if isinstance(v, str) else _json_text(v) for v in values],
+        [None if v is None else v if type(v) is str else _json_text(v) for v in values],
         pa.string(),
     )
 
 
 def json_object(message: pa.Array[Any]) -> ParseResult:
-    """Top-level keys of a JSON object as columns (snake_case, sorted); nested values as JSON text."""
+    """Top-level keys of a JSON object as string columns (snake_case, sorted); anything but a
+    string as its JSON text."""
     message = as_string(message)
     objects, errors = _decode(message.to_pylist())
     names: dict[str, str] = {}
