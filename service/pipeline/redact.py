@@ -259,7 +259,7 @@ def redact(
     # detectors one by one. Most lines of most columns hold nothing: one scan, not one each.
     patterns = [d.pattern for name, steps in _DETECTORS.items() if name in chosen for d in steps]
     patterns += [_CARD_CANDIDATE] if "credit_card" in chosen else []
-    if not patterns:
+    if not patterns or not _anywhere(values, _any_of(patterns)):
         return values
     hits = pc.fill_null(pc.match_substring_regex(values, _any_of(patterns)), False)
     count = pc.sum(hits).as_py() or 0
@@ -269,6 +269,29 @@ def redact(
         return _detected(values, chosen)
     found = _detected(pc.filter(values, hits), chosen)
     return array_of(pc.replace_with_mask(values, hits, found))
+
+
+# Columns up to this size are searched whole first (offsets of the joined text are int32).
+_WHOLE_COLUMN_BYTES = 1 << 30
+
+
+def _anywhere(values: pa.Array[Any], pattern: str) -> bool:
+    """Whether ``pattern`` may match in any of ``values``: one RE2 search over the values
+    joined by NUL instead of one search a value (RE2's fixed cost a call is most of the
+    time on short values, and most columns hold nothing to redact).
+
+    False only if no value matches: a value's match is a match of the joined text, as each
+    detector's anchors (``^``, ``$``, ``\\b``) sit beside a character class that takes the
+    NUL (tests/pipeline/test_redact.py holds every detector to it at a value's edges).
+    """
+    if len(values) == 0:
+        return False
+    if values.nbytes > _WHOLE_COLUMN_BYTES:
+        return True
+    text = values if values.null_count == 0 else pc.fill_null(values, "")
+    whole = pa.ListArray.from_arrays(pa.array([0, len(text)], pa.int32()), text)
+    joined = pc.binary_join(whole, "\x00")
+    return bool(pc.match_substring_regex(joined, pattern)[0].as_py())
 
 
 def _any_of(patterns: Sequence[str]) -> str:
