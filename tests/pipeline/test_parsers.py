@@ -217,6 +217,15 @@ def test_escaped_quotes_inside_quoted_fields() -> None:
     )
 
 
+def test_escaped_quotes_are_read_in_a_slice_and_beside_lines_without_escapes() -> None:
+    escaped = '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /a\\"b HTTP/1.1" 200 5 "-" "-"'
+    plain = '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /c\x1dd HTTP/1.1" 200 5 "-" "-"'
+    column = pa.array([escaped, plain, escaped, plain])
+    assert PARSERS["apache"](column.slice(1, 2)).columns["url"].to_pylist()[1] == '/a"b'
+    # The escape outside the slice is not read: the control character stays as it is.
+    assert PARSERS["apache"](column.slice(1, 1)).columns["url"].to_pylist() == ["/c\x1dd"]
+
+
 @pytest.mark.parametrize("name", ["vpc_flow", "alb", "cloudfront"])
 def test_parsers_read_a_slice_of_a_larger_column(name: str) -> None:
     sample = {"vpc_flow": VPC_ACCEPT, "alb": ALB_HTTP, "cloudfront": CLOUDFRONT}[name]
