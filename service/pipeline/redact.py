@@ -290,7 +290,7 @@ def _anywhere(values: pa.Array[Any], pattern: str) -> bool:
     detector's anchors (``^``, ``$``, ``\\b``) sit beside a character class that takes the
     NUL (tests/pipeline/test_redact.py holds every detector to it at a value's edges).
     """
-    if len(values) == 0:
+    if values.null_count == len(values):  # also the empty column
         return False
     if values.nbytes > _WHOLE_COLUMN_BYTES:
         return True
