@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from service.pipeline.parsers import PARSERS, regex_parser
+from service.pipeline.parsers.base import null_tokens
 from service.schema import COLUMN_NAMES
 from tests.pipeline.samples import (
     ALB_HTTP,
@@ -234,3 +235,10 @@ def test_parsers_read_a_slice_of_a_larger_column(name: str) -> None:
     assert errors(result) == [None, None]
     assert len(result.columns[next(iter(result.columns))]) == 2
     assert result.columns[next(iter(result.columns))].to_pylist()[0] is not None
+
+
+def test_dash_and_empty_fields_read_as_null_in_a_column_or_a_slice_of_one() -> None:
+    column = pa.array(["-", "", None, "x", "-x", " "])
+    assert null_tokens(column).to_pylist() == [None, None, None, "x", "-x", " "]
+    assert null_tokens(column.slice(3)).to_pylist() == ["x", "-x", " "]
+    null_tokens(column).validate(full=True)
