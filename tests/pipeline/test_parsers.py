@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 
 import orjson
 import pyarrow as pa
@@ -242,3 +243,15 @@ def test_dash_and_empty_fields_read_as_null_in_a_column_or_a_slice_of_one() -> N
     assert null_tokens(column).to_pylist() == [None, None, None, "x", "-x", " "]
     assert null_tokens(column.slice(3)).to_pylist() == ["x", "-x", " "]
     null_tokens(column).validate(full=True)
+
+
+def test_json_record_parsers_leave_the_cyclic_collector_as_they_found_it() -> None:
+    assert gc.isenabled()
+    assert errors(PARSERS["aws_waf"](pa.array([orjson.dumps(WAF).decode()]))) == [None]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        PARSERS["cloudtrail"](pa.array(["not json"]))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
