@@ -305,3 +305,9 @@ def test_cards_settled_in_arrow_are_redacted_as_the_python_rule_redacts_them(
     # readable form, line by line.
     values = pa.array(texts, pa.string())
     assert _settled_cards(values).to_pylist() == [_cards_in(t) for t in texts]
+
+
+def test_a_slice_of_a_column_is_redacted_by_its_own_values() -> None:
+    column = pa.array(["bob@example.com", "x", None, "y", "al@example.org"])
+    assert redact(column.slice(1, 3), ["email"]).to_pylist() == ["x", None, "y"]
+    assert redact(column.slice(1, 4), ["email"]).to_pylist() == ["x", None, "y", "[REDACTED:email]"]
