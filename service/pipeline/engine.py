@@ -102,6 +102,8 @@ class Pipeline:
             keep &= ~self.drop.mask(table).to_numpy(zero_copy_only=False)
         if self.sample > 1:
             keep &= sampled(table, self.sample)
+        if keep.all():  # nothing dropped: no copy of every column
+            return table, keep
         return table.filter(pa.array(keep)), keep
 
 
@@ -132,6 +134,17 @@ class Pipelines:
 
     def __hash__(self) -> int:
         return hash(self.document)
+
+    def lineage_read(self) -> frozenset[str]:
+        """The lineage columns ``route`` reads (conditions, sampling): no step writes or
+        redacts one, so a caller may leave the others out of the table it routes."""
+        read: set[str] = set()
+        for pipeline in self.pipelines:
+            for condition in (pipeline.match, pipeline.drop):
+                read |= set() if condition is None else condition.columns()
+            if pipeline.sample > 1:
+                read |= {"kinesis_shard_id", "kinesis_sequence_number", "kinesis_sub_sequence"}
+        return frozenset(read & LINEAGE_COLUMNS)
 
     def route(self, table: pa.Table) -> list[Route]:
         """``table`` split by destination, in order of first appearance in the document

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,17 +54,21 @@ class Lineage:
         """The lineage of the rows where ``mask`` is true."""
         return Lineage(self.per_batch, self.batch_of_row[mask], self.sub[mask])
 
-    def columns(self, rows: np.ndarray[Any, Any] | None = None) -> dict[str, pa.Array[Any]]:
-        """The lineage columns of ``rows`` (positions, in that order; None: every row)."""
+    def columns(
+        self, rows: np.ndarray[Any, Any] | None = None, names: Collection[str] | None = None
+    ) -> dict[str, pa.Array[Any]]:
+        """The lineage columns of ``rows`` (positions, in that order; None: every row),
+        those in ``names`` only when given."""
         batch = self.batch_of_row if rows is None else self.batch_of_row[rows]
         sub = self.sub if rows is None else self.sub[rows]
         index = pa.array(batch, pa.int64())
         columns = {
             name: values.take(index)
             for name, values in self.per_batch.items()
-            if name != ARRIVAL_COLUMN
+            if name != ARRIVAL_COLUMN and (names is None or name in names)
         }
-        columns["kinesis_sub_sequence"] = pa.array(sub, pa.int32())
+        if names is None or "kinesis_sub_sequence" in names:
+            columns["kinesis_sub_sequence"] = pa.array(sub, pa.int32())
         return columns
 
     def arrival(self) -> pa.Array[Any]:
@@ -76,5 +80,6 @@ class Lineage:
     ) -> pa.Table:
         """The table of ``schema`` for ``rows`` (None: every row) from the flush's ``mapped``
         columns (those rows already taken) and their lineage."""
-        columns = {**self.columns(rows), **{n: mapped.column(n) for n in mapped.column_names}}
+        lineage = self.columns(rows, set(schema.names))
+        columns = {**lineage, **{n: mapped.column(n) for n in mapped.column_names}}
         return pa.table([columns[name] for name in schema.names], schema=schema)

@@ -33,7 +33,11 @@ def routed(
     if pipelines is None:
         yield DEFAULT_TABLE, table, lineage, schema
         return
+    # Only the lineage columns the pipelines read: the others would be made per row for
+    # the whole flush and copied by every pipeline's filter, then dropped unread.
+    read = pipelines.lineage_read()
     whole = schema.append(pa.field("service", pa.string()))
+    whole = pa.schema([f for f in whole if f.name not in LINEAGE_COLUMNS or f.name in read])
     joined = lineage.join(table, whole).append_column(ARRIVAL_COLUMN, lineage.arrival())
     metadata: dict[Any, Any] = {VERSION_KEY: pipelines.version.encode()}
     for route in pipelines.route(joined):
@@ -45,7 +49,7 @@ def routed(
 
 
 def _schema(columns: pa.Table, base: pa.Schema, metadata: dict[Any, Any]) -> pa.Schema:
-    present = set(columns.column_names)
+    present = set(columns.column_names) | LINEAGE_COLUMNS  # re-attached by the writer
     fields: list[pa.Field[Any]] = [f for f in base if f.name in present]
     known = set(base.names) | set(_WORKING)
     fields += [columns.schema.field(n) for n in columns.column_names if n not in known]

@@ -100,3 +100,36 @@ def test_rows_a_pipeline_drops_are_counted_as_dropped_not_as_written() -> None:
     written = metrics.registry.get_sample_value("tideway_rows_written_total")
     dropped = metrics.registry.get_sample_value("tideway_pipelines_dropped_total")
     assert (written, dropped) == (3, 1)
+
+
+def test_conditions_and_sampling_read_the_lineage_and_files_keep_all_of_it() -> None:
+    document = """
+[[pipeline]]
+name = "edge"
+match = 'log_group == "edge" and kinesis_sub_sequence >= 0'
+drop = 'log_stream == "noisy"'
+sample = 1
+table = "edge"
+
+[[pipeline]]
+name = "sampled"
+match = 'source == "http"'
+sample = 2
+table = "sampled"
+"""
+    lay = Layout("s", prefix="p/", pipelines=load(document))
+    recs = [
+        record([orjson.dumps(x) for x in LINES[:2]], seq=7, log_group="edge", log_stream="a"),
+        record([orjson.dumps(x) for x in LINES[2:3]], seq=8, log_group="edge", log_stream="noisy"),
+        record([orjson.dumps(x) for x in LINES], seq=9, source="http"),
+    ]
+    plan = plan_flush("shardId-000", recs, [], lay, FieldMapping())
+    files = [(o.key.split("/")[1], pq.read_table(io.BytesIO(o.body))) for o in plan.objects]
+    edge = [t for name, t in files if name == "edge"]
+    assert [t.column("message").to_pylist() for t in edge] == [["boom", "GET /"]]
+    assert edge[0].column("log_group").to_pylist() == ["edge", "edge"]
+    for _, table in files:
+        assert table.column_names[: len(COLUMN_NAMES)] == list(COLUMN_NAMES)
+    sampled = sum(t.num_rows for name, t in files if name == "sampled")
+    assert plan.dropped == 1 + (4 - sampled)
+    assert plan_flush("shardId-000", recs, [], lay, FieldMapping()) == plan

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 
 import orjson
 import pyarrow as pa
 import pytest
 
 from service.pipeline.parsers import PARSERS, regex_parser
+from service.pipeline.parsers.base import null_tokens
 from service.schema import COLUMN_NAMES
 from tests.pipeline.samples import (
     ALB_HTTP,
@@ -218,6 +220,15 @@ def test_escaped_quotes_inside_quoted_fields() -> None:
     )
 
 
+def test_escaped_quotes_are_read_in_a_slice_and_beside_lines_without_escapes() -> None:
+    escaped = '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /a\\"b HTTP/1.1" 200 5 "-" "-"'
+    plain = '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /c\x1dd HTTP/1.1" 200 5 "-" "-"'
+    column = pa.array([escaped, plain, escaped, plain])
+    assert PARSERS["apache"](column.slice(1, 2)).columns["url"].to_pylist()[1] == '/a"b'
+    # The escape outside the slice is not read: the control character stays as it is.
+    assert PARSERS["apache"](column.slice(1, 1)).columns["url"].to_pylist() == ["/c\x1dd"]
+
+
 @pytest.mark.parametrize("name", ["vpc_flow", "alb", "cloudfront"])
 def test_parsers_read_a_slice_of_a_larger_column(name: str) -> None:
     sample = {"vpc_flow": VPC_ACCEPT, "alb": ALB_HTTP, "cloudfront": CLOUDFRONT}[name]
@@ -226,3 +237,22 @@ def test_parsers_read_a_slice_of_a_larger_column(name: str) -> None:
     assert errors(result) == [None, None]
     assert len(result.columns[next(iter(result.columns))]) == 2
     assert result.columns[next(iter(result.columns))].to_pylist()[0] is not None
+
+
+def test_dash_and_empty_fields_read_as_null_in_a_column_or_a_slice_of_one() -> None:
+    column = pa.array(["-", "", None, "x", "-x", " "])
+    assert null_tokens(column).to_pylist() == [None, None, None, "x", "-x", " "]
+    assert null_tokens(column.slice(3)).to_pylist() == ["x", "-x", " "]
+    null_tokens(column).validate(full=True)
+
+
+def test_json_record_parsers_leave_the_cyclic_collector_as_they_found_it() -> None:
+    assert gc.isenabled()
+    assert errors(PARSERS["aws_waf"](pa.array([orjson.dumps(WAF).decode()]))) == [None]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        PARSERS["cloudtrail"](pa.array(["not json"]))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -90,6 +90,31 @@ def test_detector_replaces_what_it_finds(detector: str, text: str, expected: str
 
 
 @pytest.mark.parametrize(
+    ("detector", "text", "expected"),
+    [
+        ("email", "bob@example.com", "[REDACTED:email]"),
+        ("credit_card", "4111 1111 1111 1111", "[REDACTED:credit_card]"),
+        ("aws_key", "AKIAIOSFODNN7EXAMPLE", "[REDACTED:aws_key]"),
+        (
+            "aws_key",
+            "secret_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "secret_key=[REDACTED:aws_key]",
+        ),
+        ("jwt", "Bearer mF_9.B5f-4.1JqM", "Bearer [REDACTED:jwt]"),
+        ("ipv4", "10.0.0.1", "[REDACTED:ipv4]"),
+        ("ipv6", "2001:db8::1", "[REDACTED:ipv6]"),
+    ],
+)
+def test_a_value_between_word_characters_in_a_column_is_found_as_alone(
+    detector: str, text: str, expected: str
+) -> None:
+    # A column is searched whole first (its values joined): a value's edges must read there
+    # as they read alone, beside neighbours that end and start with a word character.
+    column = pa.array(["word", text, None, "9"], pa.string())
+    assert redact(column, [detector]).to_pylist() == ["word", expected, None, "9"]
+
+
+@pytest.mark.parametrize(
     ("detector", "text"),
     [
         ("email", "user@localhost and @handle and a@b"),
@@ -280,3 +305,9 @@ def test_cards_settled_in_arrow_are_redacted_as_the_python_rule_redacts_them(
     # readable form, line by line.
     values = pa.array(texts, pa.string())
     assert _settled_cards(values).to_pylist() == [_cards_in(t) for t in texts]
+
+
+def test_a_slice_of_a_column_is_redacted_by_its_own_values() -> None:
+    column = pa.array(["bob@example.com", "x", None, "y", "al@example.org"])
+    assert redact(column.slice(1, 3), ["email"]).to_pylist() == ["x", None, "y"]
+    assert redact(column.slice(1, 4), ["email"]).to_pylist() == ["x", None, "y", "[REDACTED:email]"]

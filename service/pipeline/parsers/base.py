@@ -72,9 +72,14 @@ def snake_case(name: str) -> str:
 
 def null_tokens(text: pa.Array[Any]) -> pa.Array[Any]:
     """Text with ``-`` and the empty string made null (the logs' way of saying "not applicable")."""
-    return array_of(
-        pc.if_else(pc.is_in(text, _NULL_TOKENS), pa.nulls(len(text), pa.string()), text)
-    )
+    absent = pc.is_in(text, _NULL_TOKENS)
+    if text.offset == 0 and pa.types.is_string(text.type):
+        # A new validity bitmap over the same offsets and bytes: the values are not copied
+        # (if_else copies every string; the layouts call this on every word of a batch).
+        valid = pc.and_not(pc.is_valid(text), absent)
+        buffers = [valid.buffers()[1], *text.buffers()[1:]]
+        return pa.Array.from_buffers(pa.string(), len(text), buffers)
+    return array_of(pc.if_else(absent, pa.nulls(len(text), pa.string()), text))
 
 
 def _iso_time(text: pa.Array[Any], tolerant: bool) -> pa.Array[Any]:
