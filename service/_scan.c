@@ -74,7 +74,8 @@ typedef struct {
     const unsigned char *p, *end;
     int ws;       /* whitespace seen outside strings */
     int escaped;  /* the last string scanned held an escape */
-    int dups;     /* look for duplicate keys (only re-emitting cares: they are valid JSON) */
+    int dups;     /* re-emitting: look for duplicate keys (valid JSON) and decimals not in
+                     their shortest form (valid too); check_lines cares for neither */
     int lazy;     /* a top-level value of map_line: a 16-17 digit decimal's shortest-form
                      check waits in `pending` (the time field is exempt from it) */
     int pending;  /* significant digits of the decimal whose check waits, else 0 */
@@ -260,7 +261,10 @@ static int scan_number(Cur *c, int *kind) {
                 rc = NONCANON;
             } else if (sig > 15 && c->lazy) {
                 c->pending = (int)sig; /* map_line checks it unless it is the event time */
-            } else if (sig > 15 && !shortest_form(c->p, p, (int)sig)) {
+            } else if (sig > 15 && c->dups && !shortest_form(c->p, p, (int)sig)) {
+                /* only re-emitting (dups: map_line) cares whether it is the shortest form:
+                 * check_lines takes NONCANON as OK, and strtod plus two snprintf a number
+                 * cost it as much as the rest of a line (every "ts" of benchmarks' data) */
                 rc = NONCANON;
             }
         }
