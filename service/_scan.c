@@ -37,6 +37,8 @@
  * to orjson. tests/sink/test_scan_numbers.py holds this to orjson (hypothesis over long digit
  * runs and exponents, and the boundary values), and tests/fuzz/fuzz_scan_asan.py fuzzes it.
  *
+ * newlines (service/sink/native.py): b'\n' per part, for the batches' line-count check.
+ *
  * tests/test_scan.py holds both to orjson and to the specification over every spelling.
  */
 #define PY_SSIZE_T_CLEAN
@@ -72,7 +74,8 @@ typedef struct {
     const unsigned char *p, *end;
     int ws;       /* whitespace seen outside strings */
     int escaped;  /* the last string scanned held an escape */
-    int dups;     /* look for duplicate keys (only re-emitting cares: they are valid JSON) */
+    int dups;     /* re-emitting: look for duplicate keys (valid JSON) and decimals not in
+                     their shortest form (valid too); check_lines cares for neither */
     int lazy;     /* a top-level value of map_line: a 16-17 digit decimal's shortest-form
                      check waits in `pending` (the time field is exempt from it) */
     int pending;  /* significant digits of the decimal whose check waits, else 0 */
@@ -258,7 +261,10 @@ static int scan_number(Cur *c, int *kind) {
                 rc = NONCANON;
             } else if (sig > 15 && c->lazy) {
                 c->pending = (int)sig; /* map_line checks it unless it is the event time */
-            } else if (sig > 15 && !shortest_form(c->p, p, (int)sig)) {
+            } else if (sig > 15 && c->dups && !shortest_form(c->p, p, (int)sig)) {
+                /* only re-emitting (dups: map_line) cares whether it is the shortest form:
+                 * check_lines takes NONCANON as OK, and strtod plus two snprintf a number
+                 * cost it as much as the rest of a line (every "ts" of benchmarks' data) */
                 rc = NONCANON;
             }
         }
@@ -971,10 +977,53 @@ done:
     return result;
 }
 
+/* ---- line counts ---- */
+
+PyDoc_STRVAR(newlines_doc,
+"newlines(parts) -> counts\n\n"
+"parts: a sequence of bytes. counts: the number of b'\\n' in each part (int64), found\n"
+"with memchr: the writer checks every batch's declared line count with it in one call.");
+
+static PyObject *newlines(PyObject *self, PyObject *args) {
+    PyObject *parts_obj;
+    if (!PyArg_ParseTuple(args, "O", &parts_obj)) return NULL;
+    PyObject *parts = PySequence_Fast(parts_obj, "parts must be a sequence");
+    if (!parts) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(parts);
+    PyObject **items = PySequence_Fast_ITEMS(parts);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!PyBytes_Check(items[i])) {
+            PyErr_SetString(PyExc_TypeError, "parts must be bytes");
+            Py_DECREF(parts);
+            return NULL;
+        }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * 8);
+    if (!out) {
+        Py_DECREF(parts);
+        return NULL;
+    }
+    int64_t *counts = (int64_t *)PyBytes_AS_STRING(out);
+    Py_BEGIN_ALLOW_THREADS /* the parts are held by `parts` */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(items[i]);
+        const unsigned char *end = p + PyBytes_GET_SIZE(items[i]);
+        int64_t count = 0;
+        while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+            count++;
+            p++;
+        }
+        counts[i] = count;
+    }
+    Py_END_ALLOW_THREADS
+    Py_DECREF(parts);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"map_lines", map_lines, METH_VARARGS, map_lines_doc},
     {"check_lines", check_lines, METH_VARARGS, check_lines_doc},
     {"zoned_times", zoned_times, METH_VARARGS, zoned_times_doc},
+    {"newlines", newlines, METH_VARARGS, newlines_doc},
     {NULL, NULL, 0, NULL},
 };
 

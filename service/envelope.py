@@ -10,6 +10,7 @@ Confluent (00) prefixes.
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -133,10 +134,14 @@ class _Cursor:
         self.pos = 0
 
     def take(self, n: int, what: str) -> bytes:
+        return bytes(self.view_of(n, what))
+
+    def view_of(self, n: int, what: str) -> memoryview:
+        """The next ``n`` bytes without a copy (the compressed payload goes to zstd as is)."""
         end = self.pos + n
         if end > len(self.view):
             raise EnvelopeError(f"envelope truncated in {what}")
-        out = bytes(self.view[self.pos : end])
+        out = self.view[self.pos : end]
         self.pos = end
         return out
 
@@ -149,6 +154,22 @@ class _Cursor:
 
 def decode(data: bytes) -> EnvelopeRecord:
     """Parse an envelope; raise EnvelopeError with a precise reason on any defect."""
+    record = parse(data)
+    payload = record.payload
+    check_line_count(record.line_count, payload.count(b"\n") + 1 if payload else 0)
+    return record
+
+
+def check_line_count(declared: int, held: int) -> None:
+    """Raise EnvelopeError unless the payload holds (``held`` lines) what its header declares."""
+    if held != declared:
+        raise EnvelopeError(f"envelope declares {declared} lines but holds {held}")
+
+
+def parse(data: bytes) -> EnvelopeRecord:
+    """``decode`` but for the payload's line count, which the caller checks with
+    ``check_line_count`` (the consumer counts the lines in its one scan of them: counting
+    here too would read the payload once more). Raises EnvelopeError on any other defect."""
     cur = _Cursor(data)
     magic, version, flags, count, received_us, ctype, src_len = _FIXED.unpack(
         cur.take(_FIXED.size, "header")
@@ -172,13 +193,10 @@ def decode(data: bytes) -> EnvelopeRecord:
     (trace_len,) = _U8.unpack(cur.take(1, "traceparent length"))
     traceparent = cur.text(trace_len, "traceparent")
     (payload_len,) = _U32.unpack(cur.take(4, "payload length"))
-    body = cur.take(payload_len, "payload")
+    body = cur.view_of(payload_len, "payload")
     if cur.pos != len(data):
         raise EnvelopeError(f"envelope has {len(data) - cur.pos} trailing bytes")
-    payload = _decompress(body) if flags & FLAG_ZSTD else body
-    lines = payload.count(b"\n") + 1 if payload else 0
-    if lines != count:
-        raise EnvelopeError(f"envelope declares {count} lines but holds {lines}")
+    payload = _decompress(body) if flags & FLAG_ZSTD else bytes(body)
     return EnvelopeRecord(
         payload,
         count,
@@ -193,12 +211,25 @@ def decode(data: bytes) -> EnvelopeRecord:
     )
 
 
-def _decompress(body: bytes) -> bytes:
+# One decompression context per thread, reused: a fresh ZstdDecompressor per record costs
+# its context's allocation and set-up each time (measured: ~10 % of the decompression of a
+# ~20 KB record), and an instance must not be shared between threads (python-zstandard).
+_DECOMPRESSORS = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    dctx: zstandard.ZstdDecompressor | None = getattr(_DECOMPRESSORS, "dctx", None)
+    if dctx is None:
+        dctx = _DECOMPRESSORS.dctx = zstandard.ZstdDecompressor()
+    return dctx
+
+
+def _decompress(body: memoryview) -> bytes:
     try:
         # A crafted frame may declare a huge content size; refuse before allocating it.
         declared = zstandard.frame_content_size(body)
         if declared > MAX_DECOMPRESSED:
             raise EnvelopeError(f"envelope payload declares {declared} bytes, over the limit")
-        return zstandard.ZstdDecompressor().decompress(body, max_output_size=MAX_DECOMPRESSED)
+        return _decompressor().decompress(body, max_output_size=MAX_DECOMPRESSED)
     except zstandard.ZstdError as exc:
         raise EnvelopeError(f"envelope payload is not valid zstd: {exc}") from None

@@ -123,15 +123,6 @@ def _line_pieces(data: bytes) -> Iterator[bytes]:
         start = end + 1
 
 
-def require_ndjson_objects(payload: bytes, count: int, what: str) -> None:
-    """Check that ``payload`` is exactly ``count`` JSON object lines; raise DecodeError if not."""
-    lines = payload.count(b"\n") + 1 if payload else 0
-    if lines != count:
-        raise DecodeError(f"{what} holds {lines} lines, declares {count}")
-    if count:
-        require_objects(payload, what)
-
-
 def all_certain_objects(payload: bytes) -> bool:
     """Whether the C scanner vouches that every line of ``payload`` is a non-empty JSON
     object orjson reads (False only means: ask orjson)."""
@@ -144,7 +135,18 @@ def require_objects(payload: bytes, what: str) -> None:
     over "not an object", whichever lines they are). The C scanner vouches for the lines
     orjson certainly reads as objects (≈ 0.3 µs a line against ≈ 1.3); orjson decides the
     rest."""
+    require_checked_objects(payload, line_status(payload), what)
+
+
+def line_status(payload: bytes) -> bytes:
+    """``check_lines``' status of every line of ``payload`` (one byte a line: its length is
+    the line count, counted in the same pass)."""
     status, _ = check_lines(payload, len(payload))
+    return status
+
+
+def require_checked_objects(payload: bytes, status: bytes, what: str) -> None:
+    """``require_objects`` with ``line_status(payload)`` already taken."""
     if status.count(0) == len(status):
         return
     unsure = [line for line, s in zip(payload.split(b"\n"), status, strict=True) if s]

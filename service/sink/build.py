@@ -174,10 +174,11 @@ def _build_native(
     groups = native.name_groups(mapper.mapping)
     flush = _Flush()
     chunk = native.NativeChunk()
-    for record in records:
-        if not chunk.add(record):
+    for record, wrong in zip(records, native.miscounted(records), strict=True):
+        if wrong:
             flush.refuse(record)
             continue
+        chunk.add(record)
         flush.records.append(record)
         if chunk.bytes >= NATIVE_CHUNK_BYTES:
             flush.add(*_merge_native(chunk, mapper, groups))

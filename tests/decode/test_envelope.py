@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -147,3 +149,26 @@ def test_decode_record_exposes_the_identity_of_an_envelope_only() -> None:
     assert decoded.line_count == 1
     plain = decode_record(b'{"a":1}', DecoderConfig())
     assert plain.producer_id == b""
+
+
+def test_parse_leaves_the_line_count_to_check_line_count() -> None:
+    data = envelope.encode(EnvelopeRecord(b'{"a":1}', 5, 0))
+    record = envelope.parse(data)
+    assert (record.payload, record.line_count) == (b'{"a":1}', 5)
+    with pytest.raises(EnvelopeError, match="declares 5 lines but holds 1"):
+        envelope.check_line_count(record.line_count, 1)
+
+
+def test_an_envelope_whose_line_count_is_wrong_is_a_dead_letter_with_that_reason() -> None:
+    for payload, declared, held in ((b'{"a":1}', 5, 1), (b"", 1, 0), (b'{"a":1}\n{"b":2}', 0, 2)):
+        data = envelope.encode(EnvelopeRecord(payload, declared, 0))
+        with pytest.raises(EnvelopeError, match=f"declares {declared} lines but holds {held}"):
+            decode_record(data, DecoderConfig())
+
+
+def test_envelopes_decoded_in_several_threads_at_once_keep_their_own_payloads() -> None:
+    payloads = [b"\n".join(orjson.dumps({"n": n, "i": i}) for i in range(50)) for n in range(64)]
+    datas = [envelope.encode(EnvelopeRecord(p, 50, n)) for n, p in enumerate(payloads)]
+    with ThreadPoolExecutor(4) as pool:
+        decoded = list(pool.map(envelope.decode, datas * 4))
+    assert [d.payload for d in decoded] == payloads * 4

@@ -16,6 +16,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -29,8 +30,8 @@ from service.ingest.packer import Header, Packer, Ticket
 from service.loggen import ndjson_lines
 from service.sink.build import MappingPath, build_table
 from service.sink.mapping import build_table_reference
-from service.sink.native import name_groups
-from service.sink.rules import FieldMapping
+from service.sink.native import miscounted, name_groups
+from service.sink.rules import FieldMapping, line_count_fault
 from tests.builders import unmapped
 
 ARRIVAL = int(datetime(2026, 11, 20, 9, 0, tzinfo=UTC).timestamp() * 1e6)
@@ -438,3 +439,37 @@ def test_the_scanner_groups_are_the_rules_groups() -> None:
     assert _scan.GROUPS == rules.GROUPS
     assert _scan.NGROUPS == len(rules.GROUPS) == len(MAPPING.groups())
     assert _scan.SEVERITY_NUMBER == rules.SEVERITY_NUMBER
+
+
+# --- newlines: the writer's line-count check --------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=40) | st.sampled_from([b"", b"\n", b"\n\n", b"a\nb"])))
+def test_newlines_counts_what_bytes_count_counts(parts: list[bytes]) -> None:
+    counts = np.frombuffer(_scan.newlines(parts), dtype=np.int64).tolist()
+    assert counts == [p.count(b"\n") for p in parts]
+
+
+def batch_shapes() -> st.SearchStrategy[list[list[tuple[int, int]]]]:
+    """Records of batches as (lines held, lines declared), declared off by one or zero at times."""
+    held = st.integers(min_value=1, max_value=4)
+    declared = st.sampled_from([0, -1, 0, 1])
+    batch = st.tuples(held, declared).map(lambda t: (t[0], max(0, t[0] + t[1]) if t[1] else t[0]))
+    return st.lists(st.lists(batch, min_size=1, max_size=3), max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(batch_shapes())
+def test_miscounted_names_the_records_line_count_fault_names(
+    shapes: list[list[tuple[int, int]]],
+) -> None:
+    records = [
+        DecodedRecord(
+            RecordMeta("s", seq, 0),
+            tuple(LineBatch(b"\n".join([b"{}"] * held), declared) for held, declared in shape),
+        )
+        for seq, shape in enumerate(shapes)
+    ]
+    expected = [any(line_count_fault(b) for b in r.batches) for r in records]
+    assert miscounted(records) == expected
