@@ -220,10 +220,6 @@ class Settings(BaseSettings):
         if "{kid}" not in self.console_oidc_key_url:
             raise ValueError("console_oidc_key_url: must contain {kid} (the ALB's key id)")
         _check_iceberg_catalog(self)
-        if self.table_format == "iceberg" and self.pipelines is not None:
-            raise ValueError(
-                "pipelines: pipelines route to Hive tables only; not with table_format iceberg"
-            )
         for field in ("avro_schema", "avro_schema_dir", "extra_columns", "pipelines"):
             path = getattr(self, field)
             if path is not None and not path.exists():

@@ -187,11 +187,6 @@ ENV = {f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}
         ({"TIDEWAY_ICEBERG_CATALOG": '{"type": "x"}'}, "TIDEWAY_ICEBERG_CATALOG", '"type"'),
         ({"TIDEWAY_ICEBERG_CATALOG": "sql"}, "TIDEWAY_ICEBERG_CATALOG_URI", "needs a URI"),
         ({"TIDEWAY_ICEBERG_CATALOG": "rest"}, "TIDEWAY_ICEBERG_CATALOG_URI", "needs a URI"),
-        (
-            {"TIDEWAY_TABLE_FORMAT": "iceberg", "TIDEWAY_PIPELINES": __file__},
-            "TIDEWAY_PIPELINES",
-            "Hive tables only",
-        ),
     ],
 )
 def test_a_bad_iceberg_setting_is_one_line_naming_it(

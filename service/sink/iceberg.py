@@ -97,6 +97,18 @@ def ensure_table(
     return "created", catalog.load_table(identifier)
 
 
+def evolve_table(table: Table, schema: pa.Schema) -> tuple[str, ...]:
+    """Add the columns of ``schema`` that ``table`` lacks (union by name); a column the
+    table types otherwise keeps the table's type (its files keep their meaning). Returns the
+    names added."""
+    have = {f.name for f in table.schema().fields}
+    added = [f.with_nullable(True) for f in schema if f.name not in have]
+    if added:
+        with table.update_schema() as update:
+            update.union_by_name(pa.schema(added))
+    return tuple(f.name for f in added)
+
+
 def check_location(table: Table, identifier: str, location: str) -> None:
     """Raise SettingsError (one line) unless the table lives where the consumer writes."""
     if table.location().rstrip("/") != location.rstrip("/"):
@@ -118,13 +130,18 @@ def stats_plan(metadata: TableMetadata) -> StatsPlan:
 
 
 def data_file(
-    metadata: TableMetadata, path: str, body: bytes, plan: StatsPlan | None = None
+    metadata: TableMetadata,
+    path: str,
+    body: bytes,
+    plan: StatsPlan | None = None,
+    footer: pq.FileMetaData | None = None,
 ) -> DataFile:
     """The table's record of one of our Parquet objects (``path``: its s3:// URL), from its
     bytes in memory: column bounds and counts from the footer, partition from the bounds
     (a file holds one hour and one service, sink/iceberg_rows.py). Raises ValueError when
-    the file spans partitions. ``plan``: ``stats_plan(metadata)``, if already computed."""
-    footer = pq.read_metadata(pa.BufferReader(body))
+    the file spans partitions. ``plan``: ``stats_plan(metadata)``, if already computed;
+    ``footer``: the file's Parquet footer, if already read."""
+    footer = footer or pq.read_metadata(pa.BufferReader(body))
     schema = metadata.schema()
     stats_columns, mapping = plan or stats_plan(metadata)
     stats = data_file_statistics_from_parquet_metadata(

@@ -33,7 +33,8 @@ def routed(
     if pipelines is None:
         yield DEFAULT_TABLE, table, lineage, schema
         return
-    whole = schema.append(pa.field("service", pa.string()))
+    # The Iceberg layout's file schema has ``service`` already (a real column there).
+    whole = schema if "service" in schema.names else schema.append(pa.field("service", pa.string()))
     joined = lineage.join(table, whole)
     metadata: dict[Any, Any] = {VERSION_KEY: pipelines.version.encode()}
     for route in pipelines.route(joined):
