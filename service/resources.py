@@ -89,9 +89,12 @@ async def ensure_iceberg_table(s3: Any, settings: Settings) -> str:
         (f"{namespace}.{name}", f"s3://{settings.bucket}/{settings.prefix}{name}", schema)
         for name, schema in sorted(pipeline_schemas(pipelines(settings), base).items())
     ]
+    keys = partition_template(settings).keys
     states = []
     for identifier, location, schema in tables:
-        state, table = await asyncio.to_thread(ensure_table, catalog, identifier, location, schema)
+        state, table = await asyncio.to_thread(
+            ensure_table, catalog, identifier, location, schema, keys
+        )
         added = await asyncio.to_thread(evolve_iceberg_table, table, schema)
         if state == "exists" and added:
             state = "evolved"

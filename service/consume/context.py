@@ -22,7 +22,7 @@ from service.decode.avro import load_config, load_schema
 from service.errors import DecodeError, SettingsError
 from service.pipeline.config import PipelineConfigError, load_pipelines
 from service.pipeline.engine import DEFAULT_TABLE, Pipelines
-from service.schema import COLUMN_NAMES, extra_fields, table_schema
+from service.schema import extra_fields, table_schema
 from service.settings import (
     Settings,
     iceberg_catalog_properties,
@@ -30,12 +30,13 @@ from service.settings import (
 )
 from service.sink.glue import PartitionCatalog
 from service.sink.iceberg import catalog_properties, open_catalog
+from service.sink.iceberg_spec import value_transform
 from service.sink.iceberg_tables import TableRouter, pipeline_schemas
 from service.sink.opened import OpenedPartitions
 from service.sink.partition import PartitionTemplate
 from service.sink.plan import ARROW_TO_PARQUET, FlushPlan, Layout, plan_flush
 from service.sink.rules import FieldMapping
-from service.sink.template import ATTRIBUTES
+from service.sink.template import ATTRIBUTES, split_key
 from service.telemetry.metrics import ConsumerMetrics
 
 
@@ -112,13 +113,19 @@ def partition_template(settings: Settings) -> PartitionTemplate:
         template = PartitionTemplate(settings.partition_template)
     except ValueError as exc:
         raise SettingsError(f"setting {name} is invalid: {exc}") from None
-    columns = {*COLUMN_NAMES, "service", *(f.name for f in extra_columns(settings))}
+    schema = table_schema(extra_columns(settings), service=True)
     for key in template.keys:
-        if not key.startswith(ATTRIBUTES) and key not in columns:
+        column, _ = split_key(key)
+        if not key.startswith(ATTRIBUTES) and column not in schema.names:
             raise SettingsError(
                 f"setting {name} is invalid: {{{key}}} is neither a column nor an extra "
                 f"column (TIDEWAY_EXTRA_COLUMNS); for an attribute use {{attributes.{key}}}"
             )
+        if column in schema.names:
+            try:
+                value_transform(key, schema.field(column).type)
+            except ValueError as exc:
+                raise SettingsError(f"setting {name} is invalid: {exc}") from None
     return template
 
 
@@ -152,6 +159,7 @@ async def table_committer(settings: Settings, s3: Any, seed: int) -> TableRouter
         schema=iceberg_arrow_schema(settings),
         rng=random.Random(seed),
         schemas=pipeline_schemas(document, iceberg_arrow_schema(settings)),
+        keys=partition_template(settings).keys,
     )
     try:
         await router.open(DEFAULT_TABLE, create=False)

@@ -28,7 +28,8 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
-from service.sink.iceberg import HOUR_FIELD, data_file
+from service.sink.iceberg import data_file
+from service.sink.iceberg_spec import HOUR_FIELD
 from service.sink.parquet import decode_parquet, encode_parquet
 
 log = logging.getLogger(__name__)

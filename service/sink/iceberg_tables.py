@@ -41,12 +41,14 @@ class TableRouter:
         schema: pa.Schema,
         rng: random.Random,
         schemas: Mapping[str, pa.Schema] | None = None,
+        keys: tuple[str, ...] = ("service",),
     ) -> None:
         self._catalog = catalog
         self.default = default
         self.stream, self.bucket, self.prefix = stream, bucket, prefix
         self._schema = schema
         self._schemas = dict(schemas or {})  # a pipeline table's columns, when known
+        self._keys = keys  # the partition template's keys: the spec of a new table
         self._rng = rng
         self._committers: dict[str, TableCommitter] = {}
         self._opening = asyncio.Lock()
@@ -79,7 +81,12 @@ class TableRouter:
             if create and table != DEFAULT_TABLE:
                 schema = self._schemas.get(table, self._schema)
                 _, found = await asyncio.to_thread(
-                    ensure_table, self._catalog, identifier, self.location(table), schema
+                    ensure_table,
+                    self._catalog,
+                    identifier,
+                    self.location(table),
+                    schema,
+                    self._keys,
                 )
             else:
                 found = await asyncio.to_thread(self._catalog.load_table, identifier)
