@@ -37,6 +37,7 @@ from service.sink.partition import PartitionTemplate
 from service.sink.plan import ARROW_TO_PARQUET, FlushPlan, Layout, plan_flush
 from service.sink.rules import FieldMapping
 from service.sink.template import ATTRIBUTES, split_key
+from service.telemetry.iceberg import IcebergMetrics
 from service.telemetry.metrics import ConsumerMetrics
 
 
@@ -143,7 +144,9 @@ def iceberg_arrow_schema(settings: Settings) -> pa.Schema:
     return table_schema(extra_columns(settings), service=True)
 
 
-async def table_committer(settings: Settings, s3: Any, seed: int) -> TableRouter:
+async def table_committer(
+    settings: Settings, s3: Any, seed: int, metrics: IcebergMetrics | None = None
+) -> TableRouter:
     """The committer of TIDEWAY_ICEBERG_TABLE and of each table the pipelines route to
     (created if missing); raises SettingsError (one line) when the default table is missing
     or a table lives elsewhere than the consumer writes its files."""
@@ -160,6 +163,7 @@ async def table_committer(settings: Settings, s3: Any, seed: int) -> TableRouter
         rng=random.Random(seed),
         schemas=pipeline_schemas(document, iceberg_arrow_schema(settings)),
         keys=partition_template(settings).keys,
+        on_commit=None if metrics is None else metrics.observe_commit,
     )
     try:
         await router.open(DEFAULT_TABLE, create=False)

@@ -23,7 +23,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pyarrow as pa
@@ -66,6 +66,11 @@ class CommitStats:
     columns_added: int = 0  # columns the table gained (schema evolution)
     files_converted: int = 0  # files committed as a converted copy (a type conflict)
     seconds: float = 0.0  # time in commits that landed, from the first attempt
+    given_up: int = 0  # batches that lost every race (their flushes are replayed)
+
+    def add(self, other: CommitStats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 @dataclass(slots=True)
@@ -90,13 +95,21 @@ class TableCommitter:
     """Commits flushes to one table exactly once, a snapshot per batch of waiting flushes.
 
     ``load_table`` reads the table's current metadata from the catalog (blocking; run in a
-    thread). Only one commit of this committer runs at a time.
+    thread). Only one commit of this committer runs at a time. ``on_commit`` gets the
+    outcome of each batch (landed, lost races, given up) as plain values.
     """
 
     def __init__(
-        self, load_table: Callable[[], Table], stream: str, *, bucket: str, rng: random.Random
+        self,
+        load_table: Callable[[], Table],
+        stream: str,
+        *,
+        bucket: str,
+        rng: random.Random,
+        on_commit: Callable[[CommitStats], None] | None = None,
     ) -> None:
         self._load = load_table
+        self._on_commit = on_commit  # each batch's outcome (telemetry); runs in the thread
         self.stream = stream
         self.bucket = bucket
         self._rng = rng
@@ -138,29 +151,39 @@ class TableCommitter:
     def _commit_batch(self, batch: list[_Flush]) -> list[_Flush]:
         """Commit the flushes of ``batch`` not yet in the table; return those this added."""
         started = time.monotonic()
-        for attempt in range(COMMIT_ATTEMPTS):
-            table = self._load()
-            todo = [f for f in batch if (watermark(table, self.stream, f.shard_id) or -1) < f.last]
-            if not todo:
-                return []
-            try:
-                self._check_no_retry(table)
-                self._append(table, todo)
-            except CommitFailedException as exc:
-                self.stats.lost_races += 1
-                delay = self._rng.uniform(0, min(RETRY_CAP, RETRY_BASE * 2**attempt))
-                log.info(
-                    "iceberg commit lost a race; re-reading the table",
-                    extra={"attempt": attempt + 1, "error": str(exc)[:200]},
-                )
-                time.sleep(delay)
-                continue
-            self.stats.commits += 1
-            self.stats.seconds += time.monotonic() - started
-            return todo
-        raise TableCommitError(f"{COMMIT_ATTEMPTS} commits in a row lost to concurrent commits")
+        one = CommitStats()
+        try:
+            for attempt in range(COMMIT_ATTEMPTS):
+                table = self._load()
+                todo = [
+                    f for f in batch if (watermark(table, self.stream, f.shard_id) or -1) < f.last
+                ]
+                if not todo:
+                    return []
+                try:
+                    self._check_no_retry(table)
+                    landed = self._append(table, todo)
+                except CommitFailedException as exc:
+                    one.lost_races += 1
+                    delay = self._rng.uniform(0, min(RETRY_CAP, RETRY_BASE * 2**attempt))
+                    log.info(
+                        "iceberg commit lost a race; re-reading the table",
+                        extra={"attempt": attempt + 1, "error": str(exc)[:200]},
+                    )
+                    time.sleep(delay)
+                    continue
+                landed.lost_races = one.lost_races
+                landed.seconds = time.monotonic() - started
+                one = landed
+                return todo
+            one.given_up = 1
+            raise TableCommitError(f"{COMMIT_ATTEMPTS} commits in a row lost to concurrent commits")
+        finally:
+            self.stats.add(one)
+            if self._on_commit is not None:
+                self._on_commit(one)
 
-    def _append(self, table: Table, todo: list[_Flush]) -> None:
+    def _append(self, table: Table, todo: list[_Flush]) -> CommitStats:
         """One snapshot: the files of ``todo``, the columns they bring (union by name), and
         their shards' new watermarks. A file whose column the table types otherwise is
         committed as a converted copy (the table's type wins, sink/iceberg_schema.py)."""
@@ -192,10 +215,13 @@ class TableCommitter:
                 append.append_data_file(data_file(metadata, file.path, file.body, plan, footer))
                 committed += len(file.body)
         tx.commit_transaction()
-        self.stats.files += len(files)
-        self.stats.bytes += committed
-        self.stats.columns_added += len(added)
-        self.stats.files_converted += sum(1 for c in converted if c)
+        return CommitStats(
+            commits=1,
+            files=len(files),
+            bytes=committed,
+            columns_added=len(added),
+            files_converted=sum(1 for c in converted if c),
+        )
 
     @staticmethod
     def _conformed(

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from collections.abc import Callable, Mapping, Sequence
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -42,6 +41,7 @@ class TableRouter:
         rng: random.Random,
         schemas: Mapping[str, pa.Schema] | None = None,
         keys: tuple[str, ...] = ("service",),
+        on_commit: Callable[[CommitStats], None] | None = None,
     ) -> None:
         self._catalog = catalog
         self.default = default
@@ -49,6 +49,7 @@ class TableRouter:
         self._schema = schema
         self._schemas = dict(schemas or {})  # a pipeline table's columns, when known
         self._keys = keys  # the partition template's keys: the spec of a new table
+        self._on_commit = on_commit
         self._rng = rng
         self._committers: dict[str, TableCommitter] = {}
         self._opening = asyncio.Lock()
@@ -96,6 +97,7 @@ class TableRouter:
                 self.stream,
                 bucket=self.bucket,
                 rng=random.Random(self._rng.getrandbits(32)),
+                on_commit=self._on_commit,
             )
             self._committers[table] = committer
             return committer
@@ -131,8 +133,7 @@ def total(stats: dict[str, CommitStats]) -> CommitStats:
     """The sum of several tables' statistics."""
     out = CommitStats()
     for one in stats.values():
-        for f in fields(CommitStats):
-            setattr(out, f.name, getattr(out, f.name) + getattr(one, f.name))
+        out.add(one)
     return out
 
 
