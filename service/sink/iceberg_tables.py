@@ -14,8 +14,8 @@ nothing.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable, Mapping, Sequence
+from random import Random  # the class: the simulation swaps the module for a generator
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
@@ -38,7 +38,7 @@ class TableRouter:
         bucket: str,
         prefix: str,
         schema: pa.Schema,
-        rng: random.Random,
+        rng: Random,
         schemas: Mapping[str, pa.Schema] | None = None,
         keys: tuple[str, ...] = ("service",),
         on_commit: Callable[[CommitStats], None] | None = None,
@@ -96,7 +96,7 @@ class TableRouter:
                 lambda: self._catalog.load_table(identifier),
                 self.stream,
                 bucket=self.bucket,
-                rng=random.Random(self._rng.getrandbits(32)),
+                rng=Random(self._rng.getrandbits(32)),
                 on_commit=self._on_commit,
             )
             self._committers[table] = committer
