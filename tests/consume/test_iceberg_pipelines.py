@@ -13,6 +13,7 @@ import pytest
 from pyiceberg.table import Table
 
 from service.aws import AwsClients
+from service.compaction import run_compaction
 from service.consume.context import iceberg_properties
 from service.consume.reader import list_shards
 from service.resources import ensure_iceberg_table, setup
@@ -139,3 +140,15 @@ async def test_pipeline_tables_are_iceberg_tables_that_evolve_and_hold_every_lin
     assert set(lineage_counts(every).values()) == {1}
     # The default table's watermark covers each flush: it is committed after the others.
     assert watermark(load(clients, routed, "logs"), routed.stream, shard) is not None
+
+    # tideway compact also rewrites the pipeline tables: api's two flushes (one file
+    # without `path`, one converted) become one file of the same rows, with closed hours.
+    report = await run_compaction(routed, older_than=-3600)
+    by_table = {r["table"]: r for r in report["pipeline_tables"]}
+    assert sorted(by_table) == ["tideway.api", "tideway.errors"]
+    assert (by_table["tideway.api"]["files_before"], by_table["tideway.api"]["files_after"]) == (
+        2,
+        1,
+    )
+    after = load(clients, routed, "api").scan().to_arrow()
+    assert sorted(map(str, after.column("status").to_pylist())) == ["200", "404", "418", "None"]
