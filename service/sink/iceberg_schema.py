@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyiceberg.io.pyarrow import schema_to_pyarrow
+from pyiceberg.io.pyarrow import _ConvertToIcebergWithoutIDs, schema_to_pyarrow, visit_pyarrow
 from pyiceberg.schema import Schema
 
 ATTRIBUTES = "attributes"
@@ -57,10 +57,20 @@ def evolution(table: Mapping[str, pa.DataType], file: pa.Schema) -> Evolution:
     for f in file:
         have = table.get(f.name)
         if have is None:
-            added.append(f.with_nullable(True))  # earlier files have no value for it
+            if _has_iceberg_type(f):  # else readers skip it: the name mapping lacks it
+                added.append(f.with_nullable(True))  # earlier files have no value for it
         elif not reads_as(f.type, have):
             converted.append((f.name, have))
     return Evolution(tuple(added), tuple(converted))
+
+
+def _has_iceberg_type(f: pa.Field[Any]) -> bool:
+    """Whether an Arrow column has an Iceberg type (not ``null``, not ``uint64``, ...)."""
+    try:
+        visit_pyarrow(pa.schema([f]), _ConvertToIcebergWithoutIDs())
+    except (TypeError, ValueError, NotImplementedError):
+        return False
+    return True
 
 
 def reads_as(file_type: pa.DataType, table_type: pa.DataType) -> bool:

@@ -39,6 +39,8 @@ def test_a_column_the_table_lacks_is_added_and_one_it_types_otherwise_is_convert
     assert [(f.name, f.type, f.nullable) for f in evolved.added] == [("region", pa.string(), True)]
     assert evolved.converted == (("status", pa.int64()),)
     assert reads_as(pa.float32(), pa.float64()) and not reads_as(pa.int64(), pa.int32())
+    # A column Iceberg has no type for is not added (a commit must not fail on it).
+    assert evolution(table, pa.schema([pa.field("empty", pa.null())])).added == ()
 
 
 def test_a_value_that_does_not_convert_is_null_in_its_column_and_kept_in_attributes() -> None:
