@@ -185,6 +185,26 @@ def partition_of(stats: DataFileStatistics, spec: PartitionSpec, schema: Schema)
             values.append(None)
             continue
         source = schema.find_field(field.source_id).field_type
-        lowest = partition_record_value(field, aggregate.current_min, schema)
-        values.append(field.transform.transform(source)(lowest))
+        transform = field.transform.transform(source)
+        lowest = transform(partition_record_value(field, aggregate.current_min, schema))
+        if field.transform.preserves_order and aggregate.current_max is not None:
+            highest = transform(partition_record_value(field, aggregate.current_max, schema))
+            if highest != lowest:
+                raise ValueError(f"a file spans partitions of {field.name}: {lowest}..{highest}")
+        values.append(lowest)
     return Record(*values)
+
+
+def check_spec(table: Table, identifier: str, keys: tuple[str, ...]) -> None:
+    """Raise SettingsError (one line) unless every field of the table's partition spec is
+    one the partition template gives (its files would otherwise span partitions)."""
+    schema = table.schema()
+    given = {(f.source, str(f.transform)) for f in spec_fields(keys)}
+    for field in table.spec().fields:
+        source = schema.find_field(field.source_id).name
+        if (source, str(field.transform)) not in given:
+            raise SettingsError(
+                f"setting TIDEWAY_PARTITION_TEMPLATE is invalid: {identifier} is partitioned"
+                f" by {field.transform}({source}), which the template does not give; add the"
+                " key to the template"
+            )

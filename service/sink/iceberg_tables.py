@@ -21,7 +21,7 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 
 from service.pipeline.engine import DEFAULT_TABLE, VERSION_COLUMN, Pipelines
-from service.sink.iceberg import check_location, ensure_table, split_identifier
+from service.sink.iceberg import check_location, check_spec, ensure_table, split_identifier
 from service.sink.iceberg_commit import CommitStats, TableCommitter
 
 
@@ -92,6 +92,7 @@ class TableRouter:
             else:
                 found = await asyncio.to_thread(self._catalog.load_table, identifier)
             check_location(found, identifier, self.location(table))
+            check_spec(found, identifier, self._keys)
             committer = TableCommitter(
                 lambda: self._catalog.load_table(identifier),
                 self.stream,
