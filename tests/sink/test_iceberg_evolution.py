@@ -11,10 +11,11 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 import pytest
+from pyiceberg.types import StringType
 
 from service.schema import table_schema
 from service.sink.iceberg import catalog_properties, ensure_table, evolve_table, open_catalog
-from service.sink.iceberg_commit import watermark
+from service.sink.iceberg_commit import TableCommitter, watermark
 from service.sink.iceberg_schema import conform, conformed_key, evolution, reads_as
 from service.sink.iceberg_tables import TableRouter
 from service.sink.plan import Layout, plan_flush
@@ -128,3 +129,32 @@ async def test_a_flush_cut_between_two_tables_commits_is_in_each_table_once(
     assert logs.scan().to_arrow().num_rows == 0  # the flush wrote no default rows
     assert watermark(logs, "logs", "shard-0") == 9
     assert len(api.snapshots()) == 1
+
+
+async def test_an_extra_column_configured_later_joins_the_table_in_the_commit_carrying_it(
+    aws: Aws, catalog: object
+) -> None:
+    ensure_table(catalog, "tideway.logs", f"s3://{BUCKET}/logs", table_schema(service=True))  # type: ignore[arg-type]
+    tenant = pa.field("tenant", pa.string())
+    lines = [orjson.dumps({"message": "m", "service": "api", "tenant": "acme"})]
+    plan = plan_flush(
+        "shard-0",
+        [record(lines, seq=3)],
+        [],
+        Layout("logs", service_column=True),
+        FieldMapping(extra_columns=(tenant,)),
+    )
+    files = [(o.key, o.body) for o in plan.objects]
+    for key, body in files:
+        aws.client("s3").put_object(Bucket=BUCKET, Key=key, Body=body)
+    committer = TableCommitter(
+        lambda: catalog.load_table("tideway.logs"),  # type: ignore[attr-defined]
+        "logs",
+        bucket=BUCKET,
+        rng=random.Random(0),
+    )
+    assert await committer.commit("shard-0", 3, files) is True
+    table = catalog.load_table("tideway.logs")  # type: ignore[attr-defined]
+    assert table.schema().find_field("tenant").field_type == StringType()
+    assert table.scan().to_arrow().column("tenant").to_pylist() == ["acme"]
+    assert committer.stats.columns_added == 1
