@@ -59,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import peak_rss_mb, pin_to_one_core, run_variant, write_results  # noqa: E402
 from benchmarks.writer import ARRIVAL_US, WARMUP_LINES, dataset  # noqa: E402
+from service.sink.compact import plan_bins  # noqa: E402
 
 RAW_PER_RECORD = 100_000  # bytes of NDJSON per envelope before zstd (serve: ~25 KB records)
 GET_RECORDS_MAX_BYTES = 10 * 1024 * 1024  # Kinesis answers at most 10 MiB per call
@@ -350,27 +351,68 @@ def layout_simulation(
     shards: int,
     mb_per_s: float = 1.0,
     flush_s: float = 60.0,
+    target: int = 128 * 1024 * 1024,
 ) -> dict[str, Any]:
     """One hour of ``shards`` shards at ``mb_per_s`` raw each (the Kinesis write limit is
     1 MB/s a shard), flushed every ``flush_s`` seconds: every flush of every shard writes one
-    object per service (the services' shares of the bytes as measured)."""
+    object per service (the services' shares of the bytes as measured); then the same hour
+    after ``tideway compact`` (``target``: TIDEWAY_FILE_TARGET_BYTES)."""
     flushes = 3600 / flush_s
     raw_per_flush = mb_per_s * 1e6 * flush_s
     sizes = sorted(raw_per_flush * share / compression for share in service_shares.values())
     objects = int(shards * flushes * len(sizes))
     biggest = max(service_shares, key=lambda s: service_shares[s])
     hour_bytes = shards * mb_per_s * 1e6 * 3600 / compression
+    after = compacted_sizes(
+        {s: raw_per_flush * share / compression for s, share in service_shares.items()},
+        shards=shards,
+        flushes=int(flushes),
+        target=target,
+    )
     return {
         "shards": shards,
         "mb_per_s_per_shard": mb_per_s,
         "flush_s": flush_s,
         "objects_per_hour": objects,
         "median_object_bytes": int(statistics.median(sizes)),
+        "objects_per_hour_after_compaction": sum(len(v) for v in after.values()),
+        "median_object_bytes_after_compaction": int(
+            statistics.median([b for v in after.values() for b in v])
+        ),
+        "athena_one_service_one_hour_objects_after_compaction": len(after[biggest]),
         "athena_one_service_one_hour_bytes": int(hour_bytes * service_shares[biggest]),
         "athena_one_service_one_hour_objects": int(shards * flushes),
         "athena_same_query_without_service_partition_bytes": int(hour_bytes),
         "query_service": biggest,
     }
+
+
+def compacted_sizes(
+    object_bytes: dict[str, float], *, shards: int, flushes: int, target: int
+) -> dict[str, list[int]]:
+    """The object sizes of each service's hour partition after ``tideway compact``: its
+    ``shards * flushes`` objects (``object_bytes[service]`` each) packed by the compactor's
+    own bin planner (sink/compact.py ``plan_bins``, on stand-in file records: no data is
+    written). A compacted file is assumed the sum of its inputs (measured: smaller)."""
+    files = [
+        SimpleNamespace(
+            partition=(0, service),
+            file_size_in_bytes=int(size),
+            file_path=f"logs/service={service}/{shard:04d}-{flush:04d}.parquet",
+        )
+        for service, size in object_bytes.items()
+        for shard in range(shards)
+        for flush in range(flushes)
+    ]
+    bins = plan_bins(files, 0, now=3 * 3600, older_than=3600, target=target)  # type: ignore[arg-type]
+    binned = {p for b in bins for p in b.paths}
+    out: dict[str, list[int]] = {s: [] for s in object_bytes}
+    for f in files:
+        if f.file_path not in binned:
+            out[f.partition[1]].append(f.file_size_in_bytes)
+    for b in bins:
+        out[b.inputs[0].partition[1]].append(sum(f.file_size_in_bytes for f in b.inputs))
+    return out
 
 
 def _figures(lines: int, size: int, run: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from service.consume.context import iceberg_properties
 from service.errors import SettingsError
 from service.settings import Settings
 from service.sink.compact import compact, expire_snapshots
-from service.sink.iceberg import open_catalog
+from service.sink.iceberg import open_catalog, split_identifier
 from service.sink.orphans import StoredObject, referenced_paths, select_orphans
 from service.sink.s3 import delete_keys
 
@@ -58,7 +58,8 @@ async def run_compaction(
 ) -> dict[str, Any]:
     """Compact TIDEWAY_ICEBERG_TABLE's closed partitions, then (``expire_after`` seconds
     given) forget older snapshots, then (``orphans_older_than`` given) delete data files no
-    snapshot references that are older than that; the report as a dict."""
+    snapshot references that are older than that; the same for each pipeline table; the
+    report as a dict (the pipelines' tables' reports under ``pipeline_tables``)."""
     if settings.table_format != "iceberg":
         raise SettingsError(
             "setting TIDEWAY_TABLE_FORMAT is invalid: tideway compact needs iceberg"
@@ -67,19 +68,45 @@ async def run_compaction(
     async with aws_clients("s3") as aws:
         props = iceberg_properties(settings, aws.s3)
         catalog = await asyncio.to_thread(open_catalog, props)
-        report = await _compact_and_expire(settings, catalog, older_than, expire_after)
-        if orphans_older_than is not None:
-            load = functools.partial(catalog.load_table, settings.iceberg_table)
-            removed = await remove_orphans(aws.s3, load, time.time(), orphans_older_than)
-            report["orphans_removed"] = len(removed)
-    return report
+        reports = []
+        for identifier in await asyncio.to_thread(tideway_tables, catalog, settings):
+            report = await _compact_and_expire(
+                settings, catalog, identifier, older_than, expire_after
+            )
+            if orphans_older_than is not None:
+                load = functools.partial(catalog.load_table, identifier)
+                removed = await remove_orphans(aws.s3, load, time.time(), orphans_older_than)
+                report["orphans_removed"] = len(removed)
+            reports.append(report)
+    # The default table's report as before; the pipelines' tables (DESIGN §12) beside it.
+    return {**reports[0], "pipeline_tables": reports[1:]}
+
+
+def tideway_tables(catalog: Catalog, settings: Settings) -> list[str]:
+    """TIDEWAY_ICEBERG_TABLE, then the other tables of its namespace that live under the
+    consumer's prefix (a pipeline's ``namespace.waf`` at ``{prefix}waf``), by name."""
+    namespace, _ = split_identifier(settings.iceberg_table)
+    root = f"s3://{settings.bucket}/{settings.prefix}"
+    others = []
+    for ident in catalog.list_tables(namespace):
+        identifier = ".".join(ident)
+        if identifier == settings.iceberg_table:
+            continue
+        name = ident[-1]
+        if catalog.load_table(identifier).location().rstrip("/") == f"{root}{name}":
+            others.append(identifier)
+    return [settings.iceberg_table, *sorted(others)]
 
 
 async def _compact_and_expire(
-    settings: Settings, catalog: Catalog, older_than: float, expire_after: float | None
+    settings: Settings,
+    catalog: Catalog,
+    identifier: str,
+    older_than: float,
+    expire_after: float | None,
 ) -> dict[str, Any]:
     def load() -> Table:
-        return catalog.load_table(settings.iceberg_table)
+        return catalog.load_table(identifier)
 
     now, rng = time.time(), random.Random()
     report = await asyncio.to_thread(
@@ -95,7 +122,7 @@ async def _compact_and_expire(
         expired = await asyncio.to_thread(
             expire_snapshots, load, now=now, keep_for=expire_after, rng=rng
         )
-    return {"table": settings.iceberg_table, **report.as_dict(), "snapshots_expired": expired}
+    return {"table": identifier, **report.as_dict(), "snapshots_expired": expired}
 
 
 async def list_objects(s3: Any, location: str) -> list[StoredObject]:

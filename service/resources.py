@@ -18,11 +18,14 @@ from service.consume.context import (
     iceberg_arrow_schema,
     iceberg_properties,
     partition_template,
+    pipelines,
 )
 from service.consume.leases import TTL_ATTRIBUTE
 from service.settings import Settings, logs_location, partition_keys
 from service.sink.glue import evolve_table, table_input
-from service.sink.iceberg import ensure_table, open_catalog
+from service.sink.iceberg import ensure_table, open_catalog, split_identifier
+from service.sink.iceberg import evolve_table as evolve_iceberg_table
+from service.sink.iceberg_tables import pipeline_schemas
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +79,28 @@ async def ensure_glue_table(glue: Any, settings: Settings) -> str:
 
 
 async def ensure_iceberg_table(s3: Any, settings: Settings) -> str:
-    """The namespace and table of DESIGN §11 at the consumer's location, if missing."""
+    """The namespace and table of DESIGN §11 at the consumer's location, and one table per
+    pipeline table (``namespace.waf`` at ``{prefix}waf``), each if missing; an existing
+    table gains the configured columns it lacks ("evolved") and is otherwise left alone.
+    Returns the default table's state."""
     catalog = await asyncio.to_thread(open_catalog, iceberg_properties(settings, s3))
-    state, _ = await asyncio.to_thread(
-        ensure_table,
-        catalog,
-        settings.iceberg_table,
-        logs_location(settings),
-        iceberg_arrow_schema(settings),
-    )
-    return state
+    base = iceberg_arrow_schema(settings)
+    namespace, _ = split_identifier(settings.iceberg_table)
+    tables = [(settings.iceberg_table, logs_location(settings), base)] + [
+        (f"{namespace}.{name}", f"s3://{settings.bucket}/{settings.prefix}{name}", schema)
+        for name, schema in sorted(pipeline_schemas(pipelines(settings), base).items())
+    ]
+    keys = partition_template(settings).keys
+    states = []
+    for identifier, location, schema in tables:
+        state, table = await asyncio.to_thread(
+            ensure_table, catalog, identifier, location, schema, keys
+        )
+        added = await asyncio.to_thread(evolve_iceberg_table, table, schema)
+        if state == "exists" and added:
+            state = "evolved"
+        states.append(state)
+    return states[0]
 
 
 async def ensure_stream(kinesis: Any, stream: str, shards: int) -> str:

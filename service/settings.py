@@ -225,10 +225,6 @@ class Settings(BaseSettings):
         if "{kid}" not in self.console_oidc_key_url:
             raise ValueError("console_oidc_key_url: must contain {kid} (the ALB's key id)")
         _check_iceberg_catalog(self)
-        if self.table_format == "iceberg" and self.pipelines is not None:
-            raise ValueError(
-                "pipelines: pipelines route to Hive tables only; not with table_format iceberg"
-            )
         for field in ("avro_schema", "avro_schema_dir", "extra_columns", "pipelines"):
             path = getattr(self, field)
             if path is not None and not path.exists():
@@ -284,14 +280,44 @@ def iceberg_catalog_properties(settings: Settings) -> dict[str, str]:
         if text.startswith("{")
         else {"type": text}
     )
+    if props["type"] == S3_TABLES:
+        return s3_tables_properties(settings.iceberg_catalog_uri or "")
     if settings.iceberg_catalog_uri:
         props["uri"] = settings.iceberg_catalog_uri
     props.setdefault("warehouse", f"s3://{settings.bucket}/{settings.prefix}warehouse")
     return props
 
 
-ICEBERG_CATALOGS = ("glue", "rest", "sql")
+ICEBERG_CATALOGS = ("glue", "rest", "sql", "s3tables")
 SQL_CATALOG_MODULE = "sqlalchemy"
+S3_TABLES = "s3tables"
+# An S3 table bucket's ARN: partition, region, account, bucket name (3-63 of a-z 0-9 -).
+_TABLE_BUCKET_ARN = re.compile(
+    r"arn:(aws[a-z-]*):s3tables:([a-z0-9-]+):(\d{12}):bucket/([a-z0-9][a-z0-9-]{1,61}[a-z0-9])"
+)
+
+
+def s3_tables_properties(table_bucket_arn: str) -> dict[str, str]:
+    """The REST catalog properties of Amazon S3 Tables for a table bucket's ARN: its
+    Iceberg REST endpoint in the bucket's region, SigV4 signing as ``s3tables``, and the
+    ARN as the warehouse. Raises ValueError (one line) for anything but such an ARN."""
+    match = _TABLE_BUCKET_ARN.fullmatch(table_bucket_arn)
+    if match is None:
+        raise ValueError(
+            "iceberg_catalog_uri: the s3tables catalog needs the table bucket's ARN, "
+            "arn:aws:s3tables:<region>:<account>:bucket/<name>"
+        )
+    partition, region = match.group(1), match.group(2)
+    domain = "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com"
+    return {
+        "type": "rest",
+        "uri": f"https://s3tables.{region}.{domain}/iceberg",
+        "warehouse": table_bucket_arn,
+        "rest.sigv4-enabled": "true",
+        "rest.signing-name": S3_TABLES,
+        "rest.signing-region": region,
+        "client.region": region,
+    }
 
 
 def _check_iceberg_catalog(settings: Settings) -> None:
@@ -301,11 +327,17 @@ def _check_iceberg_catalog(settings: Settings) -> None:
             doc = orjson.loads(text)
         except orjson.JSONDecodeError:
             raise ValueError("iceberg_catalog: not a JSON object; use glue, rest or sql") from None
-        if not isinstance(doc, dict) or doc.get("type") not in ICEBERG_CATALOGS:
+        if not isinstance(doc, dict) or doc.get("type") not in ("glue", "rest", "sql"):
             raise ValueError('iceberg_catalog: the JSON object needs "type": glue, rest or sql')
     elif text not in ICEBERG_CATALOGS:
-        raise ValueError(f"iceberg_catalog: {text!r} is not glue, rest or sql")
+        raise ValueError(f"iceberg_catalog: {text!r} is not glue, rest, sql or s3tables")
     kind = iceberg_catalog_properties(settings)
+    if kind.get("rest.signing-name") == S3_TABLES and not _TABLE_BUCKET_ARN.fullmatch(
+        kind.get("warehouse", "")
+    ):
+        raise ValueError(
+            "iceberg_catalog: signing as s3tables needs the table bucket's ARN as warehouse"
+        )
     if kind["type"] in ("rest", "sql") and "uri" not in kind:
         raise ValueError(
             f"iceberg_catalog_uri: the {kind['type']} catalog needs a URI"
@@ -316,7 +348,7 @@ def _check_iceberg_catalog(settings: Settings) -> None:
         # lacks, so it is the demo's and the tests' catalog; its SQLAlchemy stays out of the image.
         raise ValueError(
             "iceberg_catalog: the sql catalog needs SQLAlchemy, which is in the demo extra"
-            " (pip install 'tideway[demo]'); use glue or rest in production"
+            " (pip install 'tideway[demo]'); use glue, rest or s3tables in production"
         )
 
 

@@ -29,3 +29,13 @@ def test_the_iceberg_variant_commits_every_uploaded_object_to_the_table() -> Non
     assert run["objects"] > 0 and run["dead_letter_objects"] == 0
     assert run["table_files"] == run["objects"]  # drain_once checks each one was uploaded
     assert 1 <= run["table_commits"] <= run["objects"]
+
+
+def test_compaction_packs_an_hour_of_small_objects_into_files_near_the_target() -> None:
+    # 16 shards x 60 flushes of 2 MB per service: the compactor's own bins of <= 128 MiB.
+    sim = layout_simulation(5.0, {"api": 0.5, "web": 0.5}, shards=16)
+    assert sim["median_object_bytes"] == 6e6
+    per_bin = (128 * 1024 * 1024) // 6_000_000  # whole inputs per output file
+    assert sim["median_object_bytes_after_compaction"] == per_bin * 6_000_000
+    assert sim["objects_per_hour_after_compaction"] == 2 * -(-16 * 60 // per_bin)
+    assert sim["median_object_bytes_after_compaction"] >= 64 * 1024 * 1024  # issue 17's target

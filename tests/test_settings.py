@@ -182,16 +182,28 @@ ENV = {f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}
     [
         ({"TIDEWAY_TABLE_FORMAT": "delta"}, "TIDEWAY_TABLE_FORMAT", "'hive' or 'iceberg'"),
         ({"TIDEWAY_ICEBERG_TABLE": "logs"}, "TIDEWAY_ICEBERG_TABLE", "namespace.table"),
-        ({"TIDEWAY_ICEBERG_CATALOG": "hive"}, "TIDEWAY_ICEBERG_CATALOG", "glue, rest or sql"),
+        ({"TIDEWAY_ICEBERG_CATALOG": "hive"}, "TIDEWAY_ICEBERG_CATALOG", "rest, sql or s3tables"),
+        ({"TIDEWAY_ICEBERG_CATALOG": "s3tables"}, "TIDEWAY_ICEBERG_CATALOG_URI", "bucket's ARN"),
+        (
+            {
+                "TIDEWAY_ICEBERG_CATALOG": "s3tables",
+                "TIDEWAY_ICEBERG_CATALOG_URI": "arn:aws:s3:::logs",
+            },
+            "TIDEWAY_ICEBERG_CATALOG_URI",
+            "arn:aws:s3tables:<region>:<account>:bucket/<name>",
+        ),
+        (
+            {
+                "TIDEWAY_ICEBERG_CATALOG": '{"type": "rest", "rest.signing-name": "s3tables"}',
+                "TIDEWAY_ICEBERG_CATALOG_URI": "https://s3tables.us-east-1.amazonaws.com/iceberg",
+            },
+            "TIDEWAY_ICEBERG_CATALOG",
+            "table bucket's ARN as warehouse",
+        ),
         ({"TIDEWAY_ICEBERG_CATALOG": "{oops"}, "TIDEWAY_ICEBERG_CATALOG", "JSON"),
         ({"TIDEWAY_ICEBERG_CATALOG": '{"type": "x"}'}, "TIDEWAY_ICEBERG_CATALOG", '"type"'),
         ({"TIDEWAY_ICEBERG_CATALOG": "sql"}, "TIDEWAY_ICEBERG_CATALOG_URI", "needs a URI"),
         ({"TIDEWAY_ICEBERG_CATALOG": "rest"}, "TIDEWAY_ICEBERG_CATALOG_URI", "needs a URI"),
-        (
-            {"TIDEWAY_TABLE_FORMAT": "iceberg", "TIDEWAY_PIPELINES": __file__},
-            "TIDEWAY_PIPELINES",
-            "Hive tables only",
-        ),
     ],
 )
 def test_a_bad_iceberg_setting_is_one_line_naming_it(
@@ -244,4 +256,20 @@ def test_iceberg_catalog_is_a_type_or_pyiceberg_properties_with_the_warehouse_in
         "type": "rest",
         "warehouse": "arn:aws:s3tables:x",
         "uri": "https://s3tables.us-east-1.amazonaws.com/iceberg",
+    }
+
+
+def test_s3_tables_is_the_rest_catalog_signed_for_s3tables_at_the_table_bucket() -> None:
+    arn = "arn:aws:s3tables:eu-west-1:123456789012:bucket/tideway-logs"
+    settings = load(
+        {**ENV, "TIDEWAY_ICEBERG_CATALOG": "s3tables", "TIDEWAY_ICEBERG_CATALOG_URI": arn}
+    )
+    assert iceberg_catalog_properties(settings) == {
+        "type": "rest",
+        "uri": "https://s3tables.eu-west-1.amazonaws.com/iceberg",
+        "warehouse": arn,
+        "rest.sigv4-enabled": "true",
+        "rest.signing-name": "s3tables",
+        "rest.signing-region": "eu-west-1",
+        "client.region": "eu-west-1",
     }

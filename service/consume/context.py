@@ -22,22 +22,23 @@ from service.decode.avro import load_config, load_schema
 from service.errors import DecodeError, SettingsError
 from service.pipeline.config import PipelineConfigError, load_pipelines
 from service.pipeline.cost import routing_cost
-from service.pipeline.engine import Pipelines
-from service.schema import COLUMN_NAMES, extra_fields, table_schema
+from service.pipeline.engine import DEFAULT_TABLE, Pipelines
+from service.schema import extra_fields, table_schema
 from service.settings import (
     Settings,
     iceberg_catalog_properties,
-    logs_location,
     partition_keys,
 )
 from service.sink.glue import PartitionCatalog
-from service.sink.iceberg import catalog_properties, check_location, open_catalog
-from service.sink.iceberg_commit import TableCommitter
+from service.sink.iceberg import catalog_properties, open_catalog
+from service.sink.iceberg_spec import value_transform
+from service.sink.iceberg_tables import TableRouter, pipeline_schemas
 from service.sink.opened import OpenedPartitions
 from service.sink.partition import PartitionTemplate
 from service.sink.plan import ARROW_TO_PARQUET, FlushPlan, Layout, plan_flush
 from service.sink.rules import FieldMapping
-from service.sink.template import ATTRIBUTES
+from service.sink.template import ATTRIBUTES, split_key
+from service.telemetry.iceberg import IcebergMetrics
 from service.telemetry.metrics import ConsumerMetrics
 
 
@@ -59,7 +60,7 @@ class ShardContext:
     metrics: ConsumerMetrics
     idle_wait: float = 1.0
     catalog: PartitionCatalog | None = None  # Glue registration when configured
-    table: TableCommitter | None = None  # Iceberg commits when TIDEWAY_TABLE_FORMAT=iceberg
+    table: TableRouter | None = None  # Iceberg commits when TIDEWAY_TABLE_FORMAT=iceberg
     # Wall clock (epoch seconds) for what is written as data, never to judge liveness; the
     # simulation injects its own. Monotonic time is always the event loop's.
     wall_clock: Callable[[], float] = wall_time
@@ -120,13 +121,19 @@ def partition_template(settings: Settings) -> PartitionTemplate:
         template = PartitionTemplate(settings.partition_template)
     except ValueError as exc:
         raise SettingsError(f"setting {name} is invalid: {exc}") from None
-    columns = {*COLUMN_NAMES, "service", *(f.name for f in extra_columns(settings))}
+    schema = table_schema(extra_columns(settings), service=True)
     for key in template.keys:
-        if not key.startswith(ATTRIBUTES) and key not in columns:
+        column, _ = split_key(key)
+        if not key.startswith(ATTRIBUTES) and column not in schema.names:
             raise SettingsError(
                 f"setting {name} is invalid: {{{key}}} is neither a column nor an extra "
                 f"column (TIDEWAY_EXTRA_COLUMNS); for an attribute use {{attributes.{key}}}"
             )
+        if column in schema.names:
+            try:
+                value_transform(key, schema.field(column).type)
+            except ValueError as exc:
+                raise SettingsError(f"setting {name} is invalid: {exc}") from None
     return template
 
 
@@ -144,25 +151,37 @@ def iceberg_arrow_schema(settings: Settings) -> pa.Schema:
     return table_schema(extra_columns(settings), service=True)
 
 
-async def table_committer(settings: Settings, s3: Any, seed: int) -> TableCommitter:
-    """The committer of TIDEWAY_ICEBERG_TABLE; raises SettingsError (one line) when the
-    table is missing or lives elsewhere than the consumer writes its files."""
+async def table_committer(
+    settings: Settings, s3: Any, seed: int, metrics: IcebergMetrics | None = None
+) -> TableRouter:
+    """The committer of TIDEWAY_ICEBERG_TABLE and of each table the pipelines route to
+    (created if missing); raises SettingsError (one line) when the default table is missing
+    or a table lives elsewhere than the consumer writes its files."""
     identifier = settings.iceberg_table
+    document = pipelines(settings)
     catalog = await asyncio.to_thread(open_catalog, iceberg_properties(settings, s3))
+    router = TableRouter(
+        catalog,
+        identifier,
+        stream=settings.stream,
+        bucket=settings.bucket,
+        prefix=settings.prefix,
+        schema=iceberg_arrow_schema(settings),
+        rng=random.Random(seed),
+        schemas=pipeline_schemas(document, iceberg_arrow_schema(settings)),
+        keys=partition_template(settings).keys,
+        on_commit=None if metrics is None else metrics.observe_commit,
+    )
     try:
-        table = await asyncio.to_thread(catalog.load_table, identifier)
+        await router.open(DEFAULT_TABLE, create=False)
     except NoSuchTableError:
         raise SettingsError(
             f"setting TIDEWAY_ICEBERG_TABLE is invalid: no table {identifier} in the catalog;"
             " create it with tideway setup (or deploy/)"
         ) from None
-    check_location(table, identifier, logs_location(settings))
-    return TableCommitter(
-        lambda: catalog.load_table(identifier),
-        settings.stream,
-        bucket=settings.bucket,
-        rng=random.Random(seed),
-    )
+    for table in sorted(pipeline_schemas(document, iceberg_arrow_schema(settings))):
+        await router.open(table)
+    return router
 
 
 def pipelines(settings: Settings) -> Pipelines | None:

@@ -26,6 +26,7 @@ from service.consume.worker import ConsumerWorker
 from service.settings import Settings, logs_location
 from service.sink.glue import PartitionCatalog, evolve_table
 from service.sink.rules import FieldMapping
+from service.telemetry.iceberg import IcebergMetrics
 from service.telemetry.names import ROLE_CONSUME
 from service.telemetry.session import service_telemetry
 
@@ -85,7 +86,9 @@ async def consume(
             )
         if settings.table_format == "iceberg":
             seed = hash(worker_id) & 0xFFFFFFFF  # retry jitter only; never decides data
-            ctx = dataclasses.replace(ctx, table=await table_committer(settings, aws.s3, seed))
+            metrics = IcebergMetrics(ctx.metrics.registry)
+            table = await table_committer(settings, aws.s3, seed, metrics)
+            ctx = dataclasses.replace(ctx, table=table)
         worker = ConsumerWorker(
             ctx,
             lease_duration=settings.lease_duration,

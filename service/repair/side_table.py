@@ -3,7 +3,7 @@ Iceberg table a replay commits to (I/O around the consumer's own table and commi
 
 The side table is made like the live one (``tideway setup``'s ``ensure_iceberg_table``: the
 live table's columns and partition spec), at ``{prefix}replay/{table}/logs``, and each of
-the replay's flushes is committed through the consumer's ``TableCommitter`` under the
+the replay's flushes is committed through the consumer's ``TableRouter`` under the
 shard's watermark in that table (docs/tables.md), so a rebuilt intent whose files are in
 the table already is not committed twice.
 """
@@ -17,7 +17,7 @@ from service.consume.context import table_committer
 from service.errors import TidewayError
 from service.resources import ensure_iceberg_table
 from service.settings import Settings
-from service.sink.iceberg_commit import TableCommitter
+from service.sink.iceberg_tables import TableRouter
 
 
 def names_table(into: str) -> bool:
@@ -45,7 +45,7 @@ def side_settings(settings: Settings, into: str) -> Settings:
     return settings.model_copy(update={"prefix": prefix, "iceberg_table": into})
 
 
-async def side_table(settings: Settings, into: str, s3: Any) -> tuple[str, TableCommitter]:
+async def side_table(settings: Settings, into: str, s3: Any) -> tuple[str, TableRouter]:
     """Create the side table if missing; its files' key prefix and its committer."""
     side = side_settings(settings, into)
     await ensure_iceberg_table(s3, side)

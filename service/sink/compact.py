@@ -28,7 +28,8 @@ from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
-from service.sink.iceberg import HOUR_FIELD, data_file
+from service.sink.iceberg import data_file
+from service.sink.iceberg_spec import HOUR_FIELD
 from service.sink.parquet import decode_parquet, encode_parquet
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,9 @@ def _rewrite(table: Table, b: Bin) -> DataFile:
     for path in b.paths:
         with table.io.new_input(path).open() as stream:
             parts.append(decode_parquet(stream.read()))
-    rows = lineage_order(pa.concat_tables(parts, promote_options="default"))
+    # Files written before a column was added lack it, and an int column reads as long:
+    # the table's schema evolved between them (sink/iceberg_schema.py).
+    rows = lineage_order(pa.concat_tables(parts, promote_options="permissive"))
     body = encode_parquet(rows)
     path = b.output_path()
     with table.io.new_output(path).create(overwrite=True) as out:

@@ -16,17 +16,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
+from pyiceberg.io.fileformat import DataFileStatistics
 from pyiceberg.io.pyarrow import (
     compute_statistics_plan,
     data_file_statistics_from_parquet_metadata,
     parquet_path_to_id_mapping,
 )
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+from pyiceberg.partitioning import PartitionSpec, partition_record_value
+from pyiceberg.schema import Schema
 from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.transforms import HourTransform
+from pyiceberg.typedef import Record
 
 from service.errors import SettingsError
+from service.sink.iceberg_spec import spec_fields
 
 CATALOG_NAME = "tideway"
 # Every table Tideway creates. Commit retries are ours (iceberg_commit.py): pyiceberg's own
@@ -41,7 +45,6 @@ TABLE_PROPERTIES: dict[str, str] = {
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "100",
 }
-HOUR_FIELD = "timestamp_hour"
 
 
 def catalog_properties(
@@ -71,22 +74,30 @@ def split_identifier(identifier: str) -> tuple[str, str]:
 
 
 def ensure_table(
-    catalog: Catalog, identifier: str, location: str, schema: pa.Schema
+    catalog: Catalog,
+    identifier: str,
+    location: str,
+    schema: pa.Schema,
+    keys: tuple[str, ...] = ("service",),
 ) -> tuple[str, Table]:
-    """Create the namespace and the table (columns ``schema``, partitioned by
-    ``hour(timestamp), identity(service)``, at ``location``) if missing; an existing table is
-    left as it is. Returns ("created" | "exists", the table)."""
+    """Create the namespace and the table (columns ``schema``, at ``location``, partitioned
+    by the spec of the template's ``keys``: ``hour(timestamp), identity(service)`` by
+    default, sink/iceberg_spec.py) if missing; an existing table is left as it is. Returns
+    ("created" | "exists", the table)."""
     namespace, _ = split_identifier(identifier)
     with contextlib.suppress(NamespaceAlreadyExistsError):
         catalog.create_namespace(namespace)
     if catalog.table_exists(identifier):
         return "exists", catalog.load_table(identifier)
+    fields = spec_fields(keys)
+    # Partition values are read from column bounds: keep them whole, never truncated.
+    full = {f"write.metadata.metrics.column.{f.source}": "full" for f in fields[1:]}
     tx = catalog.create_table_transaction(
-        identifier, schema=schema, location=location, properties=TABLE_PROPERTIES
+        identifier, schema=schema, location=location, properties={**TABLE_PROPERTIES, **full}
     )
     with tx.update_spec() as spec:
-        spec.add_field("timestamp", HourTransform(), HOUR_FIELD)
-        spec.add_identity("service")
+        for field in fields:
+            spec.add_field(field.source, field.transform, field.name)
     # Our files carry no Parquet field ids: readers resolve columns by name.
     mapping = tx.table_metadata.schema().name_mapping.model_dump_json()
     tx.set_properties({TableProperties.DEFAULT_NAME_MAPPING: mapping})
@@ -95,6 +106,18 @@ def ensure_table(
     except TableAlreadyExistsError:  # another process created it meanwhile
         return "exists", catalog.load_table(identifier)
     return "created", catalog.load_table(identifier)
+
+
+def evolve_table(table: Table, schema: pa.Schema) -> tuple[str, ...]:
+    """Add the columns of ``schema`` that ``table`` lacks (union by name); a column the
+    table types otherwise keeps the table's type (its files keep their meaning). Returns the
+    names added."""
+    have = {f.name for f in table.schema().fields}
+    added = [f.with_nullable(True) for f in schema if f.name not in have]
+    if added:
+        with table.update_schema() as update:
+            update.union_by_name(pa.schema(added))
+    return tuple(f.name for f in added)
 
 
 def check_location(table: Table, identifier: str, location: str) -> None:
@@ -118,13 +141,18 @@ def stats_plan(metadata: TableMetadata) -> StatsPlan:
 
 
 def data_file(
-    metadata: TableMetadata, path: str, body: bytes, plan: StatsPlan | None = None
+    metadata: TableMetadata,
+    path: str,
+    body: bytes,
+    plan: StatsPlan | None = None,
+    footer: pq.FileMetaData | None = None,
 ) -> DataFile:
     """The table's record of one of our Parquet objects (``path``: its s3:// URL), from its
     bytes in memory: column bounds and counts from the footer, partition from the bounds
     (a file holds one hour and one service, sink/iceberg_rows.py). Raises ValueError when
-    the file spans partitions. ``plan``: ``stats_plan(metadata)``, if already computed."""
-    footer = pq.read_metadata(pa.BufferReader(body))
+    the file spans partitions. ``plan``: ``stats_plan(metadata)``, if already computed;
+    ``footer``: the file's Parquet footer, if already read."""
+    footer = footer or pq.read_metadata(pa.BufferReader(body))
     schema = metadata.schema()
     stats_columns, mapping = plan or stats_plan(metadata)
     stats = data_file_statistics_from_parquet_metadata(
@@ -135,7 +163,7 @@ def data_file(
         content=DataFileContent.DATA,
         file_path=path,
         file_format=FileFormat.PARQUET,
-        partition=stats.partition(metadata.spec(), schema),
+        partition=partition_of(stats, metadata.spec(), schema),
         file_size_in_bytes=len(body),
         sort_order_id=None,
         spec_id=metadata.default_spec_id,
@@ -143,3 +171,40 @@ def data_file(
         key_metadata=None,
         **fields,
     )
+
+
+def partition_of(stats: DataFileStatistics, spec: PartitionSpec, schema: Schema) -> Record:
+    """The partition of a file holding one partition of ``spec``: each field's transform of
+    its source column's lowest value (every row of the file has the same transformed
+    value, sink/iceberg_rows.py); null when the column is null throughout. Unlike pyiceberg's
+    own, this also takes transforms that do not keep order (bucket)."""
+    values: list[Any] = []
+    for field in spec.fields:
+        aggregate = stats.column_aggregates.get(field.source_id)
+        if aggregate is None or aggregate.current_min is None:
+            values.append(None)
+            continue
+        source = schema.find_field(field.source_id).field_type
+        transform = field.transform.transform(source)
+        lowest = transform(partition_record_value(field, aggregate.current_min, schema))
+        if field.transform.preserves_order and aggregate.current_max is not None:
+            highest = transform(partition_record_value(field, aggregate.current_max, schema))
+            if highest != lowest:
+                raise ValueError(f"a file spans partitions of {field.name}: {lowest}..{highest}")
+        values.append(lowest)
+    return Record(*values)
+
+
+def check_spec(table: Table, identifier: str, keys: tuple[str, ...]) -> None:
+    """Raise SettingsError (one line) unless every field of the table's partition spec is
+    one the partition template gives (its files would otherwise span partitions)."""
+    schema = table.schema()
+    given = {(f.source, str(f.transform)) for f in spec_fields(keys)}
+    for field in table.spec().fields:
+        source = schema.find_field(field.source_id).name
+        if (source, str(field.transform)) not in given:
+            raise SettingsError(
+                f"setting TIDEWAY_PARTITION_TEMPLATE is invalid: {identifier} is partitioned"
+                f" by {field.transform}({source}), which the template does not give; add the"
+                " key to the template"
+            )

@@ -23,12 +23,17 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table, TableProperties
 
 from service.sink.iceberg import TABLE_PROPERTIES, data_file, stats_plan
+from service.sink.iceberg_schema import conform, conformed_key, evolution, table_arrow_types
+from service.sink.parquet import decode_parquet, encode_parquet
 
 log = logging.getLogger(__name__)
 WATERMARK_PREFIX = "tideway.committed."
@@ -48,6 +53,24 @@ class TableFile:
 
     path: str
     body: bytes
+
+
+@dataclass(slots=True)
+class CommitStats:
+    """What a committer has done so far (read by telemetry, docs/telemetry.md)."""
+
+    commits: int = 0  # snapshots added
+    lost_races: int = 0  # commits refused because the table moved (each retried)
+    files: int = 0  # data files committed
+    bytes: int = 0  # their bytes
+    columns_added: int = 0  # columns the table gained (schema evolution)
+    files_converted: int = 0  # files committed as a converted copy (a type conflict)
+    seconds: float = 0.0  # time in commits that landed, from the first attempt
+    given_up: int = 0  # batches that lost every race (their flushes are replayed)
+
+    def add(self, other: CommitStats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 @dataclass(slots=True)
@@ -72,19 +95,27 @@ class TableCommitter:
     """Commits flushes to one table exactly once, a snapshot per batch of waiting flushes.
 
     ``load_table`` reads the table's current metadata from the catalog (blocking; run in a
-    thread). Only one commit of this committer runs at a time.
+    thread). Only one commit of this committer runs at a time. ``on_commit`` gets the
+    outcome of each batch (landed, lost races, given up) as plain values.
     """
 
     def __init__(
-        self, load_table: Callable[[], Table], stream: str, *, bucket: str, rng: random.Random
+        self,
+        load_table: Callable[[], Table],
+        stream: str,
+        *,
+        bucket: str,
+        rng: random.Random,
+        on_commit: Callable[[CommitStats], None] | None = None,
     ) -> None:
         self._load = load_table
+        self._on_commit = on_commit  # each batch's outcome (telemetry); runs in the thread
         self.stream = stream
         self.bucket = bucket
         self._rng = rng
         self._waiting: list[_Flush] = []
         self._lock = asyncio.Lock()
-        self.commits = 0  # snapshots this committer added
+        self.stats = CommitStats()
 
     async def committed(self, shard_id: str) -> int | None:
         """The shard's watermark as the table has it now."""
@@ -112,40 +143,101 @@ class TableCommitter:
                     f.done.set_result(f in added)
         return await flush.done
 
+    @property
+    def commits(self) -> int:
+        """Snapshots this committer added."""
+        return self.stats.commits
+
     def _commit_batch(self, batch: list[_Flush]) -> list[_Flush]:
         """Commit the flushes of ``batch`` not yet in the table; return those this added."""
-        for attempt in range(COMMIT_ATTEMPTS):
-            table = self._load()
-            todo = [f for f in batch if (watermark(table, self.stream, f.shard_id) or -1) < f.last]
-            if not todo:
-                return []
-            try:
-                self._check_no_retry(table)
-                self._append(table, todo)
-            except CommitFailedException as exc:
-                delay = self._rng.uniform(0, min(RETRY_CAP, RETRY_BASE * 2**attempt))
-                log.info(
-                    "iceberg commit lost a race; re-reading the table",
-                    extra={"attempt": attempt + 1, "error": str(exc)[:200]},
-                )
-                time.sleep(delay)
-                continue
-            self.commits += 1
-            return todo
-        raise TableCommitError(f"{COMMIT_ATTEMPTS} commits in a row lost to concurrent commits")
+        started = time.monotonic()
+        one = CommitStats()
+        try:
+            for attempt in range(COMMIT_ATTEMPTS):
+                table = self._load()
+                todo = [
+                    f for f in batch if (watermark(table, self.stream, f.shard_id) or -1) < f.last
+                ]
+                if not todo:
+                    return []
+                try:
+                    self._check_no_retry(table)
+                    landed = self._append(table, todo)
+                except CommitFailedException as exc:
+                    one.lost_races += 1
+                    delay = self._rng.uniform(0, min(RETRY_CAP, RETRY_BASE * 2**attempt))
+                    log.info(
+                        "iceberg commit lost a race; re-reading the table",
+                        extra={"attempt": attempt + 1, "error": str(exc)[:200]},
+                    )
+                    time.sleep(delay)
+                    continue
+                landed.lost_races = one.lost_races
+                landed.seconds = time.monotonic() - started
+                one = landed
+                return todo
+            one.given_up = 1
+            raise TableCommitError(f"{COMMIT_ATTEMPTS} commits in a row lost to concurrent commits")
+        finally:
+            self.stats.add(one)
+            if self._on_commit is not None:
+                self._on_commit(one)
 
-    def _append(self, table: Table, todo: list[_Flush]) -> None:
-        """One snapshot: the files of ``todo`` and their shards' new watermarks."""
-        metadata = table.metadata
+    def _append(self, table: Table, todo: list[_Flush]) -> CommitStats:
+        """One snapshot: the files of ``todo``, the columns they bring (union by name), and
+        their shards' new watermarks. A file whose column the table types otherwise is
+        committed as a converted copy (the table's type wins, sink/iceberg_schema.py)."""
         tx = table.transaction()
         tx.set_properties({watermark_key(self.stream, f.shard_id): str(f.last) for f in todo})
         summary = {f"{SUMMARY_PREFIX}{self.stream}.{f.shard_id}": str(f.last) for f in todo}
+        files = [file for f in todo for file in f.files]
+        footers = [pq.read_metadata(pa.BufferReader(file.body)) for file in files]
+        types = table_arrow_types(table.schema())
+        added: list[pa.Field[Any]] = []
+        converted: list[tuple[tuple[str, pa.DataType], ...]] = []
+        for footer in footers:  # in order: a column two files add takes the first's type
+            evolved = evolution(types, footer.schema.to_arrow_schema())
+            added.extend(evolved.added)
+            types.update((f.name, f.type) for f in evolved.added)
+            converted.append(evolved.converted)
+        if added:
+            with tx.update_schema() as update:
+                update.union_by_name(pa.schema(added))
+        metadata = tx.table_metadata
         plan = stats_plan(metadata)
+        committed = 0
         with tx.update_snapshot(snapshot_properties=summary).fast_append() as append:
-            for f in todo:
-                for file in f.files:
-                    append.append_data_file(data_file(metadata, file.path, file.body, plan))
+            for original, read, conversion in zip(files, footers, converted, strict=True):
+                file, footer = original, read
+                if conversion:
+                    file = self._conformed(table, original, conversion)
+                    footer = pq.read_metadata(pa.BufferReader(file.body))
+                append.append_data_file(data_file(metadata, file.path, file.body, plan, footer))
+                committed += len(file.body)
         tx.commit_transaction()
+        return CommitStats(
+            commits=1,
+            files=len(files),
+            bytes=committed,
+            columns_added=len(added),
+            files_converted=sum(1 for c in converted if c),
+        )
+
+    @staticmethod
+    def _conformed(
+        table: Table, file: TableFile, conversion: tuple[tuple[str, pa.DataType], ...]
+    ) -> TableFile:
+        """A copy of ``file`` whose columns have the table's types, written beside it."""
+        body = encode_parquet(conform(decode_parquet(file.body), conversion))
+        path = conformed_key(file.path, conversion)
+        log.warning(
+            "iceberg column type conflict: the table's type wins; unconvertible values"
+            " go to attributes",
+            extra={"file": file.path, "columns": [name for name, _ in conversion]},
+        )
+        with table.io.new_output(path).create(overwrite=True) as out:
+            out.write(body)
+        return TableFile(path, body)
 
     @staticmethod
     def _check_no_retry(table: Table) -> None:

@@ -16,6 +16,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from service.sink.iceberg_spec import value_transform
 from service.sink.lineage import Lineage
 from service.sink.opened import HOUR_US, OpenedPartitions, cap_across_flushes
 from service.sink.template import (
@@ -24,6 +25,7 @@ from service.sink.template import (
     SERVICE,
     PartitionTemplate,
     escape_value,
+    split_key,
 )
 
 __all__ = [
@@ -145,6 +147,8 @@ def partition_names(
 
 
 def _escaped(table: pa.Table, key: str, lineage: Lineage | None) -> pa.Array[Any]:
+    if ":" in key:  # a value transform (truncate, bucket): per distinct value
+        return _transformed(table, key, lineage)
     if lineage is not None and key in lineage.per_batch and key not in table.column_names:
         per_batch = lineage.per_batch[key].cast(pa.string()).to_pylist()
         escaped_batches = pa.array([escape_value(v) for v in per_batch], pa.string())
@@ -166,6 +170,33 @@ def _escaped(table: pa.Table, key: str, lineage: Lineage | None) -> pa.Array[Any
         values = [escape_value(v) for v in encoded.dictionary.to_pylist()]
     escaped: pa.Array[Any] = pc.take(pa.array(values, pa.string()), encoded.indices)
     # A null row has a null index: its value is the placeholder of a missing value.
+    fill: Any = pc.fill_null
+    filled: pa.Array[Any] = fill(escaped, escape_value(None))
+    return filled
+
+
+def _transformed(table: pa.Table, key: str, lineage: Lineage | None) -> pa.Array[Any]:
+    """The escaped, transformed value of a ``{column:transform[N]}`` key, row by row: the
+    transform (Iceberg's, sink/iceberg_spec.py) runs once per distinct value."""
+    column_name, _ = split_key(key)
+    if lineage is not None and column_name in lineage.per_batch:
+        if column_name not in table.column_names:
+            per_batch = lineage.per_batch[column_name]
+            column = per_batch.take(pa.array(lineage.batch_of_row, pa.int64()))
+        else:
+            column = table.column(column_name).combine_chunks()
+    elif column_name in table.column_names:
+        column = table.column(column_name).combine_chunks()
+    else:
+        raise ValueError(f"partition_template field {{{key}}} is not a column of the table")
+    transform = value_transform(key, column.type)
+    assert transform is not None
+    encoded: Any = pc.dictionary_encode(column)
+    values = [
+        escape_value(None if v is None else str(transform(v)))
+        for v in encoded.dictionary.to_pylist()
+    ]
+    escaped: pa.Array[Any] = pc.take(pa.array(values, pa.string()), encoded.indices)
     fill: Any = pc.fill_null
     filled: pa.Array[Any] = fill(escaped, escape_value(None))
     return filled

@@ -151,7 +151,7 @@ def data_objects(
 ) -> tuple[list[FlushObject], OpenedPartitions | None]:
     """Parquet objects of ``table``'s rows per partition (split by size), named by ``shard_id``."""
     table, opened = with_partitions(table, layout.max_partitions, opened, layout.template, lineage)
-    table = iceberg_partitions(table) if layout.service_column else table
+    table = iceberg_partitions(table, layout.template) if layout.service_column else table
     hours = table.column("_hour").combine_chunks().to_numpy()
     services = table.column("_service").combine_chunks()
     order, ends = partition_order(hours, services)

@@ -36,7 +36,8 @@ def routed(
     # Only the lineage columns the pipelines read: the others would be made per row for
     # the whole flush and copied by every pipeline's filter, then dropped unread.
     read = pipelines.lineage_read()
-    whole = schema.append(pa.field("service", pa.string()))
+    # The Iceberg layout's file schema has ``service`` already (a real column there).
+    whole = schema if "service" in schema.names else schema.append(pa.field("service", pa.string()))
     whole = pa.schema([f for f in whole if f.name not in LINEAGE_COLUMNS or f.name in read])
     joined = lineage.join(table, whole).append_column(ARRIVAL_COLUMN, lineage.arrival())
     metadata: dict[Any, Any] = {VERSION_KEY: pipelines.version.encode()}

@@ -45,6 +45,8 @@ _KEPT_BYTES = 100
 _FIELD = re.compile(r"{([^{}]*)}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PATH = re.compile(r"^attributes(\.[A-Za-z0-9_@$-]+)+$")
+# A key's optional value transform (Iceberg's names): ``{tenant:truncate[4]}``.
+TRANSFORM = re.compile(r"^(truncate|bucket)\[([1-9][0-9]{0,5})\]$")
 # Columns that cannot be a key: times have {date}/{hour}; attributes is a JSON document.
 _NOT_KEYS = frozenset({"timestamp", "observed_timestamp", "attributes"})
 
@@ -71,7 +73,8 @@ class PartitionTemplate:
         for field in fields:
             if field in TIME_FIELDS or field == SERVICE:
                 continue
-            if not (_PATH.match(field) or (_NAME.match(field) and field not in _NOT_KEYS)):
+            column, _ = split_key(field)
+            if not (_PATH.match(column) or (_NAME.match(column) and column not in _NOT_KEYS)):
                 raise ValueError(
                     f"partition_template field {{{field}}} is not a column or attributes.<path>"
                 )
@@ -103,6 +106,24 @@ class PartitionTemplate:
         """The path with each field replaced; ``values``: the escaped value of every key."""
         fixed = {"date": date, "hour": hour, **values}
         return _FIELD.sub(lambda m: fixed[m.group(1)], self.template)
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """``"tenant:bucket[16]"`` -> ``("tenant", "bucket[16]")``; ``"tenant"`` -> ``("tenant",
+    None)``. Raises ValueError for a transform that is not ``truncate[W]`` or ``bucket[N]``."""
+    column, colon, transform = key.partition(":")
+    if not colon:
+        return key, None
+    if not TRANSFORM.match(transform):
+        raise ValueError(
+            f"partition_template field {{{key}}}: the transform must be truncate[W] or "
+            "bucket[N] (a positive integer)"
+        )
+    if column.startswith(ATTRIBUTES):
+        raise ValueError(
+            f"partition_template field {{{key}}}: transforms apply to columns, not attributes"
+        )
+    return column, transform
 
 
 def escape_value(value: str | None) -> str:

@@ -26,9 +26,10 @@ def _landed(
     """Rows by line id -> [(record, sub-sequence, first write index)], dead letters by record."""
     rows: dict[str, list[tuple[Lineage, int, int]]] = defaultdict(list)
     dead: dict[Lineage, list[int]] = defaultdict(list)
+    data = _table_files(sim) if sim.settings.table_format == "iceberg" else None
     for key, body in sorted(sim.s3.objects.items()):
         index = sim.s3.first_written[key]
-        if key.endswith(".parquet"):
+        if key.endswith(".parquet") and (data is None or key in data):
             table = decode_parquet(
                 body,
                 [
@@ -53,8 +54,21 @@ def _landed(
     return rows, dead
 
 
+def _table_files(sim: Simulation) -> set[str]:
+    """The keys of the data files the Iceberg table's current snapshot holds (a scan's
+    plan): with a table, a row is landed when its file is in the table, whatever else S3
+    holds (uploads of a flush another owner committed)."""
+    table = adapter.open_iceberg(sim.settings).load_table(sim.settings.iceberg_table)
+    prefix = f"s3://{sim.settings.bucket}/"
+    return {t.file.file_path.removeprefix(prefix) for t in table.scan().plan_files()}
+
+
 def check(sim: Simulation) -> list[str]:
     out: list[str] = [f"S3 object {r}" for r in sim.s3.rewrites]
+    if sim.settings.table_format == "iceberg":
+        missing = sorted(_table_files(sim) - set(sim.s3.objects))
+        if missing:
+            out.append(f"the table names {len(missing)} files S3 lacks, e.g. {missing[0]}")
     rows, dead = _landed(sim)
     put = sim.workload.put
     # A re-sent envelope's copies form one group, named by its first copy: its lines were

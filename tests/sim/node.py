@@ -11,16 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import random
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
+
+import orjson
+from pyiceberg.catalog import Catalog
 
 import service.consume.dedupe as dedupe_module
 import service.consume.flush as flush_module
 import service.consume.shard as shard_module
 import service.sink.s3 as s3_upload
+from benchmarks import iceberg_io
 from service.consume.runner import shard_context
 from service.consume.worker import ConsumerWorker
-from service.settings import Settings
+from service.schema import table_schema
+from service.settings import Settings, iceberg_catalog_properties, logs_location
+from service.sink.iceberg import ensure_table, open_catalog
+from service.sink.iceberg_tables import TableRouter
 from service.sink.plan import FlushPlan, Layout, plan_flush
 
 STREAM = "sim-stream"
@@ -49,6 +58,34 @@ def sim_settings() -> Settings:
     )
 
 
+def iceberg_settings(settings: Settings, catalog_db: Path) -> Settings:
+    """``settings`` committing to an Iceberg table (issue 17): pyiceberg's SQL catalog on a
+    SQLite file, the table's metadata in memory (benchmarks/iceberg_io.py: pyiceberg cannot
+    reach the S3 model); created as ``tideway setup`` creates it. The commits run inline,
+    as every ``to_thread`` does in the simulation (loop.py)."""
+    iceberg_io.OBJECTS.clear()
+    catalog = {"type": "sql", "py-io-impl": "benchmarks.iceberg_io.MemoryFileIO"}
+    settings = settings.model_copy(
+        update={
+            "table_format": "iceberg",
+            "iceberg_catalog": orjson.dumps(catalog).decode(),
+            "iceberg_catalog_uri": f"sqlite:///{catalog_db}",
+        }
+    )
+    ensure_table(
+        open_iceberg(settings),
+        settings.iceberg_table,
+        logs_location(settings),
+        table_schema(service=True),
+    )
+    return settings
+
+
+def open_iceberg(settings: Settings) -> Catalog:
+    """A catalog client of its own (each node is a process of its own)."""
+    return open_catalog(iceberg_catalog_properties(settings))
+
+
 def build_worker(
     settings: Settings,
     worker_id: str,
@@ -60,6 +97,17 @@ def build_worker(
     other_code: bool = False,
 ) -> ConsumerWorker:
     ctx = shard_context(settings, kinesis, s3, dynamodb, worker_id)
+    if settings.table_format == "iceberg":
+        router = TableRouter(
+            open_iceberg(settings),
+            settings.iceberg_table,
+            stream=settings.stream,
+            bucket=settings.bucket,
+            prefix=settings.prefix,
+            schema=table_schema(service=True),
+            rng=random.Random(worker_id),
+        )
+        ctx = dataclasses.replace(ctx, table=router)
     if other_code:
         ctx = dataclasses.replace(ctx, planner=other_code_planner)
     return ConsumerWorker(
@@ -151,6 +199,22 @@ def dedupe_forgetting() -> Iterator[None]:
         yield
     finally:
         cls.admit = real  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def commits_skipped() -> Iterator[None]:
+    """A broken committer for the harness's own tests: every flush is reported committed,
+    none reaches the Iceberg table."""
+    real = TableRouter.commit
+
+    async def skip(self: Any, shard_id: str, last: int, keys: Any) -> bool:
+        return True
+
+    TableRouter.commit = skip  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        TableRouter.commit = real  # type: ignore[method-assign]
 
 
 async def run_worker(worker: ConsumerWorker, stop: asyncio.Event) -> None:

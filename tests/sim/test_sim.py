@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.sim.faults import PROFILES
-from tests.sim.node import LEASE_DURATION, dedupe_forgetting, stale_kept, uploads_dropping
+from tests.sim.node import (
+    LEASE_DURATION,
+    commits_skipped,
+    dedupe_forgetting,
+    stale_kept,
+    uploads_dropping,
+)
 from tests.sim.world import Result, profile_for, simulate
 
 # The fault classes the consumer survives today; each seed of the sweep runs one of them.
@@ -35,6 +41,21 @@ def test_seed_schedule_keeps_exactly_once(sim_seed: int, sim_profile: str | None
     profile = sim_profile or profile_for(sim_seed, SWEEP).name
     result = run(sim_seed, profile)
     assert not result.violations, result.report()
+
+
+@pytest.mark.parametrize(("seed", "profile"), [(3, "zombies"), (5, "machines")])
+def test_iceberg_schedule_keeps_exactly_once_by_a_table_scan(seed: int, profile: str) -> None:
+    """Issue 17: the same fleet under crashes, pauses and zombies committing to an Iceberg
+    table; each line is in the table's files exactly once (a small variant: two seeds)."""
+    result = simulate(seed, profile, iceberg=True)
+    print(result.report())
+    assert not result.violations, result.report()
+
+
+def test_the_iceberg_invariant_reads_the_table_not_the_bucket() -> None:
+    with commits_skipped():  # every object uploaded, none committed
+        result = simulate(5, "calm", iceberg=True)
+    assert any(v.startswith("LOST") for v in result.violations)
 
 
 def test_the_same_seed_replays_the_same_trace() -> None:

@@ -15,8 +15,10 @@ import hashlib
 import itertools
 import logging
 import random
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from service.consume.worker import ConsumerWorker
@@ -369,7 +371,14 @@ def _deleted_again(deletes: list[Any]) -> int:
     return sum(1 for n in seen.values() if n > 1)
 
 
-def simulate(seed: int, profile: Profile | str) -> Result:
+def simulate(seed: int, profile: Profile | str, *, iceberg: bool = False) -> Result:
+    """One schedule; with ``iceberg``, the consumers commit to an Iceberg table and the
+    invariants read the rows of the table's files (a scan) instead of every object."""
     if isinstance(profile, str):
         profile = PROFILES[profile]
-    return Simulation(seed, profile).run()
+    if not iceberg:
+        return Simulation(seed, profile).run()
+    with tempfile.TemporaryDirectory(prefix="tideway-sim-") as scratch:
+        sim = Simulation(seed, profile)
+        sim.settings = adapter.iceberg_settings(sim.settings, Path(scratch) / "catalog.db")
+        return sim.run()
