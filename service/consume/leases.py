@@ -17,9 +17,9 @@ Item ``shard_id=worker#<id>``: ``beats`` (a counter the worker increments with e
 heartbeat: peers judge it alive while they see it change, on their own monotonic clock),
 ``written_at`` (the writer's wall clock, epoch ms, for people only), ``lag_ms`` (the largest
 lag over its shards) and ``leaving`` (set on SIGTERM: still alive and owning its shards, but
-no longer given any). Every write a worker makes to a
-shard is conditioned on ``owner`` and ``epoch`` still being its own (fencing); every change
-of owner bumps ``epoch``, so the owner seen with an epoch is the owner at that epoch.
+no longer given any). Every write a worker makes to a shard is conditioned on ``owner`` and
+``epoch`` still being its own (fencing); every change of owner bumps ``epoch``, so the owner
+seen with an epoch is the owner at that epoch.
 
 ``checkpoint`` holds a sequence number or one of two sentinels (sequence.py): ``SHARD_END``
 (closed shard read to its end) and ``TRIM_HORIZON`` (read from the shard's first record: the
@@ -50,9 +50,7 @@ __all__ = ["FROM_START", "SHARD_END", "LeaseTable", "ShardLease", "WorkerBeat"]
 WORKER_PREFIX = "worker#"
 # Items of the repair tools (service/repair/: redrive claims, replay progress): no shard's.
 REPAIR_PREFIX = "repair#"
-# The lease table's TTL attribute (epoch seconds; deploy/ and ``tideway setup`` enable it):
-# only repair items carry it, so no lease, heartbeat or config item ever expires.
-TTL_ATTRIBUTE = "expires_at"
+TTL_ATTRIBUTE = "expires_at"  # epoch s; only repair items carry it (no lease ever expires)
 CONFIG_PREFIX = "config#"  # items that are no lease: the stored pipeline document (reload.py)
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 # Every attribute a lease round reads; the dedupe states and the pinned plan stay out.
@@ -187,8 +185,7 @@ class LeaseTable:
         leaving: bool = False,
         lag_ms: int | None = None,
     ) -> None:
-        """Write the worker's heartbeat item (unconditional: only its worker writes it), with
-        its largest shard lag when given (the same write: no call of its own)."""
+        """Write the worker's heartbeat (unconditional: only it writes it) and its largest lag."""
         item = {
             "shard_id": {"S": WORKER_PREFIX + worker_id},
             "beats": {"N": str(beats)},
