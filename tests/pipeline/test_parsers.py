@@ -225,8 +225,27 @@ def test_escaped_quotes_are_read_in_a_slice_and_beside_lines_without_escapes() -
     plain = '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /c\x1dd HTTP/1.1" 200 5 "-" "-"'
     column = pa.array([escaped, plain, escaped, plain])
     assert PARSERS["apache"](column.slice(1, 2)).columns["url"].to_pylist()[1] == '/a"b'
-    # The escape outside the slice is not read: the control character stays as it is.
-    assert PARSERS["apache"](column.slice(1, 1)).columns["url"].to_pylist() == ["/c\x1dd"]
+
+
+@pytest.mark.parametrize("name", ["apache", "alb", "s3_access"])
+@pytest.mark.parametrize("control", ["\x1d", "\x1e"])
+def test_a_raw_parking_character_is_refused_whatever_its_neighbours(
+    name: str, control: str
+) -> None:
+    """These formats escape control characters (``\\xhh``): a line holding one raw is not of
+    the format, and is read the same beside a line with an escape as alone (it was read as a
+    backslash or a quote beside one)."""
+    sample = {"apache": APACHE, "alb": ALB_HTTP, "s3_access": S3_ACCESS}[name]
+    at = sample.index('"') + 2
+    odd = sample[:at] + control + sample[at:]
+    neighbour = sample[:at] + '\\"' + sample[at:]  # an escaped quote: the batch parks escapes
+    alone = PARSERS[name](pa.array([odd]))
+    beside = PARSERS[name](pa.array([odd, neighbour, sample]))
+    assert errors(alone)[0] is not None and errors(alone)[0].startswith("not a")
+    assert errors(beside)[0] == errors(alone)[0]
+    assert errors(beside)[2] is None
+    for column, values in alone.columns.items():
+        assert beside.columns[column].to_pylist()[0] == values.to_pylist()[0], column
 
 
 @pytest.mark.parametrize("name", ["vpc_flow", "alb", "cloudfront"])

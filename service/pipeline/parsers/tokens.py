@@ -31,10 +31,13 @@ from .base import (
 # pyarrow-stubs type no implicit scalar casts (array + int): compute is untyped here.
 pc: Any = compute
 
-_QUOTED = r'"(?:[^"\\]|\\.)*"'
-_BARE = r'[^ "]+'
 # Escapes inside quotes (Apache writes \" and \\) are parked on control characters while splitting.
+# These formats escape control characters themselves (``\xhh``), so a line holding a raw parking
+# character is not one of them: refused by the check, it can never be read as an unparked ``\`` or
+# ``"`` (which it would be beside another line's escape: a value depending on its neighbours).
 _PARKED = (("\\\\", "\x1d", "\\"), ('\\"', "\x1e", '"'))
+_QUOTED = '"(?:[^"\\\\\x1d\x1e]|\\\\[^\x1d\x1e])*"'
+_BARE = '[^ "\x1d\x1e]+'
 
 
 @dataclass(frozen=True)
