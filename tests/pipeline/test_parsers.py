@@ -241,7 +241,8 @@ def test_a_raw_parking_character_is_refused_whatever_its_neighbours(
     neighbour = sample[:at] + '\\"' + sample[at:]  # an escaped quote: the batch parks escapes
     alone = PARSERS[name](pa.array([odd]))
     beside = PARSERS[name](pa.array([odd, neighbour, sample]))
-    assert errors(alone)[0] is not None and errors(alone)[0].startswith("not a")
+    reason = errors(alone)[0]
+    assert reason is not None and reason.startswith("not a")
     assert errors(beside)[0] == errors(alone)[0]
     assert errors(beside)[2] is None
     for column, values in alone.columns.items():
