@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import orjson
 from markupsafe import Markup
 
+from service.console.cloudwatch import REFUSED_IDS
 from service.console.history import TOP_SHARDS, FleetHistory, Series
 
 MIN_SPAN = 900.0  # seconds: the shortest time axis drawn
@@ -77,6 +78,12 @@ def charts_json(charts: Sequence[Chart]) -> Markup:
     return Markup(text)  # escaped above: nothing in it can end the script block
 
 
+def refused_labels(cw: Series) -> dict[str, str]:
+    """The refusal classes to draw: those with a refusal in the window (ten flat zero lines
+    would hide the one that matters), query id -> class."""
+    return {qid: reason for qid, reason in REFUSED_IDS.items() if any(cw.lines.get(qid) or ())}
+
+
 def overview_charts(cw: Series, history: FleetHistory, interval: float) -> list[Chart]:
     """The Overview's charts: the fleet's totals from CloudWatch (``cw``, one point a
     minute) and what only the lease table has, from this console's samples."""
@@ -117,6 +124,23 @@ def overview_charts(cw: Series, history: FleetHistory, interval: float) -> list[
             sampled,
             flow,
             labels={"bytes": "B/s"},
+        ),
+        chart(
+            "bytes_in",
+            "Request bytes received per second",
+            "MB/s",
+            "CloudWatch: BytesReceived (serve, bodies before decompression), sums a minute / 60",
+            cw,
+            labels={"bytes_in": "in (received)"},
+        ),
+        chart(
+            "refused",
+            "Requests refused per minute, by reason",
+            "requests/min",
+            "CloudWatch: Refused<Reason> (serve), sums; the classes of "
+            "service/telemetry/reasons.py with a refusal in the window",
+            cw,
+            labels=refused_labels(cw),
         ),
         chart(
             "dead",
