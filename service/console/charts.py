@@ -7,6 +7,7 @@ run: the Content-Security-Policy allows no inline script), escaped so no value c
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ class Chart:
     source: str  # where the numbers come from, shown under the chart
     x: Sequence[float]
     lines: Mapping[str, Sequence[float | None]]  # label -> values aligned with x
+    empty: str = "no data in the window yet"  # shown when no point is drawn
 
     @property
     def points(self) -> int:
@@ -84,6 +86,23 @@ def refused_labels(cw: Series) -> dict[str, str]:
     return {qid: reason for qid, reason in REFUSED_IDS.items() if any(cw.lines.get(qid) or ())}
 
 
+def refused_chart(cw: Series) -> Chart:
+    """Requests refused per minute by reason; a window of zeros says so (serve ran and
+    refused nothing), not "no data"."""
+    c = chart(
+        "refused",
+        "Requests refused per minute, by reason",
+        "requests/min",
+        "CloudWatch: Refused<Reason> (serve), sums; the classes of "
+        "service/telemetry/reasons.py with a refusal in the window",
+        cw,
+        labels=refused_labels(cw),
+    )
+    if any(v is not None for qid in REFUSED_IDS for v in cw.lines.get(qid, ())):
+        c = dataclasses.replace(c, empty="no request refused in the window")
+    return c
+
+
 def overview_charts(cw: Series, history: FleetHistory, interval: float) -> list[Chart]:
     """The Overview's charts: the fleet's totals from CloudWatch (``cw``, one point a
     minute) and what only the lease table has, from this console's samples."""
@@ -133,15 +152,7 @@ def overview_charts(cw: Series, history: FleetHistory, interval: float) -> list[
             cw,
             labels={"bytes_in": "in (received)"},
         ),
-        chart(
-            "refused",
-            "Requests refused per minute, by reason",
-            "requests/min",
-            "CloudWatch: Refused<Reason> (serve), sums; the classes of "
-            "service/telemetry/reasons.py with a refusal in the window",
-            cw,
-            labels=refused_labels(cw),
-        ),
+        refused_chart(cw),
         chart(
             "dead",
             "Dead letters per minute, by reason",

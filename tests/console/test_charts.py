@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from service.aws import aws_clients
-from service.console.charts import Chart, charts_json, refused_labels
+from service.console.charts import Chart, charts_json, refused_chart, refused_labels
 from service.console.cloudwatch import PERIOD, metric_series
 from service.console.history import FleetHistory, FleetSample
 from service.console.top import read_status
@@ -99,6 +99,13 @@ def test_refusals_are_drawn_only_for_classes_refused_in_the_window() -> None:
     assert refused_labels(series) == {"refused_too_many_requests": "too_many_requests"}
     assert series.lines["bytes_in"][-2] == 0.05  # 3 MB a minute: MB/s
     assert series.lines["refused_too_many_requests"][-2] == 4.0  # per minute, as summed
+    # serve ran and refused nothing: its zeros say so, where no point at all is "no data".
+    quiet = metric_series([{**results[1], "Id": "refused_internal"}], end)
+    assert (refused_chart(quiet).points, refused_chart(quiet).empty) == (
+        0,
+        "no request refused in the window",
+    )
+    assert refused_chart(metric_series([], end)).empty == "no data in the window yet"
 
 
 def test_chart_data_cannot_close_its_script_block() -> None:
