@@ -12,7 +12,7 @@ Time is measured at the client on loopback (request sent to last byte read), p50
 the requests of each page; target p95 < 300 ms (issue 19). The charts are included at their
 worst: the console's history holds a full ring (360 samples of every shard) and every
 overview request misses the CloudWatch cache (an in-memory GetMetricData answering 60 points
-for each of its 7 metrics). ``sample_ms`` is the sampler's own cost per lease-table read.
+for each of its 18 metrics). ``sample_ms`` is the sampler's own cost per lease-table read.
 
     .venv/bin/python benchmarks/console.py [--quick] [--shards 1000]
 """

@@ -142,6 +142,8 @@ TIDEWAY_METRICS = {
     names.HTTP_5XX_METRIC,
     names.LINES_ACCEPTED_METRIC,
     names.ROWS_WRITTEN_METRIC,
+    names.BYTES_RECEIVED_METRIC,
+    *names.REFUSED_METRICS.values(),
 }
 
 

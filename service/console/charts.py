@@ -7,12 +7,14 @@ run: the Content-Security-Policy allows no inline script), escaped so no value c
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
 from markupsafe import Markup
 
+from service.console.cloudwatch import REFUSED_IDS
 from service.console.history import TOP_SHARDS, FleetHistory, Series
 
 MIN_SPAN = 900.0  # seconds: the shortest time axis drawn
@@ -26,6 +28,7 @@ class Chart:
     source: str  # where the numbers come from, shown under the chart
     x: Sequence[float]
     lines: Mapping[str, Sequence[float | None]]  # label -> values aligned with x
+    empty: str = "no data in the window yet"  # shown when no point is drawn
 
     @property
     def points(self) -> int:
@@ -77,6 +80,29 @@ def charts_json(charts: Sequence[Chart]) -> Markup:
     return Markup(text)  # escaped above: nothing in it can end the script block
 
 
+def refused_labels(cw: Series) -> dict[str, str]:
+    """The refusal classes to draw: those with a refusal in the window (ten flat zero lines
+    would hide the one that matters), query id -> class."""
+    return {qid: reason for qid, reason in REFUSED_IDS.items() if any(cw.lines.get(qid) or ())}
+
+
+def refused_chart(cw: Series) -> Chart:
+    """Requests refused per minute by reason; a window of zeros says so (serve ran and
+    refused nothing), not "no data"."""
+    c = chart(
+        "refused",
+        "Requests refused per minute, by reason",
+        "requests/min",
+        "CloudWatch: Refused<Reason> (serve), sums; the classes of "
+        "service/telemetry/reasons.py with a refusal in the window",
+        cw,
+        labels=refused_labels(cw),
+    )
+    if any(v is not None for qid in REFUSED_IDS for v in cw.lines.get(qid, ())):
+        c = dataclasses.replace(c, empty="no request refused in the window")
+    return c
+
+
 def overview_charts(cw: Series, history: FleetHistory, interval: float) -> list[Chart]:
     """The Overview's charts: the fleet's totals from CloudWatch (``cw``, one point a
     minute) and what only the lease table has, from this console's samples."""
@@ -118,6 +144,15 @@ def overview_charts(cw: Series, history: FleetHistory, interval: float) -> list[
             flow,
             labels={"bytes": "B/s"},
         ),
+        chart(
+            "bytes_in",
+            "Request bytes received per second",
+            "MB/s",
+            "CloudWatch: BytesReceived (serve, bodies before decompression), sums a minute / 60",
+            cw,
+            labels={"bytes_in": "in (received)"},
+        ),
+        refused_chart(cw),
         chart(
             "dead",
             "Dead letters per minute, by reason",

@@ -36,7 +36,11 @@ class Query:
     metric: str
     stat: str
     per_second: bool = False
+    scale: float = 1.0  # values are divided by it (1e6: bytes as MB)
 
+
+# One line per refusal class (names.REFUSED_METRICS): query id -> class.
+REFUSED_IDS = {f"refused_{reason}": reason for reason in names.REFUSED_METRICS}
 
 QUERIES = (
     Query("lines_in", names.ROLE_SERVE, names.LINES_ACCEPTED_METRIC, "Sum", per_second=True),
@@ -46,6 +50,13 @@ QUERIES = (
     Query("http_5xx", names.ROLE_SERVE, names.HTTP_5XX_METRIC, "Sum"),
     Query("throttles_serve", names.ROLE_SERVE, names.THROTTLE_METRIC, "Sum"),
     Query("throttles_consume", names.ROLE_CONSUME, names.THROTTLE_METRIC, "Sum"),
+    Query(
+        "bytes_in", names.ROLE_SERVE, names.BYTES_RECEIVED_METRIC, "Sum", per_second=True, scale=1e6
+    ),
+    *(
+        Query(qid, names.ROLE_SERVE, names.REFUSED_METRICS[reason], "Sum")
+        for qid, reason in REFUSED_IDS.items()
+    ),
 )
 
 
@@ -90,7 +101,8 @@ def metric_series(results: Sequence[Mapping[str, Any]], end_s: float) -> Series:
         ):
             i = slot.get(int(stamp.timestamp()) // PERIOD * PERIOD)
             if i is not None:
-                lines[q.id][i] = round(value / PERIOD, 3) if q.per_second else value
+                v = value / q.scale
+                lines[q.id][i] = round(v / PERIOD, 6) if q.per_second else v
     return Series(x, lines)
 
 

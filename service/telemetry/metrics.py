@@ -199,7 +199,15 @@ class IngestMetrics(_Common):
             EmfMetric(names.LINES_ACCEPTED_METRIC, "Count", lambda: _total(self.lines_accepted)),
             EmfMetric(names.HTTP_5XX_METRIC, "Count", self._http_5xx),
             EmfMetric(names.THROTTLE_METRIC, "Count", lambda: _total(self.throttles)),
+            EmfMetric(names.BYTES_RECEIVED_METRIC, "Bytes", lambda: _total(self.bytes_in)),
+            *(
+                EmfMetric(name, "Count", self._refused(reason))
+                for reason, name in names.REFUSED_METRICS.items()
+            ),
         )
+
+    def _refused(self, reason: str) -> Callable[[], float]:
+        return lambda: _total(self.requests_rejected, lambda labels: labels["reason"] == reason)
 
 
 _REJECT_5XX = frozenset({"unavailable", "internal"})

@@ -22,3 +22,19 @@ THROTTLE_METRIC = "KinesisThrottles"
 HTTP_5XX_METRIC = "Http5xx"
 LINES_ACCEPTED_METRIC = "LinesAccepted"
 ROWS_WRITTEN_METRIC = "RowsWritten"
+BYTES_RECEIVED_METRIC = "BytesReceived"  # request bodies as received (before decompression)
+# HTTP requests refused, one metric per class of reasons.REJECT_CLASSES (same order): fixed
+# names under the one dimension set, not a Reason dimension (CloudWatch bills per metric and
+# dimension combination; ten fixed names cannot grow).
+REFUSED_METRICS = {
+    "bad_request": "RefusedBadRequest",
+    "unauthorized": "RefusedUnauthorized",
+    "not_found": "RefusedNotFound",
+    "method_not_allowed": "RefusedMethodNotAllowed",
+    "too_large": "RefusedTooLarge",
+    "unsupported_media_type": "RefusedUnsupportedMediaType",
+    "too_many_requests": "RefusedTooManyRequests",
+    "unavailable": "RefusedUnavailable",
+    "internal": "RefusedInternal",
+    "other": "RefusedOther",
+}

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from service.aws import aws_clients
-from service.console.charts import Chart, charts_json
+from service.console.charts import Chart, charts_json, refused_chart, refused_labels
 from service.console.cloudwatch import PERIOD, metric_series
 from service.console.history import FleetHistory, FleetSample
 from service.console.top import read_status
@@ -87,6 +87,27 @@ def test_cloudwatch_sums_become_rates_on_a_minute_grid() -> None:
     assert series.lines["lines_in"][i + 1] is None  # no point: a gap, not a zero
 
 
+def test_refusals_are_drawn_only_for_classes_refused_in_the_window() -> None:
+    end = 1_795_000_000.0
+    stamp = datetime.fromtimestamp(int(end) // PERIOD * PERIOD - 60, UTC)
+    results = [
+        {"Id": "refused_too_many_requests", "Timestamps": [stamp], "Values": [4.0]},
+        {"Id": "refused_not_found", "Timestamps": [stamp], "Values": [0.0]},
+        {"Id": "bytes_in", "Timestamps": [stamp], "Values": [3e6]},
+    ]
+    series = metric_series(results, end)
+    assert refused_labels(series) == {"refused_too_many_requests": "too_many_requests"}
+    assert series.lines["bytes_in"][-2] == 0.05  # 3 MB a minute: MB/s
+    assert series.lines["refused_too_many_requests"][-2] == 4.0  # per minute, as summed
+    # serve ran and refused nothing: its zeros say so, where no point at all is "no data".
+    quiet = metric_series([{**results[1], "Id": "refused_internal"}], end)
+    assert (refused_chart(quiet).points, refused_chart(quiet).empty) == (
+        0,
+        "no request refused in the window",
+    )
+    assert refused_chart(metric_series([], end)).empty == "no data in the window yet"
+
+
 def test_chart_data_cannot_close_its_script_block() -> None:
     c = Chart("lag", "t", "ms", "s", [1.0], {"</script><script>alert(1)</script>": [1.0]})
     text = str(charts_json([c]))
@@ -113,6 +134,23 @@ async def test_the_overview_draws_cloudwatch_totals_and_the_sampled_lease_table(
 ) -> None:
     minute = int(time.time()) // PERIOD * PERIOD
     put_emf_metrics(aws.client("cloudwatch"), ready.stream, minute)
+    # serve's refusals by class and bytes received, as two tasks' EMF lines become them.
+    serve = [{"Name": "Stream", "Value": ready.stream}, {"Name": "Role", "Value": "serve"}]
+    at = datetime.fromtimestamp(minute - 120, UTC)
+    aws.client("cloudwatch").put_metric_data(
+        Namespace="Tideway",
+        MetricData=[
+            {"MetricName": name, "Dimensions": serve, "Timestamp": at, "Value": v}
+            for name, v in (
+                ("RefusedBadRequest", 5.0),
+                ("RefusedBadRequest", 2.0),
+                ("RefusedTooLarge", 3.0),
+                ("RefusedNotFound", 0.0),  # a class without refusals: no line
+                ("BytesReceived", 60e6),
+                ("BytesReceived", 30e6),
+            )
+        ],
+    )
     shards = [
         s["ShardId"] for s in aws.client("kinesis").list_shards(StreamName=ready.stream)["Shards"]
     ]
@@ -138,6 +176,13 @@ async def test_the_overview_draws_cloudwatch_totals_and_the_sampled_lease_table(
         i = lines["x"].index(minute - 120)
         values = {s["label"]: s["values"][i] for s in lines["series"]}
         assert values == {"in (accepted)": 40.0, "out (landed)": 20.0}  # 2,400 and 1,200 a minute
+        refused = home["refused"]
+        j = refused["x"].index(minute - 120)
+        by_class = {s["label"]: s["values"][j] for s in refused["series"]}
+        assert by_class == {"bad_request": 7.0, "too_large": 3.0}  # a minute, over the tasks
+        bytes_in = home["bytes_in"]
+        assert bytes_in["unit"] == "MB/s"
+        assert bytes_in["series"][0]["values"][bytes_in["x"].index(minute - 120)] == 1.5
         lag_max = home["lag_max"]
         assert lag_max["series"][0]["values"][lag_max["x"].index(minute - 180)] == 3000.0
         lag_lines = {s["label"]: s["values"] for s in home["lag"]["series"]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 import time
 from typing import Any
 
@@ -171,7 +172,9 @@ def ndjson(count: int, start: int = 0) -> bytes:
 # ------------------------------------------------------------------ serve
 
 
-async def test_serve_metrics_page_counts_lines_rejects_and_puts(server: Server) -> None:
+async def test_serve_metrics_page_and_emf_line_count_lines_refusals_and_puts(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     body = ndjson(40) + b"\n{not json\n[1]"
     assert await post(server.url + "/ingest", body) == 200
     assert await post(server.url + "/ingest", b"x", "image/png") == 415
@@ -199,6 +202,37 @@ async def test_serve_metrics_page_counts_lines_rejects_and_puts(server: Server) 
     assert fams["tideway_http_request_duration_seconds"].type == "histogram"
     assert "process_resident_memory_bytes" in fams
     assert_closed_labels(fams)
+
+    # serve writes its last EMF line as it stops: the refusals by class and the bytes received.
+    server.stop.set()
+    docs: list[dict[str, Any]] = []
+    out = ""
+    for _ in range(600):
+        out += capsys.readouterr().out
+        docs = [d for d in emf_lines(out) if d.get("Role") == names.ROLE_SERVE]
+        if docs:
+            break
+        await asyncio.sleep(0.05)
+    assert docs, "serve wrote no EMF line as it stopped"
+    assert all(emf_violations(d) == [] for d in docs)
+    refused = {c: sum(d[names.REFUSED_METRICS[c]] for d in docs) for c in REJECT_CLASSES}
+    assert refused == {c: 0 for c in REJECT_CLASSES} | {
+        "unsupported_media_type": 1,
+        "bad_request": 1,
+    }
+    assert sum(d[names.BYTES_RECEIVED_METRIC] for d in docs) == len(body) + len(b"{oops")
+    assert sum(d[names.LINES_ACCEPTED_METRIC] for d in docs) == 40
+    (directive,) = docs[0]["_aws"]["CloudWatchMetrics"]
+    assert directive["Dimensions"] == [[names.DIM_STREAM, names.DIM_ROLE]]
+    units = {m["Name"]: m["Unit"] for m in directive["Metrics"]}
+    assert units[names.BYTES_RECEIVED_METRIC] == "Bytes"
+    assert units[names.REFUSED_METRICS["bad_request"]] == "Count"
+
+
+def test_one_refused_metric_per_reject_class_with_fixed_names() -> None:
+    assert tuple(names.REFUSED_METRICS) == REJECT_CLASSES
+    assert len(set(names.REFUSED_METRICS.values())) == len(REJECT_CLASSES)
+    assert all(re.fullmatch(r"Refused[A-Z][A-Za-z]+", n) for n in names.REFUSED_METRICS.values())
 
 
 # ------------------------------------------------------------------ consume and EMF
