@@ -444,6 +444,7 @@ def test_the_scanner_groups_are_the_rules_groups() -> None:
 # --- newlines: the writer's line-count check --------------------------------------------------
 
 
+@needs_scanner
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(max_size=40) | st.sampled_from([b"", b"\n", b"\n\n", b"a\nb"])))
 def test_newlines_counts_what_bytes_count_counts(parts: list[bytes]) -> None:
@@ -459,6 +460,7 @@ def batch_shapes() -> st.SearchStrategy[list[list[tuple[int, int]]]]:
     return st.lists(st.lists(batch, min_size=1, max_size=3), max_size=6)
 
 
+@needs_scanner
 @settings(max_examples=200, deadline=None)
 @given(batch_shapes())
 def test_miscounted_names_the_records_line_count_fault_names(
