@@ -9,10 +9,14 @@ an error becomes a one-line reason shown on the page, as cloudwatch.py does.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from service.consume.context import iceberg_properties
+from service.sink.iceberg import open_catalog
 
 COMPACTION_OPERATION = "replace"  # what a rewrite of data files commits
 
@@ -87,3 +91,22 @@ async def read_tables(load: Any, names: list[str]) -> tuple[list[TableView], str
     except Exception as e:
         return views, f"{type(e).__name__}: {e}".splitlines()[0]
     return views, ""
+
+
+CACHE_SECONDS = 30.0
+_cache: dict[str, tuple[float, list[TableView], str]] = {}
+
+
+async def overview_tables(settings: Any, s3: Any) -> tuple[list[TableView], str]:
+    """The default Iceberg table's view, read at most once per ``CACHE_SECONDS``."""
+    name = settings.iceberg_table
+    hit = _cache.get(name)
+    if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
+        return hit[1], hit[2]
+
+    def load(table: str) -> Any:
+        return open_catalog(iceberg_properties(settings, s3)).load_table(table)
+
+    views, problem = await read_tables(load, [name])
+    _cache[name] = (time.monotonic(), views, problem)
+    return views, problem
