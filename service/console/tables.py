@@ -16,9 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service.consume.context import iceberg_properties
+from service.sink.compact import SUMMARY_KEY
 from service.sink.iceberg import open_catalog
-
-COMPACTION_OPERATION = "replace"  # what a rewrite of data files commits
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +29,7 @@ class TableView:
     records: int
     data_files: int
     size_bytes: int
-    last_compaction: str  # time of the latest ``replace`` snapshot, "" if none
+    last_compaction: str  # time of the latest compaction snapshot, "" if none
     snapshots: int
 
     @property
@@ -49,7 +48,7 @@ def table_view(name: str, table: Any) -> TableView:
     replaces = [
         s
         for s in snapshots
-        if s.summary is not None and s.summary.operation.value == COMPACTION_OPERATION
+        if s.summary is not None and SUMMARY_KEY in s.summary.additional_properties
     ]
     last_compaction = _at(max(s.timestamp_ms for s in replaces)) if replaces else ""
     if current is None:
