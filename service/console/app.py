@@ -24,6 +24,7 @@ from service.console.sampler import record
 from service.console.session import SESSION_COOKIE, SESSION_SECONDS, Principal
 from service.console.shards import ShardView, filter_rows
 from service.console.sources import MAX_OPENED, WorkerStatus, scan_fleet
+from service.console.tables import TableView, overview_tables
 from service.errors import TidewayError
 from service.repair.redrive import RedriveReport, redrive
 
@@ -60,6 +61,10 @@ async def overview(request: web.Request) -> web.StreamResponse:
                 "bytes": sum(o.size for o in objects),
             }
         )
+    tables: list[TableView] = []
+    tables_problem = ""
+    if c.settings.table_format == "iceberg":
+        tables, tables_problem = await overview_tables(c.settings, c.s3)
     return render(
         request,
         "overview.html",
@@ -70,6 +75,9 @@ async def overview(request: web.Request) -> web.StreamResponse:
         statuses=statuses,
         dead=dead,
         table=c.settings.lease_table,
+        table_format=c.settings.table_format,
+        tables=tables,
+        tables_problem=tables_problem,
         read_ms=read_ms,
         charts=charts,
         charts_data=charts_json(charts),

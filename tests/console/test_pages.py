@@ -52,6 +52,7 @@ async def browse_and_be_refused(ready: Settings, ids: list[str], key: str) -> No
             assert "unreachable: ClientConnectorError" in home
             assert "<td>42</td>" in home  # the reachable worker's rounds
             assert ">Shards</a>" in home and ">Dead letters</a>" in home
+            assert "<h2>Tables</h2>" in home and "hive layout: no commits" in home
             async with browser.get(run.sign_in) as resp:
                 assert resp.status == 403, "the sign-in token works once"
 
