@@ -24,7 +24,7 @@ from service.console.sampler import record
 from service.console.session import SESSION_COOKIE, SESSION_SECONDS, Principal
 from service.console.shards import ShardView, filter_rows
 from service.console.sources import MAX_OPENED, WorkerStatus, scan_fleet
-from service.console.tables import TableView, overview_tables
+from service.console.tables import TableView, overview_tables, with_checkpoints
 from service.errors import TidewayError
 from service.repair.redrive import RedriveReport, redrive
 
@@ -65,6 +65,8 @@ async def overview(request: web.Request) -> web.StreamResponse:
     tables_problem = ""
     if c.settings.table_format == "iceberg":
         tables, tables_problem = await overview_tables(c.settings, c.s3)
+        checkpoints = {r.shard_id: r.checkpoint for r in view.shards}
+        tables = [with_checkpoints(t, checkpoints) for t in tables]
     return render(
         request,
         "overview.html",

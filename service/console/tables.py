@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from service.consume.context import iceberg_properties
 from service.sink.compact import SUMMARY_KEY
 from service.sink.iceberg import open_catalog
+from service.sink.iceberg_commit import WATERMARK_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,9 @@ class TableView:
     size_bytes: int
     last_compaction: str  # time of the latest compaction snapshot, "" if none
     snapshots: int
+    # shard -> the last sequence number committed to this table (table properties)
+    watermarks: Mapping[str, int] = field(default_factory=dict)
+    behind: tuple[str, ...] = ()  # shards checkpointed past their watermark (should be none)
 
     @property
     def mean_file_bytes(self) -> int:
@@ -41,8 +45,15 @@ def _at(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def table_view(name: str, table: Any) -> TableView:
+def watermarks_of(properties: Mapping[str, str], stream: str) -> dict[str, int]:
+    """Each shard's committed watermark in a table's properties (iceberg_commit's keys)."""
+    head = f"{WATERMARK_PREFIX}{stream}."
+    return {k[len(head) :]: int(v) for k, v in properties.items() if k.startswith(head)}
+
+
+def table_view(name: str, table: Any, stream: str = "") -> TableView:
     """The plain view of a pyiceberg ``Table``'s current metadata."""
+    marks = watermarks_of(table.properties, stream)
     snapshots = list(table.metadata.snapshots)
     current = table.current_snapshot()
     replaces = [
@@ -52,7 +63,7 @@ def table_view(name: str, table: Any) -> TableView:
     ]
     last_compaction = _at(max(s.timestamp_ms for s in replaces)) if replaces else ""
     if current is None:
-        return TableView(name, None, "", "", 0, 0, 0, last_compaction, len(snapshots))
+        return TableView(name, None, "", "", 0, 0, 0, last_compaction, len(snapshots), marks)
     summary = current.summary
     props: Mapping[str, str] = summary.additional_properties if summary is not None else {}
     return TableView(
@@ -65,6 +76,7 @@ def table_view(name: str, table: Any) -> TableView:
         size_bytes=int(props.get("total-files-size", 0)),
         last_compaction=last_compaction,
         snapshots=len(snapshots),
+        watermarks=marks,
     )
 
 
@@ -80,13 +92,20 @@ def behind(
     return out
 
 
-async def read_tables(load: Any, names: list[str]) -> tuple[list[TableView], str]:
+def with_checkpoints(view: TableView, checkpoints: Mapping[str, str | None]) -> TableView:
+    """``view`` with the shards whose lease-table checkpoint (wire form; sentinels are not
+    compared) is past the table's committed watermark: a commit must precede a checkpoint."""
+    numbers = {s: int(c) if c and c.isdigit() else None for s, c in checkpoints.items()}
+    return replace(view, behind=tuple(behind(view.watermarks, numbers)))
+
+
+async def read_tables(load: Any, names: list[str], stream: str = "") -> tuple[list[TableView], str]:
     """Views of ``names`` via ``load(name) -> Table`` (blocking, run in a thread); never raises."""
     views: list[TableView] = []
     try:
         for name in names:
             table = await asyncio.to_thread(load, name)
-            views.append(table_view(name, table))
+            views.append(table_view(name, table, stream))
     except Exception as e:
         return views, f"{type(e).__name__}: {e}".splitlines()[0]
     return views, ""
@@ -106,6 +125,6 @@ async def overview_tables(settings: Any, s3: Any) -> tuple[list[TableView], str]
     def load(table: str) -> Any:
         return open_catalog(iceberg_properties(settings, s3)).load_table(table)
 
-    views, problem = await read_tables(load, [name])
+    views, problem = await read_tables(load, [name], settings.stream)
     _cache[name] = (time.monotonic(), views, problem)
     return views, problem

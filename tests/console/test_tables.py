@@ -5,7 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 from pyiceberg.catalog.sql import SqlCatalog
 
-from service.console.tables import behind, table_view
+from service.console.tables import behind, table_view, with_checkpoints
+from service.sink.iceberg_commit import watermark_key
 
 
 def _table(tmp_path):
@@ -33,3 +34,23 @@ def test_shards_checkpointed_past_their_watermark_are_behind():
     checkpoints = {"shard-0": 10, "shard-1": 20, "shard-2": None}
     assert behind({"shard-0": 10, "shard-1": 15}, checkpoints) == ["shard-1"]
     assert behind({}, {"shard-0": 5}) == ["shard-0"]
+
+
+def test_the_view_reads_each_shards_watermark_and_finds_checkpoints_past_it(tmp_path):
+    """The watermarks are iceberg_commit's table properties of this stream only; a shard whose
+    checkpoint is past its table's commit (a commit must come first) is named, sentinels not."""
+    table = _table(tmp_path)
+    with table.transaction() as tx:
+        tx.set_properties(
+            {
+                watermark_key("logs", "shardId-0"): "100",
+                watermark_key("logs", "shardId-1"): "200",
+                watermark_key("other", "shardId-0"): "999",
+            }
+        )
+    view = table_view("logs.events", table, "logs")
+    assert view.watermarks == {"shardId-0": 100, "shardId-1": 200}
+    checked = with_checkpoints(
+        view, {"shardId-0": "100", "shardId-1": "250", "shardId-2": "SHARD_END", "shardId-3": None}
+    )
+    assert checked.behind == ("shardId-1",)
