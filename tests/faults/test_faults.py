@@ -145,9 +145,11 @@ def test_paused_zombie_is_fenced_and_gives_its_shards_up(
         taken = takeover_times(fleet, "zombie", paused_at, held)
         firsts = checkpoint_times(fleet, "zombie", paused_at, held)
     got = assert_exactly_once(aws, four_shards, producer.sent)
-    # On waking, the zombie's first fenced write (intent or checkpoint) failed on the shards
-    # it had been reading, and it stopped them.
-    assert lost and {e["shard_id"] for e in lost} <= set(held)
+    # On waking, the zombie stopped the shards it had been reading: its first fenced write
+    # (intent or checkpoint) failed ("lease lost"), or, holding nothing unflushed, it let them
+    # go without a write (which of the two depends on when the pause fell; CI saw both). Never
+    # a shard it did not hold, and never a line twice (above).
+    assert {e["shard_id"] for e in lost} <= set(held)
     report_run(
         "sigstop_zombie",
         producer.sent,
