@@ -167,26 +167,60 @@ def _settled_cards(values: pa.Array[Any]) -> pa.Array[Any]:
     (13 to 19 digits: a whole plausible card, or a single group) is settled in Arrow, its Luhn
     sum in numpy; the others (several runs, longer runs, groups that may hold a card inside)
     go through ``_cards_in`` in Python, the rule's one readable form."""
-    run = pc.struct_field(pc.extract_regex(values, f"(?P<run>{_LONG_RUN})"), [0])
+    # One RE2 search a value splits it around its first run: the text before and after it.
+    # The run is what lies between (numpy, no second search), and the value holds one run
+    # only if the text after it holds none (measured: a third of an extract, a count and a
+    # split). ``post`` starts after a digit's word boundary, so its first character is no
+    # word character and a run in it has the same boundaries as in the whole value.
+    halves = pc.split_pattern_regex(values, _LONG_RUN, max_splits=1)
+    first = halves.offsets.to_numpy()[:-1]
+    found = halves.value_lengths().to_numpy(zero_copy_only=False) == 2
+    pieces = halves.flatten()
+    pre = pieces.take(pa.array(first))
+    post = pieces.take(pa.array(first + 1, mask=~found))  # null where no run was found
+    run = _between(values, pre, post, found)
     digits = pc.replace_substring(pc.replace_substring(run, " ", ""), "-", "")
     length = pc.utf8_length(digits).to_numpy(zero_copy_only=False)
     single = length == pc.utf8_length(run).to_numpy(zero_copy_only=False)
     plausible = single | ~_matches(run, "[0-9]{7}")  # no group over 6 digits (_plausible)
-    one_run = pc.count_substring_regex(values, _LONG_RUN).to_numpy(zero_copy_only=False) == 1
+    one_run = found & ~_matches(post, _LONG_RUN)
     eligible = one_run & (length <= 19)
     card = eligible & plausible & _matches(digits, "^[2-6]") & _luhn(digits, eligible)
     python = ~card & ~(eligible & single)
     out = values
     if card.any():
-        # The run split out and the label joined in its place: one RE2 search where
-        # replace_substring_regex makes two (measured: half the time).
-        runs = pc.split_pattern_regex(pc.filter(values, card), _LONG_RUN, max_splits=1)
-        labelled = pc.binary_join(runs, _label("credit_card"))
-        out = pc.replace_with_mask(out, pa.array(card), labelled)
+        rows = pa.array(card)
+        label = pa.scalar(_label("credit_card"))
+        labelled = pc.binary_join_element_wise(
+            pc.filter(pre, rows), label, pc.filter(post, rows), ""
+        )
+        out = pc.replace_with_mask(out, rows, labelled)
     if python.any():
         slow = [_cards_in(text) for text in pc.filter(values, python).to_pylist()]
         out = pc.replace_with_mask(out, pa.array(python), pa.array(slow, values.type))
     return array_of(out)
+
+
+def _between(
+    values: pa.Array[Any], pre: pa.Array[Any], post: pa.Array[Any], found: np.ndarray[Any, Any]
+) -> pa.Array[Any]:
+    """The bytes of each value after its ``pre`` and before its ``post`` (the empty string
+    where ``found`` is false): Arrow slices by one start and stop for a whole column only."""
+    whole = pa.concat_arrays([values]).cast(pa.large_string())  # offset 0, int64 offsets
+    _, offset_buffer, data_buffer = whole.buffers()
+    assert offset_buffer is not None, "a string array has offsets"
+    offsets = np.frombuffer(memoryview(offset_buffer), np.int64)[: len(whole) + 1]
+    data = np.frombuffer(memoryview(data_buffer or b""), np.uint8)
+    head = pc.fill_null(pc.binary_length(pre), 0).to_numpy(zero_copy_only=False)
+    tail = pc.fill_null(pc.binary_length(post), 0).to_numpy(zero_copy_only=False)
+    starts = offsets[:-1] + head
+    sizes = np.where(found, offsets[1:] - tail - starts, 0)
+    out = np.zeros(len(sizes) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=out[1:])
+    gather = np.repeat(starts - out[:-1], sizes) + np.arange(out[-1], dtype=np.int64)
+    picked = data[gather]
+    buffers = [None, pa.py_buffer(out.tobytes()), pa.py_buffer(picked.tobytes())]
+    return pa.Array.from_buffers(pa.large_string(), len(sizes), buffers).cast(values.type)
 
 
 def _matches(values: pa.Array[Any], pattern: str) -> np.ndarray[Any, np.dtype[np.bool_]]:
@@ -218,16 +252,18 @@ def _replace(
     """``replace_substring_regex`` ``passes`` times on the lines the pattern matches only.
 
     Most log lines hold nothing to redact: a match (RE2's DFA, no captures) finds the few that
-    do, and only those pay for the capturing replace and the copy. A line the first pass
-    leaves alone holds nothing for the next one either.
+    do, and only those pay for the capturing replace and the copy. Each later pass runs on
+    the lines the pattern still matches (a pass leaves a line it matches nothing in as it is;
+    two addresses one character apart are rare).
     """
     hits = pc.fill_null(pc.match_substring_regex(values, pattern), False)
     count = pc.sum(hits).as_py() or 0
     if count == 0:
         return values
     replaced = values if count == len(values) else pc.filter(values, hits)
-    for _ in range(passes):
-        replaced = pc.replace_substring_regex(replaced, pattern, replacement)
+    replaced = pc.replace_substring_regex(replaced, pattern, replacement)
+    for _ in range(passes - 1):
+        replaced = _replace(replaced, pattern, replacement)
     if count == len(values):
         return array_of(replaced)
     return array_of(pc.replace_with_mask(values, hits, replaced))
@@ -265,39 +301,54 @@ def redact(
     # detectors one by one. Most lines of most columns hold nothing: one scan, not one each.
     patterns = [d.pattern for name, steps in _DETECTORS.items() if name in chosen for d in steps]
     patterns += [_CARD_CANDIDATE] if "credit_card" in chosen else []
-    if not patterns or not _anywhere(values, _any_of(patterns)):
+    if not patterns:
         return values
-    hits = pc.fill_null(pc.match_substring_regex(values, _any_of(patterns)), False)
-    count = pc.sum(hits).as_py() or 0
+    hits = _hits(values, _any_of(patterns))
+    count = int(np.count_nonzero(hits))
     if count == 0:
         return values
     if count == len(values):
         return _detected(values, chosen)
-    found = _detected(pc.filter(values, hits), chosen)
-    return array_of(pc.replace_with_mask(values, hits, found))
+    rows = pa.array(hits)
+    found = _detected(pc.filter(values, rows), chosen)
+    return array_of(pc.replace_with_mask(values, rows, found))
 
 
-# Columns up to this size are searched whole first (offsets of the joined text are int32).
+# Columns up to this size are searched in blocks first (offsets of the joined text are int32).
 _WHOLE_COLUMN_BYTES = 1 << 30
+# Values joined into one text per block: RE2's fixed cost a call (~0.1 us) is paid once a
+# block, and a match found early in a block ends its search.
+_BLOCK_ROWS = 128
 
 
-def _anywhere(values: pa.Array[Any], pattern: str) -> bool:
-    """Whether ``pattern`` may match in any of ``values``: one RE2 search over the values
-    joined by NUL instead of one search a value (RE2's fixed cost a call is most of the
-    time on short values, and most columns hold nothing to redact).
+def _hits(values: pa.Array[Any], pattern: str) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """Which of ``values`` ``pattern`` matches (nulls: none), as one RE2 search a value
+    would say, searching the values of a block of rows joined by NUL first and one by one
+    only in the blocks that match (RE2's fixed cost a call is most of the time on short
+    values, and most columns hold nothing to redact, or hold it in a few rows).
 
-    False only if no value matches: a value's match is a match of the joined text, as each
-    detector's anchors (``^``, ``$``, ``\\b``) sit beside a character class that takes the
-    NUL (tests/pipeline/test_redact.py holds every detector to it at a value's edges).
+    A block that holds no match holds no value that matches: a value's match is a match of
+    the joined text, as each detector's anchors (``^``, ``$``, ``\\b``) sit beside a character
+    class that takes the NUL (tests/pipeline/test_redact.py holds every detector to it at a
+    value's edges).
     """
-    if values.null_count == len(values):  # also the empty column
-        return False
-    if values.nbytes > _WHOLE_COLUMN_BYTES:
-        return True
-    text = values if values.null_count == 0 else pc.fill_null(values, "")
-    whole = pa.ListArray.from_arrays(pa.array([0, len(text)], pa.int32()), text)
-    joined = pc.binary_join(whole, "\x00")
-    return bool(pc.match_substring_regex(joined, pattern)[0].as_py())
+    n = len(values)
+    if values.null_count == n:  # also the empty column
+        return np.zeros(n, dtype=bool)
+    candidates = np.ones(n, dtype=bool)
+    if values.nbytes <= _WHOLE_COLUMN_BYTES:
+        text = values if values.null_count == 0 else pc.fill_null(values, "")
+        bounds = np.append(np.arange(0, n, _BLOCK_ROWS, dtype=np.int32), np.int32(n))
+        blocks = pa.ListArray.from_arrays(pa.array(bounds, pa.int32()), text)
+        matched = _matches(pc.binary_join(blocks, "\x00"), pattern)
+        if not matched.any():
+            return np.zeros(n, dtype=bool)
+        candidates = np.repeat(matched, np.diff(bounds))
+    if candidates.all():
+        return _matches(values, pattern)
+    hits = np.zeros(n, dtype=bool)
+    hits[candidates] = _matches(pc.filter(values, pa.array(candidates)), pattern)
+    return hits
 
 
 def _any_of(patterns: Sequence[str]) -> str:

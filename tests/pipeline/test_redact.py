@@ -311,3 +311,25 @@ def test_a_slice_of_a_column_is_redacted_by_its_own_values() -> None:
     column = pa.array(["bob@example.com", "x", None, "y", "al@example.org"])
     assert redact(column.slice(1, 3), ["email"]).to_pylist() == ["x", None, "y"]
     assert redact(column.slice(1, 4), ["email"]).to_pylist() == ["x", None, "y", "[REDACTED:email]"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 700),
+    st.lists(st.tuples(st.integers(0, 699), detected()), max_size=6),
+    st.lists(st.integers(0, 699), max_size=20),
+    st.integers(0, 3),
+)
+def test_a_column_is_redacted_as_each_of_its_values_alone(
+    size: int, found: list[tuple[int, tuple[str, str, str]]], nulls: list[int], start: int
+) -> None:
+    # Rows are searched a block at a time first: a few detected values among hundreds of
+    # rows (in several blocks, at block edges, beside nulls, in a slice) are each found.
+    texts: list[str | None] = [f"line {i} ok 10.0.{i}" for i in range(size + start)]
+    for row, (_, _, written) in found:
+        texts[row % len(texts)] = f"x {written} y"
+    for row in nulls:
+        texts[row % len(texts)] = None
+    column = pa.array(texts, pa.string()).slice(start)
+    alone = [None if t is None else redacted(t, *sorted(DETECTORS)) for t in texts[start:]]
+    assert redact(column, sorted(DETECTORS)).to_pylist() == alone
