@@ -308,10 +308,21 @@ def redact(
     if count == 0:
         return values
     if count == len(values):
-        return _detected(values, chosen)
+        return _distinct_detected(values, chosen)
     rows = pa.array(hits)
-    found = _detected(pc.filter(values, rows), chosen)
+    found = _distinct_detected(pc.filter(values, rows), chosen)
     return array_of(pc.replace_with_mask(values, rows, found))
+
+
+def _distinct_detected(values: pa.Array[Any], chosen: set[str]) -> pa.Array[Any]:
+    """``_detected`` of each value (no nulls), each distinct value once where values repeat
+    (a client address, a user's e-mail: a value's redaction depends on the value alone).
+    Hashing costs about a twentieth of the detectors a value (measured), so the values
+    found are always counted first."""
+    encoded: Any = pc.dictionary_encode(values)
+    if len(encoded.dictionary) * 2 > len(values):
+        return _detected(values, chosen)
+    return array_of(pc.take(_detected(encoded.dictionary, chosen), encoded.indices))
 
 
 # Columns up to this size are searched in blocks first (offsets of the joined text are int32).

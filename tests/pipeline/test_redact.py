@@ -333,3 +333,17 @@ def test_a_column_is_redacted_as_each_of_its_values_alone(
     column = pa.array(texts, pa.string()).slice(start)
     alone = [None if t is None else redacted(t, *sorted(DETECTORS)) for t in texts[start:]]
     assert redact(column, sorted(DETECTORS)).to_pylist() == alone
+
+
+def test_repeated_values_are_each_redacted_as_alone() -> None:
+    # Found values that repeat are redacted once each, then put back in every row.
+    texts = ["paid 4111 1111 1111 1111", None, "mail a@example.com", "10.1.2.3:80", "ok"] * 40
+    alone = [None if t is None else redacted(t, *sorted(DETECTORS)) for t in texts]
+    assert redact(pa.array(texts, pa.string()), sorted(DETECTORS)).to_pylist() == alone
+    assert alone[:5] == [
+        "paid [REDACTED:credit_card]",
+        None,
+        "mail [REDACTED:email]",
+        "[REDACTED:ipv4]:80",
+        "ok",
+    ]
