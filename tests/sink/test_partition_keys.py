@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
@@ -19,6 +20,7 @@ from service.errors import SettingsError
 from service.settings import Settings
 from service.sink.glue import partition_values
 from service.sink.opened import OpenedPartitions
+from service.sink.partition import attribute_value, attribute_values
 from service.sink.plan import FlushPlan, Layout, plan_document, plan_flush, plan_from_document
 from service.sink.rules import FieldMapping
 from service.sink.template import (
@@ -230,3 +232,40 @@ def test_service_keeps_its_older_segment_shapes() -> None:
     template = PartitionTemplate("svc-{service}/{date}")
     plan = flush([{"timestamp": WHEN, "service": "a/b"}], template)
     assert partitions(plan) == ["svc-a_b/2026-11-20"]
+
+
+# Documents a template's attribute key may or may not be in, and ways of writing it.
+ATTRIBUTE_DOCUMENTS = st.sampled_from(
+    [
+        '{"http":{"status":200},"region":"eu-west-1"}',
+        '{"stack":"at a\\nat b","note":"say \\"env\\""}',
+        '{"env":"prod"}',
+        '{"env":{"tier":"gold"},"x":1}',
+        '{"env.tier":"flat"}',
+        '{"\\u0065nv":{"tier":"escaped"}}',
+        '{"a":{"env":"nested, not top level"}}',
+        '{"env":null}',
+        '"not an object"',
+    ]
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(ATTRIBUTE_DOCUMENTS, min_size=1, max_size=60),
+    st.integers(0, 200),
+    st.sampled_from([("env",), ("env", "tier")]),
+)
+def test_attribute_values_are_each_documents_value_whichever_way_they_are_found(
+    documents: list[str], absent: int, path: tuple[str, ...]
+) -> None:
+    # Documents that cannot hold the key are skipped undecoded: with the key in none, a
+    # few or most of a flush's documents, each value is still the one decoding gives.
+    column = documents + [f'{{"n":{i}}}' for i in range(absent)]
+    expected = [attribute_value(d, path) for d in column]
+    assert attribute_values(pa.array(column, pa.string()), path) == expected
+
+
+def test_an_escaped_attribute_key_is_found() -> None:
+    documents = ['{"\\u0074enant":"acme"}'] + [f'{{"n":{i}}}' for i in range(50)]
+    assert attribute_values(pa.array(documents), ("tenant",))[0] == "acme"
