@@ -18,6 +18,10 @@ Python client without it) and the Kinesis stand-in are pinned to the last core.
                 ``standin_busy`` say how much those took).
   bare_zstd_N_procs  N bare_zstd processes on one port (SO_REUSEPORT), not pinned: what the
                 machine let any N-process server gain in the same round.
+``records_per_call`` is the PutRecords batch fill (records a call, at the stand-in), and
+``loop_asleep`` the largest share of the run (sampled from mid-run to its end) that a
+server's event loop slept, neither running nor waiting for a core (/proc/<pid>/schedstat):
+time spent waiting on clients or on Kinesis, CPU the variant left unused for lack of work.
 ``cpu_us_per_line`` is the CPU time of the server's whole process tree (supervisor and
 workers) per line sent: the cost of a line whatever the number of workers, and the figure
 that scales honestly when other work takes the cores (``others_busy``: cores busy with

@@ -6,9 +6,10 @@ The only records certain to arrive soon are those of requests already admitted: 
 decompressed or parsed. Once none is, a hold waits for requests that have not been sent,
 and clients that wait for their answer before sending the next (every agent with a bounded
 number of connections) send nothing until the held call is answered: the server sits idle
-for the rest of the hold. Measured with 8 such connections a serve worker (two workers, 16
-connections), the loop slept ~15 % of the run (issue 16). So a held call goes as soon as no
-admitted request is left before its ``submit``.
+for the rest of the hold. With two serve workers each holds half the connections, so all of
+a worker's clients wait on one call more often (issue 16: on a quiet machine two workers
+left ~0.2-0.3 of a core idle). So a held call goes as soon as no admitted request is left
+before its ``submit``.
 """
 
 from __future__ import annotations

@@ -68,8 +68,8 @@ class Producer:
 
     The idempotent half of exactly once: each process picks a random producer id at start;
     every envelope is named by it and a sequence assigned when the envelope is sealed, and
-    every retry (ours, and botocore's own, which re-sends the same request body) carries
-    the same bytes and the same partition and hash keys, so a copy lands on the same shard
+    every retry (ours: ``kinesis_put`` makes none of its own) carries the same bytes and
+    the same partition and hash keys, so a copy lands on the same shard
     and the consumer drops it. Retries stop at ``deadline`` seconds after the first
     attempt: the consumer's dedupe window must be at least that (docs/operations.md).
     """
