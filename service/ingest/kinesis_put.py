@@ -31,6 +31,7 @@ from botocore.exceptions import ClientError, NoCredentialsError
 
 _TARGET = "Kinesis_20131202.PutRecords"
 _CONTENT_TYPE = "application/x-amz-json-1.1"
+_AGENT = "tideway-serve"
 # As service/aws.py configures the aiobotocore clients.
 _TIMEOUT = aiohttp.ClientTimeout(sock_connect=5, sock_read=30)
 _POOL = 64
@@ -90,7 +91,8 @@ class KinesisPutRecords:
             method="POST",
             url=self._url,
             data=body,
-            headers={"Content-Type": _CONTENT_TYPE, "X-Amz-Target": _TARGET},
+            # SigV4 signs every header but User-Agent (botocore's own rule).
+            headers={"Content-Type": _CONTENT_TYPE, "X-Amz-Target": _TARGET, "User-Agent": _AGENT},
         )
         SigV4Auth(frozen, "kinesis", self._region).add_auth(request)
         return dict(request.headers.items())
