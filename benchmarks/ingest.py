@@ -18,6 +18,10 @@ Python client without it) and the Kinesis stand-in are pinned to the last core.
                 ``standin_busy`` say how much those took).
   bare_zstd_N_procs  N bare_zstd processes on one port (SO_REUSEPORT), not pinned: what the
                 machine let any N-process server gain in the same round.
+``records_per_call`` is the PutRecords batch fill (records a call, at the stand-in), and
+``loop_asleep`` the largest share of the run (sampled from mid-run to its end) that a
+server's event loop slept, neither running nor waiting for a core (/proc/<pid>/schedstat):
+time spent waiting on clients or on Kinesis, CPU the variant left unused for lack of work.
 ``cpu_us_per_line`` is the CPU time of the server's whole process tree (supervisor and
 workers) per line sent: the cost of a line whatever the number of workers, and the figure
 that scales honestly when other work takes the cores (``others_busy``: cores busy with
@@ -39,6 +43,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +209,33 @@ def _cpu_seconds(procs: list[Any]) -> dict[int, float]:
     return out
 
 
+def _main_thread_sched(pids: list[int]) -> dict[int, tuple[float, float]]:
+    """(seconds on a core, seconds runnable but waiting for one) of each process's main
+    thread (the event loop), from /proc/<pid>/schedstat; {} where Linux has none."""
+    out = {}
+    for pid in pids:
+        try:
+            running, waiting = Path(f"/proc/{pid}/schedstat").read_text().split()[:2]
+        except (OSError, ValueError):
+            continue
+        out[pid] = (int(running) / 1e9, int(waiting) / 1e9)
+    return out
+
+
+def _loop_asleep(before: dict[int, tuple[float, float]], since: float) -> dict[str, Any]:
+    """Share of the time since ``since`` (monotonic) each event loop slept, neither running
+    nor waiting for a core: waiting on its clients or on Kinesis. A server limited by its
+    CPU shows ~0; a share here is latency (group commit, too few connections)."""
+    after, seconds = _main_thread_sched(list(before)), time.monotonic() - since
+    shares = []
+    for pid, (run, wait) in after.items():
+        used = (run - before[pid][0]) + (wait - before[pid][1])
+        shares.append(round(max(0.0, 1 - used / seconds), 2))
+    if not shares:
+        return {}
+    return {"loop_asleep": max(shares), "loops_asleep": sorted(shares, reverse=True)}
+
+
 def _tree_cpu_seconds(pid: int) -> float:
     import psutil
 
@@ -356,14 +388,16 @@ async def measure(
         warm = await _standin_stats(standin_url) if standin else {}
         procs = _processes(servers)
         server_cpu = _cpu_seconds(procs)
+        loops = _listening(procs, port)  # the processes that serve: one event loop each
         standin_cpu = _tree_cpu_seconds(standin.pid) if standin else 0.0
         since = loadgen.machine_sample()
-        result, conns = await _run_load(
+        # Mid-run: the connections each worker holds, and the loops' schedule from then on.
+        result, (conns, sched, sched_at) = await _run_load(
             f"http://127.0.0.1:{port}/ingest",
             bodies,
             per_body,
             args,
-            lambda: _connections(procs, port),
+            lambda: (_connections(procs, port), _main_thread_sched(loops), time.monotonic()),
         )
         machine = loadgen.machine_busy(since)
         # A server busy for ~100% of the run is the bottleneck; a lower share means the load
@@ -373,6 +407,7 @@ async def measure(
         seconds = result["seconds"]
         result["server_busy"] = round(used / seconds, 2)
         result["cpu_us_per_line"] = round(used / max(1, result["lines"]) * 1e6, 2)
+        result.update(_loop_asleep(sched, sched_at))
         if workers:
             result["process_busy"] = sorted(
                 (round((after[p] - server_cpu.get(p, 0.0)) / seconds, 2) for p in after),
@@ -393,9 +428,7 @@ async def measure(
         )
         result["peak_rss_mb"] = round(sum(_peak_rss_mb(p.pid) for p in procs), 1)
         if standin is not None:
-            stats = await _standin_stats(standin_url)
-            stats = {k: v - warm.get(k, 0) for k, v in stats.items()}  # the run's calls only
-            result["kinesis"] = _kinesis_figures(stats, result["bytes"], bodies)
+            result.update(await _kinesis_result(standin_url, warm, result["bytes"], bodies))
         return result
     finally:
         for proc in [*servers, *([standin] if standin else [])]:
@@ -405,6 +438,15 @@ async def measure(
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+async def _kinesis_result(
+    url: str, warm: dict[str, int], sent: int, bodies: list[bytes]
+) -> dict[str, Any]:
+    """What the stand-in saw during the run (not the warm-up), and the batch fill."""
+    stats = await _standin_stats(url)
+    kinesis = _kinesis_figures({k: v - warm.get(k, 0) for k, v in stats.items()}, sent, bodies)
+    return {"kinesis": kinesis, "records_per_call": kinesis["records_per_call"]}
 
 
 async def _standin_stats(url: str) -> dict[str, int]:
@@ -454,6 +496,11 @@ def scaling(rounds: list[dict[str, Any]], workers: list[int]) -> dict[str, Any]:
         out[f"workers_cpu_us_per_line_{key}_per_round"] = [
             round(m["cpu_us_per_line"] / max(1e-9, o["cpu_us_per_line"]), 3) for o, m, _, _ in pairs
         ]
+        # Where a worker's CPU goes unused (batch fill, loop asleep): 1 worker, then N.
+        for figure in ("records_per_call", "loop_asleep"):
+            out[f"{figure}_{base}_and_{n}_workers_per_round"] = [
+                [o.get(figure), m.get(figure)] for o, m, _, _ in pairs
+            ]
         out[f"bare_zstd_speedup_{key}_per_round"] = [
             round(b["lines_per_s"] / max(1, z["lines_per_s"]), 3)
             for _, _, z, b in pairs

@@ -32,6 +32,8 @@ COLUMNS = (
     ("server_busy", "server cores"),
     ("client_busy", "generator cores"),
     ("others_busy", "other processes' cores"),
+    ("records_per_call", "records a PutRecords call"),
+    ("loop_asleep", "server loop asleep"),
 )
 ORDER = ("writer", "decoders", "ingest", "e2e", "telemetry", "consume", "pipelines")
 COMMANDS = {name: f".venv/bin/python benchmarks/{name}.py" for name in ORDER}

@@ -35,6 +35,9 @@ class AwsClients:
     dynamodb: Any = None
     glue: Any = None
     cloudwatch: Any = None
+    # The session the clients were built from: its credentials are theirs (refreshed by
+    # botocore when due), for a caller that signs its own requests (ingest/kinesis_put.py).
+    session: Any = None
 
 
 @asynccontextmanager
@@ -42,7 +45,7 @@ async def aws_clients(*names: str) -> AsyncIterator[AwsClients]:
     """Open a client for each of ``names`` (kinesis, s3, dynamodb, glue); close all on exit."""
     session = get_session()
     region = session.get_config_variable("region") or _standard_region()
-    clients = AwsClients()
+    clients = AwsClients(session=session)
     async with AsyncExitStack() as stack:
         for name in names:
             client = await stack.enter_async_context(

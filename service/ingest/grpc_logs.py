@@ -81,7 +81,7 @@ class LogsExport:
         if caller is None:
             raise RequestError(401, "unauthorized")
         state.producer.metrics.bytes_in.inc(len(request))
-        with state.budget.reservation() as held:
+        with state.budget.reservation() as held, state.producer.arrivals.begin() as arrival:
             held.take(len(request))  # the message gRPC has already read
             limit, max_line = state.max_lines, state.limits.max_line
 
@@ -92,7 +92,14 @@ class LogsExport:
             parsed = await off_loop(state, partial(job, request))
             rejected = {"otlp_invalid": parsed.rejected} if parsed.rejected else {}
             await store_lines(
-                state, caller, headers, parsed.lines, rejected, ContentType.OTLP, "otlp"
+                state,
+                caller,
+                headers,
+                parsed.lines,
+                rejected,
+                ContentType.OTLP,
+                "otlp",
+                arrival=arrival,
             )
         if parsed.rejected and not parsed.lines:
             raise RequestError(400, "; ".join(parsed.reasons) or "no log records")

@@ -19,12 +19,13 @@ from functools import partial
 from typing import TypeVar
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
 
 from service.envelope import ContentType
 from service.errors import KinesisUnavailableError, OverloadedError, RequestError
 from service.ingest import elastic, hec, otlp
+from service.ingest.arrivals import Arrival
 from service.ingest.auth import Caller, authenticate, presented_keys
 from service.ingest.body import BodyLimits, read_body
 from service.ingest.budget import ByteBudget, Reservation
@@ -72,6 +73,7 @@ class IngestState:
 
 STATE: web.AppKey[IngestState] = web.AppKey("state", IngestState)
 CALLER: web.RequestKey[Caller] = web.RequestKey("caller", Caller)
+ARRIVAL: web.RequestKey[Arrival] = web.RequestKey("arrival", Arrival)
 
 
 def _family(path: str) -> str:
@@ -153,6 +155,18 @@ async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
+async def _handled(
+    state: IngestState, request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    """The handler's answer. A POST counts among the producer's arrivals from here until its
+    lines are packed: a held PutRecords call waits for those only (ingest/arrivals.py)."""
+    if request.method != hdrs.METH_POST:
+        return await handler(request)
+    with state.producer.arrivals.begin() as arrival:
+        request[ARRIVAL] = arrival
+        return await handler(request)
+
+
 def _admit(state: IngestState, request: web.Request) -> Caller:
     """The caller, or a refusal: 503 while draining, 401 (without detail) for a bad key."""
     if state.draining:
@@ -222,7 +236,16 @@ async def store(
 ) -> None:
     """Send the accepted lines and return once they are durable in Kinesis."""
     caller: Caller = request.get(CALLER) or Caller()
-    await store_lines(request.app[STATE], caller, request.headers, lines, rejected, ctype, source)
+    await store_lines(
+        request.app[STATE],
+        caller,
+        request.headers,
+        lines,
+        rejected,
+        ctype,
+        source,
+        arrival=request.get(ARRIVAL),
+    )
 
 
 async def store_lines(  # noqa: PLR0917
@@ -233,9 +256,11 @@ async def store_lines(  # noqa: PLR0917
     rejected: dict[str, int],
     ctype: ContentType,
     source: str,
+    *,
+    arrival: Arrival | None = None,
 ) -> None:
     """``store`` for any transport: ``headers`` (case-insensitive) may hold ``traceparent``
-    and ``Idempotency-Key``."""
+    and ``Idempotency-Key``; ``arrival`` is the request's count in the producer's arrivals."""
     metrics = state.producer.metrics
     for kind, count in rejected.items():
         metrics.lines_rejected.labels(kind).inc(count)
@@ -250,7 +275,9 @@ async def store_lines(  # noqa: PLR0917
             # A redacted block is a second copy of the lines' bytes while they are sent.
             held.take(lines.nbytes if isinstance(lines, LineBlock) else sum(map(len, lines)))
             lines = await _redacted(state, lines)
-        await state.producer.submit(lines, header, traceparent, idempotency=idempotency)
+        await state.producer.submit(
+            lines, header, traceparent, idempotency=idempotency, arrival=arrival
+        )
     metrics.lines_accepted.inc(len(lines))
 
 

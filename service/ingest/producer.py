@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from service.aws import error_code
 from service.errors import KinesisUnavailableError, OverloadedError, RequestError
+from service.ingest.arrivals import Arrival, Arrivals
 from service.ingest.budget import ByteBudget
 from service.ingest.lineblock import LineBlock
 from service.ingest.packer import (
@@ -54,10 +55,9 @@ _BACKOFF_CAP = 2.0
 # Transport failures of one PutRecords call: the entries may or may not be written, so they
 # are retried (at least once; never acknowledged unless a later call succeeds).
 _TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, TimeoutError, OSError)
-# Packing at most this many bytes of lines seals at most ~10 records (~3 ms of zstd level 1):
-# done on the loop when the pack thread is idle, since the hop there and back costs more
-# than the packing (and, as packed lines reach the queue at scattered times, it split group
-# commit into ~1.5x the PutRecords calls, each ~2 ms of botocore; issue 13).
+# Packing at most this many bytes seals at most ~10 records (~3 ms of zstd level 1): done on
+# the loop when the pack thread is idle, as the hop costs more and split group commit into
+# ~1.5x the PutRecords calls (issue 13).
 _INLINE_PACK_BYTES = 1024 * 1024
 
 T = TypeVar("T")
@@ -68,8 +68,8 @@ class Producer:
 
     The idempotent half of exactly once: each process picks a random producer id at start;
     every envelope is named by it and a sequence assigned when the envelope is sealed, and
-    every retry (ours, and botocore's own, which re-sends the same request body) carries
-    the same bytes and the same partition and hash keys, so a copy lands on the same shard
+    every retry (ours: ``kinesis_put`` makes none of its own) carries the same bytes and
+    the same partition and hash keys, so a copy lands on the same shard
     and the consumer drops it. Retries stop at ``deadline`` seconds after the first
     attempt: the consumer's dedupe window must be at least that (docs/operations.md).
     """
@@ -94,10 +94,8 @@ class Producer:
         self.producer_id = producer_id or os.urandom(16)
         self._target = record_target_bytes
         self._packer = Packer(record_target_bytes, producer_id=self.producer_id)
-        # Big packer calls run on this one thread: sealing compresses (64 MiB of lines is
-        # ~0.2 s of zstd) and must not hold the event loop. Small ones run on the loop, but
-        # only while no call is queued or running there: the packer is used by one thread
-        # at a time, in the order of the calls (see _on_packer).
+        # Big packer calls run on this one thread (64 MiB of lines is ~0.2 s of zstd); small
+        # ones on the loop while none is queued there: one user at a time (_on_packer).
         self._packing = ThreadPoolExecutor(1, thread_name_prefix="pack")
         self._packing_calls = 0  # submitted to the pack thread and not yet finished there
         self._linger = linger
@@ -109,14 +107,11 @@ class Producer:
         self._queued_bytes = 0
         self._arrived_bytes = 0  # ever queued: what arrived while a call was in flight
         self._holding = 0  # senders holding their next call for records about to arrive
+        self.arrivals = Arrivals()  # admitted requests that may still submit lines
         self._senders = 0
         self._calls = 0  # PutRecords calls in flight (senders in backoff do not count)
         self._tg: asyncio.TaskGroup | None = None
         self.throttled_until = 0.0  # monotonic; when Kinesis last pushed back
-
-    @property
-    def inflight(self) -> int:
-        return self.budget.used
 
     async def __aenter__(self) -> Producer:
         self._tg = asyncio.TaskGroup()
@@ -146,12 +141,14 @@ class Producer:
         traceparent: str = "",
         *,
         idempotency: tuple[str, str] | None = None,
+        arrival: Arrival | None = None,
     ) -> None:
         """Store ``lines`` durably in Kinesis; raise OverloadedError or KinesisUnavailableError.
 
         With ``idempotency`` = (caller, Idempotency-Key), the lines go into envelopes of
         their own named by a producer id derived from the pair and sequences 0..n-1, so the
         same request sent again is landed once (within the consumer's dedupe window).
+        ``arrival``, the request's count in ``arrivals``, ends once its lines are packed.
         """
         if self._closing:
             raise OverloadedError("server is shutting down", retry_after=1.0)
@@ -184,6 +181,8 @@ class Producer:
                 received_us=int(time.time() * 1e6),
             )
         sealed = await self._on_packer(pack, lambda: size)
+        if arrival is not None:
+            arrival.done()
         self._dispatch(sealed)
         self._wake.set()
         await future
@@ -258,16 +257,17 @@ class Producer:
 
     async def _hold(self, arrived: int, seconds: float) -> None:
         """Back-to-back calls under load: wait up to ``linger`` for the next call to fill
-        (``call_hold``). With N serve workers each sees 1/N of the load, so without it each
-        call would carry 1/N of the records and cost as much botocore CPU."""
+        (``call_hold``), but only while admitted requests may still add records
+        (service/ingest/arrivals.py). With N serve workers each sees 1/N of the load, so
+        without it each call would carry 1/N of the records for the same fixed cost."""
         hold = call_hold(
             self._queued_bytes, arrived, seconds, full=_MAX_CALL_BYTES, max_hold=self._linger
         )
-        if hold <= 0 or self._closing:
+        if hold <= 0 or self._closing or not self.arrivals.count:
             return
         self._holding += 1
         try:
-            await asyncio.sleep(hold)
+            await self.arrivals.settled(hold)
         finally:
             self._holding -= 1
 
@@ -358,9 +358,7 @@ class Producer:
         self.metrics.put_calls.inc()
         results = resp["Records"]
         if len(results) != len(records):  # checked before any entry completes a request
-            raise KinesisUnavailableError(
-                f"PutRecords answered {len(results)} entries for {len(records)}"
-            )
+            raise KinesisUnavailableError(f"PutRecords answered {len(results)} of {len(records)}")
         failed = []
         throttled = 0
         for rec, result in zip(records, results, strict=True):

@@ -24,6 +24,7 @@ from service.ingest.app import build_app
 from service.ingest.body import BodyLimits
 from service.ingest.budget import ByteBudget
 from service.ingest.handling import IngestState
+from service.ingest.kinesis_put import KinesisPutRecords
 from service.ingest.producer import Producer
 from service.ingest.protocol import GuardedAppRunner
 from service.ingest.redaction import ingest_detectors
@@ -101,8 +102,9 @@ async def _serve(
     async with (
         service_telemetry(settings, ROLE_SERVE, metrics),
         aws_clients("kinesis") as aws,
+        KinesisPutRecords(aws.kinesis, aws.session) as put_records,
         Producer(
-            aws.kinesis,
+            put_records,
             settings.stream,
             metrics=metrics,
             budget=budget,

@@ -11,6 +11,7 @@ import pytest
 
 from service import envelope
 from service.ingest import producer as producer_module
+from service.ingest.arrivals import Arrival
 from service.ingest.packer import Header, call_hold
 from service.ingest.producer import Producer
 from service.telemetry.metrics import IngestMetrics
@@ -122,30 +123,57 @@ async def test_small_requests_beside_a_big_one_land_once_in_seal_order() -> None
     assert sorted(lines) == sorted(expected)
 
 
-def _submit_sealed(producer: Producer, n: int) -> asyncio.Task[None]:
+def _submit_sealed(
+    producer: Producer, n: int, arrival: Arrival | None = None
+) -> asyncio.Task[None]:
     # An Idempotency-Key request: its records are sealed at once, never left open for the
     # linger, so only the call-level hold decides when they are sent.
     lines = [b'{"n": %d}' % n]
-    return asyncio.create_task(producer.submit(lines, Header(), idempotency=("t", str(n))))
+    return asyncio.create_task(
+        producer.submit(lines, Header(), idempotency=("t", str(n)), arrival=arrival)
+    )
 
 
-async def test_under_sustained_load_the_next_call_waits_for_the_records_still_arriving() -> None:
+async def test_under_sustained_load_the_next_call_waits_for_the_requests_being_read() -> None:
     # Records kept arriving during the last call, so the next one is held (up to the linger)
-    # and what arrives meanwhile goes with it instead of paying for calls of its own: what
-    # keeps each of N serve workers' calls full when each sees 1/N of the load.
+    # while admitted requests are still being read: their records go with it instead of
+    # paying for calls of their own: what keeps each of N serve workers' calls full when
+    # each sees 1/N of the load.
     kinesis = FakeKinesis(gate_first=True)
     async with Producer(kinesis, "s", metrics=IngestMetrics(), linger=1.0) as producer:
         first = _submit_sealed(producer, 0)
         await _until(lambda: kinesis.calls)
         during = [_submit_sealed(producer, n) for n in range(1, 5)]
+        reading = [producer.arrivals.begin() for _ in range(5, 9)]  # admitted, not parsed
         await asyncio.sleep(0.05)
         kinesis.gate.set()
         await first
         await asyncio.sleep(0.1)
         assert kinesis.calls == [1]  # the records queued during call 1 wait for company
-        later = [_submit_sealed(producer, n) for n in range(5, 9)]
-        await asyncio.gather(*during, *later)
+        later = [_submit_sealed(producer, n, a) for n, a in zip(range(5, 9), reading, strict=True)]
+        async with asyncio.timeout(0.5):  # the last of them ends the hold, not the 1 s linger
+            await asyncio.gather(*during, *later)
     assert kinesis.calls == [1, 8]
+
+
+async def test_a_held_call_goes_once_no_admitted_request_can_add_records() -> None:
+    # Clients that wait for their answer before sending again send nothing while the call
+    # is held: once every admitted request has submitted (or ended), holding would only
+    # leave the server idle, so the call goes at once instead of after the linger.
+    kinesis = FakeKinesis(gate_first=True)
+    async with Producer(kinesis, "s", metrics=IngestMetrics(), linger=1.0) as producer:
+        first = _submit_sealed(producer, 0)
+        await _until(lambda: kinesis.calls)
+        during = [_submit_sealed(producer, n) for n in range(1, 5)]
+        with producer.arrivals.begin():  # a request refused after admission: no lines
+            await asyncio.sleep(0.05)
+            kinesis.gate.set()
+            await first
+            await asyncio.sleep(0.1)
+            assert kinesis.calls == [1]  # held while it might still add records
+        async with asyncio.timeout(0.5):
+            await asyncio.gather(*during)
+    assert kinesis.calls == [1, 4]
 
 
 FULL = 5_000_000
