@@ -55,6 +55,7 @@ class KinesisPutRecords:
             connector=aiohttp.TCPConnector(limit=_POOL, keepalive_timeout=60),
             timeout=_TIMEOUT,
             skip_auto_headers=("User-Agent", "Content-Type"),
+            trust_env=True,  # HTTPS_PROXY / NO_PROXY, as botocore honours them
         )
         return self
 

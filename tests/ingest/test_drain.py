@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from service.local import free_port
 from service.settings import Settings
@@ -38,7 +39,9 @@ async def test_sigterm_finishes_inflight_requests_and_exits_zero(aws: Aws, ready
         )
         try:
             async with aiohttp.ClientSession() as s:
-                for _ in range(300):  # two spawned workers start in a few seconds
+                # Two spawned workers start in a few seconds; a loaded 2-core machine has
+                # taken over 30.
+                for _ in range(1200):
                     try:
                         async with s.get(url + "/readyz") as r:
                             if r.status == 200:
@@ -46,6 +49,8 @@ async def test_sigterm_finishes_inflight_requests_and_exits_zero(aws: Aws, ready
                     except aiohttp.ClientConnectionError:
                         pass
                     await asyncio.sleep(0.1)
+                else:
+                    pytest.fail("tideway serve was not ready in 120 s")
                 inflight = [
                     asyncio.create_task(post(s, url + "/ingest", ndjson(f"d{r}", 30)))
                     for r in range(8)
