@@ -98,19 +98,21 @@ class CommitterLeases:
 
     async def handoffs(self) -> list[tuple[Handoff, Mark | None]]:
         """Every flush handed off and not yet checkpointed, with its mark if any (a
-        consistent scan; the items without a hand-off are read but not returned)."""
+        consistent scan; the other items come back as their key alone: a filter would
+        cost the same reads)."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "ConsistentRead": True,
             "ProjectionExpression": (
                 "shard_id, handoff_last, handoff, committed_last, committed_epoch"
             ),
-            "FilterExpression": "attribute_exists(handoff_last)",
         }
         out: list[tuple[Handoff, Mark | None]] = []
         while True:
             page = await self._ddb.scan(**kwargs)
             for item in page.get("Items", []):
+                if "handoff_last" not in item or "handoff" not in item:
+                    continue
                 last = int(item["handoff_last"]["S"])
                 one = decode_handoff(item["shard_id"]["S"], last, item["handoff"]["B"])
                 out.append((one, _mark(item)))
