@@ -215,16 +215,21 @@ def dedupe_forgetting() -> Iterator[None]:
 def commits_skipped() -> Iterator[None]:
     """A broken committer for the harness's own tests: every flush is reported committed,
     none reaches the Iceberg table."""
-    real = TableRouter.commit
+    real, real_many = TableRouter.commit, TableRouter.commit_many
 
     async def skip(self: Any, shard_id: str, last: int, keys: Any) -> bool:
         return True
 
+    async def skip_many(self: Any, flushes: Any) -> frozenset[str]:
+        return frozenset(shard_id for shard_id, _, _ in flushes)  # the elected committer's
+
     TableRouter.commit = skip  # type: ignore[method-assign]
+    TableRouter.commit_many = skip_many  # type: ignore[method-assign]
     try:
         yield
     finally:
         TableRouter.commit = real  # type: ignore[method-assign]
+        TableRouter.commit_many = real_many  # type: ignore[method-assign]
 
 
 async def run_worker(worker: ConsumerWorker, stop: asyncio.Event) -> None:
