@@ -29,7 +29,7 @@ class HandoffMode:
     """TIDEWAY_ICEBERG_COMMITTER=elected: how owners hand flushes to the committer."""
 
     leases: CommitterLeases
-    interval: float  # the committer's round, and how often an owner looks for its mark
+    interval: float  # the committer's round, and how often a waiting owner reads its mark
     deadline: float  # seconds an owner waits for the mark before committing itself
     observe: Callable[[str, float], None] | None = None  # (outcome, seconds waited)
 
@@ -59,7 +59,7 @@ async def hand_off(
         step = owner_decision(mark, last, epoch, waited, mode.deadline)
         if step is not Waited.WAIT:
             break
-        await asyncio.sleep(mode.interval / 2)
+        await asyncio.sleep(mode.interval)  # a mark comes at most once a committer round
     if step is Waited.FALLBACK:
         log.warning(
             "no commit by the elected committer; committing the flush itself",

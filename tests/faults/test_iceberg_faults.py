@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pyiceberg.table import Table
 
 from service.consume.context import iceberg_properties
 from service.resources import setup
@@ -77,10 +78,21 @@ def test_sigkilled_committers_leave_each_line_in_the_table_once(
         wait_until(lambda: caught_up(aws, settings, producer.tips), 120, "the fleet to catch up")
         fleet.stop_all()
     catalog = open_catalog(iceberg_properties(settings, aws.client("s3")))
-    rows = catalog.load_table(settings.iceberg_table).scan().to_arrow()
-    messages = rows.column("message").to_pylist()
+    table = catalog.load_table(settings.iceberg_table)
+    messages = table.scan().to_arrow().column("message").to_pylist()
     assert len(producer.sent) == 300 * 4
     assert sorted(messages) == sorted(producer.sent)  # every line once: none lost, none twice
+    counts = flushes_per_snapshot(table, settings.stream)
+    report(f"iceberg_sigkill_x3_{committer}", snapshots=len(counts), flushes=sum(counts))
+
+
+def flushes_per_snapshot(table: Table, stream: str) -> list[int]:
+    """Per snapshot, the flushes it added (the shards its summary names)."""
+    prefix = f"{SUMMARY_PREFIX}{stream}."
+    return [
+        sum(1 for k in s.summary.additional_properties if k.startswith(prefix))
+        for s in table.snapshots()
+    ]
 
 
 def test_sigkill_of_the_elected_committer_loses_nothing_and_adds_nothing_twice(
@@ -115,11 +127,7 @@ def test_sigkill_of_the_elected_committer_loses_nothing_and_adds_nothing_twice(
     assert len(set(killed)) == 3  # a new holder each time
     assert len(producer.sent) == 300 * 4
     assert sorted(messages) == sorted(producer.sent)  # every line once: none lost, none twice
-    prefix = f"{SUMMARY_PREFIX}{settings.stream}."
-    per_snapshot = [
-        sum(1 for k in s.summary.additional_properties if k.startswith(prefix))
-        for s in table.snapshots()
-    ]
+    per_snapshot = flushes_per_snapshot(table, settings.stream)
     assert max(per_snapshot) >= 2  # the elected committer batched several shards' flushes
     report(
         "iceberg_committer_sigkill_x3",

@@ -35,6 +35,7 @@ from tests.sim.workload import Workload
 
 FLEET = 3
 SHARDS = 2
+RECORDS = 80  # put over PRODUCE_UNTIL, in bursts
 PRODUCE_UNTIL = 40.0
 FAULTS_UNTIL = 45.0
 RUN_UNTIL = 55.0
@@ -108,7 +109,13 @@ class _LogTail(logging.Handler):
 
 class Simulation:
     def __init__(
-        self, seed: int, profile: Profile, *, shards: int = SHARDS, fleet: int = FLEET
+        self,
+        seed: int,
+        profile: Profile,
+        *,
+        shards: int = SHARDS,
+        fleet: int = FLEET,
+        records: int = RECORDS,
     ) -> None:
         self.seed, self.profile = seed, profile
         self.fleet = fleet  # nodes started at once (and before any replacement)
@@ -132,6 +139,7 @@ class Simulation:
             note=self.injector.note,
             reshard=lambda: self._reshard(self.loop.time()),
             faults_until=FAULTS_UNTIL,
+            records=records,
         )
         self.settings = adapter.sim_settings()
         self.members: dict[str, Member] = {}
@@ -382,6 +390,7 @@ def simulate(
     committer: str = "elected",
     shards: int = SHARDS,
     fleet: int = FLEET,
+    records: int = RECORDS,
 ) -> Result:
     """One schedule; with ``iceberg``, the consumers commit to an Iceberg table (through
     ``committer``: TIDEWAY_ICEBERG_COMMITTER) and the invariants read the rows of the
@@ -390,9 +399,9 @@ def simulate(
     if isinstance(profile, str):
         profile = PROFILES[profile]
     if not iceberg:
-        return Simulation(seed, profile, shards=shards, fleet=fleet).run()
+        return Simulation(seed, profile, shards=shards, fleet=fleet, records=records).run()
     with tempfile.TemporaryDirectory(prefix="tideway-sim-") as scratch:
-        sim = Simulation(seed, profile, shards=shards, fleet=fleet)
+        sim = Simulation(seed, profile, shards=shards, fleet=fleet, records=records)
         catalog = Path(scratch) / "catalog.db"
         sim.settings = adapter.iceberg_settings(sim.settings, catalog, committer)
         result = sim.run()
