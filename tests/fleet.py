@@ -99,7 +99,9 @@ class Fleet:
         worker = Worker(name, proc, log_path, port)
         self.workers[name] = worker
         if wait:
-            wait_until(lambda: worker_ready(worker), 60, f"{name} to be ready", every=0.2)
+            # Generous: a process start (imports, catalog) took 60 s at a load average of 12
+            # on 2 cores; never a measure of anything.
+            wait_until(lambda: worker_ready(worker), 180, f"{name} to be ready", every=0.2)
         return worker
 
     def signal(self, worker: Worker, sig: signal.Signals) -> float:
