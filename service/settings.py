@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     iceberg_table: str = "tideway.logs"
     iceberg_catalog: str = "glue"
     iceberg_catalog_uri: str | None = Field(default=None, min_length=1)
+    # Who commits flushes to the tables: one worker elected per table, or each worker its
+    # own shards' (group commit). docs/tables.md "The elected committer".
+    iceberg_committer: Literal["elected", "worker"] = "elected"
 
     # Console (DESIGN §13, docs/console.md). "oidc": behind the ALB's authenticate action,
     # every request carries its signed x-amzn-oidc-data; "token": a one-time sign-in URL.

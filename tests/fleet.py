@@ -99,7 +99,9 @@ class Fleet:
         worker = Worker(name, proc, log_path, port)
         self.workers[name] = worker
         if wait:
-            wait_until(lambda: worker_ready(worker), 60, f"{name} to be ready", every=0.2)
+            # Generous: a process start (imports, catalog) took 60 s at a load average of 12
+            # on 2 cores; never a measure of anything.
+            wait_until(lambda: worker_ready(worker), 180, f"{name} to be ready", every=0.2)
         return worker
 
     def signal(self, worker: Worker, sig: signal.Signals) -> float:
@@ -247,7 +249,7 @@ def leases(aws: Aws, settings: Settings) -> dict[str, dict[str, Any]]:
     ):
         for item in page["Items"]:
             sid = item["shard_id"]["S"]
-            if sid.startswith("worker#"):
+            if sid.startswith(("worker#", "committer#")):
                 continue
             out[sid] = {
                 "owner": item.get("owner", {}).get("S"),
@@ -412,6 +414,21 @@ def checkpoint_times(fleet: Fleet, victim: str, at: float, shards: list[str]) ->
         if e["shard_id"] in shards and e["worker"] != victim and log_time(e) >= at:
             first.setdefault(e["shard_id"], log_time(e) - at)
     return list(first.values())
+
+
+def committer_of(aws: Aws, settings: Settings) -> str | None:
+    """The worker holding the Iceberg table's commits (the item ``committer#{table}``)."""
+    item = (
+        aws.client("dynamodb")
+        .get_item(
+            TableName=settings.lease_table,
+            Key={"shard_id": {"S": f"committer#{settings.iceberg_table}"}},
+            ConsistentRead=True,
+        )
+        .get("Item", {})
+    )
+    owner: str | None = item.get("owner", {}).get("S")
+    return owner
 
 
 def shards_of(aws: Aws, settings: Settings, owner: str) -> list[str]:

@@ -181,6 +181,11 @@ ENV = {f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}
     ("extra", "named", "says"),
     [
         ({"TIDEWAY_TABLE_FORMAT": "delta"}, "TIDEWAY_TABLE_FORMAT", "'hive' or 'iceberg'"),
+        (
+            {"TIDEWAY_ICEBERG_COMMITTER": "leader"},
+            "TIDEWAY_ICEBERG_COMMITTER",
+            "'elected' or 'worker'",
+        ),
         ({"TIDEWAY_ICEBERG_TABLE": "logs"}, "TIDEWAY_ICEBERG_TABLE", "namespace.table"),
         ({"TIDEWAY_ICEBERG_CATALOG": "hive"}, "TIDEWAY_ICEBERG_CATALOG", "rest, sql or s3tables"),
         ({"TIDEWAY_ICEBERG_CATALOG": "s3tables"}, "TIDEWAY_ICEBERG_CATALOG_URI", "bucket's ARN"),
@@ -240,6 +245,7 @@ def test_iceberg_catalog_is_a_type_or_pyiceberg_properties_with_the_warehouse_in
 ):
     s = load({**ENV, "TIDEWAY_PREFIX": "t/"})
     assert (s.table_format, s.iceberg_table) == ("hive", "tideway.logs")
+    assert s.iceberg_committer == "elected"
     assert iceberg_catalog_properties(s) == {
         "type": "glue",
         "warehouse": "s3://my-bucket/t/warehouse",

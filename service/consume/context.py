@@ -14,6 +14,8 @@ import pyarrow as pa
 from pyiceberg.exceptions import NoSuchTableError
 
 from service.consume.buffer import FlushPolicy
+from service.consume.committer_lease import CommitterLeases
+from service.consume.handoff import DEADLINE_LEASES, HandoffMode
 from service.consume.leases import LeaseTable
 from service.consume.reader import Position, wall_time
 from service.consume.reload import LivePipelines
@@ -68,6 +70,9 @@ class ShardContext:
     # an input the mapping or encoder cannot handle (no such input is known today).
     planner: Callable[..., FlushPlan] = plan_flush
     live: LivePipelines | None = None  # the stored pipeline document, reloaded (reload.py)
+    # TIDEWAY_ICEBERG_COMMITTER=elected: flushes are handed to the table's elected committer
+    # (consume/handoff.py); None: each worker commits its own (group commit).
+    handoff: HandoffMode | None = None
 
     def own_layout(self, opened: OpenedPartitions) -> Layout:
         """This process's layout for a new flush: the live pipelines when reloaded."""
@@ -182,6 +187,21 @@ async def table_committer(
     for table in sorted(pipeline_schemas(document, iceberg_arrow_schema(settings))):
         await router.open(table)
     return router
+
+
+def handoff_mode(
+    settings: Settings, dynamodb: Any, metrics: IcebergMetrics | None = None
+) -> HandoffMode | None:
+    """How owners reach the elected committer (None in worker mode or without Iceberg):
+    a round every ``min(1 s, lease / 5)``, the owner's fallback after DEADLINE_LEASES."""
+    if settings.table_format != "iceberg" or settings.iceberg_committer != "elected":
+        return None
+    return HandoffMode(
+        CommitterLeases(dynamodb, settings.lease_table),
+        interval=min(1.0, settings.lease_duration / 5),
+        deadline=DEADLINE_LEASES * settings.lease_duration,
+        observe=None if metrics is None else metrics.observe_handoff,
+    )
 
 
 def pipelines(settings: Settings) -> Pipelines | None:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from service.consume.buffer import ShardBuffer
 from service.consume.context import ShardContext
+from service.consume.handoff import hand_off
 from service.decode.detect import TRANSIENT
 from service.errors import DecodeError, LeaseLostError
 from service.sink.keys import key_in_range
@@ -256,17 +257,20 @@ async def land(
     plan: FlushPlan,
     last: int,
     *,
-    replay: bool,
+    epoch: int,
+    reason: str,
 ) -> bool:
     """Upload ``plan`` and, with an Iceberg table, commit its data files (exactly once, by
-    the shard's watermark in the table: sink/iceberg_commit.py). False when the range was
-    in the table already (a replay of a committed flush): then the objects an earlier
-    attempt listed are the table's and must not be deleted as stale."""
+    the shard's watermark in the table: sink/iceberg_commit.py), through the elected
+    committer when there is one (consume/handoff.py; ``epoch``: the shard's lease). False
+    when the range was in the table already (a replay of a committed flush, ``reason``
+    "replay"): then the objects an earlier attempt listed may be the table's and must not
+    be deleted as stale."""
     table = ctx.table
     if table is None:
         await upload_fenced(ctx, shard_id, alive, plan)
         return True
-    if replay and (await table.committed(shard_id) or -1) >= last:
+    if reason == "replay" and (await table.committed(shard_id) or -1) >= last:
         return False  # committed before its checkpoint: nothing to upload again
     await upload_fenced(ctx, shard_id, alive, plan)
     data = [(o.key, o.body) for o in plan.objects if o.key.endswith(".parquet")]
@@ -274,6 +278,16 @@ async def land(
         return (await table.committed(shard_id) or -1) < last
     # TableCommitError (or a catalog error) propagates: the worker gives the shard up and
     # backs off; the intent stays open, so the next owner replays and commits these files.
+    if ctx.handoff is not None:
+        return await hand_off(
+            ctx.handoff,
+            table,
+            data,
+            worker_id=ctx.worker_id,
+            shard_id=shard_id,
+            epoch=epoch,
+            last=last,
+        )
     return await table.commit(shard_id, last, data)
 
 

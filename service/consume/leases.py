@@ -12,7 +12,8 @@ current hour as of the checkpoint, at most ``max_partitions`` 8-byte digests,
 service/sink/opened.py; a replay takes them from the intent's pinned plan), ``pending_deletes``
 (stale objects a replay's checkpoint listed for deletion, deleted after it by whoever owns
 the shard, for a grace period: service/consume/flush.py PendingDeletes), ``progress`` (lag,
-last flush, rows/s and running totals, written with each checkpoint: progress.py).
+last flush, rows/s and running totals, written with each checkpoint: progress.py); the
+``handoff*``/``committed_*`` of a flush handed to the elected committer (committer_lease.py).
 Item ``shard_id=worker#<id>``: ``beats`` (a counter the worker increments with every
 heartbeat: peers judge it alive while they see it change, on their own monotonic clock),
 ``written_at`` (the writer's wall clock, epoch ms, for people only), ``lag_ms`` (the largest
@@ -48,10 +49,10 @@ from service.errors import LeaseLostError
 
 __all__ = ["FROM_START", "SHARD_END", "LeaseTable", "ShardLease", "WorkerBeat"]
 WORKER_PREFIX = "worker#"
-# Items of the repair tools (service/repair/: redrive claims, replay progress): no shard's.
-REPAIR_PREFIX = "repair#"
+REPAIR_PREFIX = "repair#"  # items of the repair tools (redrive claims, replay progress)
 TTL_ATTRIBUTE = "expires_at"  # epoch s; only repair items carry it (no lease ever expires)
 CONFIG_PREFIX = "config#"  # items that are no lease: the stored pipeline document (reload.py)
+COMMITTER_PREFIX = "committer#"  # a table's elected committer (committer_lease.py)
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 # Every attribute a lease round reads; the dedupe states and the pinned plan stay out.
 _SCANNED = (
@@ -149,8 +150,7 @@ class LeaseTable:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "ConsistentRead": True,
-            # Every attribute but the dedupe states (up to ~120 KB each per shard): a round
-            # runs every second, and only the acquire, which returns the whole item, needs them.
+            # Not the dedupe states (~120 KB each per shard): only the acquire needs them.
             "ProjectionExpression": _SCANNED_FOR_PEOPLE if progress else _SCANNED,
             "ExpressionAttributeNames": {"#o": "owner"},
         }
@@ -158,7 +158,7 @@ class LeaseTable:
             page = await self._ddb.scan(**kwargs)
             for item in page.get("Items", []):
                 key = item["shard_id"]["S"]
-                if key.startswith((REPAIR_PREFIX, CONFIG_PREFIX)):
+                if key.startswith((REPAIR_PREFIX, CONFIG_PREFIX, COMMITTER_PREFIX)):
                     continue
                 if key.startswith(WORKER_PREFIX):
                     wid = key.removeprefix(WORKER_PREFIX)
@@ -317,7 +317,7 @@ class LeaseTable:
             values[":pg"] = progress.to_item()
             update += f", {PROGRESS_ATTRIBUTE} = :pg"
         remove = " REMOVE intent_first, intent_last, intent_bytes, intent_dedupe, intent_plan,"
-        remove += " intent_keys"
+        remove += " intent_keys, handoff, handoff_last, committed_last, committed_epoch"
         if pending is None:
             remove += ", pending_deletes"
         else:

@@ -17,6 +17,7 @@ from service.aws import aws_clients, error_code
 from service.consume.context import (
     decoder_config,
     extra_columns,
+    handoff_mode,
     shard_context,
     table_committer,
 )
@@ -84,16 +85,19 @@ async def consume(
                     aws.glue, settings.glue_database, settings.glue_table, ctx.mapping
                 ),
             )
+        metrics: IcebergMetrics | None = None
         if settings.table_format == "iceberg":
             seed = hash(worker_id) & 0xFFFFFFFF  # retry jitter only; never decides data
             metrics = IcebergMetrics(ctx.metrics.registry)
             table = await table_committer(settings, aws.s3, seed, metrics)
-            ctx = dataclasses.replace(ctx, table=table)
+            handoff = handoff_mode(settings, aws.dynamodb, metrics)
+            ctx = dataclasses.replace(ctx, table=table, handoff=handoff)
         worker = ConsumerWorker(
             ctx,
             lease_duration=settings.lease_duration,
             memory_budget=settings.memory_budget_bytes,
             drain=drain,
+            on_committer_held=None if metrics is None else metrics.observe_held,
         )
         runner = web.AppRunner(status_app(worker), access_log=None)
         await runner.setup()

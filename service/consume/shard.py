@@ -319,12 +319,8 @@ class ShardConsumer:
         # A new trace per flush, linked to the request spans whose lines it writes (at most
         # MAX_FLUSH_LINKS): one flush serves many requests, so they cannot all be parents.
         # Sequence numbers go out as strings: they overflow the int64 of span attributes.
-        attributes = {
-            "shard_id": self.shard_id,
-            "reason": reason,
-            "first": str(first),
-            "last": str(last),
-        }
+        attributes = {"shard_id": self.shard_id, "reason": reason}
+        attributes |= {"first": str(first), "last": str(last)}
         with span("tideway.flush", attributes=attributes, links=flush_links(buffer.records)):
             with span("tideway.encode"):
                 async with self.budget.planning if self.budget else contextlib.nullcontext():
@@ -350,7 +346,7 @@ class ShardConsumer:
                 ctx.metrics.aws_call("s3_upload"),
             ):
                 ours = await land(
-                    ctx, self.shard_id, self.alive, plan, last, replay=reason == "replay"
+                    ctx, self.shard_id, self.alive, plan, last, epoch=self.epoch, reason=reason
                 )
             stale = await find_stale(
                 ctx, self.shard_id, pinned.keys if ours else KeyListing(), plan, (first, last)

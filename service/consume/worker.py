@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.consume.assign import assign
 from service.consume.budget import MemoryBudget
+from service.consume.committer import ElectedCommitter
 from service.consume.context import ShardContext
 from service.consume.discovery import ShardInfo, initial_checkpoint, ready_shards
 from service.consume.leases import LeaseTable, ShardLease
@@ -68,6 +70,7 @@ class ConsumerWorker:
         lease_duration: float,
         memory_budget: int,
         drain: bool = False,
+        on_committer_held: Callable[[bool], None] | None = None,
     ) -> None:
         self.ctx = ctx
         self.table: LeaseTable = ctx.leases
@@ -86,6 +89,18 @@ class ConsumerWorker:
         self.liveness = Liveness(lease_duration)
         self.taker = LeaseTaker(self.table, ctx.worker_id, ctx.metrics)
         self.ready = asyncio.Event()
+        # The table's elected committer (committer.py): every worker runs one; the one
+        # holding the committer item commits the flushes the others hand off.
+        self.committer: ElectedCommitter | None = None
+        if ctx.handoff is not None and ctx.table is not None:
+            self.committer = ElectedCommitter(
+                ctx.handoff,
+                ctx.table,
+                ctx.s3,
+                ctx.worker_id,
+                fresh=lambda: not self.renewer.expired(self.poll),
+                on_held=on_committer_held,
+            )
 
     def budget_share(self) -> int:
         """One running shard's share of the budget replays leave free."""
@@ -109,6 +124,8 @@ class ConsumerWorker:
                 # The heartbeat is its own task: it flows while flushes run and while the
                 # final flushes of a SIGTERM drain, and stops only after every shard is released.
                 tg.create_task(self.renewer.run(heartbeat_done), name="heartbeat")
+                if self.committer is not None:  # commits until the last shard is released
+                    tg.create_task(self.committer.run(heartbeat_done), name="committer")
                 try:
                     while not stop.is_set():
                         ok = await self._guarded_round(tg)
@@ -205,6 +222,8 @@ class ConsumerWorker:
         st = self.state
         st.shards, st.leases, st.assignment = shards, leases, desired
         st.live_workers, st.leaving_workers = sorted(alive), sorted(leaving)
+        if self.committer is not None:
+            self.committer.observe(alive, assignable)
         self._hand_off(shards, leases, desired)
         for sid in sorted(ready):
             if desired.get(sid) == me and sid not in self._running:

@@ -323,7 +323,10 @@ class _ShardReplay:
         if not claims.fresh(claim):  # a beat late (a slow or throttled table): beat now
             await claims.renew(claim)
         # Upload, and with a side table commit under the shard's watermark (the consumer's).
-        await land(ctx, shard_id, lambda: claims.fresh(claim), plan, last, replay=rebuild)
+        # Never through the elected committer: the replay's claim is no shard lease, so its
+        # context has no hand-off and commits itself (epoch 0 is never used).
+        reason = "replay" if rebuild else "repair"
+        await land(ctx, shard_id, lambda: claims.fresh(claim), plan, last, epoch=0, reason=reason)
         crash_for_test(self.crash_after, "upload")
         progress: dict[str, Any] = {
             "checkpoint": {"S": str(last)},

@@ -143,16 +143,20 @@ def stats_plan(metadata: TableMetadata) -> StatsPlan:
 def data_file(
     metadata: TableMetadata,
     path: str,
-    body: bytes,
+    body: bytes | int,
     plan: StatsPlan | None = None,
     footer: pq.FileMetaData | None = None,
 ) -> DataFile:
     """The table's record of one of our Parquet objects (``path``: its s3:// URL), from its
-    bytes in memory: column bounds and counts from the footer, partition from the bounds
-    (a file holds one hour and one service, sink/iceberg_rows.py). Raises ValueError when
-    the file spans partitions. ``plan``: ``stats_plan(metadata)``, if already computed;
-    ``footer``: the file's Parquet footer, if already read."""
-    footer = footer or pq.read_metadata(pa.BufferReader(body))
+    bytes in memory or its size and footer: column bounds and counts from the footer,
+    partition from the bounds (a file holds one hour and one service,
+    sink/iceberg_rows.py). Raises ValueError when the file spans partitions. ``plan``:
+    ``stats_plan(metadata)``, if already computed; ``footer``: the file's Parquet footer,
+    if already read (required when ``body`` is only the size)."""
+    if footer is None:
+        if isinstance(body, int):
+            raise ValueError(f"{path}: a data file from its size needs its footer")
+        footer = pq.read_metadata(pa.BufferReader(body))
     schema = metadata.schema()
     stats_columns, mapping = plan or stats_plan(metadata)
     stats = data_file_statistics_from_parquet_metadata(
@@ -164,7 +168,7 @@ def data_file(
         file_path=path,
         file_format=FileFormat.PARQUET,
         partition=partition_of(stats, metadata.spec(), schema),
-        file_size_in_bytes=len(body),
+        file_size_in_bytes=body if isinstance(body, int) else len(body),
         sort_order_id=None,
         spec_id=metadata.default_spec_id,
         equality_ids=None,

@@ -13,7 +13,9 @@ watermark go in one snapshot, committed only if the table has not moved since it
 
 Flushes of the shards one worker owns that arrive while a commit is running wait and go
 into the next snapshot together (group commit): one commit per worker at a time, never one
-per shard. docs/tables.md has the proof sketch.
+per shard. The elected committer (consume/committer.py) hands many workers' flushes to
+``commit_many`` instead: one snapshot per table per round. docs/tables.md has the proof
+sketch.
 """
 
 from __future__ import annotations
@@ -49,10 +51,35 @@ class TableCommitError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class TableFile:
-    """One data object of a flush: its ``s3://`` URL and its bytes (for the footer)."""
+    """One data object of a flush: its ``s3://`` URL, its size and its Parquet footer (what
+    the table records of it). ``body`` is its bytes when in memory (the owner's own flush);
+    the elected committer has only the footer it read by a ranged GET, and reads the whole
+    object only for the rare converted copy (a column type conflict)."""
 
     path: str
-    body: bytes
+    size: int
+    footer: pq.FileMetaData = field(repr=False)
+    body: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, path: str, body: bytes) -> TableFile:
+        return cls(path, len(body), pq.read_metadata(pa.BufferReader(body)), body)
+
+    def content(self, table: Table) -> bytes:
+        """The object's bytes: in memory, or read through the table's FileIO."""
+        if self.body is not None:
+            return self.body
+        with table.io.new_input(self.path).open() as stream:
+            return stream.read()
+
+
+@dataclass(frozen=True, slots=True)
+class FlushFiles:
+    """A flush as a committer takes it: its shard, its ``last`` and its files of one table."""
+
+    shard_id: str
+    last: int
+    files: tuple[TableFile, ...]
 
 
 @dataclass(slots=True)
@@ -67,6 +94,7 @@ class CommitStats:
     files_converted: int = 0  # files committed as a converted copy (a type conflict)
     seconds: float = 0.0  # time in commits that landed, from the first attempt
     given_up: int = 0  # batches that lost every race (their flushes are replayed)
+    flushes: int = 0  # flushes in the snapshots added (flushes per snapshot = this / commits)
 
     def add(self, other: CommitStats) -> None:
         for f in fields(self):
@@ -78,7 +106,7 @@ class _Flush:
     shard_id: str
     last: int
     files: tuple[TableFile, ...]
-    done: asyncio.Future[bool] = field(repr=False)
+    done: asyncio.Future[bool] | None = field(default=None, repr=False)
 
 
 def watermark_key(stream: str, shard_id: str) -> str:
@@ -122,26 +150,48 @@ class TableCommitter:
         table = await asyncio.to_thread(self._load)
         return watermark(table, self.stream, shard_id)
 
+    async def watermarks(self) -> dict[str, int]:
+        """Every shard's watermark as the table has it now (one table load)."""
+        table = await asyncio.to_thread(self._load)
+        prefix = f"{WATERMARK_PREFIX}{self.stream}."
+        return {
+            k.removeprefix(prefix): int(v)
+            for k, v in table.properties.items()
+            if k.startswith(prefix)
+        }
+
     async def commit(self, shard_id: str, last: int, keys: Sequence[tuple[str, bytes]]) -> bool:
         """Make the flush of ``shard_id`` ending at ``last`` (its data objects: key and bytes)
         part of the table. True: this call added it; False: it was in the table already.
         Raises TableCommitError (the flush is then replayed from its intent)."""
-        files = tuple(TableFile(f"s3://{self.bucket}/{key}", body) for key, body in keys)
-        flush = _Flush(shard_id, last, files, asyncio.get_running_loop().create_future())
+        files = tuple(TableFile.of(f"s3://{self.bucket}/{key}", body) for key, body in keys)
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        flush = _Flush(shard_id, last, files, done)
         self._waiting.append(flush)
         async with self._lock:
-            if not flush.done.done():
+            if not done.done():
                 batch, self._waiting = self._waiting, []
                 try:
                     added = await asyncio.to_thread(self._commit_batch, batch)
                 except BaseException as exc:
                     for f in batch:
-                        if not f.done.done():
+                        if f.done is not None and not f.done.done():
                             f.done.set_exception(TableCommitError(f"commit failed: {exc!r}"))
                     raise
                 for f in batch:
-                    f.done.set_result(f in added)
-        return await flush.done
+                    if f.done is not None:
+                        f.done.set_result(f in added)
+        return await done
+
+    async def commit_many(self, flushes: Sequence[FlushFiles]) -> frozenset[str]:
+        """Commit several shards' flushes in one snapshot (the elected committer's batch,
+        sink/iceberg_handoff.py); each is checked against its own shard's watermark. Returns
+        the shards whose flush this call added. At most one flush per shard. Raises
+        TableCommitError."""
+        batch = [_Flush(f.shard_id, f.last, f.files) for f in flushes]
+        async with self._lock:
+            added = await asyncio.to_thread(self._commit_batch, batch)
+        return frozenset(f.shard_id for f in added)
 
     @property
     def commits(self) -> int:
@@ -174,6 +224,7 @@ class TableCommitter:
                     continue
                 landed.lost_races = one.lost_races
                 landed.seconds = time.monotonic() - started
+                landed.flushes = len(todo)
                 one = landed
                 return todo
             one.given_up = 1
@@ -191,7 +242,7 @@ class TableCommitter:
         tx.set_properties({watermark_key(self.stream, f.shard_id): str(f.last) for f in todo})
         summary = {f"{SUMMARY_PREFIX}{self.stream}.{f.shard_id}": str(f.last) for f in todo}
         files = [file for f in todo for file in f.files]
-        footers = [pq.read_metadata(pa.BufferReader(file.body)) for file in files]
+        footers = [file.footer for file in files]
         types = table_arrow_types(table.schema())
         added: list[pa.Field[Any]] = []
         converted: list[tuple[tuple[str, pa.DataType], ...]] = []
@@ -211,9 +262,9 @@ class TableCommitter:
                 file, footer = original, read
                 if conversion:
                     file = self._conformed(table, original, conversion)
-                    footer = pq.read_metadata(pa.BufferReader(file.body))
-                append.append_data_file(data_file(metadata, file.path, file.body, plan, footer))
-                committed += len(file.body)
+                    footer = file.footer
+                append.append_data_file(data_file(metadata, file.path, file.size, plan, footer))
+                committed += file.size
         tx.commit_transaction()
         return CommitStats(
             commits=1,
@@ -228,7 +279,7 @@ class TableCommitter:
         table: Table, file: TableFile, conversion: tuple[tuple[str, pa.DataType], ...]
     ) -> TableFile:
         """A copy of ``file`` whose columns have the table's types, written beside it."""
-        body = encode_parquet(conform(decode_parquet(file.body), conversion))
+        body = encode_parquet(conform(decode_parquet(file.content(table)), conversion))
         path = conformed_key(file.path, conversion)
         log.warning(
             "iceberg column type conflict: the table's type wins; unconvertible values"
@@ -237,7 +288,7 @@ class TableCommitter:
         )
         with table.io.new_output(path).create(overwrite=True) as out:
             out.write(body)
-        return TableFile(path, body)
+        return TableFile.of(path, body)
 
     @staticmethod
     def _check_no_retry(table: Table) -> None:

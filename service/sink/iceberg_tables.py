@@ -22,7 +22,7 @@ from pyiceberg.catalog import Catalog
 
 from service.pipeline.engine import DEFAULT_TABLE, VERSION_COLUMN, Pipelines
 from service.sink.iceberg import check_location, check_spec, ensure_table, split_identifier
-from service.sink.iceberg_commit import CommitStats, TableCommitter
+from service.sink.iceberg_commit import CommitStats, FlushFiles, TableCommitter, TableFile
 
 
 class TableRouter:
@@ -118,6 +118,29 @@ class TableRouter:
             await (await self.open(table)).commit(shard_id, last, by_table[table])
         default = await self.open(DEFAULT_TABLE)
         return await default.commit(shard_id, last, by_table.get(DEFAULT_TABLE, []))
+
+    async def watermarks(self) -> dict[str, int]:
+        """Each shard's last sequence number whose whole flush is in every table."""
+        return await (await self.open(DEFAULT_TABLE)).watermarks()
+
+    async def commit_many(
+        self, flushes: Sequence[tuple[str, int, Sequence[TableFile]]]
+    ) -> frozenset[str]:
+        """Commit several shards' flushes (shard, ``last``, its files of every table, read
+        from S3 by the elected committer) in one snapshot per table: pipeline tables first,
+        the default table last, always, as ``commit``. Returns the shards whose flush the
+        default table's commit added. Raises TableCommitError."""
+        by_table: dict[str, list[FlushFiles]] = {DEFAULT_TABLE: []}
+        for shard_id, last, files in flushes:
+            mine: dict[str, list[TableFile]] = {DEFAULT_TABLE: []}
+            for file in files:
+                key = file.path.removeprefix(f"s3://{self.bucket}/")
+                mine.setdefault(self.table_of(key), []).append(file)
+            for table, some in mine.items():
+                by_table.setdefault(table, []).append(FlushFiles(shard_id, last, tuple(some)))
+        for table in sorted(t for t in by_table if t != DEFAULT_TABLE):
+            await (await self.open(table)).commit_many(by_table[table])
+        return await (await self.open(DEFAULT_TABLE)).commit_many(by_table[DEFAULT_TABLE])
 
     @property
     def stats(self) -> dict[str, CommitStats]:

@@ -24,6 +24,7 @@ import service.consume.flush as flush_module
 import service.consume.shard as shard_module
 import service.sink.s3 as s3_upload
 from benchmarks import iceberg_io
+from service.consume.context import handoff_mode
 from service.consume.runner import shard_context
 from service.consume.worker import ConsumerWorker
 from service.schema import table_schema
@@ -58,18 +59,25 @@ def sim_settings() -> Settings:
     )
 
 
-def iceberg_settings(settings: Settings, catalog_db: Path) -> Settings:
+# Every batch a node's committers landed: (node, snapshots added, flushes in them). Cleared
+# by iceberg_settings; read by world.py for the run's stats (snapshots per table).
+COMMITS: list[tuple[str, int, int]] = []
+
+
+def iceberg_settings(settings: Settings, catalog_db: Path, committer: str = "elected") -> Settings:
     """``settings`` committing to an Iceberg table (issue 17): pyiceberg's SQL catalog on a
     SQLite file, the table's metadata in memory (benchmarks/iceberg_io.py: pyiceberg cannot
     reach the S3 model); created as ``tideway setup`` creates it. The commits run inline,
     as every ``to_thread`` does in the simulation (loop.py)."""
     iceberg_io.OBJECTS.clear()
+    COMMITS.clear()
     catalog = {"type": "sql", "py-io-impl": "benchmarks.iceberg_io.MemoryFileIO"}
     settings = settings.model_copy(
         update={
             "table_format": "iceberg",
             "iceberg_catalog": orjson.dumps(catalog).decode(),
             "iceberg_catalog_uri": f"sqlite:///{catalog_db}",
+            "iceberg_committer": committer,
         }
     )
     ensure_table(
@@ -106,8 +114,10 @@ def build_worker(
             prefix=settings.prefix,
             schema=table_schema(service=True),
             rng=random.Random(worker_id),
+            on_commit=lambda stats: COMMITS.append((worker_id, stats.commits, stats.flushes)),
         )
-        ctx = dataclasses.replace(ctx, table=router)
+        # TIDEWAY_ICEBERG_COMMITTER: elected (the default) hands flushes to the committer.
+        ctx = dataclasses.replace(ctx, table=router, handoff=handoff_mode(settings, dynamodb))
     if other_code:
         ctx = dataclasses.replace(ctx, planner=other_code_planner)
     return ConsumerWorker(
@@ -205,16 +215,21 @@ def dedupe_forgetting() -> Iterator[None]:
 def commits_skipped() -> Iterator[None]:
     """A broken committer for the harness's own tests: every flush is reported committed,
     none reaches the Iceberg table."""
-    real = TableRouter.commit
+    real, real_many = TableRouter.commit, TableRouter.commit_many
 
     async def skip(self: Any, shard_id: str, last: int, keys: Any) -> bool:
         return True
 
+    async def skip_many(self: Any, flushes: Any) -> frozenset[str]:
+        return frozenset(shard_id for shard_id, _, _ in flushes)  # the elected committer's
+
     TableRouter.commit = skip  # type: ignore[method-assign]
+    TableRouter.commit_many = skip_many  # type: ignore[method-assign]
     try:
         yield
     finally:
         TableRouter.commit = real  # type: ignore[method-assign]
+        TableRouter.commit_many = real_many  # type: ignore[method-assign]
 
 
 async def run_worker(worker: ConsumerWorker, stop: asyncio.Event) -> None:

@@ -133,6 +133,12 @@ class S3Model:
         body = self.objects.get(kw["Key"])
         if body is None:
             raise client_error("NoSuchKey", 404, "GetObject")
+        wanted = kw.get("Range")
+        if wanted is not None:  # "bytes=first-last", inclusive, as S3 takes it
+            first, _, last = wanted.removeprefix("bytes=").partition("-")
+            if not first:
+                raise NotImplementedError(f"suffix range not modelled: {wanted}")
+            body = body[int(first) : int(last) + 1]
         return {"Body": StreamingBody(body), "ContentLength": len(body)}
 
     def head_object(self, **kw: Any) -> dict[str, Any]:

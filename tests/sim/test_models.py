@@ -171,6 +171,22 @@ async def test_s3_model_deletes_objects_as_moto_does(aws: Aws) -> None:
     assert [d.key for d in model.deletes] == deleted
 
 
+@pytest.mark.asyncio
+async def test_s3_model_serves_ranged_gets_as_moto_does(aws: Aws) -> None:
+    """The elected committer reads footers by ``Range: bytes=a-b`` (sink/footers.py)."""
+    client = aws.client("s3")
+    client.create_bucket(Bucket="sim-ranges")
+    model = S3Model("sim-ranges", events=lambda: (0, 0.0))
+    body = bytes(range(256)) * 4
+    client.put_object(Bucket="sim-ranges", Key="k", Body=body)
+    model.put_object("node", Bucket="sim-ranges", Key="k", Body=body)
+    for first, last in ((0, 0), (1000, 1023), (900, 5000), (17, 300)):
+        wanted = f"bytes={first}-{last}"
+        moto = client.get_object(Bucket="sim-ranges", Key="k", Range=wanted)["Body"].read()
+        ours = model.get_object(Bucket="sim-ranges", Key="k", Range=wanted)
+        assert await ours["Body"].read() == moto == body[first : last + 1]
+
+
 @pytest.mark.parametrize(("pause", "landed"), [(9.0, True), (11.0, False)])
 def test_s3_model_refuses_an_upload_that_arrives_after_its_signature_expired(
     pause: float, landed: bool

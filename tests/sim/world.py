@@ -35,6 +35,7 @@ from tests.sim.workload import Workload
 
 FLEET = 3
 SHARDS = 2
+RECORDS = 80  # put over PRODUCE_UNTIL, in bursts
 PRODUCE_UNTIL = 40.0
 FAULTS_UNTIL = 45.0
 RUN_UNTIL = 55.0
@@ -107,8 +108,17 @@ class _LogTail(logging.Handler):
 
 
 class Simulation:
-    def __init__(self, seed: int, profile: Profile) -> None:
+    def __init__(
+        self,
+        seed: int,
+        profile: Profile,
+        *,
+        shards: int = SHARDS,
+        fleet: int = FLEET,
+        records: int = RECORDS,
+    ) -> None:
         self.seed, self.profile = seed, profile
+        self.fleet = fleet  # nodes started at once (and before any replacement)
         self.loop = VirtualTimeLoop()
         self.trace = Trace()
         self.injector = Injector(seed, profile)
@@ -116,7 +126,7 @@ class Simulation:
         self.rng = random.Random(f"machines-{seed}")
         self._events = itertools.count()
         events = self._event
-        self.kinesis = KinesisModel(adapter.STREAM, SHARDS, lambda: true_wall(self.loop))
+        self.kinesis = KinesisModel(adapter.STREAM, shards, lambda: true_wall(self.loop))
         self.dynamo = DynamoModel(adapter.LEASE_TABLE, adapter.LEASE_KEY)
         self.dynamo.events = events
         self.s3 = S3Model(
@@ -129,6 +139,7 @@ class Simulation:
             note=self.injector.note,
             reshard=lambda: self._reshard(self.loop.time()),
             faults_until=FAULTS_UNTIL,
+            records=records,
         )
         self.settings = adapter.sim_settings()
         self.members: dict[str, Member] = {}
@@ -156,7 +167,7 @@ class Simulation:
         # Replacements (never the first fleet) may run another code version.
         other_code = (
             self.profile.code_change > 0
-            and len(self.members) >= FLEET
+            and len(self.members) >= self.fleet
             and self.rng.random() < self.profile.code_change
         )
         if other_code:
@@ -261,7 +272,7 @@ class Simulation:
 
     # -- the schedule ---------------------------------------------------------------------
     async def _main(self) -> None:
-        for _ in range(FLEET):
+        for _ in range(self.fleet):
             self.start_node()
         producer = self.loop.create_task(self.workload.run(PRODUCE_UNTIL))
         machines = self.loop.create_task(self._machines())
@@ -371,14 +382,29 @@ def _deleted_again(deletes: list[Any]) -> int:
     return sum(1 for n in seen.values() if n > 1)
 
 
-def simulate(seed: int, profile: Profile | str, *, iceberg: bool = False) -> Result:
-    """One schedule; with ``iceberg``, the consumers commit to an Iceberg table and the
-    invariants read the rows of the table's files (a scan) instead of every object."""
+def simulate(
+    seed: int,
+    profile: Profile | str,
+    *,
+    iceberg: bool = False,
+    committer: str = "elected",
+    shards: int = SHARDS,
+    fleet: int = FLEET,
+    records: int = RECORDS,
+) -> Result:
+    """One schedule; with ``iceberg``, the consumers commit to an Iceberg table (through
+    ``committer``: TIDEWAY_ICEBERG_COMMITTER) and the invariants read the rows of the
+    table's files (a scan) instead of every object; the stats then count the snapshots
+    the fleet added and the flushes in them."""
     if isinstance(profile, str):
         profile = PROFILES[profile]
     if not iceberg:
-        return Simulation(seed, profile).run()
+        return Simulation(seed, profile, shards=shards, fleet=fleet, records=records).run()
     with tempfile.TemporaryDirectory(prefix="tideway-sim-") as scratch:
-        sim = Simulation(seed, profile)
-        sim.settings = adapter.iceberg_settings(sim.settings, Path(scratch) / "catalog.db")
-        return sim.run()
+        sim = Simulation(seed, profile, shards=shards, fleet=fleet, records=records)
+        catalog = Path(scratch) / "catalog.db"
+        sim.settings = adapter.iceberg_settings(sim.settings, catalog, committer)
+        result = sim.run()
+        result.stats["snapshots"] = sum(n for _, n, _ in adapter.COMMITS)
+        result.stats["flushes_committed"] = sum(f for _, _, f in adapter.COMMITS)
+        return result
