@@ -149,6 +149,10 @@ class Settings(BaseSettings):
     iceberg_table: str = "tideway.logs"
     iceberg_catalog: str = "glue"
     iceberg_catalog_uri: str | None = Field(default=None, min_length=1)
+    # Where a table Tideway creates lives: "prefix" (s3://{bucket}/{prefix}{table}) or
+    # "catalog" (where the catalog puts it; S3 Tables has no other). Default: catalog for
+    # S3 Tables, prefix for every other catalog. The consumer writes wherever a table lives.
+    iceberg_table_location: Literal["prefix", "catalog"] | None = None
 
     # Console (DESIGN §13, docs/console.md). "oidc": behind the ALB's authenticate action,
     # every request carries its signed x-amzn-oidc-data; "token": a one-time sign-in URL.
@@ -286,6 +290,14 @@ def iceberg_catalog_properties(settings: Settings) -> dict[str, str]:
         props["uri"] = settings.iceberg_catalog_uri
     props.setdefault("warehouse", f"s3://{settings.bucket}/{settings.prefix}warehouse")
     return props
+
+
+def catalog_locates(settings: Settings) -> bool:
+    """Whether a new Iceberg table goes where the catalog chooses, not under the prefix
+    (TIDEWAY_ICEBERG_TABLE_LOCATION; S3 Tables by default)."""
+    if settings.iceberg_table_location is not None:
+        return settings.iceberg_table_location == "catalog"
+    return iceberg_catalog_properties(settings).get("rest.signing-name") == S3_TABLES
 
 
 ICEBERG_CATALOGS = ("glue", "rest", "sql", "s3tables")

@@ -151,9 +151,9 @@ class CommitDies:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def commit(self, shard_id: str, last: int, keys: Any) -> bool:
+    async def commit(self, shard_id: str, last: int, keys: Any, cut_by: Any = None) -> bool:
         if self._after:
-            await self._inner.commit(shard_id, last, keys)
+            await self._inner.commit(shard_id, last, keys, cut_by)
         raise ConnectionError("the process died here")
 
 
