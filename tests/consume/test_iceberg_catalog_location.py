@@ -1,5 +1,6 @@
 """Issue 17: a catalog that chooses each table's location (as S3 Tables does: the table
-bucket's warehouse). pyiceberg's SQL catalog (SQLite) stands in for it: with
+bucket's warehouse). pyiceberg's SQL catalog (SQLite), and a small REST catalog over it
+that refuses any location but its own (tests/rest_catalog.py), stand in for it: with
 TIDEWAY_ICEBERG_TABLE_LOCATION=catalog, ``tideway setup`` lets it put the tables under its
 warehouse in another bucket, and the consumer uploads each table's files under that
 table's ``{location}/data`` with the same deterministic names, commits them exactly once,
@@ -10,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
 import pytest
+from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.expressions import EqualTo
 
 from service.aws import AwsClients
@@ -24,8 +27,10 @@ from service.consume.reader import list_shards
 from service.consume.shard import ShardConsumer
 from service.resources import setup
 from service.settings import Settings
+from service.sink.iceberg import catalog_properties
 from tests.conftest import Aws, drain, lineage_counts, object_keys
 from tests.consume.test_iceberg import CommitDies, load, put_services
+from tests.rest_catalog import rest_catalog
 
 WAREHOUSE_BUCKET = "table-bucket-warehouse"
 PIPELINES = """
@@ -36,33 +41,42 @@ table = "web"
 """
 
 
-@pytest.fixture
-async def placed(ready: Settings, aws: Aws, tmp_path: Path) -> Settings:
+@pytest.fixture(params=["sql", "rest"])
+async def placed(
+    request: pytest.FixtureRequest, ready: Settings, aws: Aws, tmp_path: Path
+) -> AsyncIterator[Settings]:
     """Iceberg settings whose catalog puts tables under its own warehouse, in a bucket
-    that is not Tideway's, with a pipeline routing the web service to its own table."""
+    that is not Tideway's, with a pipeline routing the web service to its own table: the
+    SQL catalog itself, or the small REST catalog of tests/rest_catalog.py over one."""
     aws.client("s3").create_bucket(Bucket=WAREHOUSE_BUCKET)
     pipelines = tmp_path / "pipelines.toml"
     pipelines.write_text(PIPELINES)
-    catalog = orjson.dumps(
-        {
-            "type": "sql",
-            "uri": f"sqlite:///{tmp_path}/catalog.db",
-            "warehouse": f"s3://{WAREHOUSE_BUCKET}/wh",
-        }
-    ).decode()
-    settings = Settings.load(
-        None,
-        **{
-            **ready.model_dump(exclude_unset=True),
-            "table_format": "iceberg",
-            "iceberg_catalog": catalog,
-            "iceberg_table_location": "catalog",
-            "pipelines": str(pipelines),
-            "lease_duration": 1.0,
-        },
-    )
-    assert (await setup(settings))["iceberg_table"] == "created"
-    return settings
+    sql = {
+        "type": "sql",
+        "uri": f"sqlite:///{tmp_path}/catalog.db",
+        "warehouse": f"s3://{WAREHOUSE_BUCKET}/wh",
+    }
+    with contextlib.ExitStack() as stack:
+        catalog = sql
+        if request.param == "rest":
+            behind = catalog_properties(sql, s3_endpoint=aws.endpoint, region="us-east-1")
+            uri = stack.enter_context(
+                rest_catalog(SqlCatalog("rest", **behind), f"s3://{WAREHOUSE_BUCKET}/wh")
+            )
+            catalog = {"type": "rest", "uri": uri}
+        settings = Settings.load(
+            None,
+            **{
+                **ready.model_dump(exclude_unset=True),
+                "table_format": "iceberg",
+                "iceberg_catalog": orjson.dumps(catalog).decode(),
+                "iceberg_table_location": "catalog",
+                "pipelines": str(pipelines),
+                "lease_duration": 1.0,
+            },
+        )
+        assert (await setup(settings))["iceberg_table"] == "created"
+        yield settings
 
 
 def table_files(aws: Aws, location: str) -> list[str]:
