@@ -212,13 +212,16 @@ def _rewrite(table: Table, b: Bin) -> list[DataFile]:
     # Files written before a column was added lack it, and an int column reads as long:
     # the table's schema evolved between them (sink/iceberg_schema.py).
     rows = lineage_order(pa.concat_tables(parts, promote_options="permissive"))
-    groups: dict[tuple[object, ...], list[int]] = {}
-    for i, part in enumerate(row_partitions(rows, table.spec(), table.schema())):
-        groups.setdefault(part, []).append(i)
+    chunks = [rows]
+    if any(f.spec_id != table.spec().spec_id for f in b.inputs):  # rows per partition, in Python
+        groups: dict[tuple[object, ...], list[int]] = {}
+        for i, part in enumerate(row_partitions(rows, table.spec(), table.schema())):
+            groups.setdefault(part, []).append(i)
+        chunks = [rows.take(pa.array(groups[p], pa.int64())) for p in sorted(groups, key=repr)]
     out = []
-    for n, part in enumerate(sorted(groups, key=repr)):
-        body = encode_parquet(rows.take(pa.array(groups[part], pa.int64())))
-        path = b.output_path(None if len(groups) == 1 else n)
+    for n, chunk in enumerate(chunks):
+        body = encode_parquet(chunk)
+        path = b.output_path(None if len(chunks) == 1 else n)
         with table.io.new_output(path).create(overwrite=True) as stream:
             stream.write(body)
         out.append(data_file(table.metadata, path, body))
