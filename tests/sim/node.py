@@ -207,7 +207,7 @@ def commits_skipped() -> Iterator[None]:
     none reaches the Iceberg table."""
     real = TableRouter.commit
 
-    async def skip(self: Any, shard_id: str, last: int, keys: Any) -> bool:
+    async def skip(self: Any, shard_id: str, last: int, keys: Any, cut_by: Any = None) -> bool:
         return True
 
     TableRouter.commit = skip  # type: ignore[method-assign]
