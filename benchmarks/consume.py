@@ -397,6 +397,7 @@ def compacted_sizes(
     files = [
         SimpleNamespace(
             partition=(0, service),
+            spec_id=0,
             file_size_in_bytes=int(size),
             file_path=f"logs/service={service}/{shard:04d}-{flush:04d}.parquet",
         )
@@ -404,7 +405,7 @@ def compacted_sizes(
         for shard in range(shards)
         for flush in range(flushes)
     ]
-    bins = plan_bins(files, 0, now=3 * 3600, older_than=3600, target=target)  # type: ignore[arg-type]
+    bins = plan_bins(files, {0: 0}, now=3 * 3600, older_than=3600, target=target)  # type: ignore[arg-type]
     binned = {p for b in bins for p in b.paths}
     out: dict[str, list[int]] = {s: [] for s in object_bytes}
     for f in files:

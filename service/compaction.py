@@ -19,6 +19,7 @@ from service.errors import SettingsError
 from service.settings import Settings
 from service.sink.compact import compact, expire_snapshots
 from service.sink.iceberg import open_catalog, split_identifier
+from service.sink.iceberg_commit import WATERMARK_PREFIX
 from service.sink.orphans import StoredObject, referenced_paths, select_orphans
 from service.sink.s3 import delete_keys
 
@@ -84,16 +85,19 @@ async def run_compaction(
 
 def tideway_tables(catalog: Catalog, settings: Settings) -> list[str]:
     """TIDEWAY_ICEBERG_TABLE, then the other tables of its namespace that live under the
-    consumer's prefix (a pipeline's ``namespace.waf`` at ``{prefix}waf``), by name."""
+    consumer's prefix (a pipeline's ``namespace.waf`` at ``{prefix}waf``) or that this
+    stream's consumers committed to (a table the catalog placed elsewhere), by name."""
     namespace, _ = split_identifier(settings.iceberg_table)
     root = f"s3://{settings.bucket}/{settings.prefix}"
+    ours = f"{WATERMARK_PREFIX}{settings.stream}."
     others = []
     for ident in catalog.list_tables(namespace):
         identifier = ".".join(ident)
         if identifier == settings.iceberg_table:
             continue
-        name = ident[-1]
-        if catalog.load_table(identifier).location().rstrip("/") == f"{root}{name}":
+        table = catalog.load_table(identifier)
+        here = table.location().rstrip("/") == f"{root}{ident[-1]}"
+        if here or any(key.startswith(ours) for key in table.properties):
             others.append(identifier)
     return [settings.iceberg_table, *sorted(others)]
 

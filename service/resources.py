@@ -21,10 +21,11 @@ from service.consume.context import (
     pipelines,
 )
 from service.consume.leases import TTL_ATTRIBUTE
-from service.settings import Settings, logs_location, partition_keys
+from service.settings import Settings, catalog_locates, logs_location, partition_keys
 from service.sink.glue import evolve_table, table_input
 from service.sink.iceberg import ensure_table, open_catalog, split_identifier
 from service.sink.iceberg import evolve_table as evolve_iceberg_table
+from service.sink.iceberg_respec import evolve_spec
 from service.sink.iceberg_tables import pipeline_schemas
 
 log = logging.getLogger(__name__)
@@ -79,13 +80,15 @@ async def ensure_glue_table(glue: Any, settings: Settings) -> str:
 
 
 async def ensure_iceberg_table(s3: Any, settings: Settings) -> str:
-    """The namespace and table of DESIGN §11 at the consumer's location, and one table per
-    pipeline table (``namespace.waf`` at ``{prefix}waf``), each if missing; an existing
-    table gains the configured columns it lacks ("evolved") and is otherwise left alone.
-    Returns the default table's state."""
+    """The namespace and table of DESIGN §11 at the consumer's location (or where the
+    catalog chooses: TIDEWAY_ICEBERG_TABLE_LOCATION), and one table per pipeline table
+    (``namespace.waf`` at ``{prefix}waf``), each if missing; an existing table gains the
+    configured columns it lacks and the template's partition spec ("evolved") and is
+    otherwise left alone. Returns the default table's state."""
     catalog = await asyncio.to_thread(open_catalog, iceberg_properties(settings, s3))
     base = iceberg_arrow_schema(settings)
     namespace, _ = split_identifier(settings.iceberg_table)
+    here = not catalog_locates(settings)
     tables = [(settings.iceberg_table, logs_location(settings), base)] + [
         (f"{namespace}.{name}", f"s3://{settings.bucket}/{settings.prefix}{name}", schema)
         for name, schema in sorted(pipeline_schemas(pipelines(settings), base).items())
@@ -94,10 +97,11 @@ async def ensure_iceberg_table(s3: Any, settings: Settings) -> str:
     states = []
     for identifier, location, schema in tables:
         state, table = await asyncio.to_thread(
-            ensure_table, catalog, identifier, location, schema, keys
+            ensure_table, catalog, identifier, location if here else None, schema, keys
         )
         added = await asyncio.to_thread(evolve_iceberg_table, table, schema)
-        if state == "exists" and added:
+        _, respecified = await asyncio.to_thread(evolve_spec, table.refresh(), keys, schema)
+        if state == "exists" and (added or respecified):
             state = "evolved"
         states.append(state)
     return states[0]

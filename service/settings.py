@@ -152,6 +152,10 @@ class Settings(BaseSettings):
     # Who commits flushes to the tables: one worker elected per table, or each worker its
     # own shards' (group commit). docs/tables.md "The elected committer".
     iceberg_committer: Literal["elected", "worker"] = "elected"
+    # Where a table Tideway creates lives: "prefix" (s3://{bucket}/{prefix}{table}) or
+    # "catalog" (where the catalog puts it; S3 Tables has no other). Default: catalog for
+    # S3 Tables, prefix for every other catalog. The consumer writes wherever a table lives.
+    iceberg_table_location: Literal["prefix", "catalog"] | None = None
 
     # Console (DESIGN §13, docs/console.md). "oidc": behind the ALB's authenticate action,
     # every request carries its signed x-amzn-oidc-data; "token": a one-time sign-in URL.
@@ -289,6 +293,14 @@ def iceberg_catalog_properties(settings: Settings) -> dict[str, str]:
         props["uri"] = settings.iceberg_catalog_uri
     props.setdefault("warehouse", f"s3://{settings.bucket}/{settings.prefix}warehouse")
     return props
+
+
+def catalog_locates(settings: Settings) -> bool:
+    """Whether a new Iceberg table goes where the catalog chooses, not under the prefix
+    (TIDEWAY_ICEBERG_TABLE_LOCATION; S3 Tables by default)."""
+    if settings.iceberg_table_location is not None:
+        return settings.iceberg_table_location == "catalog"
+    return iceberg_catalog_properties(settings).get("rest.signing-name") == S3_TABLES
 
 
 ICEBERG_CATALOGS = ("glue", "rest", "sql", "s3tables")

@@ -85,11 +85,15 @@ EXPECTED_ACTIONS = {
         "glue:GetTable",
         "glue:UpdateTable",
         "s3:GetObject",
+        # PipelineTables create only: the pipelines' tables, created on first use.
+        "glue:GetDatabase",
+        "glue:CreateTable",
     },
     # `tideway compact`: the table's catalog entry and files, nothing else (service/compaction.py).
     "CompactTaskRole": {
         "glue:GetTable",
         "glue:UpdateTable",
+        "glue:GetTables",  # the pipelines' tables are found by listing the database
         "s3:GetObject",
         "s3:PutObject",
         "s3:AbortMultipartUpload",
@@ -208,11 +212,28 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
     return {e["Name"]: e["Value"] for e in container.get("Environment", [])}
 
 
-def _statements(template: dict[str, Any], role: str) -> list[dict[str, Any]]:
+def _statements(
+    template: dict[str, Any], role: str, *, unless: str | None = None
+) -> list[dict[str, Any]]:
+    """The role's statements, every alternative of a conditional one, apart from those
+    granted only under the condition ``unless``."""
     found = []
     for policy in _props(template, role).get("Policies", []):
         for statement in policy["PolicyDocument"]["Statement"]:
+            if unless is not None and statement.get("Fn::If", [None])[0] == unless:
+                continue
             found.extend(_without_conditions(statement))
+    return found
+
+
+def _only_if(template: dict[str, Any], role: str, condition: str) -> list[dict[str, Any]]:
+    """The statements the role has only under ``condition``."""
+    found = []
+    for policy in _props(template, role).get("Policies", []):
+        for statement in policy["PolicyDocument"]["Statement"]:
+            if statement.get("Fn::If", [None])[0] == condition:
+                assert statement["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+                found.append(statement["Fn::If"][1])
     return found
 
 
@@ -500,7 +521,7 @@ PREFIX_LISTING = {"StringLike": {"s3:prefix": {"Fn::Sub": "${Prefix}*"}}}
 
 
 def test_consume_writes_objects_under_the_prefix_only(template: dict[str, Any]) -> None:
-    for statement in _statements(template, "ConsumeTaskRole"):
+    for statement in _statements(template, "ConsumeTaskRole", unless="HasPipelineTables"):
         actions = _as_list(statement["Action"])
         if "s3:PutObject" in actions:
             assert statement["Resource"] == {"Fn::Sub": "${DataBucket.Arn}/${Prefix}*"}
@@ -801,6 +822,14 @@ ICEBERG_CATALOG_ARNS = [
 ]
 
 
+DATABASE_TABLES_ARNS = [
+    {"Fn::Sub": f"{GLUE_ARN}:catalog"},
+    {"Fn::Sub": f"{GLUE_ARN}:database/${{GlueDatabase}}"},
+    {"Fn::Sub": f"{GLUE_ARN}:table/${{GlueDatabase}}/*"},
+]
+PREFIX_FILES = {"Fn::Sub": "${DataBucket.Arn}/${Prefix}*"}
+
+
 def test_table_format_chooses_the_hive_or_the_iceberg_table(template: dict[str, Any]) -> None:
     resources = template["Resources"]
     assert resources["GlueTable"]["Condition"] == "IsHive"
@@ -846,9 +875,15 @@ def test_the_stacks_iceberg_table_is_the_one_tideway_setup_creates(
 def test_iceberg_catalog_and_file_access_is_to_this_table_only(
     template: dict[str, Any], role: str
 ) -> None:
-    statements = _statements(template, role)
+    statements = _statements(template, role, unless="HasPipelineTables")
     glue = [s for s in statements if any(a.startswith("glue:") for a in _as_list(s["Action"]))]
-    assert [s["Resource"] for s in glue] == [ICEBERG_CATALOG_ARNS]
+    listing = [s for s in glue if _as_list(s["Action"]) == ["glue:GetTables"]]
+    # Compaction lists the database to find the pipelines' tables: Glue authorises
+    # GetTables on the database's tables, so that (and only that) names them all.
+    assert [s["Resource"] for s in listing] == (
+        [DATABASE_TABLES_ARNS] if role == "CompactTaskRole" else []
+    )
+    assert [s["Resource"] for s in glue if s not in listing] == [ICEBERG_CATALOG_ARNS]
     for statement in statements:
         actions = _as_list(statement["Action"])
         if role == "CompactTaskRole" and any(a.startswith("s3:") for a in actions):
@@ -856,6 +891,47 @@ def test_iceberg_catalog_and_file_access_is_to_this_table_only(
                 assert statement["Condition"] == TABLE_LISTING
             else:  # deletes included: only files under the table location
                 assert statement["Resource"] == TABLE_FILES
+
+
+@pytest.mark.parametrize("role", ["ConsumeTaskRole", "CompactTaskRole"])
+def test_pipeline_tables_are_granted_only_when_the_stack_says_create(
+    template: dict[str, Any], role: str
+) -> None:
+    parameter = template["Parameters"]["PipelineTables"]
+    assert (parameter["Default"], parameter["AllowedValues"]) == ("none", ["none", "create"])
+    assert template["Conditions"]["HasPipelineTables"] == {
+        "Fn::And": [
+            {"Condition": "IsIceberg"},
+            {"Fn::Equals": [{"Ref": "PipelineTables"}, "create"]},
+        ]
+    }
+    extra = _only_if(template, role, "HasPipelineTables")
+    glue = [s for s in extra if any(a.startswith("glue:") for a in _as_list(s["Action"]))]
+    s3 = [s for s in extra if s not in glue]
+    # The tables of the stack's own database (a pipeline's table is database.waf), and the
+    # files under the prefix (at {Prefix}waf/), never another database or bucket.
+    assert [s["Resource"] for s in glue] == [DATABASE_TABLES_ARNS]
+    actions = set(_as_list(glue[0]["Action"]))
+    if role == "ConsumeTaskRole":  # created on first use (sink/iceberg.py ensure_table)
+        assert actions == {
+            "glue:GetDatabase",
+            "glue:GetTable",
+            "glue:CreateTable",
+            "glue:UpdateTable",
+        }
+        assert [(s["Action"], s["Resource"]) for s in s3] == [("s3:GetObject", PREFIX_FILES)]
+    else:
+        assert actions == {"glue:GetTable", "glue:UpdateTable"}
+        for statement in s3:
+            if _as_list(statement["Action"]) == ["s3:ListBucket"]:
+                assert statement["Condition"] == PREFIX_LISTING
+            else:
+                assert statement["Resource"] == PREFIX_FILES
+    # Without them, consume's role is unchanged: the default table only (tested above).
+    assert not any(
+        "glue:CreateTable" in _as_list(s["Action"])
+        for s in _statements(template, role, unless="HasPipelineTables")
+    )
 
 
 def test_compaction_is_a_scheduled_task_running_tideway_compact(

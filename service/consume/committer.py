@@ -21,12 +21,14 @@ from service.consume.election import should_take
 from service.consume.handoff import HandoffMode
 from service.errors import LeaseLostError
 from service.sink.footers import table_files
+from service.sink.iceberg import SpansPartitions
 from service.sink.iceberg_commit import TableFile
 from service.sink.iceberg_handoff import UNKNOWN_EPOCH, Handoff, due, unmarked
 from service.sink.iceberg_tables import TableRouter
 
 log = logging.getLogger(__name__)
-Batched = tuple[Handoff, list[TableFile]]  # a flush due and its files' records
+# A flush due and its files' records, each with its layout key.
+Batched = tuple[Handoff, list[tuple[str, TableFile]]]
 
 
 class ElectedCommitter:
@@ -127,7 +129,10 @@ class ElectedCommitter:
             await leases.mark(handoff, UNKNOWN_EPOCH)
         todo = due((h for h, _ in pending), marks.get)
         every = [f for h in todo for f in h.files]  # one bounded pool of ranged GETs
-        files = iter(await table_files(self.s3, self.router.bucket, every))
+        # Where each layout key is stored (a table the catalog placed: sink/placement.py).
+        placement = await self.router.place([key for key, _ in every], create=True)
+        located = [(*placement.locate(key), size) for key, size in every]
+        files = iter(zip([k for k, _ in every], await table_files(self.s3, located), strict=True))
         return [(h, [next(files) for _ in h.files]) for h in todo]
 
     async def commit(self, batch: list[Batched]) -> int:
@@ -136,7 +141,10 @@ class ElectedCommitter:
         and mark the flushes this commit added. The number added."""
         if not batch:
             return 0
-        added = await self.router.commit_many([(h.shard_id, h.last, fs) for h, fs in batch])
+        try:
+            added = await self.router.commit_many([(h.shard_id, h.last, fs) for h, fs in batch])
+        except SpansPartitions:
+            added = await self._one_by_one(batch)
         for handoff, _ in batch:
             if handoff.shard_id in added:
                 await self.mode.leases.mark(handoff, handoff.epoch)
@@ -147,6 +155,22 @@ class ElectedCommitter:
             extra={"table": self.identifier, "handed_off": len(batch), "added": len(added)},
         )
         return len(added)
+
+    async def _one_by_one(self, batch: list[Batched]) -> frozenset[str]:
+        """The batch held a flush cut by another partition template (the table's spec moved
+        after its owner read it): commit the flushes one at a time, leaving out each that
+        does not fit. Its owner, waiting for a mark that does not come, commits it itself at
+        its deadline, fitted to the spec (it holds the bytes; this committer does not)."""
+        added: set[str] = set()
+        for handoff, files in batch:
+            try:
+                added |= await self.router.commit_many([(handoff.shard_id, handoff.last, files)])
+            except SpansPartitions as exc:
+                log.warning(
+                    "elected committer left a flush to its owner",
+                    extra={"shard_id": handoff.shard_id, "last": handoff.last, "error": str(exc)},
+                )
+        return frozenset(added)
 
     async def _release(self) -> None:
         """Leaving: give the item up so the next holder starts at once."""

@@ -28,6 +28,7 @@ from service.pipeline.engine import DEFAULT_TABLE, Pipelines
 from service.schema import extra_fields, table_schema
 from service.settings import (
     Settings,
+    catalog_locates,
     iceberg_catalog_properties,
     partition_keys,
 )
@@ -37,6 +38,7 @@ from service.sink.iceberg_spec import value_transform
 from service.sink.iceberg_tables import TableRouter, pipeline_schemas
 from service.sink.opened import OpenedPartitions
 from service.sink.partition import PartitionTemplate
+from service.sink.placement import Placement
 from service.sink.plan import ARROW_TO_PARQUET, FlushPlan, Layout, plan_flush
 from service.sink.rules import FieldMapping
 from service.sink.template import ATTRIBUTES, split_key
@@ -79,6 +81,13 @@ class ShardContext:
         if self.live is None:
             return dataclasses.replace(self.layout, opened=opened)
         return dataclasses.replace(self.layout, opened=opened, pipelines=self.live.current)
+
+    def placement(self) -> Placement:
+        """Where the layout's keys are stored: in Tideway's bucket, apart from the Iceberg
+        tables a catalog placed elsewhere (sink/placement.py) that are open now."""
+        if self.table is None:
+            return Placement(self.bucket, self.layout.prefix)
+        return self.table.placement
 
     def routing(self) -> tuple[int, int]:
         """What this process's pipelines hold in a flush, per decoded byte and per line
@@ -160,8 +169,9 @@ async def table_committer(
     settings: Settings, s3: Any, seed: int, metrics: IcebergMetrics | None = None
 ) -> TableRouter:
     """The committer of TIDEWAY_ICEBERG_TABLE and of each table the pipelines route to
-    (created if missing); raises SettingsError (one line) when the default table is missing
-    or a table lives elsewhere than the consumer writes its files."""
+    (created if missing, where TIDEWAY_ICEBERG_TABLE_LOCATION says), each table's partition
+    spec made the template's; raises SettingsError (one line) when the default table is
+    missing."""
     identifier = settings.iceberg_table
     document = pipelines(settings)
     catalog = await asyncio.to_thread(open_catalog, iceberg_properties(settings, s3))
@@ -176,6 +186,7 @@ async def table_committer(
         schemas=pipeline_schemas(document, iceberg_arrow_schema(settings)),
         keys=partition_template(settings).keys,
         on_commit=None if metrics is None else metrics.observe_commit,
+        catalog_locates=catalog_locates(settings),
     )
     try:
         await router.open(DEFAULT_TABLE, create=False)

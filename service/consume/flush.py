@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ from service.decode.detect import TRANSIENT
 from service.errors import DecodeError, LeaseLostError
 from service.sink.keys import key_in_range
 from service.sink.opened import OpenedPartitions
+from service.sink.placement import Placement
 from service.sink.plan import (
     DeadLetter,
     FlushPlan,
@@ -156,10 +157,22 @@ async def find_stale(
         return frozenset()
     first, last = span
     candidates = set(listing.keys)
+    where = await placement(ctx, listing.prefixes)
     for prefix in sorted(listing.prefixes):
-        listed = await list_keys(ctx.s3, ctx.bucket, prefix)
-        candidates.update(k for k in listed if key_in_range(k, prefix, first, last))
+        bucket, stored = where.locate(prefix)
+        listed = await list_keys(ctx.s3, bucket, stored)
+        candidates.update(
+            prefix + k[len(stored) :] for k in listed if key_in_range(k, stored, first, last)
+        )
     return frozenset(candidates - {o.key for o in plan.objects})
+
+
+async def placement(ctx: ShardContext, keys: Iterable[str]) -> Placement:
+    """Where the layout keys ``keys`` are stored: the tables they name opened (not created)
+    first, so a table the catalog placed elsewhere is found there (sink/placement.py)."""
+    if ctx.table is None:
+        return ctx.placement()
+    return await ctx.table.place(keys, create=False)
 
 
 class PendingDeletes:
@@ -208,7 +221,9 @@ class PendingDeletes:
             "deleting objects a replayed plan no longer has",
             extra={"shard_id": shard_id, "objects": len(self.since)},
         )
-        await delete_keys(ctx.s3, ctx.bucket, sorted(self.since))
+        where = await placement(ctx, self.since)
+        for bucket, keys in where.by_bucket(sorted(self.since)).items():
+            await delete_keys(ctx.s3, bucket, [stored for _, stored in keys])
         self.since = {k: t for k, t in self.since.items() if now - t < DELETE_GRACE}
         self.due_at = now + DELETE_GRACE / 4
 
@@ -242,8 +257,12 @@ async def upload_fenced(
     raises LeaseLostError (the shard is given up), also out of the upload's task group."""
     if not alive():
         raise LeaseLostError(f"lease on {shard_id} may have expired; not uploading")
+    objects = {o.key: o for o in plan.objects}
+    fenced = FencedS3(ctx.s3, alive, shard_id)
     try:
-        await upload_objects(FencedS3(ctx.s3, alive, shard_id), ctx.bucket, plan.objects)
+        for bucket, keys in ctx.placement().by_bucket(objects).items():
+            stored = [dataclasses.replace(objects[key], key=at) for key, at in keys]
+            await upload_objects(fenced, bucket, stored)
     except BaseExceptionGroup as group:
         if group.subgroup(LeaseLostError) is None:
             raise
@@ -272,13 +291,14 @@ async def land(
         return True
     if reason == "replay" and (await table.committed(shard_id) or -1) >= last:
         return False  # committed before its checkpoint: nothing to upload again
-    await upload_fenced(ctx, shard_id, alive, plan)
     data = [(o.key, o.body) for o in plan.objects if o.key.endswith(".parquet")]
+    await table.place([key for key, _ in data], create=True)  # each table's place known
+    await upload_fenced(ctx, shard_id, alive, plan)
     if not data:
         return (await table.committed(shard_id) or -1) < last
     # TableCommitError (or a catalog error) propagates: the worker gives the shard up and
     # backs off; the intent stays open, so the next owner replays and commits these files.
-    if ctx.handoff is not None:
+    if ctx.handoff is not None and table.cut_fits([key for key, _ in data], plan.template):
         return await hand_off(
             ctx.handoff,
             table,
@@ -287,8 +307,9 @@ async def land(
             shard_id=shard_id,
             epoch=epoch,
             last=last,
+            cut_by=plan.template,
         )
-    return await table.commit(shard_id, last, data)
+    return await table.commit(shard_id, last, data, plan.template)
 
 
 async def unless_stopped(work: Coroutine[Any, Any, _T], stop: asyncio.Event) -> _T | None:

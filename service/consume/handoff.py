@@ -43,9 +43,11 @@ async def hand_off(
     shard_id: str,
     epoch: int,
     last: int,
+    cut_by: tuple[str, ...] | None = None,
 ) -> bool:
     """Hand the uploaded flush ``data`` (key, bytes) of ``shard_id`` ending at ``last``
-    (written under the lease's ``epoch``) to the elected committer and wait until it is in the table. True when the table holds
+    (written under the lease's ``epoch``, cut by the template keys ``cut_by``) to the
+    elected committer and wait until it is in the table. True when the table holds
     this attempt's objects (its intent's stale objects may go), False when it holds the
     range from another attempt. Raises LeaseLostError (the shard is no longer ours) and
     TableCommitError (the fallback commit failed: the intent is replayed)."""
@@ -65,7 +67,7 @@ async def hand_off(
             "no commit by the elected committer; committing the flush itself",
             extra={"shard_id": shard_id, "last": last, "waited_s": round(waited, 3)},
         )
-        added = await table.commit(shard_id, last, data)
+        added = await table.commit(shard_id, last, data, cut_by)
     else:
         added = step is Waited.ADDED
     if mode.observe is not None:

@@ -10,6 +10,11 @@ same objects. The commit replaces exactly the inputs; the shards' watermarks liv
 properties, which it leaves alone, so the consumer's exactly-once commits are unaffected.
 A lost race with a live commit re-reads the table and commits again, reusing the files
 already written (bins whose inputs vanished are dropped), a bounded number of times.
+
+Partitions are those of each file's own spec: after the partition template changed
+(sink/iceberg_respec.py) the older files are binned by their old partition and rewritten
+under the table's current spec, one output per partition of it, since a commit adds files
+of the current spec only.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import logging
 import posixpath
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -29,6 +34,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
 from service.sink.iceberg import data_file
+from service.sink.iceberg_respec import row_partitions
 from service.sink.iceberg_spec import HOUR_FIELD
 from service.sink.parquet import decode_parquet, encode_parquet
 
@@ -47,9 +53,12 @@ class Bin:
     def paths(self) -> tuple[str, ...]:
         return tuple(sorted(f.file_path for f in self.inputs))
 
-    def output_path(self) -> str:
+    def output_path(self, part: int | None = None) -> str:
+        """The output's path; ``part``: the index of one of several (the bin's rows span
+        partitions of the current spec)."""
         digest = hashlib.sha256("\n".join(self.paths).encode()).hexdigest()[:20]
-        return f"{posixpath.dirname(self.paths[0])}/compacted-{digest}.parquet"
+        suffix = "" if part is None else f"-{part}"
+        return f"{posixpath.dirname(self.paths[0])}/compacted-{digest}{suffix}.parquet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +80,22 @@ class CompactionReport:
 
 
 def plan_bins(
-    files: Iterable[DataFile], hour_index: int, *, now: float, older_than: float, target: int
+    files: Iterable[DataFile],
+    hour_index: Mapping[int, int],
+    *,
+    now: float,
+    older_than: float,
+    target: int,
 ) -> list[Bin]:
     """The bins of small files of closed partitions (pure). ``hour_index``: the position of
-    the hour field in the partition record."""
+    the hour field in the partition record of each spec, by spec id."""
     closed_before = int((now - older_than) // 3600)  # hours ending at or before this one
     by_partition: dict[tuple[object, ...], list[DataFile]] = {}
     for f in files:
-        hour = f.partition[hour_index]
+        index = hour_index.get(f.spec_id)
+        if index is None:  # a spec without the hour (not one Tideway makes): left alone
+            continue
+        hour = f.partition[index]
         if hour is None or hour + 1 > closed_before or f.file_size_in_bytes >= target // 2:
             continue
         by_partition.setdefault(_key(f), []).append(f)
@@ -98,7 +115,7 @@ def plan_bins(
 
 def _key(f: DataFile) -> tuple[object, ...]:
     partition = f.partition
-    return tuple(partition[i] for i in range(len(partition)))
+    return (f.spec_id, *(partition[i] for i in range(len(partition))))
 
 
 def lineage_order(table: pa.Table) -> pa.Table:
@@ -127,16 +144,21 @@ def compact(
 ) -> CompactionReport:
     """Compact the closed partitions of the table ``load_table()`` returns; see the module."""
     table = load_table()
-    hour_index = [f.name for f in table.spec().fields].index(HOUR_FIELD)
+    hour_index = {
+        spec_id: [f.name for f in spec.fields].index(HOUR_FIELD)
+        for spec_id, spec in table.specs().items()
+        if HOUR_FIELD in [f.name for f in spec.fields]
+    }
     files = [t.file for t in table.scan().plan_files()]
     bins = plan_bins(files, hour_index, now=now, older_than=older_than, target=target)
     if not bins:
         return CompactionReport(0, 0, 0, 0, None)
+    spec_id = table.spec().spec_id
     outputs = {b.output_path(): _rewrite(table, b) for b in bins}
     for attempt in range(COMMIT_ATTEMPTS):
         live = {f.file_path: f for f in (t.file for t in table.scan().plan_files())}
         todo = [b for b in bins if all(p in live for p in b.paths)]
-        if not todo:
+        if not todo or table.spec().spec_id != spec_id:  # the spec moved: the next run
             return CompactionReport(0, 0, 0, 0, None)
         try:
             snapshot = _replace(table, todo, live, outputs)
@@ -147,8 +169,8 @@ def compact(
         return CompactionReport(
             partitions=len({_key(b.inputs[0]) for b in todo}),
             files_before=sum(len(b.inputs) for b in todo),
-            files_after=len(todo),
-            rows=sum(outputs[b.output_path()].record_count for b in todo),
+            files_after=sum(len(outputs[b.output_path()]) for b in todo),
+            rows=sum(f.record_count for b in todo for f in outputs[b.output_path()]),
             snapshot_id=snapshot,
         )
     raise CommitFailedException(f"compaction lost {COMMIT_ATTEMPTS} races to live commits")
@@ -180,8 +202,9 @@ def expire_snapshots(
     raise CommitFailedException(f"snapshot expiry lost {COMMIT_ATTEMPTS} races to live commits")
 
 
-def _rewrite(table: Table, b: Bin) -> DataFile:
-    """Write the bin's rows, in lineage order, as one file; its DataFile."""
+def _rewrite(table: Table, b: Bin) -> list[DataFile]:
+    """Write the bin's rows, in lineage order, as one file per partition of the table's
+    current spec (one, unless the inputs have an older spec); their DataFiles."""
     parts = []
     for path in b.paths:
         with table.io.new_input(path).open() as stream:
@@ -189,15 +212,24 @@ def _rewrite(table: Table, b: Bin) -> DataFile:
     # Files written before a column was added lack it, and an int column reads as long:
     # the table's schema evolved between them (sink/iceberg_schema.py).
     rows = lineage_order(pa.concat_tables(parts, promote_options="permissive"))
-    body = encode_parquet(rows)
-    path = b.output_path()
-    with table.io.new_output(path).create(overwrite=True) as out:
-        out.write(body)
-    return data_file(table.metadata, path, body)
+    chunks = [rows]
+    if any(f.spec_id != table.spec().spec_id for f in b.inputs):  # rows per partition, in Python
+        groups: dict[tuple[object, ...], list[int]] = {}
+        for i, part in enumerate(row_partitions(rows, table.spec(), table.schema())):
+            groups.setdefault(part, []).append(i)
+        chunks = [rows.take(pa.array(groups[p], pa.int64())) for p in sorted(groups, key=repr)]
+    out = []
+    for n, chunk in enumerate(chunks):
+        body = encode_parquet(chunk)
+        path = b.output_path(None if len(chunks) == 1 else n)
+        with table.io.new_output(path).create(overwrite=True) as stream:
+            stream.write(body)
+        out.append(data_file(table.metadata, path, body))
+    return out
 
 
 def _replace(
-    table: Table, bins: list[Bin], live: dict[str, DataFile], outputs: dict[str, DataFile]
+    table: Table, bins: list[Bin], live: dict[str, DataFile], outputs: dict[str, list[DataFile]]
 ) -> int | None:
     """One commit: the bins' inputs out, their outputs in. Returns the new snapshot id."""
     tx = table.transaction()
@@ -206,7 +238,8 @@ def _replace(
         for b in bins:
             for path in b.paths:
                 replace.delete_data_file(live[path])
-            replace.append_data_file(outputs[b.output_path()])
+            for output in outputs[b.output_path()]:
+                replace.append_data_file(output)
     committed = tx.commit_transaction()
     current = committed.current_snapshot()
     return None if current is None else current.snapshot_id

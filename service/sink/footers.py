@@ -31,12 +31,12 @@ async def table_file(s3: Any, bucket: str, key: str, size: int) -> TableFile:
     return TableFile(f"s3://{bucket}/{key}", size, footer_from_tail(tail))
 
 
-async def table_files(s3: Any, bucket: str, objects: Sequence[tuple[str, int]]) -> list[TableFile]:
-    """``table_file`` of each (key, size), in order, a bounded number at once."""
+async def table_files(s3: Any, objects: Sequence[tuple[str, str, int]]) -> list[TableFile]:
+    """``table_file`` of each (bucket, key, size), in order, a bounded number at once."""
     gate = asyncio.Semaphore(_CONCURRENCY)
 
-    async def one(key: str, size: int) -> TableFile:
+    async def one(bucket: str, key: str, size: int) -> TableFile:
         async with gate:
             return await table_file(s3, bucket, key, size)
 
-    return list(await asyncio.gather(*(one(k, n) for k, n in objects)))
+    return list(await asyncio.gather(*(one(b, k, n) for b, k, n in objects)))

@@ -9,10 +9,11 @@ sink/iceberg_commit.py. docs/tables.md tells the whole protocol.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
@@ -29,7 +30,6 @@ from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.typedef import Record
 
-from service.errors import SettingsError
 from service.sink.iceberg_spec import spec_fields
 
 CATALOG_NAME = "tideway"
@@ -76,19 +76,23 @@ def split_identifier(identifier: str) -> tuple[str, str]:
 def ensure_table(
     catalog: Catalog,
     identifier: str,
-    location: str,
+    location: str | None,
     schema: pa.Schema,
     keys: tuple[str, ...] = ("service",),
 ) -> tuple[str, Table]:
-    """Create the namespace and the table (columns ``schema``, at ``location``, partitioned
+    """Create the namespace and the table (columns ``schema``, at ``location``, or where the
+    catalog chooses when None (S3 Tables), partitioned
     by the spec of the template's ``keys``: ``hour(timestamp), identity(service)`` by
     default, sink/iceberg_spec.py) if missing; an existing table is left as it is. Returns
     ("created" | "exists", the table)."""
     namespace, _ = split_identifier(identifier)
-    with contextlib.suppress(NamespaceAlreadyExistsError):
-        catalog.create_namespace(namespace)
+    # Look before creating: a consumer's role may read and create tables of its database
+    # but not create databases (deploy/, PipelineTables), so it never asks for one needlessly.
     if catalog.table_exists(identifier):
         return "exists", catalog.load_table(identifier)
+    if not catalog.namespace_exists(namespace):
+        with contextlib.suppress(NamespaceAlreadyExistsError):
+            catalog.create_namespace(namespace)
     fields = spec_fields(keys)
     # Partition values are read from column bounds: keep them whole, never truncated.
     full = {f"write.metadata.metrics.column.{f.source}": "full" for f in fields[1:]}
@@ -120,16 +124,6 @@ def evolve_table(table: Table, schema: pa.Schema) -> tuple[str, ...]:
     return tuple(f.name for f in added)
 
 
-def check_location(table: Table, identifier: str, location: str) -> None:
-    """Raise SettingsError (one line) unless the table lives where the consumer writes."""
-    if table.location().rstrip("/") != location.rstrip("/"):
-        raise SettingsError(
-            f"setting TIDEWAY_ICEBERG_TABLE is invalid: {identifier} lives at "
-            f"{table.location()}, but Tideway writes its files under {location}; "
-            f"create the table there (tideway setup does) or change TIDEWAY_PREFIX"
-        )
-
-
 StatsPlan = tuple[Any, dict[str, int]]  # pyiceberg's statistics plan, Parquet path -> id
 
 
@@ -144,15 +138,19 @@ def data_file(
     metadata: TableMetadata,
     path: str,
     body: bytes | int,
+    *,
     plan: StatsPlan | None = None,
     footer: pq.FileMetaData | None = None,
+    content: Callable[[], bytes] | None = None,
 ) -> DataFile:
     """The table's record of one of our Parquet objects (``path``: its s3:// URL), from its
     bytes in memory or its size and footer: column bounds and counts from the footer,
     partition from the bounds (a file holds one hour and one service,
     sink/iceberg_rows.py). Raises ValueError when the file spans partitions. ``plan``:
     ``stats_plan(metadata)``, if already computed; ``footer``: the file's Parquet footer,
-    if already read (required when ``body`` is only the size)."""
+    if already read (required when ``body`` is only the size); ``content``: reads the
+    bytes when only the size is in memory (the elected committer's files), called only
+    when the bounds cannot prove a bucket partition."""
     if footer is None:
         if isinstance(body, int):
             raise ValueError(f"{path}: a data file from its size needs its footer")
@@ -167,7 +165,7 @@ def data_file(
         content=DataFileContent.DATA,
         file_path=path,
         file_format=FileFormat.PARQUET,
-        partition=partition_of(stats, metadata.spec(), schema),
+        partition=partition_of(stats, metadata.spec(), schema, content or body),
         file_size_in_bytes=body if isinstance(body, int) else len(body),
         sort_order_id=None,
         spec_id=metadata.default_spec_id,
@@ -177,38 +175,48 @@ def data_file(
     )
 
 
-def partition_of(stats: DataFileStatistics, spec: PartitionSpec, schema: Schema) -> Record:
+class SpansPartitions(ValueError):
+    """A file's rows are in more than one partition of the spec (it was cut by another
+    partition template: sink/iceberg_respec.py fits it first)."""
+
+
+def partition_of(
+    stats: DataFileStatistics,
+    spec: PartitionSpec,
+    schema: Schema,
+    body: bytes | int | Callable[[], bytes] | None = None,
+) -> Record:
     """The partition of a file holding one partition of ``spec``: each field's transform of
-    its source column's lowest value (every row of the file has the same transformed
-    value, sink/iceberg_rows.py); null when the column is null throughout. Unlike pyiceberg's
-    own, this also takes transforms that do not keep order (bucket)."""
+    its source column's lowest value; null when the column is null throughout. Raises
+    SpansPartitions unless every row has that value: proven from the bounds (an order-
+    keeping transform of the lowest and highest value agree, never nulls beside values),
+    else, for a transform that does not keep order (bucket), from the column's distinct
+    values read from ``body`` (the bytes, or a callable reading them; None or a size: not
+    readable, so such a file is refused)."""
     values: list[Any] = []
     for field in spec.fields:
         aggregate = stats.column_aggregates.get(field.source_id)
         if aggregate is None or aggregate.current_min is None:
             values.append(None)
             continue
-        source = schema.find_field(field.source_id).field_type
-        transform = field.transform.transform(source)
+        column = schema.find_field(field.source_id)
+        transform = field.transform.transform(column.field_type)
         lowest = transform(partition_record_value(field, aggregate.current_min, schema))
-        if field.transform.preserves_order and aggregate.current_max is not None:
-            highest = transform(partition_record_value(field, aggregate.current_max, schema))
-            if highest != lowest:
-                raise ValueError(f"a file spans partitions of {field.name}: {lowest}..{highest}")
+        if stats.null_value_counts.get(field.source_id, 0):
+            raise SpansPartitions(f"a file spans partitions of {field.name}: {lowest} and null")
+        highest = transform(partition_record_value(field, aggregate.current_max, schema))
+        if highest != lowest and not field.transform.preserves_order and body is not None:
+            if isinstance(body, int):
+                raise SpansPartitions(
+                    f"a file may span partitions of {field.name} and its bytes are not at hand"
+                )
+            if callable(body):
+                body = body()
+            distinct = pc.unique(pq.read_table(pa.BufferReader(body), columns=[column.name])[0])
+            highest = (
+                lowest if {transform(v) for v in distinct.to_pylist()} == {lowest} else highest
+            )
+        if highest != lowest:
+            raise SpansPartitions(f"a file spans partitions of {field.name}: {lowest}..{highest}")
         values.append(lowest)
     return Record(*values)
-
-
-def check_spec(table: Table, identifier: str, keys: tuple[str, ...]) -> None:
-    """Raise SettingsError (one line) unless every field of the table's partition spec is
-    one the partition template gives (its files would otherwise span partitions)."""
-    schema = table.schema()
-    given = {(f.source, str(f.transform)) for f in spec_fields(keys)}
-    for field in table.spec().fields:
-        source = schema.find_field(field.source_id).name
-        if (source, str(field.transform)) not in given:
-            raise SettingsError(
-                f"setting TIDEWAY_PARTITION_TEMPLATE is invalid: {identifier} is partitioned"
-                f" by {field.transform}({source}), which the template does not give; add the"
-                " key to the template"
-            )

@@ -263,7 +263,15 @@ class TableCommitter:
                 if conversion:
                     file = self._conformed(table, original, conversion)
                     footer = file.footer
-                append.append_data_file(data_file(metadata, file.path, file.size, plan, footer))
+                record = data_file(
+                    metadata,
+                    file.path,
+                    file.size,
+                    plan=plan,
+                    footer=footer,
+                    content=_reader(table, file),
+                )
+                append.append_data_file(record)
                 committed += file.size
         tx.commit_transaction()
         return CommitStats(
@@ -300,3 +308,8 @@ class TableCommitter:
             tx.set_properties({key: TABLE_PROPERTIES[key]})
             tx.commit_transaction()
             raise CommitFailedException(f"turned off pyiceberg's own commit retry ({key})")
+
+
+def _reader(table: Table, file: TableFile) -> Callable[[], bytes]:
+    """Reads ``file``'s bytes when a bucket partition must be proven from its values."""
+    return lambda: file.content(table)

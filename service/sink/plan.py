@@ -38,6 +38,7 @@ from service.sink.rules import FieldMapping, batch_metadata, line_batch
 # Parquet with zstd shrinks these rows ~4-6x against their Arrow size; split a partition's
 # rows into files whose Arrow size is at most this many times the target object size.
 ARROW_TO_PARQUET = 4
+DEAD_LETTER = "dead-letter"  # the directory of dead letters, beside the tables
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,9 @@ class FlushPlan:
     # None when the layout keeps no such state.
     opened: OpenedPartitions | None = None
     dropped: int = 0  # rows the pipelines' drop or sample removed (DESIGN §12): not written
+    # The partition template keys the data files were cut by (an Iceberg commit compares
+    # them with the table's spec: sink/iceberg_respec.py).
+    template: tuple[str, ...] = ("service",)
 
     @property
     def bytes_out(self) -> int:
@@ -97,9 +101,8 @@ class Layout:
         return f"{self.prefix}{table}/{partition}/{self.stream}-{shard_id}-{first}-{last}.parquet"
 
     def dead_key(self, date: str, shard_id: str, first: str, last: str) -> str:
-        return (
-            f"{self.prefix}dead-letter/dt={date}/{self.stream}-{shard_id}-{first}-{last}.ndjson.gz"
-        )
+        name = f"{self.stream}-{shard_id}-{first}-{last}.ndjson.gz"
+        return f"{self.prefix}{DEAD_LETTER}/dt={date}/{name}"
 
 
 def plan_flush(
@@ -130,7 +133,7 @@ def plan_flush(
             written += rows.num_rows
     objects.extend(_dead_objects(shard_id, dead_all, layout))
     dropped = table.num_rows - written
-    return FlushPlan(tuple(objects), written, len(dead_all), opened, dropped)
+    return FlushPlan(tuple(objects), written, len(dead_all), opened, dropped, layout.template.keys)
 
 
 def dead_letter_plan(shard_id: str, dead: Sequence[DeadLetter], layout: Layout) -> FlushPlan:

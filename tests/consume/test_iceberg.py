@@ -151,9 +151,9 @@ class CommitDies:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def commit(self, shard_id: str, last: int, keys: Any) -> bool:
+    async def commit(self, shard_id: str, last: int, keys: Any, cut_by: Any = None) -> bool:
         if self._after:
-            await self._inner.commit(shard_id, last, keys)
+            await self._inner.commit(shard_id, last, keys, cut_by)
         raise ConnectionError("the process died here")
 
 
@@ -185,3 +185,20 @@ async def test_a_flush_interrupted_around_its_commit_is_in_the_table_exactly_onc
     assert set(lineage_counts(rows).values()) == {1}
     assert data_keys(aws, iceberg) == uploaded  # the same objects, written once
     assert len(result.snapshots()) == 1
+
+
+async def test_setup_evolves_the_partition_spec_when_the_template_changes(
+    iceberg: Settings, clients: AwsClients
+) -> None:
+    template = "dt={date}/hour={hour}/service={service}/lvl={severity_text:truncate[1]}"
+    changed = iceberg.model_copy(update={"partition_template": template})
+    assert await ensure_iceberg_table(clients.s3, changed) == "evolved"
+    table = load(clients, changed)
+    assert [(f.name, str(f.transform)) for f in table.spec().fields][-1] == (
+        "severity_text_truncate",
+        "truncate[1]",
+    )
+    assert len(table.specs()) > 1  # the first spec stays, for the files committed under it
+    assert await ensure_iceberg_table(clients.s3, changed) == "exists"
+    assert await ensure_iceberg_table(clients.s3, iceberg) == "evolved"  # and back
+    check_design_table(load(clients, iceberg), iceberg)

@@ -217,7 +217,7 @@ def commits_skipped() -> Iterator[None]:
     none reaches the Iceberg table."""
     real, real_many = TableRouter.commit, TableRouter.commit_many
 
-    async def skip(self: Any, shard_id: str, last: int, keys: Any) -> bool:
+    async def skip(self: Any, shard_id: str, last: int, keys: Any, cut_by: Any = None) -> bool:
         return True
 
     async def skip_many(self: Any, flushes: Any) -> frozenset[str]:

@@ -16,9 +16,8 @@ from pyiceberg.expressions import EqualTo
 from pyiceberg.transforms import BucketTransform
 from pyiceberg.types import StringType
 
-from service.errors import SettingsError
 from service.schema import table_schema
-from service.sink.iceberg import catalog_properties, check_spec, ensure_table, open_catalog
+from service.sink.iceberg import catalog_properties, ensure_table, open_catalog
 from service.sink.iceberg_commit import TableCommitter
 from service.sink.iceberg_spec import spec_fields
 from service.sink.partition import PartitionTemplate
@@ -126,20 +125,3 @@ async def test_rows_the_guard_overflows_commit_as_one_partition_and_keep_their_v
     assert await committer.commit("shard-0", 6, files) is True
     table = catalog.load_table("tideway.logs")
     assert table.scan().to_arrow().num_rows == 8
-
-
-def test_a_table_partitioned_by_a_key_the_template_lacks_is_refused_in_one_line(
-    props: dict[str, str],
-) -> None:
-    catalog = open_catalog(props)
-    keys = PartitionTemplate("dt={date}/hour={hour}/service={service}/h={host}").keys
-    _, table = ensure_table(
-        catalog, "tideway.logs", f"s3://{BUCKET}/logs", table_schema(service=True), keys
-    )
-    check_spec(table, "tideway.logs", keys)  # the template it was made with
-    with pytest.raises(SettingsError) as err:
-        check_spec(table, "tideway.logs", PartitionTemplate().keys)
-    assert str(err.value) == (
-        "setting TIDEWAY_PARTITION_TEMPLATE is invalid: tideway.logs is partitioned by"
-        " identity(host), which the template does not give; add the key to the template"
-    )
