@@ -9,11 +9,14 @@ import pyarrow.parquet as pq
 
 ROW_GROUP_ROWS = 1_000_000  # Athena reads a row group per split; fewer, larger ones scan faster
 ZSTD_LEVEL = 1  # measured (docs/writer.md): levels 3-9 cost 1.5-4x the time for 1-5 % smaller
-# ... except on the long, repetitive text columns, where level 7 (lazy matching over a larger
-# window) finds the repeats across rows that level 1 misses: -7.6 % of the whole file for
-# +0.35 us a row, measured on benchmarks/writer.py's data (levels 3-5 gain nothing on them).
-DEEP_ZSTD_LEVEL = 7
-DEEP_COLUMNS = ("attributes", "message", "host", "kinesis_sequence_number")
+# ... except on ``attributes`` (half the file's bytes), where lazy matching finds the repeats
+# across rows that level 1 misses. Level 6, not 7: measured in instructions (callgrind) on
+# benchmarks/writer.py's partitions, 7 costs 28 % of the whole flush on this one column and
+# 6 saves 14 % of that for +0.7 % of the file; on ``message``, ``host`` and
+# ``kinesis_sequence_number`` level 7 cost 10 % of the flush for 1 % of the file, so they
+# stay at level 1 (docs/writer.md, "Compression levels").
+DEEP_ZSTD_LEVEL = 6
+DEEP_COLUMNS = ("attributes",)
 # Dictionary pages only where values repeat; on ids, free text and JSON the dictionary
 # overflows and falls back, which costs time and bytes (measured: -5 % size, 2x faster).
 DICTIONARY_COLUMNS = (
