@@ -2,14 +2,17 @@
 through ``plan_flush`` in one process, with and without the pipelines, each stage timed
 inside the flush it belongs to (issue 18).
 
-    .venv/bin/python benchmarks/pipeline_stages.py [--lines N] [--rounds N]
+    .venv/bin/python benchmarks/pipeline_stages.py [--lines N] [--rounds N] [--fresh]
 
 Stages timed alone (outside a flush, on data a loop has made warm) come out lower than
 they cost inside one: a tuning pass that added up such figures found a fifth of the gap
 between the two flushes "unaccounted". Here every stage is a CPU-time counter around the
 function the flush itself calls, so the stages and the flush's total are read in the same
 run, and what the stages miss is printed as ``other``. The variants alternate, ``--rounds``
-times after one untimed round each; the median round of each is printed, in CPU seconds
+times after one untimed round each, in this process (a long-running consumer's steady
+state) or, with ``--fresh``, each flush in a process of its own after the benchmark's
+warm-up (what benchmarks/pipelines.py times: a fresh process takes every page it touches
+from the kernel). The median round of each is printed, in CPU seconds
 per 100,000 lines, with the kernel's share (``sys``, in the total) and the minor page
 faults (``page_faults_k``, thousands). Nothing is written to disk (the plan stays in memory).
 
@@ -24,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +46,7 @@ import orjson  # noqa: E402,F401  (imported before pyarrow, as the service impor
 
 from benchmarks.common import pin_to_one_core  # noqa: E402
 from benchmarks.pipelines import DOCUMENT, pipeline_input  # noqa: E402
-from benchmarks.writer import ARRIVAL_US, LINES_PER_RECORD  # noqa: E402
+from benchmarks.writer import ARRIVAL_US, LINES_PER_RECORD, WARMUP_LINES  # noqa: E402
 
 SHARD = "shardId-000000000000"
 # (stage, module, class or "" for the module itself, the attribute the flush calls).
@@ -81,8 +86,8 @@ def _timed(function: Callable[..., Any], spent: dict[str, float], stage: str) ->
 
 
 @contextmanager
-def stage_clocks(pipelines: Any) -> Iterator[dict[str, float]]:
-    """Counters around every stage (and the pipelines' redactor), removed on exit."""
+def stage_clocks(pipelines: Any | None) -> Iterator[dict[str, float]]:
+    """Counters around every stage (and the pipelines' redactor, if any), removed on exit."""
     spent: dict[str, float] = {}
     saved = []
     for stage, module, cls, attribute in STAGES:
@@ -90,12 +95,14 @@ def stage_clocks(pipelines: Any) -> Iterator[dict[str, float]]:
         owner = getattr(owner, cls) if cls else owner
         saved.append((owner, attribute, getattr(owner, attribute)))
         setattr(owner, attribute, _timed(getattr(owner, attribute), spent, stage))
-    redactor = pipelines.redactor
-    object.__setattr__(pipelines, "redactor", _timed(redactor, spent, "redact"))
+    redactor = None if pipelines is None else pipelines.redactor
+    if redactor is not None:
+        object.__setattr__(pipelines, "redactor", _timed(redactor, spent, "redact"))
     try:
         yield spent
     finally:
-        object.__setattr__(pipelines, "redactor", redactor)
+        if redactor is not None:
+            object.__setattr__(pipelines, "redactor", redactor)
         for owner, attribute, original in saved:
             setattr(owner, attribute, original)
 
@@ -117,23 +124,60 @@ def one_flush(records: list[Any], pipelines: Any, spent: dict[str, float]) -> di
     return out
 
 
+def warm_rounds(lines: int, rounds: int) -> dict[str, list[dict[str, float]]]:
+    """Both flushes alternating in this process, after one untimed round each (lazy imports,
+    compiled patterns): a long-running consumer's steady state."""
+    from service.pipeline.config import load_pipelines
+
+    records = records_of(pipeline_input(lines))
+    pipelines = load_pipelines(DOCUMENT)
+    out: dict[str, list[dict[str, float]]] = {"plain": [], "pipelines": []}
+    with stage_clocks(pipelines) as spent:
+        for i in range(rounds + 1):
+            for name, chosen in (("plain", None), ("pipelines", pipelines)):
+                measured = one_flush(records, chosen, spent)
+                if i:
+                    out[name].append(measured)
+    return out
+
+
+def fresh_flush(lines: int, variant: str) -> dict[str, float]:
+    """One flush in this (fresh) process after the benchmark's warm-up on its first 2,000
+    lines (benchmarks/writer.py): what benchmarks/pipelines.py times, pages and all."""
+    from service.pipeline.config import load_pipelines
+
+    records = records_of(pipeline_input(lines))
+    pipelines = load_pipelines(DOCUMENT) if variant == "pipelines" else None
+    with stage_clocks(pipelines) as spent:
+        one_flush(records[: WARMUP_LINES // LINES_PER_RECORD], pipelines, spent)
+        return one_flush(records, pipelines, spent)
+
+
+def fresh_rounds(lines: int, rounds: int) -> dict[str, list[dict[str, float]]]:
+    """``fresh_flush`` of each variant in a process of its own, alternating."""
+    out: dict[str, list[dict[str, float]]] = {"plain": [], "pipelines": []}
+    for _ in range(rounds):
+        for name, runs in out.items():
+            command = [sys.executable, __file__, "--lines", str(lines), "--child", name]
+            done = subprocess.run(command, check=True, capture_output=True, text=True)
+            runs.append(json.loads(done.stdout.splitlines()[-1]))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--fresh", action="store_true", help="one flush a fresh process")
+    parser.add_argument("--child", choices=("plain", "pipelines"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from service.pipeline.config import load_pipelines
-
     pin_to_one_core()
-    records = records_of(pipeline_input(args.lines))
-    pipelines = load_pipelines(DOCUMENT)
-    rounds: dict[str, list[dict[str, float]]] = {"plain": [], "pipelines": []}
-    with stage_clocks(pipelines) as spent:
-        for i in range(args.rounds + 1):
-            for name, chosen in (("plain", None), ("pipelines", pipelines)):
-                measured = one_flush(records, chosen, spent)
-                if i:  # the first round of each is untimed (lazy imports, compiled patterns)
-                    rounds[name].append(measured)
+    if args.child:
+        print(json.dumps(fresh_flush(args.lines, args.child)))
+        return
+    pipeline_input(args.lines)  # generated once, before any child reads it
+    run = fresh_rounds if args.fresh else warm_rounds
+    rounds = run(args.lines, args.rounds)
     scale = 100_000 / args.lines
     medians = {}
     for name, runs in rounds.items():

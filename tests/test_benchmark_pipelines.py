@@ -66,3 +66,11 @@ def test_stage_clocks_count_the_stages_of_a_flush_and_restore_the_code() -> None
     assert not {"route", "parse", "redact"} & set(plain)
     after = (plan.build_rows, plan.encode_parquet, engine.Pipelines.route, pipelines.redactor)
     assert after == original
+
+
+def test_a_fresh_flush_is_timed_by_stage_after_the_benchmarks_warm_up() -> None:
+    from benchmarks.pipeline_stages import fresh_flush
+
+    piped, plain = fresh_flush(400, "pipelines"), fresh_flush(400, "plain")
+    assert {"route", "parse", "redact", "encode", "sys", "page_faults_k"} <= set(piped)
+    assert "encode" in plain and not {"route", "redact"} & set(plain)
