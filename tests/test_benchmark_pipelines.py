@@ -47,3 +47,30 @@ def test_ratios_say_whether_each_target_is_met() -> None:
     assert got["tideway_vs_tideway_plain"]["lines_per_cpu_s"] == 0.9
     assert got["tideway_vs_tideway_plain"]["met"]
     assert not got["tideway_vs_duckdb"]["met"]
+
+
+def test_stage_clocks_count_the_stages_of_a_flush_and_restore_the_code() -> None:
+    from benchmarks.pipeline_stages import DOCUMENT, one_flush, records_of, stage_clocks
+    from service.pipeline import engine
+    from service.pipeline.config import load_pipelines
+    from service.sink import plan
+
+    records = records_of(pipeline_input(400))
+    pipelines = load_pipelines(DOCUMENT)
+    original = (plan.build_rows, plan.encode_parquet, engine.Pipelines.route, pipelines.redactor)
+    with stage_clocks(pipelines) as spent:
+        piped = one_flush(records, pipelines, spent)
+        plain = one_flush(records, None, spent)
+    stages = {"build_rows", "route", "parse", "redact", "conditions", "data_objects", "encode"}
+    assert stages | {"sys", "page_faults_k", "other"} <= set(piped)
+    assert not {"route", "parse", "redact"} & set(plain)
+    after = (plan.build_rows, plan.encode_parquet, engine.Pipelines.route, pipelines.redactor)
+    assert after == original
+
+
+def test_a_fresh_flush_is_timed_by_stage_after_the_benchmarks_warm_up() -> None:
+    from benchmarks.pipeline_stages import fresh_flush
+
+    piped, plain = fresh_flush(400, "pipelines"), fresh_flush(400, "plain")
+    assert {"route", "parse", "redact", "encode", "sys", "page_faults_k"} <= set(piped)
+    assert "encode" in plain and not {"route", "redact"} & set(plain)

@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 
 from service.errors import TidewayError
 from service.pipeline.jsonpath import values_at
+from service.pipeline.parsers.base import one_chunk
 
 MAX_LENGTH = 4096  # characters of one condition
 MAX_DEPTH = 32  # nesting of parentheses and "not"
@@ -257,7 +258,7 @@ def _operand(value: _Value, table: pa.Table) -> Any:
     name, _, key = value.path.partition(".")
     if name not in table.column_names:
         return pa.nulls(table.num_rows, pa.string())
-    column = table.column(name).combine_chunks()
+    column = one_chunk(table.column(name))
     if not key:
         return column
     if name != "attributes" or not pa.types.is_string(column.type):

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from service.pipeline.condition import Condition
 from service.pipeline.declared import declare
+from service.pipeline.parsers.base import one_chunk
 from service.pipeline.transform import PARSE_ERROR, Step
 
 DEFAULT_TABLE = "logs"
@@ -93,7 +94,7 @@ class Pipeline:
             for i, name in enumerate(table.column_names):
                 column = table.column(i)
                 if name not in NOT_REDACTED and pa.types.is_string(column.type):
-                    redacted = redactor(column.combine_chunks(), self.redact)
+                    redacted = redactor(one_chunk(column), self.redact)
                     table = table.set_column(i, name, redacted)
         if self.columns:
             table = declare(table, self.columns)
@@ -204,9 +205,9 @@ def _mix(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 def _parsed(table: pa.Table, parser: Parser) -> pa.Table:
     """The table with the parsed fields as columns (``<name>_parsed`` where the name is
     taken) and ``parse_error``; an unparsed line keeps its raw message."""
-    message = table.column("message").combine_chunks()
+    message = one_chunk(table.column("message"))
     if getattr(parser, "reads_arrival", False) and ARRIVAL_COLUMN in table.column_names:
-        result = parser(message, table.column(ARRIVAL_COLUMN).combine_chunks())  # type: ignore[call-arg]
+        result = parser(message, one_chunk(table.column(ARRIVAL_COLUMN)))  # type: ignore[call-arg]
     else:
         result = parser(message)
     for name, values in result.columns.items():

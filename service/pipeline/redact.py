@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 from pyarrow import compute
 
-from .parsers.base import array_of
+from .parsers.base import array_of, one_chunk
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
@@ -291,8 +291,7 @@ def redact(
         )
     for pattern in custom:
         _check_custom(pattern)
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+    values = one_chunk(values)
     for pattern in custom:
         values = _replace(values, pattern, _label("custom"))
     chosen = set(detectors)
