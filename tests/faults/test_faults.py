@@ -150,13 +150,17 @@ def test_paused_zombie_is_fenced_and_gives_its_shards_up(
     # go without a write (which of the two depends on when the pause fell; CI saw both). Never
     # a shard it did not hold, and never a line twice (above).
     assert {e["shard_id"] for e in lost} <= set(held)
+    # The takeover itself is asserted above (the lease table: the peer held all four). Its
+    # time is a figure only: on a loaded machine the zombie's heartbeat can stall and the
+    # peer take its shards just before the SIGSTOP lands, leaving no acquisition after it
+    # (CI saw it once).
     report_run(
         "sigstop_zombie",
         producer.sent,
         got,
         takeovers=firsts,
         fenced_writes=len(lost),
-        acquire_max=round(max(taken), 2),
+        acquire_max=round(max(taken), 2) if taken else None,
     )
 
 
