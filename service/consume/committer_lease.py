@@ -17,14 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from service.aws import error_code
+from service.consume.conditional import conditional_update
 from service.consume.leases import COMMITTER_PREFIX
 from service.errors import LeaseLostError
 from service.sink.iceberg_handoff import Handoff, Mark, decode_handoff
-
-_CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,21 +142,15 @@ class CommitterLeases:
         return _mark(resp.get("Item") or {})
 
     async def _update(self, key: str, update: str, condition: str, values: dict[str, Any]) -> None:
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "Key": {"shard_id": {"S": key}},
-            "UpdateExpression": update,
-            "ConditionExpression": condition,
-            "ExpressionAttributeValues": values,
-        }
-        if "#o" in update or "#o" in condition:
-            kwargs["ExpressionAttributeNames"] = {"#o": "owner"}
-        try:
-            await self._ddb.update_item(**kwargs)
-        except ClientError as exc:
-            if error_code(exc) == _CONDITION_FAILED:
-                raise LeaseLostError(f"{key} changed; the write was refused") from None
-            raise
+        await conditional_update(
+            self._ddb,
+            self.table,
+            key,
+            update=update,
+            condition=condition,
+            values=values,
+            lost=f"{key} changed; the write was refused",
+        )
 
 
 def _mark(item: dict[str, Any]) -> Mark | None:

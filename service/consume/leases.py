@@ -36,6 +36,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from service.aws import error_code
+from service.consume.conditional import CONDITION_FAILED, conditional_update
 from service.consume.progress import PROGRESS_ATTRIBUTE, ShardProgress, progress_from_item
 from service.consume.sequence import (
     FROM_START,
@@ -45,7 +46,6 @@ from service.consume.sequence import (
     checkpoint_to_wire,
     sequence_from_wire,
 )
-from service.errors import LeaseLostError
 
 __all__ = ["FROM_START", "SHARD_END", "LeaseTable", "ShardLease", "WorkerBeat"]
 WORKER_PREFIX = "worker#"
@@ -53,7 +53,6 @@ REPAIR_PREFIX = "repair#"  # items of the repair tools (redrive claims, replay p
 TTL_ATTRIBUTE = "expires_at"  # epoch s; only repair items carry it (no lease ever expires)
 CONFIG_PREFIX = "config#"  # items that are no lease: the stored pipeline document (reload.py)
 COMMITTER_PREFIX = "committer#"  # a table's elected committer (committer_lease.py)
-_CONDITION_FAILED = "ConditionalCheckFailedException"
 # Every attribute a lease round reads; the dedupe states and the pinned plan stay out.
 _SCANNED = (
     "shard_id, #o, epoch, checkpoint, intent_first, intent_last, intent_bytes, start_at, "
@@ -219,7 +218,7 @@ class LeaseTable:
                 ConditionExpression="attribute_not_exists(shard_id)",
             )
         except ClientError as exc:
-            if error_code(exc) != _CONDITION_FAILED:
+            if error_code(exc) != CONDITION_FAILED:
                 raise
 
     async def acquire(
@@ -380,21 +379,13 @@ class LeaseTable:
         *,
         returns: bool = False,
     ) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "Key": {"shard_id": {"S": shard_id}},
-            "UpdateExpression": update,
-            "ConditionExpression": condition,
-            "ExpressionAttributeValues": values,
-        }
-        if "#o" in update or "#o" in condition:
-            kwargs["ExpressionAttributeNames"] = {"#o": "owner"}
-        if returns:
-            kwargs["ReturnValues"] = "ALL_NEW"
-        try:
-            resp = await self._ddb.update_item(**kwargs)
-        except ClientError as exc:
-            if error_code(exc) == _CONDITION_FAILED:
-                raise LeaseLostError(f"lease on {shard_id} is no longer ours") from None
-            raise
-        return dict(resp.get("Attributes", {}))
+        return await conditional_update(
+            self._ddb,
+            self.table,
+            shard_id,
+            update=update,
+            condition=condition,
+            values=values,
+            lost=f"lease on {shard_id} is no longer ours",
+            returns=returns,
+        )
