@@ -14,6 +14,7 @@ four (leases.py). sink/iceberg_handoff.py says what they mean.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ from service.consume.conditional import conditional_update
 from service.consume.leases import COMMITTER_PREFIX
 from service.errors import LeaseLostError
 from service.sink.iceberg_handoff import Handoff, Mark, decode_handoff
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +112,17 @@ class CommitterLeases:
             for item in page.get("Items", []):
                 if "handoff_last" not in item or "handoff" not in item:
                     continue
-                last = int(item["handoff_last"]["S"])
-                one = decode_handoff(item["shard_id"]["S"], last, item["handoff"]["B"])
+                try:
+                    last = int(item["handoff_last"]["S"])
+                    one = decode_handoff(item["shard_id"]["S"], last, item["handoff"]["B"])
+                except (KeyError, ValueError) as exc:
+                    # Left out, not a failed round: one bad item must not stall every
+                    # flush; its owner commits it itself at its deadline.
+                    log.warning(
+                        "hand-off skipped: malformed",
+                        extra={"shard_id": item["shard_id"]["S"], "error": str(exc)},
+                    )
+                    continue
                 out.append((one, _mark(item)))
             if "LastEvaluatedKey" not in page:
                 return out

@@ -25,7 +25,7 @@ from service.consume.shard import ShardConsumer
 from service.resources import ensure_iceberg_table
 from service.settings import Settings
 from service.sink.iceberg_commit import SUMMARY_PREFIX
-from service.sink.iceberg_handoff import Handoff
+from service.sink.iceberg_handoff import Handoff, encode_handoff
 from service.sink.iceberg_tables import TableRouter
 from tests.conftest import Aws, lineage_counts
 from tests.consume.support import owned
@@ -250,3 +250,25 @@ async def test_with_no_committer_each_owner_commits_itself_after_the_deadline(
     late.observe({"late"}, {"late"})
     assert await late.step() == 0 and late.holding
     assert len(load(fleet.clients, fleet.settings).snapshots()) == 2
+
+
+async def test_a_malformed_hand_off_is_left_out_not_a_failed_round(
+    iceberg: Settings, clients: AwsClients, table: LeaseTable
+) -> None:
+    leases = CommitterLeases(clients.dynamodb, iceberg.lease_table)
+    items = {
+        "shardId-bad-json": {"handoff_last": {"S": "12"}, "handoff": {"B": b"not json"}},
+        "shardId-bad-last": {"handoff_last": {"S": "x"}, "handoff": {"B": encode_handoff(1, [])}},
+        "shardId-good": {
+            "handoff_last": {"S": "7"},
+            "handoff": {"B": encode_handoff(3, [("k", 9)])},
+        },
+    }
+    for key, attributes in items.items():
+        await clients.dynamodb.put_item(
+            TableName=iceberg.lease_table, Item={"shard_id": {"S": key}, **attributes}
+        )
+    got = await leases.handoffs()
+    assert [(h.shard_id, h.last, h.epoch, h.files) for h, _ in got] == [
+        ("shardId-good", 7, 3, (("k", 9),))
+    ]
