@@ -186,6 +186,11 @@ ENV = {f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()}
             "TIDEWAY_ICEBERG_COMMITTER",
             "'elected' or 'worker'",
         ),
+        (
+            {"TIDEWAY_ICEBERG_TABLE_LOCATION": "bucket"},
+            "TIDEWAY_ICEBERG_TABLE_LOCATION",
+            "'prefix' or 'catalog'",
+        ),
         ({"TIDEWAY_ICEBERG_TABLE": "logs"}, "TIDEWAY_ICEBERG_TABLE", "namespace.table"),
         ({"TIDEWAY_ICEBERG_CATALOG": "hive"}, "TIDEWAY_ICEBERG_CATALOG", "rest, sql or s3tables"),
         ({"TIDEWAY_ICEBERG_CATALOG": "s3tables"}, "TIDEWAY_ICEBERG_CATALOG_URI", "bucket's ARN"),
