@@ -69,11 +69,16 @@ class _EnvSource(EnvSettingsSource):
         return super().prepare_field_value(field_name, field, value, value_is_complex)
 
 
+def cpu_mask() -> frozenset[int]:
+    """The CPUs of this process's affinity mask; empty where the OS has none (macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return frozenset(os.sched_getaffinity(0))
+    return frozenset()
+
+
 def available_cpus() -> int:
     """CPUs this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
+    return len(cpu_mask()) or os.cpu_count() or 1
 
 
 class Settings(BaseSettings):
@@ -102,6 +107,9 @@ class Settings(BaseSettings):
     # serve worker processes sharing the port (SO_REUSEPORT); None: one per CPU this process
     # may run on (os.sched_getaffinity: what the ECS task's vCPUs give it, not the host's).
     workers: int | None = Field(default=None, ge=1, le=256)
+    # With exactly one worker per CPU of the task, worker i runs on the i-th CPU only (as
+    # nginx's ``worker_cpu_affinity auto``): no migrations between cores (docs/http-api.md).
+    pin_workers: bool = True
     max_decompression_ratio: float = Field(default=200.0, ge=1)
     body_read_timeout: float = Field(default=30.0, gt=0)
     # Lines (text, NDJSON), array elements, bulk actions or OTLP messages in one request:

@@ -25,13 +25,13 @@ import random
 import signal
 import socket
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
 
 from service.errors import ListenError, ServeWorkerError
-from service.settings import Settings, available_cpus
+from service.settings import Settings, available_cpus, cpu_mask
 from service.telemetry.workers import (
     MULTIPROCESS_DIR_ENV,
     SUPERVISOR,
@@ -60,6 +60,17 @@ WorkerTarget = Callable[[Settings, int, str], None]
 def worker_count(settings: Settings) -> int:
     """``TIDEWAY_WORKERS``, else one per CPU available to this process."""
     return settings.workers or available_cpus()
+
+
+def worker_cpus(count: int, allowed: Collection[int], pin: bool) -> tuple[int | None, ...]:
+    """The CPU each of ``count`` workers is pinned to (None: not pinned). Only with exactly
+    one worker per CPU of the affinity mask: then the scheduler has nothing to balance and
+    a worker that migrates only pays for cold caches. With more workers than CPUs, or a
+    task limited by a CPU quota rather than a mask, the kernel places them as it sees fit."""
+    cpus = sorted(allowed)
+    if not pin or count < 2 or count != len(cpus):
+        return (None,) * count
+    return tuple(cpus)
 
 
 @contextlib.contextmanager
@@ -122,12 +133,13 @@ class _Workers:
         context: SpawnContext,
         target: WorkerTarget,
         args: tuple[Settings, int, str],
-        count: int,
+        cpus: Sequence[int | None],
     ) -> None:
         self.context, self.target, self.args = context, target, args
         self.metrics_dir = args[2]
+        self.cpus = cpus
         loop = asyncio.get_running_loop()
-        self.slots = [_Slot(i, self._start(i), loop.time()) for i in range(count)]
+        self.slots = [_Slot(i, self._start(i), loop.time()) for i in range(len(cpus))]
 
     def _start(self, index: int) -> BaseProcess:
         process = self.context.Process(
@@ -136,7 +148,21 @@ class _Workers:
         process.start()
         if process.pid is not None:
             worker_started(index, process.pid, self.metrics_dir)
+            self._pin(index, process.pid)
         return process
+
+    def _pin(self, index: int, pid: int) -> None:
+        """Worker ``index`` onto its CPU (before its imports are done; the threads it starts
+        later inherit the mask). A refusal (a CPU gone offline) leaves it unpinned."""
+        cpu = self.cpus[index]
+        if cpu is None:
+            return
+        try:
+            os.sched_setaffinity(pid, {cpu})
+        except OSError as exc:
+            log.warning(
+                "serve worker not pinned", extra={"worker": index, "cpu": cpu, "error": str(exc)}
+            )
 
     @property
     def processes(self) -> list[BaseProcess]:
@@ -200,7 +226,7 @@ async def supervise(settings: Settings, stop: asyncio.Event, target: WorkerTarge
             multiprocessing.get_context("spawn"),
             target,
             (worker_settings, threads, metrics_dir),
-            count,
+            worker_cpus(count, cpu_mask(), settings.pin_workers),
         )
         log.info("serving", extra={"port": bound, "workers": count, "stream": settings.stream})
         try:

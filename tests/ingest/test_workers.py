@@ -28,7 +28,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 
 from service.errors import ServeWorkerError
 from service.ingest.grpc_logs import EXPORT_PATH
-from service.ingest.workers import MAX_QUICK_DEATHS, supervise
+from service.ingest.workers import MAX_QUICK_DEATHS, supervise, worker_cpus
 from service.local import free_port
 from service.settings import Settings
 from tests.conftest import Aws, drain, lineage_counts, read_table
@@ -104,9 +104,13 @@ class Serve:
 
 
 @asynccontextmanager
-async def _serve(aws: Aws, ready: Settings, grpc_port: int = 0) -> AsyncIterator[Serve]:
+async def _serve(
+    aws: Aws, ready: Settings, grpc_port: int = 0, cpus: set[int] | None = None, **extra: str
+) -> AsyncIterator[Serve]:
+    """Two workers; ``cpus``: the affinity mask the task is started with (as ECS gives it)."""
     port = free_port()
     env = aws.env(
+        **extra,
         TIDEWAY_STREAM=ready.stream,
         TIDEWAY_BUCKET=ready.bucket,
         TIDEWAY_HOST="127.0.0.1",
@@ -119,7 +123,11 @@ async def _serve(aws: Aws, ready: Settings, grpc_port: int = 0) -> AsyncIterator
     # block the workers' logging.
     with tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen(
-            [str(TIDEWAY), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+            [str(TIDEWAY), "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),  # noqa: PLW1509
         )
         try:
             yield Serve(proc, port, grpc_port, stderr)
@@ -188,6 +196,49 @@ async def test_two_workers_share_the_port_count_together_and_drain_on_sigterm(
         code, stderr = await serve.stop()
     assert code == 0, stderr
     assert sorted(x["message"] for x in stream_lines(aws, ready.stream)) == _sent("w", requests)
+
+
+def test_one_worker_per_cpu_of_the_mask_is_pinned_to_it_and_others_are_not() -> None:
+    assert worker_cpus(2, {5, 3}, pin=True) == (3, 5)
+    assert worker_cpus(2, {3, 5}, pin=False) == (None, None)
+    assert worker_cpus(3, {3, 5}, pin=True) == (None, None, None)  # more workers than CPUs
+    assert worker_cpus(2, {0, 1, 2, 3}, pin=True) == (None, None)  # fewer: kernel places
+    assert worker_cpus(1, {0}, pin=True) == (None,)
+    assert worker_cpus(2, set(), pin=True) == (None, None)  # no affinity mask (macOS)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin to")
+async def test_each_worker_runs_on_its_own_cpu_also_after_a_restart(
+    aws: Aws, ready: Settings
+) -> None:
+    cpus = set(sorted(os.sched_getaffinity(0))[:2])
+    async with _serve(aws, ready, cpus=cpus) as serve:
+        first = await serve.all_listening(serve.port)
+        masks = {w.pid: frozenset(w.cpu_affinity()) for w in serve.workers()}
+        killed = min(first)
+        os.kill(killed, signal.SIGKILL)
+        for _ in range(600):
+            listening = serve.listening(serve.port)
+            if len(listening) == 2 and killed not in listening:
+                break
+            await asyncio.sleep(0.1)
+        (heir,) = listening - first
+        heir_mask = frozenset(psutil.Process(heir).cpu_affinity())
+        code, stderr = await serve.stop()
+    assert code == 0, stderr
+    assert sorted(masks.values(), key=min) == [frozenset({c}) for c in sorted(cpus)], masks
+    assert heir_mask == masks[killed]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin to")
+async def test_workers_are_not_pinned_when_pinning_is_off(aws: Aws, ready: Settings) -> None:
+    cpus = set(sorted(os.sched_getaffinity(0))[:2])
+    async with _serve(aws, ready, cpus=cpus, TIDEWAY_PIN_WORKERS="false") as serve:
+        await serve.all_listening(serve.port)
+        masks = [frozenset(w.cpu_affinity()) for w in serve.workers()]
+        code, stderr = await serve.stop()
+    assert code == 0, stderr
+    assert masks == [frozenset(cpus)] * 2
 
 
 async def test_metrics_show_process_figures_of_every_worker(aws: Aws, ready: Settings) -> None:
