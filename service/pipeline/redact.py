@@ -5,19 +5,27 @@ lookarounds, so a pattern that must not start or end inside a longer token (an I
 ``1.2.3.4.5``) consumes one neighbouring character and writes it back (``\\1…\\2``); two addresses
 one character apart then need a second pass, which the detector makes. Only the Luhn check of
 credit-card candidates runs in Python, on the lines RE2 found a candidate in.
+
+That is the specification, and the path without the C extension. With it
+(service/pipeline/detect.py), one pass over a column's bytes chooses the values the e-mail,
+card and IPv4 patterns may match (the others are left as RE2 would leave them), and card
+numbers are redacted in C by the same rule as ``_cards_in``: the same bytes, less time.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from pyarrow import compute
 
+from . import detect
+from .candidates import any_of, hits, matches
 from .parsers.base import array_of, one_chunk
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -153,6 +161,8 @@ def _cards_in(text: str) -> str:
 
 
 def _redact_cards(values: pa.Array[Any]) -> pa.Array[Any]:
+    if detect.native(["credit_card"], values):
+        return detect.cards(values)  # _cards_in of every value, in C
     # Python runs only on the lines RE2 found a candidate in (a per-line loop, measured in
     # benchmarks/parsers.py); every other line stays in Arrow.
     candidates = pc.fill_null(pc.match_substring_regex(values, _CARD_CANDIDATE), False)
@@ -182,10 +192,10 @@ def _settled_cards(values: pa.Array[Any]) -> pa.Array[Any]:
     digits = pc.replace_substring(pc.replace_substring(run, " ", ""), "-", "")
     length = pc.utf8_length(digits).to_numpy(zero_copy_only=False)
     single = length == pc.utf8_length(run).to_numpy(zero_copy_only=False)
-    plausible = single | ~_matches(run, "[0-9]{7}")  # no group over 6 digits (_plausible)
-    one_run = found & ~_matches(post, _LONG_RUN)
+    plausible = single | ~matches(run, "[0-9]{7}")  # no group over 6 digits (_plausible)
+    one_run = found & ~matches(post, _LONG_RUN)
     eligible = one_run & (length <= 19)
-    card = eligible & plausible & _matches(digits, "^[2-6]") & _luhn(digits, eligible)
+    card = eligible & plausible & matches(digits, "^[2-6]") & _luhn(digits, eligible)
     python = ~card & ~(eligible & single)
     out = values
     if card.any():
@@ -221,11 +231,6 @@ def _between(
     picked = data[gather]
     buffers = [None, pa.py_buffer(out.tobytes()), pa.py_buffer(picked.tobytes())]
     return pa.Array.from_buffers(pa.large_string(), len(sizes), buffers).cast(values.type)
-
-
-def _matches(values: pa.Array[Any], pattern: str) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    found = pc.fill_null(pc.match_substring_regex(values, pattern), False)
-    return found.to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
 
 
 def _luhn(digits: pa.Array[Any], rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -295,22 +300,40 @@ def redact(
     for pattern in custom:
         values = _replace(values, pattern, _label("custom"))
     chosen = set(detectors)
-    # One RE2 scan for every chosen pattern finds the lines holding anything to redact (a
-    # line none of them matches is left as it is by each); only those lines go through the
+    # One scan for every chosen pattern finds the lines holding anything to redact (a line
+    # none of them matches is left as it is by each); only those lines go through the
     # detectors one by one. Most lines of most columns hold nothing: one scan, not one each.
-    patterns = [d.pattern for name, steps in _DETECTORS.items() if name in chosen for d in steps]
-    patterns += [_CARD_CANDIDATE] if "credit_card" in chosen else []
-    if not patterns:
+    # The C pass (detect.flagged) scans for the detectors it knows, RE2 for the others.
+    fast = detect.native(chosen, values)
+    patterns = [
+        d.pattern
+        for name, steps in _DETECTORS.items()
+        if name in chosen and name not in fast
+        for d in steps
+    ]
+    patterns += [_CARD_CANDIDATE] if "credit_card" in chosen - fast else []
+    if not patterns and not fast:
         return values
-    hits = _hits(values, _any_of(patterns))
-    count = int(np.count_nonzero(hits))
+    found = detect.flagged(values, fast) if fast else np.zeros(len(values), dtype=bool)
+    if patterns:
+        found |= hits(values, any_of(patterns))
+    return _on_rows(values, found, lambda rows: _distinct_detected(rows, chosen))
+
+
+def _on_rows(
+    values: pa.Array[Any],
+    rows: np.ndarray[Any, np.dtype[np.bool_]],
+    detect: Callable[[pa.Array[Any]], pa.Array[Any]],
+) -> pa.Array[Any]:
+    """``values`` with ``detect`` of the ``rows`` (no nulls among them) in their place: the
+    other values are ones ``detect`` would leave as they are."""
+    count = int(np.count_nonzero(rows))
     if count == 0:
         return values
     if count == len(values):
-        return _distinct_detected(values, chosen)
-    rows = pa.array(hits)
-    found = _distinct_detected(pc.filter(values, rows), chosen)
-    return array_of(pc.replace_with_mask(values, rows, found))
+        return detect(values)
+    mask = pa.array(rows)
+    return array_of(pc.replace_with_mask(values, mask, detect(pc.filter(values, mask))))
 
 
 def _distinct_detected(values: pa.Array[Any], chosen: set[str]) -> pa.Array[Any]:
@@ -324,54 +347,23 @@ def _distinct_detected(values: pa.Array[Any], chosen: set[str]) -> pa.Array[Any]
     return array_of(pc.take(_detected(encoded.dictionary, chosen), encoded.indices))
 
 
-# Columns up to this size are searched in blocks first (offsets of the joined text are int32).
-_WHOLE_COLUMN_BYTES = 1 << 30
-# Values joined into one text per block: RE2's fixed cost a call (~0.1 us) is paid once a
-# block, and a match found early in a block ends its search.
-_BLOCK_ROWS = 128
-
-
-def _hits(values: pa.Array[Any], pattern: str) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    """Which of ``values`` ``pattern`` matches (nulls: none), as one RE2 search a value
-    would say, searching the values of a block of rows joined by NUL first and one by one
-    only in the blocks that match (RE2's fixed cost a call is most of the time on short
-    values, and most columns hold nothing to redact, or hold it in a few rows).
-
-    A block that holds no match holds no value that matches: a value's match is a match of
-    the joined text, as each detector's anchors (``^``, ``$``, ``\\b``) sit beside a character
-    class that takes the NUL (tests/pipeline/test_redact.py holds every detector to it at a
-    value's edges).
-    """
-    n = len(values)
-    if values.null_count == n:  # also the empty column
-        return np.zeros(n, dtype=bool)
-    candidates = np.ones(n, dtype=bool)
-    if values.nbytes <= _WHOLE_COLUMN_BYTES:
-        text = values if values.null_count == 0 else pc.fill_null(values, "")
-        bounds = np.append(np.arange(0, n, _BLOCK_ROWS, dtype=np.int32), np.int32(n))
-        blocks = pa.ListArray.from_arrays(pa.array(bounds, pa.int32()), text)
-        matched = _matches(pc.binary_join(blocks, "\x00"), pattern)
-        if not matched.any():
-            return np.zeros(n, dtype=bool)
-        candidates = np.repeat(matched, np.diff(bounds))
-    if candidates.all():
-        return _matches(values, pattern)
-    hits = np.zeros(n, dtype=bool)
-    hits[candidates] = _matches(pc.filter(values, pa.array(candidates)), pattern)
-    return hits
-
-
-def _any_of(patterns: Sequence[str]) -> str:
-    return "|".join(f"(?:{p})" for p in patterns)  # (?:) scopes each pattern's (?i) flags
-
-
 def _detected(values: pa.Array[Any], chosen: set[str]) -> pa.Array[Any]:
-    """``values`` through each chosen detector, in the fixed order."""
-    for name, steps in _DETECTORS.items():
-        if name not in chosen:
-            continue
-        if name == "credit_card":
-            values = _redact_cards(values)
-        for step in steps:
-            values = _replace(values, step.pattern, step.replacement, step.passes)
+    """``values`` through each chosen detector, in the fixed order; a detector the C pass
+    knows runs only on the values it flags for it (in the values as the detectors before it
+    left them)."""
+    fast = detect.native(chosen, values)
+    for name in _DETECTORS:
+        if name in fast:
+            values = _on_rows(values, detect.flagged(values, [name]), partial(_detector, name=name))
+        elif name in chosen:
+            values = _detector(values, name)
+    return values
+
+
+def _detector(values: pa.Array[Any], name: str) -> pa.Array[Any]:
+    """``values`` through one detector."""
+    if name == "credit_card":
+        values = _redact_cards(values)
+    for step in _DETECTORS[name]:
+        values = _replace(values, step.pattern, step.replacement, step.passes)
     return values

@@ -1,0 +1,170 @@
+"""Redaction's native half (service/_detect.c through service/pipeline/detect.py) against its
+specification: every value a detector's RE2 pattern matches is flagged, cards are redacted as
+the Python rule redacts them, and redaction gives the same bytes with the extension off."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.pipeline import detect
+from service.pipeline.redact import _CARD_CANDIDATE, _DETECTORS, _cards_in, redact
+from service.scanner import DETECT
+from tests.pipeline.test_redact import DIGIT_TEXT, card
+
+ROOT = Path(__file__).resolve().parents[2]
+needs_extension = pytest.mark.skipif(DETECT is None, reason="TIDEWAY_NO_EXTENSIONS is set")
+
+# The pattern each flag stands for: a value it matches must be flagged.
+PATTERNS = {
+    "email": _DETECTORS["email"][0].pattern,
+    "credit_card": _CARD_CANDIDATE,
+    "ipv4": _DETECTORS["ipv4"][0].pattern,
+}
+# The characters the patterns turn on (word and non-word, separators, dots, '@', non-ASCII).
+ALPHABET = "0123456789 -.@_aZx%+:/,\té"
+octets = st.integers(0, 300).map(str)
+PIECE = st.one_of(
+    st.text(ALPHABET, max_size=8),
+    st.tuples(
+        st.text("ab1.%+-_", min_size=1, max_size=5), st.sampled_from(["b.co", "x-1.org", "c"])
+    ).map("@".join),
+    card(),
+    st.lists(octets, min_size=3, max_size=5).map(".".join),
+    st.integers(0, 10**20).map(str),
+)
+TEXT = st.lists(PIECE, max_size=6).map("".join)
+
+
+def _column(texts: list[str | None], start: int, large: bool) -> pa.Array[Any]:
+    """``texts`` as a column, sliced from ``start`` (after as many lines before it)."""
+    column = pa.array(["x 10.0.0.1 y"] * start + texts, pa.large_string() if large else pa.string())
+    return column.slice(start)
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(TEXT, st.none()), min_size=1, max_size=12), st.integers(0, 3), st.booleans()
+)
+def test_every_value_a_pattern_matches_is_flagged(
+    texts: list[str | None], start: int, large: bool
+) -> None:
+    column = _column(texts, start, large)
+    for name, pattern in PATTERNS.items():
+        matched = pc.fill_null(pc.match_substring_regex(column, pattern), False).to_pylist()
+        flagged = detect.flagged(column, [name]).tolist()
+        missed = [t for t, m, f in zip(texts, matched, flagged, strict=True) if m and not f]
+        assert not missed, (name, missed)
+    together = detect.flagged(column, list(PATTERNS))
+    each = [detect.flagged(column, [name]) for name in PATTERNS]
+    assert together.tolist() == (each[0] | each[1] | each[2]).tolist()
+
+
+@needs_extension
+def test_what_holds_no_candidate_is_not_flagged() -> None:
+    # The pass is worth running only if it leaves most values alone.
+    plain = [
+        "2fa91425cb0088539d2c67eda13ffe79",  # hex ids: digit runs inside a word
+        "7253edc618187993",
+        '{"status":200,"duration_ms":12.5,"bytes":123456789012}',  # 12 digits
+        "ip-10-0-1-243.ec2.internal",  # no dots between the runs
+        "version 1.2.3 at user@localhost",  # three runs; no top-level domain
+        "id_4111111111111111",  # a card pattern needs a word boundary before it
+        "v1.2.3.4",  # a dotted quad needs one too
+        None,
+        "",
+    ]
+    for name in PATTERNS:
+        assert not detect.flagged(pa.array(plain, pa.string()), [name]).any(), name
+    found = ["a bob@example.com", "4111 1111 1111 1111", "from 10.1.2.3:80"]
+    flags = [detect.flagged(pa.array(found, pa.string()), [name]) for name in PATTERNS]
+    assert [f.tolist() for f in flags] == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+
+
+@needs_extension
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(DIGIT_TEXT, TEXT, st.none()), min_size=1, max_size=10),
+    st.integers(0, 3),
+    st.booleans(),
+)
+def test_cards_are_redacted_as_the_python_rule_redacts_them(
+    texts: list[str | None], start: int, large: bool
+) -> None:
+    column = _column(texts, start, large)
+    out = detect.cards(column)
+    assert out.type == column.type
+    assert out.to_pylist() == [None if t is None else _cards_in(t) for t in texts]
+
+
+@needs_extension
+def test_a_column_without_cards_comes_back_as_it_is() -> None:
+    column = pa.array(["no card", None, "4111 1111 1111 1112"], pa.string())
+    assert detect.cards(column) is column
+
+
+def test_without_the_extension_no_detector_is_native() -> None:
+    column = pa.array(["a"], pa.string())
+    assert detect.native(PATTERNS, column) == (frozenset() if DETECT is None else set(PATTERNS))
+    assert not detect.native(PATTERNS, pa.array(["a"], pa.string_view()))
+
+
+REDACT_RUN = """
+import hashlib, random, sys
+import pyarrow as pa
+from service.pipeline import detect
+from service.pipeline.redact import DETECTORS, redact
+
+pieces = ["bob@example.com", "x.y+z@mail.example.co.uk", "@", "a@b", "4111 1111 1111 1111",
+          "4012-8888-8888-1881", "378282246310005", "4111111111111112", "1234567890123",
+          "10.0.0.1", "256.1.1.1", "1.2.3.4.5", "10.0.0.1:443", "::ffff:1.2.3.4", "2001:db8::1",
+          "AKIAIOSFODNN7EXAMPLE", "Bearer abcdefgh1234", "é", " ", "-", ".", ",", "_", "x", "7",
+          "2fa91425cb0088539d2c67eda13ffe79", '{"a":"u1@example.org","n":12345}']
+rng = random.Random(int(sys.argv[1]))
+texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 8))) for _ in range(20000)]
+texts = [None if rng.random() < 0.02 else t for t in texts]
+column = pa.array(texts, pa.string())
+assert bool(detect.NATIVE) == (sys.argv[2] == "native")
+for chosen in (sorted(DETECTORS), ["email", "credit_card", "ipv4"], ["credit_card"], ["ipv4", "jwt"]):
+    out = redact(column.slice(3), chosen)
+    print(chosen, hashlib.sha256(repr(out.to_pylist()).encode()).hexdigest())
+"""
+
+
+def _redacted_digests(seed: int, switch: str) -> str:
+    env = {**os.environ, "TIDEWAY_NO_EXTENSIONS": switch}
+    variant = "pure" if switch == "1" else "native"
+    done = subprocess.run(
+        [sys.executable, "-c", REDACT_RUN, str(seed), variant],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@needs_extension
+@pytest.mark.parametrize("seed", [1, 2])
+def test_redaction_gives_the_same_bytes_with_the_extension_off(seed: int) -> None:
+    native = _redacted_digests(seed, "0")
+    assert native.count("\n") == 4  # one digest a choice of detectors
+    assert native == _redacted_digests(seed, "1")
+
+
+def test_redaction_redacts_what_the_extension_knows() -> None:
+    column = pa.array(["bob@example.com 4111 1111 1111 1111 from 10.0.0.1."], pa.string())
+    out = redact(column, ["email", "credit_card", "ipv4"]).to_pylist()
+    assert out == ["[REDACTED:email] [REDACTED:credit_card] from [REDACTED:ipv4]."]
