@@ -1,10 +1,10 @@
-"""Mutation fuzzing of the C line scanner under AddressSanitizer (not run by pytest).
+"""Mutation fuzzing of the C extensions under AddressSanitizer (not run by pytest).
 
     .venv/bin/python tests/fuzz/fuzz_scan_asan.py --seconds 60 [--seed N]
 
-builds ``service/_scan.c`` with ``-fsanitize=address,undefined`` into ``build/asan/`` (gcc and
-the Python headers are all it needs), then runs itself again with libasan and libubsan
-preloaded, importing that build instead of the package's. ``make fuzz`` runs it for
+builds ``service/_scan.c`` and ``service/_detect.c`` with ``-fsanitize=address,undefined`` into
+``build/asan/`` (gcc and the Python headers are all it needs), then runs itself again with
+libasan and libubsan preloaded, importing that build instead of the package's. ``make fuzz`` runs it for
 ``FUZZ_SECONDS``; CI runs a short round.
 
 Lines of service.loggen, cut and spliced with JSON's own bytes, invalid UTF-8, NUL, escapes
@@ -13,7 +13,10 @@ exponents, the int64/uint64 and double boundaries) go through both entry points 
 sanitized build. Any out-of-bounds access or undefined behaviour aborts the run; the
 properties: a line check_lines vouches for is a non-empty object to orjson, and a line
 map_lines maps is an object to orjson (tests/sink/test_scan.py and test_scan_numbers.py
-hold the mapped values themselves to the specification).
+hold the mapped values themselves to the specification). The same lines, as text, go through
+redaction's candidate pass and card rule (``_detect``), in string and large_string columns,
+sliced: every value RE2's patterns match is flagged, and the cards come out as the Python
+rule (``redact._cards_in``) writes them.
 """
 
 from __future__ import annotations
@@ -27,13 +30,17 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from service.loggen import ndjson_lines  # noqa: E402
+from service.pipeline.redact import _CARD_CANDIDATE, _DETECTORS, _cards_in  # noqa: E402
 from service.sink.native import name_groups  # noqa: E402
 from service.sink.rules import FieldMapping  # noqa: E402
 from tests.builders import BOUNDARY_NUMBERS  # noqa: E402
@@ -43,6 +50,15 @@ ALPHABET = (
 )
 NUMBERS = BOUNDARY_NUMBERS
 CHILD = "TIDEWAY_ASAN_CHILD"
+MODULES = ("_scan", "_detect")
+# Each flag of ``_detect.candidates`` and the pattern whose matches it must cover.
+PATTERNS = (
+    ("EMAIL", _DETECTORS["email"][0].pattern),
+    ("CREDIT_CARD", _CARD_CANDIDATE),
+    ("IPV4", _DETECTORS["ipv4"][0].pattern),
+)
+# Bytes that turn the detectors on, spliced into the lines for the candidate pass.
+DETECTOR_BITS = (b"@", b"a@b.co", b"4111 1111 1111 1111", b"10.0.0.1", b"-", b" ", b".", b"9" * 19)
 
 
 def number(rng: random.Random) -> bytes:
@@ -85,10 +101,43 @@ def corpus() -> list[bytes]:
     ]
 
 
+def detect_round(detect: Any, rng: random.Random, lines: list[bytes]) -> None:
+    """``lines`` (with detector bytes spliced in) as a text column through ``_detect``."""
+    texts: list[str | None] = []
+    for line in lines:
+        b = bytearray(line)
+        for _ in range(rng.randint(0, 4)):
+            at = rng.randrange(len(b) + 1)
+            b[at:at] = rng.choice(DETECTOR_BITS)
+        texts.append(None if rng.random() < 0.1 else b.decode(errors="replace"))
+    start = rng.randint(0, 2)
+    column = pa.array(["x"] * start + texts, rng.choice((pa.string(), pa.large_string()))).slice(
+        start
+    )
+    wide = column.type == pa.large_string()
+    _, offsets, data = column.buffers()
+    args = (offsets, b"" if data is None else data, column.offset, len(column), wide)
+    for flag, pattern in PATTERNS:
+        found = detect.candidates(*args, getattr(detect, flag))
+        matched = pc.fill_null(pc.match_substring_regex(column, pattern), False).to_pylist()
+        for text, hit, flagged in zip(texts, matched, found, strict=True):
+            assert flagged or not hit, (flag, text)
+    new_offsets, new_data, changed = detect.cards(*args)
+    if changed:
+        validity = None if column.null_count == 0 else column.is_valid().buffers()[1]
+        buffers = [validity, pa.py_buffer(new_offsets), pa.py_buffer(new_data)]
+        column = pa.Array.from_buffers(column.type, len(column), buffers, column.null_count)
+    got = column.to_pylist()
+    for text, out in zip(texts, got, strict=True):
+        assert out == (None if text is None else _cards_in(text)), (text, out)
+
+
 def fuzz(build: Path, seed: int, seconds: float) -> None:
     sys.path.insert(0, str(build))
-    scan = importlib.import_module("_scan")  # the sanitized build, not the package's
-    assert Path(scan.__file__ or "").parent == build, scan.__file__
+    scan = importlib.import_module("_scan")  # the sanitized builds, not the package's
+    detect = importlib.import_module("_detect")
+    for module in (scan, detect):
+        assert Path(module.__file__ or "").parent == build, module.__file__
     rng = random.Random(seed)
     deadline = time.monotonic() + seconds
     groups = name_groups(FieldMapping())
@@ -105,14 +154,21 @@ def fuzz(build: Path, seed: int, seconds: float) -> None:
         for line, took in zip(lines, mapped, strict=True):
             if took:
                 assert type(orjson.loads(line)) is dict, line
+        if runs % 4 == 0:  # Arrow and RE2 around each call make a round ~15x a scan's
+            detect_round(detect, rng, lines)
         runs += 1
     print(f"ok: {runs} bodies in {seconds:g} s, seed {seed}, {len(base)} corpus lines")
 
 
-def build_asan(out: Path) -> Path:
-    """The scanner built with ASan and UBSan into ``out``; returns the module's path."""
+def build_asan(out: Path) -> None:
+    """The extensions (MODULES) built with ASan and UBSan into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    target = out / f"_scan{sysconfig.get_config_var('EXT_SUFFIX')}"
+    for name in MODULES:
+        build_one(name, out)
+
+
+def build_one(name: str, out: Path) -> Path:
+    target = out / f"{name}{sysconfig.get_config_var('EXT_SUFFIX')}"
     command = [
         os.environ.get("CC", "gcc"),
         "-O1",
@@ -124,7 +180,7 @@ def build_asan(out: Path) -> Path:
         "-fPIC",
         "-shared",
         f"-I{sysconfig.get_paths()['include']}",
-        str(ROOT / "service" / "_scan.c"),
+        str(ROOT / "service" / f"{name}.c"),
         "-o",
         str(target),
     ]
