@@ -12,10 +12,12 @@ In the same run, on the same generated NDJSON bodies:
 Cores (this machine has two, shared with other work): ``bare_*`` and ``tideway`` servers
 run pinned to the first core; the load generator (benchmarks/loadgen.py: wrk, or the
 Python client without it) and the Kinesis stand-in are pinned to the last core.
-  tideway_N_workers  `tideway serve` with TIDEWAY_WORKERS=N (``--workers``, e.g. 1,2), not
-                pinned: its N worker processes may run on every core, so they share the
-                cores with the generator and the stand-in (``client_busy`` and
-                ``standin_busy`` say how much those took).
+  tideway_N_workers  `tideway serve` with TIDEWAY_WORKERS=N (``--workers``, e.g. 1,2) on
+                every core: with one worker per core serve pins each to its own (its
+                default, TIDEWAY_PIN_WORKERS; set it false in this environment to compare),
+                so the last worker shares its core with the generator and the stand-in
+                (``client_busy`` and ``standin_busy`` say how much those took); one worker
+                is not pinned.
   bare_zstd_N_procs  N bare_zstd processes on one port (SO_REUSEPORT), not pinned: what the
                 machine let any N-process server gain in the same round.
 ``records_per_call`` is the PutRecords batch fill (records a call, at the stand-in), and
@@ -363,7 +365,7 @@ async def measure(
     variant: str, bodies: list[bytes], per_body: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     """One run of ``variant``. Cores: a pinned server on the first core; the load generator
-    and the Kinesis stand-in pinned to the last; ``*_workers``/``*_procs`` unpinned."""
+    and the Kinesis stand-in pinned to the last; ``*_workers``/``*_procs`` on every core."""
     from service.local import free_port
 
     client_core = _cores()[1]
