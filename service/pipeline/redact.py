@@ -323,17 +323,17 @@ def redact(
 def _on_rows(
     values: pa.Array[Any],
     rows: np.ndarray[Any, np.dtype[np.bool_]],
-    detect: Callable[[pa.Array[Any]], pa.Array[Any]],
+    apply: Callable[[pa.Array[Any]], pa.Array[Any]],
 ) -> pa.Array[Any]:
-    """``values`` with ``detect`` of the ``rows`` (no nulls among them) in their place: the
-    other values are ones ``detect`` would leave as they are."""
+    """``values`` with ``apply`` of the ``rows`` (no nulls among them) in their place: the
+    other values are ones ``apply`` would leave as they are."""
     count = int(np.count_nonzero(rows))
     if count == 0:
         return values
     if count == len(values):
-        return detect(values)
+        return apply(values)
     mask = pa.array(rows)
-    return array_of(pc.replace_with_mask(values, mask, detect(pc.filter(values, mask))))
+    return array_of(pc.replace_with_mask(values, mask, apply(pc.filter(values, mask))))
 
 
 def _distinct_detected(values: pa.Array[Any], chosen: set[str]) -> pa.Array[Any]:
