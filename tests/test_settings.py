@@ -73,6 +73,13 @@ def test_defaults_follow_the_design() -> None:
         (
             {
                 **{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()},
+                "TIDEWAY_PIN_WORKERS": "often",
+            },
+            "TIDEWAY_PIN_WORKERS",
+        ),
+        (
+            {
+                **{f"TIDEWAY_{k.upper()}": v for k, v in BASE.items()},
                 "TIDEWAY_START_POSITION": "BEGINNING",
             },
             "TIDEWAY_START_POSITION",
