@@ -97,7 +97,8 @@ def run_tideway(src: Path, out: Path, pipelines: Any = None) -> Clock:
     from service.sink.rules import FieldMapping
 
     # The records a consumer would hold, built a record at a time (the whole input as one
-    # list of lines besides would raise the peak RSS above what the flush itself needs).
+    # list of lines besides would raise the peak RSS above what the flush itself needs),
+    # handed over to the flush as the consumer hands its buffer's (``release``).
     records = []
     with src.open("rb") as fh:
         while chunk := list(islice(fh, LINES_PER_RECORD)):
@@ -110,7 +111,7 @@ def run_tideway(src: Path, out: Path, pipelines: Any = None) -> Clock:
             )
     layout = Layout("bench", pipelines=pipelines)
     clock = Clock()
-    plan = plan_flush("shardId-000000000000", records, [], layout, FieldMapping())
+    plan = plan_flush("shardId-000000000000", records, [], layout, FieldMapping(), release=True)
     clock.stop()
     for obj in plan.objects:
         path = out / obj.key

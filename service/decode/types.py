@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -76,3 +76,8 @@ class DecodedRecord:
     meta: RecordMeta
     batches: tuple[LineBatch, ...]
     raw: bytes = b""  # the Kinesis record as read, for the dead letter if it cannot map
+
+    def hollow(self) -> DecodedRecord:
+        """This record without its bytes (lineage, line counts and batch metadata kept): what
+        a flush that took over its records holds of one once its rows are mapped."""
+        return DecodedRecord(self.meta, tuple(replace(b, payload=b"") for b in self.batches))

@@ -26,6 +26,7 @@ from service.pipeline.config import PipelineConfigError, load_pipelines
 from service.pipeline.engine import DEFAULT_TABLE, Pipelines
 from service.schema import table_schema
 from service.sink.build import build_rows
+from service.sink.gather import Gatherer
 from service.sink.iceberg_rows import iceberg_partitions
 from service.sink.keys import object_prefix
 from service.sink.lineage import Lineage
@@ -111,9 +112,12 @@ def plan_flush(
     dead: Sequence[DeadLetter],
     layout: Layout,
     mapping: FieldMapping,
+    *,
+    release: bool = False,
 ) -> FlushPlan:
-    """Objects for one flush: Parquet per partition (split by size) and dead-letter files."""
-    table, lineage, bad = build_rows(records, mapping)
+    """Objects for one flush: Parquet per partition (split by size) and dead-letter files.
+    ``release``: the flush takes over ``records`` and leaves them hollow (``build_rows``)."""
+    table, lineage, bad = build_rows(records, mapping, release=release)
     dead_all = list(dead) + [
         DeadLetter(u.record.meta, u.data, f"unmappable: {u.reason}", u.line, line_batch(u))
         for u in bad
@@ -158,9 +162,8 @@ def data_objects(
     hours = table.column("_hour").combine_chunks().to_numpy()
     services = table.column("_service").combine_chunks()
     order, ends = partition_order(hours, services)
-    data = table.drop_columns(["_hour", "_service"])
-    objects = []
-    start = 0
+    data = Gatherer(table.drop_columns(["_hour", "_service"]))
+    objects, start = [], 0
     for end in ends:
         # One partition gathered at a time, its lineage columns made for its rows only:
         # never a second, sorted copy of the whole flush.

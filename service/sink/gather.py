@@ -1,0 +1,40 @@
+"""One partition's rows gathered from a flush's table into single-chunk columns (pure).
+
+A flush mapped in chunks (``build_rows`` with ``release``) has columns of many chunks.
+Arrow's ``take`` on a chunked column joins its chunks first, on every call, and a joined
+copy of the whole table made once costs as much in fresh memory; so each partition's rows
+(ascending, as ``plan.partition_order`` leaves them) are taken chunk by chunk and only the
+partition's pieces are joined: the same single-chunk columns, the same Parquet bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+
+class Gatherer:
+    """``table.take(rows)`` with one chunk per column, for rows in ascending order."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self.batches = table.to_batches() if _chunks(table) > 1 else []
+        lengths = [batch.num_rows for batch in self.batches]
+        self.starts = np.cumsum([0, *lengths], dtype=np.int64)
+
+    def take(self, rows: np.ndarray[Any, Any]) -> pa.Table:
+        if not self.batches:
+            return self.table.take(rows)
+        cuts = np.searchsorted(rows, self.starts)
+        pieces = [
+            batch.take(rows[cuts[i] : cuts[i + 1]] - self.starts[i])
+            for i, batch in enumerate(self.batches)
+            if cuts[i + 1] > cuts[i]
+        ]
+        return pa.Table.from_batches(pieces, self.table.schema).combine_chunks()
+
+
+def _chunks(table: pa.Table) -> int:
+    return max((column.num_chunks for column in table.columns), default=0)

@@ -1,0 +1,111 @@
+"""A flush that takes over its records (``plan_flush(release=True)``, what the consumer does):
+every record is left hollow, and the objects are those of a flush that kept them, byte for
+byte, whatever the chunks; the gather over many-chunk columns is Arrow's ``take``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.decode.types import DecodedRecord, LineBatch, RecordMeta
+from service.sink import build
+from service.sink.gather import Gatherer
+from service.sink.native import supports
+from service.sink.plan import Layout, plan_flush
+from service.sink.rules import FieldMapping
+from tests.sink.test_writer import ARRIVAL, generated
+
+pytestmark = pytest.mark.skipif(not supports(FieldMapping()), reason="the native path only")
+
+
+def hostile(records: list[DecodedRecord]) -> list[DecodedRecord]:
+    """``records`` with a line that is not an object and a record whose count is wrong."""
+    first = records[0].batches[0]
+    broken = dataclasses.replace(
+        first, payload=first.payload + b"\nnot json", count=first.count + 1
+    )
+    miscounted = dataclasses.replace(records[1].batches[0], count=3)
+    return [
+        DecodedRecord(records[0].meta, (broken,)),
+        DecodedRecord(records[1].meta, (miscounted,), raw=b"raw bytes as read"),
+        *records[2:],
+    ]
+
+
+def objects(records: list[DecodedRecord], *, release: bool) -> list[tuple[str, bytes]]:
+    plan = plan_flush("shardId-000", records, [], Layout("s"), FieldMapping(), release=release)
+    return [(o.key, o.body) for o in plan.objects]
+
+
+@pytest.mark.parametrize("chunk", [1, 4096, 64 * 1024, 1 << 30])
+def test_a_flush_that_takes_its_records_writes_the_same_objects_and_hollows_them(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = hostile(generated(3000, per_record=35))
+    taken = list(kept)
+    monkeypatch.setattr(build, "RELEASE_CHUNK_BYTES", chunk)
+    assert objects(taken, release=True) == objects(kept, release=False)
+    # Every record that mapped is hollow; the miscounted one keeps its bytes (dead letter).
+    assert [r.meta for r in taken] == [r.meta for r in kept]
+    assert [b.count for r in taken for b in r.batches] == [b.count for r in kept for b in r.batches]
+    assert taken[1] is kept[1]
+    assert all(not b.payload for r in taken[:1] + taken[2:] for b in r.batches)
+    assert all(b.payload for r in kept for b in r.batches)
+
+
+def test_without_release_the_records_are_left_as_they_were() -> None:
+    records = generated(700)
+    before = list(records)
+    plan_flush("shardId-000", records, [], Layout("s"), FieldMapping())
+    assert all(a is b for a, b in zip(records, before, strict=True))
+
+
+def test_a_tuple_of_records_cannot_be_taken_and_is_left_whole() -> None:
+    records = tuple(generated(700))
+    plan = plan_flush("shardId-000", records, [], Layout("s"), FieldMapping(), release=True)
+    assert plan.rows == 700
+    assert all(b.payload for r in records for b in r.batches)
+
+
+def test_hollow_keeps_lineage_and_counts() -> None:
+    batch = LineBatch(b'{"a":1}\n{"a":2}', 2, source="http", service="api", log_group="g")
+    record = DecodedRecord(RecordMeta("shardId-000", 7, ARRIVAL), (batch,), raw=b"x")
+    hollow = record.hollow()
+    assert hollow.meta == record.meta
+    assert hollow.batches == (dataclasses.replace(batch, payload=b""),)
+    assert hollow.raw == b""
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 9), min_size=1, max_size=6),
+    data=st.data(),
+)
+def test_the_gather_over_chunks_is_arrows_take(lengths: list[int], data: st.DataObject) -> None:
+    total = sum(lengths)
+    values = [None if i % 5 == 3 else f"v{i}" * (i % 4) for i in range(total)]
+    numbers = list(range(total))
+    batches, start = [], 0
+    for n in lengths:
+        columns = [
+            pa.array(values[start : start + n], pa.string()),
+            pa.array(numbers[start : start + n], pa.int64()),
+        ]
+        batches.append(pa.record_batch(columns, names=["s", "n"]))
+        start += n
+    table = pa.Table.from_batches(batches)
+    rows = np.array(
+        sorted(
+            data.draw(st.sets(st.integers(0, max(total - 1, 0)), max_size=total)) if total else []
+        ),
+        dtype=np.int64,
+    )
+    got = Gatherer(table).take(rows)
+    want = table.combine_chunks().take(rows)
+    assert got.equals(want)
+    assert all(column.num_chunks <= 1 for column in got.columns)
