@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -109,16 +109,26 @@ async def intent_pin(ctx: ShardContext, shard_id: str) -> Pin:
 
 
 async def plan_range(
-    ctx: ShardContext, shard_id: str, buffer: ShardBuffer, layout: Layout, mapping: FieldMapping
+    ctx: ShardContext,
+    shard_id: str,
+    buffer: ShardBuffer,
+    layout: Layout,
+    mapping: FieldMapping,
+    *,
+    reread: Callable[[], Awaitable[ShardBuffer]] | None = None,
 ) -> tuple[FlushPlan, list[str]]:
     """The flush's objects and its records' dead-letter reasons. A range the planner
     still fails on after PLAN_ATTEMPTS is dead-lettered whole (deterministic: a replay
-    fails the same way and writes the same objects); MemoryError propagates."""
+    fails the same way and writes the same objects); MemoryError propagates. With
+    ``reread`` the first attempt takes the buffer's records over (the planner hollows each
+    once mapped: input and rows are never held whole together, docs/writer.md); should it
+    fail, the range is read again from Kinesis and the later attempts keep their records."""
     error: Exception | None = None
+    release = reread is not None
     for attempt in range(1, PLAN_ATTEMPTS + 1):
         try:
             plan = await asyncio.to_thread(
-                ctx.planner, shard_id, buffer.records, buffer.dead, layout, mapping
+                ctx.planner, shard_id, buffer.records, buffer.dead, layout, mapping, release=release
             )
         except TRANSIENT:
             raise
@@ -128,6 +138,8 @@ async def plan_range(
                 "flush plan failed",
                 extra={"shard_id": shard_id, "attempt": attempt, "error": repr(exc)},
             )
+            if reread is not None and release:  # its records are hollow: read them again
+                buffer, release = await reread(), False
         else:
             return plan, [d.reason for d in buffer.dead]
     reason = f"{POISONED}: {type(error).__name__}: {error}"[:500]

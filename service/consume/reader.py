@@ -212,3 +212,18 @@ def record_meta(shard_id: str, record: dict[str, Any]) -> RecordMeta:
         arrival_us=int(arrival.timestamp() * 1_000_000),
         partition_key=record.get("PartitionKey", ""),
     )
+
+
+def passed_end(reader: ShardReader, ending: int | None) -> bool:
+    """The reader of a closed shard is at or past the EndingSequenceNumber ListShards gave
+    it (moto never ends a closed shard's iterator, DESIGN §8); never judged on an empty
+    page."""
+    if ending is None:
+        return False
+    if reader.last_sequence is not None:
+        return reader.last_sequence >= ending
+    start = reader.start
+    position = start.sequence if start.sequence is not None else 0
+    if start.kind == "AT_SEQUENCE_NUMBER":
+        position -= 1
+    return position >= ending

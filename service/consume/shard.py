@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Any
 
@@ -40,7 +40,7 @@ from service.consume.flush import (
 )
 from service.consume.leases import FROM_START, SHARD_END, ShardLease
 from service.consume.progress import ShardProgress
-from service.consume.reader import Position, ShardReader, record_meta
+from service.consume.reader import Position, ShardReader, passed_end, record_meta
 from service.consume.sequence import Checkpoint
 from service.errors import LeaseLostError
 from service.pipeline.cost import routing_cost
@@ -153,18 +153,28 @@ class ShardConsumer:
         )
 
     async def _replay(self, first: int, last: int, room: int) -> None:
-        """Rebuild an open intent exactly: the same records give the same objects. Reads are
-        sized to ``room`` bytes (what the replay holds of the budget). The range is read
-        whole, whatever ``room``: cutting it would change its objects (the pinned plan cuts
-        files and caps partitions over the whole range); an intent is written by a flush
-        that fitted its writer's share, so it fits a budget as large as the writer's."""
+        """Rebuild an open intent exactly under its pinned plan. Reads are sized to ``room``
+        bytes (what the replay holds of the budget), the range read whole whatever ``room``:
+        cutting it would change its objects (files are cut and partitions capped over the
+        whole range); its writer's flush fitted a share, so it fits a budget that large."""
         log.info(
             "replaying intent",
             extra={"shard_id": self.shard_id, "first": str(first), "last": str(last)},
         )
         pinned = (await intent_pin(self.ctx, self.shard_id)).with_opened(self.opened)
+        routing = routing_cost(pinned.layout.pipelines)
+        buffer = await self._read_range(first, last, room, routing, self.dedupe)
+        # Exactly the intent's range, never narrowed to what was read, under its plan.
+        await self._flush(buffer, last, reason="replay", first=first, pinned=pinned)
+        self.ctx.metrics.replays.inc()
+
+    async def _read_range(
+        self, first: int, last: int, room: int, routing: tuple[int, int], dedupe: ShardDedupe
+    ) -> ShardBuffer:
+        """``[first, last]`` read again from Kinesis into a new buffer, through ``dedupe``
+        (the state as of ``first``): an intent's range, or a flush's that must plan again."""
         reader = self._reader(Position("AT_SEQUENCE_NUMBER", first))
-        buffer = ShardBuffer(routing=routing_cost(pinned.layout.pipelines))
+        buffer = ShardBuffer(routing=routing)
         loop = asyncio.get_running_loop()
         # Read until ``last`` is seen or the shard provably ends; an empty page, a zero or
         # missing MillisBehindLatest prove nothing (Kinesis answers empty pages while
@@ -181,7 +191,7 @@ class ShardConsumer:
                 if meta.sequence_number > last:
                     past = True
                     break
-                buffer.add(record["Data"], meta, self.ctx.decoders, loop.time(), self.dedupe)
+                buffer.add(record["Data"], meta, self.ctx.decoders, loop.time(), dedupe)
                 if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
             self._learn_record_size(buffer, batch.records, before)
@@ -191,12 +201,10 @@ class ShardConsumer:
                 await reader.idle()
         if buffer.last != last:
             log.error(
-                "intent range no longer readable; checkpointing what was replayed",
+                "range no longer readable; flushing what was read",
                 extra={"shard_id": self.shard_id, "wanted": str(last), "got": str(buffer.last)},
             )
-        # Exactly the intent's range, never narrowed to what was read, under its plan.
-        await self._flush(buffer, last, reason="replay", first=first, pinned=pinned)
-        self.ctx.metrics.replays.inc()
+        return buffer
 
     def _learn_record_size(
         self, buffer: ShardBuffer, records: list[dict[str, Any]], before: int
@@ -208,17 +216,7 @@ class ShardConsumer:
             self.raw_bytes = sum(len(r["Data"]) for r in records) // len(records)
 
     def _passed_end(self, reader: ShardReader) -> bool:
-        """The reader is at or past the EndingSequenceNumber ListShards gave this closed shard
-        (moto never ends a closed shard's iterator, DESIGN §8); never judged on an empty page."""
-        if not self.closed or self.ending is None:
-            return False
-        if reader.last_sequence is not None:
-            return reader.last_sequence >= self.ending
-        start = reader.start
-        position = start.sequence if start.sequence is not None else 0
-        if start.kind == "AT_SEQUENCE_NUMBER":
-            position -= 1
-        return position >= self.ending
+        return self.closed and passed_end(reader, self.ending)
 
     def _start(self) -> Position:
         """Where reading resumes; the configured start only for a shard never checkpointed."""
@@ -315,6 +313,11 @@ class ShardConsumer:
             pinned = Pin(layout, ctx.mapping, None, KeyListing())
         layout, mapping = pinned.layout, pinned.mapping
         document = pinned.document or plan_document(layout, mapping)
+        state, charge, routing = self._dedupe_at_checkpoint, buffer.charge, buffer.routing
+
+        def reread() -> Awaitable[ShardBuffer]:  # the dedupe state as of ``first``
+            return self._read_range(first, last, charge, routing, ShardDedupe.decode(state))
+
         started = time.perf_counter()
         # A new trace per flush, linked to the request spans whose lines it writes (at most
         # MAX_FLUSH_LINKS): one flush serves many requests, so they cannot all be parents.
@@ -325,7 +328,7 @@ class ShardConsumer:
             with span("tideway.encode"):
                 async with self.budget.planning if self.budget else contextlib.nullcontext():
                     plan, dead_reasons = await plan_range(
-                        self.ctx, self.shard_id, buffer, layout, mapping
+                        self.ctx, self.shard_id, buffer, layout, mapping, reread=reread
                     )
             # A replay keeps the listing it found beside its own: should it die before the
             # stale objects are deleted, the next replay still knows them.

@@ -30,11 +30,13 @@ class PoisonedPlanner:
     def __init__(self) -> None:
         self.calls = 0
 
-    def __call__(self, shard_id: str, records: Sequence[DecodedRecord], *args: Any) -> FlushPlan:
+    def __call__(
+        self, shard_id: str, records: Sequence[DecodedRecord], *args: Any, **kwargs: Any
+    ) -> FlushPlan:
         self.calls += 1
         if any(b"poison" in b.payload for r in records for b in r.batches):
             raise ValueError("the encoder cannot take this")
-        return plan_flush(shard_id, records, *args)
+        return plan_flush(shard_id, records, *args, **kwargs)
 
 
 def put(aws: Aws, settings: Settings, shard_id: str, lines: Sequence[bytes]) -> list[int]:
@@ -94,6 +96,43 @@ async def test_a_range_the_planner_keeps_failing_on_is_dead_lettered_and_the_sha
     assert outcome is Outcome.AT_TIP
     landed = read_table(aws, ready).column("kinesis_sequence_number").to_pylist()
     assert sorted(int(s) for s in landed) == later
+
+
+class FailsAfterTakingRecords:
+    """The real planner, which takes the records over (``release``) and hollows them, then
+    fails once: what a bug in a later step of the flush would do."""
+
+    def __init__(self) -> None:
+        self.calls: list[bool] = []  # each call's ``release``
+        self.hollowed = False
+
+    def __call__(
+        self, shard_id: str, records: list[DecodedRecord], *args: Any, release: bool = False
+    ) -> FlushPlan:
+        self.calls.append(release)
+        plan = plan_flush(shard_id, records, *args, release=release)
+        if len(self.calls) == 1:
+            self.hollowed = all(not b.payload for r in records for b in r.batches)
+            raise ValueError("a later step failed")
+        return plan
+
+
+async def test_a_plan_that_failed_after_taking_its_records_reads_the_range_again(
+    aws: Aws, clients: AwsClients, ready: Settings, table: LeaseTable
+) -> None:
+    shard = await first_shard(clients, ready)
+    seqs = put(aws, ready, shard, [b'{"message": "line-%d"}' % i for i in range(6)])
+    planner = FailsAfterTakingRecords()
+    outcome, _ = await drain_with(clients, ready, table, shard, planner=planner)
+    assert outcome is Outcome.AT_TIP
+    assert planner.calls == [True, False]  # taken over once, then kept
+    assert planner.hollowed  # the first attempt left nothing to plan again from
+    rows = read_table(aws, ready)
+    assert sorted(int(s) for s in rows.column("kinesis_sequence_number").to_pylist()) == seqs
+    assert sorted(rows.column("message").to_pylist()) == [f"line-{i}" for i in range(6)]
+    assert read_dead_letters(aws, ready) == []
+    after = (await table.scan())[0][shard]
+    assert (after.checkpoint, after.intent_last) == (seqs[-1], None)
 
 
 async def test_an_aws_error_during_the_upload_never_dead_letters(

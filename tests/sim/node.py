@@ -129,12 +129,12 @@ def build_worker(
 
 
 def other_code_planner(
-    shard_id: str, records: Any, dead: Any, layout: Layout, mapping: Any
+    shard_id: str, records: Any, dead: Any, layout: Layout, mapping: Any, *, release: bool = False
 ) -> FlushPlan:
     """The planner of another code version: it cuts one file per Kinesis record whatever the pinned size,
     so the keys (``first-last``) of a replayed range differ from the other version's."""
     smaller = dataclasses.replace(layout, file_target_bytes=1)
-    return plan_flush(shard_id, records, dead, smaller, mapping)
+    return plan_flush(shard_id, records, dead, smaller, mapping, release=release)
 
 
 @contextlib.contextmanager
