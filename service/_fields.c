@@ -43,12 +43,22 @@ typedef struct {
     Py_ssize_t written, nulls;
 } Column;
 
+/* The bytes a walk stops at: in an unquoted piece (space, quote, backslash), in a quoted
+ * one (quote, backslash), in a bare word (anything it may not hold), in the tail. */
+static uint8_t stop_unquoted[256], stop_quoted[256], not_bare[256], not_tail[256];
+
+static void init_tables(void) {
+    stop_unquoted[' '] = stop_unquoted['"'] = stop_unquoted['\\'] = 1;
+    stop_quoted['"'] = stop_quoted['\\'] = 1;
+    not_bare[' '] = not_bare['"'] = not_bare[0x1d] = not_bare[0x1e] = 1;
+    not_tail['\n'] = not_tail[0x1d] = not_tail[0x1e] = 1;
+}
+
 /* Where s[i] starts an escape (\\ or \"): the escape is two bytes. */
 static int escape_at(const uint8_t *s, size_t n, size_t i) {
     return s[i] == '\\' && i + 1 < n && (s[i + 1] == '\\' || s[i + 1] == '"');
 }
 
-static int bare_byte(uint8_t c) { return c != ' ' && c != '"' && c != 0x1d && c != 0x1e; }
 
 /* The end of a field matched at s[i] (the check pattern's), or -1. */
 static Py_ssize_t match_field(const uint8_t *s, size_t n, size_t i, const Field *f) {
@@ -70,7 +80,7 @@ static Py_ssize_t match_field(const uint8_t *s, size_t n, size_t i, const Field 
             i++;
         }
         size_t a = i;
-        while (i < n && bare_byte(s[i])) i++;
+        while (i < n && !not_bare[s[i]]) i++;
         if (i == a) return -1;
     }
     return (Py_ssize_t)i;
@@ -80,9 +90,8 @@ static Py_ssize_t match_field(const uint8_t *s, size_t n, size_t i, const Field 
 static int tail_ok(const uint8_t *s, size_t n, size_t i) {
     if (i == n) return 1;
     if (s[i] != ' ') return 0;
-    for (i++; i < n; i++)
-        if (s[i] == '\n' || s[i] == 0x1d || s[i] == 0x1e) return 0;
-    return 1;
+    for (i++; i < n && !not_tail[s[i]];) i++;
+    return i == n;
 }
 
 /* Whether the check pattern matches the line s[0..n). */
@@ -108,12 +117,22 @@ static void append(Column *c, Py_ssize_t row, const uint8_t *s, size_t a, size_t
         c->nulls++;
     } else {
         c->validity[row >> 3] |= (uint8_t)(1u << (row & 7));
-        for (size_t i = a; i < b; i++) {
-            if (escape_at(s, b, i)) i++;
-            c->data[c->written++] = s[i];
+        if (memchr(s + a, '\\', b - a) == NULL) {
+            memcpy(c->data + c->written, s + a, b - a);
+            c->written += (Py_ssize_t)(b - a);
+        } else {
+            for (size_t i = a; i < b; i++) {
+                if (escape_at(s, b, i)) i++;
+                c->data[c->written++] = s[i];
+            }
         }
     }
     c->offsets[row + 1] = (int32_t)c->written;
+}
+
+/* Whether the token at word w of piece (-1: the quoted piece) is past field x's place. */
+static int passed(const Field *x, Py_ssize_t piece, Py_ssize_t w) {
+    return x->piece < piece || (x->piece == piece && !x->quoted && x->word + x->words - 1 < w);
 }
 
 /* One line's fields, by position (see the top): each field's span, or absent. */
@@ -124,21 +143,19 @@ static void read_line(const uint8_t *s, size_t n, const Field *fields, int count
     for (int f = 0; f < count; f++) start[f] = end[f] = -1, null_word[f] = 0;
     if (ok) {
         Py_ssize_t piece = 0, word = 0;
-        size_t token = 0;
+        size_t token = 0, i = 0;
         int f = 0;
-        for (size_t i = 0; i <= n && f < count; i++) {
-            int quote = i < n && s[i] == '"', space = i < n && s[i] == ' ' && !(piece & 1);
-            if (i < n && escape_at(s, n, i)) {
-                i++;
+        for (;;) {
+            const uint8_t *stop = (piece & 1) ? stop_quoted : stop_unquoted;
+            while (i < n && !stop[s[i]]) i++;
+            if (i < n && s[i] == '\\') {
+                i += escape_at(s, n, i) ? 2 : 1;
                 continue;
             }
-            if (i < n && !quote && !space) continue;
+            int quote = i < n && s[i] == '"'; /* else a space of an unquoted piece, or the end */
             /* the token s[token..i) ends: word `word` of piece `piece` (or the quoted piece) */
             Py_ssize_t w = (piece & 1) ? -1 : word;
-            while (f < count && (fields[f].piece < piece ||
-                                 (fields[f].piece == piece && fields[f].word + fields[f].words - 1 < w &&
-                                  !fields[f].quoted)))
-                f++; /* fields whose place has passed without them: absent */
+            while (f < count && passed(&fields[f], piece, w)) f++; /* absent fields */
             if (f < count && fields[f].piece == piece) {
                 const Field *x = &fields[f];
                 int closed = quote; /* a quoted piece is a field only once its quote closes */
@@ -148,9 +165,10 @@ static void read_line(const uint8_t *s, size_t n, const Field *fields, int count
                     if (x->quoted || w == x->word + x->words - 1) end[f] = (Py_ssize_t)i, f++;
                 }
             }
+            if (i >= n || f >= count) break;
             if (quote) piece++, word = 0;
             else word++;
-            token = i + 1;
+            token = ++i;
         }
     }
     for (int f = 0; f < count; f++) {
@@ -276,4 +294,7 @@ static struct PyModuleDef module = {
     -1, methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__fields(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fields(void) {
+    init_tables();
+    return PyModule_Create(&module);
+}
