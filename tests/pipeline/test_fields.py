@@ -32,6 +32,7 @@ S3_LINE = (
     "ECDHE-RSA-AES128-GCM-SHA256 AuthHeader awsexamplebucket1.s3.us-west-1.amazonaws.com TLSV1.2"
 )
 REAL = [ALB_HTTP, ALB_OLDER, APACHE, S3_LINE]
+COMBINED_LINE = APACHE.rsplit(' "', 2)[0]  # without its optional referer and user agent
 
 
 def assert_same(layout: Layout, column: pa.Array[Any]) -> None:
@@ -114,3 +115,13 @@ def test_bad_buffers_and_layouts_are_refused() -> None:
     for spec, required in (("x", 1), ("", 1), ("q1", 3), ("1", 0), ("1" * 65, 1)):
         with pytest.raises(ValueError, match=r"a layout has|a field is"):
             FIELDS.split(offsets, b"abcde", 0, 1, b"", spec, required)
+
+
+@pytest.mark.parametrize("tail", [' "a\x1eb"', " x\x1d", ' "\x1e"'])
+def test_a_parking_byte_anywhere_refuses_the_line(tail: str) -> None:
+    """The check refuses 0x1d and 0x1e in the optional fields and the tail too: such a line
+    once passed, and a neighbour's escape turned its parking byte into a quote or a slash."""
+    for lines in ([COMBINED_LINE + tail], [COMBINED_LINE + tail, 'a "\\\\" b']):
+        result = COMBINED(pa.array(lines, pa.string()))
+        assert result.error.to_pylist()[0] == "not a combined access log line"
+        assert result.columns["referer"].to_pylist()[0] is None
