@@ -86,18 +86,19 @@ static Py_ssize_t match_field(const uint8_t *s, size_t n, size_t i, const Field 
     return (Py_ssize_t)i;
 }
 
-/* Whether the tail (?: [^\n\x1d\x1e]*)?$ matches s[i..n); `clean` is where the bytes
- * the tail may not hold end (none at or after it). */
-static int tail_ok(const uint8_t *s, size_t n, size_t i, size_t clean) {
-    return i == n || (s[i] == ' ' && clean <= i + 1);
+/* Whether the tail (?: [^\n\x1d\x1e]*)?$ matches s[i..n). */
+static int tail_ok(const uint8_t *s, size_t n, size_t i) {
+    if (i == n) return 1;
+    if (s[i] != ' ') return 0;
+    for (i++; i < n && !not_tail[s[i]];) i++;
+    return i == n;
 }
 
 /* Whether the check pattern matches the line s[0..n). */
 static int line_ok(const uint8_t *s, size_t n, const Field *fields, int count, int required) {
-    size_t i = 0, clean = n;
-    while (clean > 0 && !not_tail[s[clean - 1]]) clean--;
+    size_t i = 0;
     for (int f = 0; f < count; f++) {
-        if (f >= required && tail_ok(s, n, i, clean)) return 1;
+        if (f >= required && tail_ok(s, n, i)) return 1;
         if (f > 0) {
             if (i >= n || s[i] != ' ') return 0;
             i++;
@@ -106,7 +107,7 @@ static int line_ok(const uint8_t *s, size_t n, const Field *fields, int count, i
         if (end < 0) return 0;
         i = (size_t)end;
     }
-    return tail_ok(s, n, i, clean);
+    return tail_ok(s, n, i);
 }
 
 /* Appends s[a..b) to the column, escapes read; or a null when absent or "-" or "". */
