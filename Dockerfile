@@ -25,7 +25,8 @@ COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 
 # Then the project itself, as a regular (non-editable) install, so /src is not needed at run time;
-# this compiles the C extensions (service/_scan.c, service/_detect.c). Shared objects lose their symbol tables (about
+# this compiles the C extensions (service/_scan.c, service/_detect.c, service/_fields.c).
+# Shared objects lose their symbol tables (about
 # 85 MB), except the auditwheel-vendored ones in *.libs/, which strip corrupts (numpy's OpenBLAS
 # then fails to load). Packages' own test suites and C headers (about 35 MB) are not needed to
 # run. The imports of serve, consume, the console and the lazily loaded sinks are tried last, so
@@ -38,7 +39,7 @@ RUN uv sync --frozen --no-dev --no-editable \
        \( -name tests -o -name include \) -prune -exec rm -rf {} + \
     && find /opt/venv \( -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.h' -o -name '*.hpp' \) \
        -type f -delete \
-    && /opt/venv/bin/python -I -c "import service.cli, service.ingest.server, service.consume.runner, service.resources, service.sink.columns, service.sink.iceberg, service.console.app, service._scan, service._detect"
+    && /opt/venv/bin/python -I -c "import service.cli, service.ingest.server, service.consume.runner, service.resources, service.sink.columns, service.sink.iceberg, service.console.app, service._scan, service._detect, service._fields"
 
 
 FROM python:3.11-slim-bookworm AS runtime

@@ -1,12 +1,14 @@
 """The C extensions (the line scanner ``service/_scan.c``, redaction's candidate pass
-``service/_detect.c``), or the pure paths when they are switched off.
+``service/_detect.c``, the access log layouts ``service/_fields.c``), or the pure paths
+when they are switched off.
 
 ``TIDEWAY_NO_EXTENSIONS=1`` (any value but empty or ``0``), read once here at import, as
 aiokafka reads ``AIOKAFKA_NO_EXTENSIONS``, turns the C extensions off for the whole process:
 ``check_lines`` then vouches for no line (every caller asks orjson, as it does for the lines
 the scanner is unsure of) and the sink's native path is not offered (``SCAN`` is None, the
-columnar path maps everything), and redaction searches every value with RE2 (``DETECT`` is
-None). Output is the same either way; only speed differs. This is
+columnar path maps everything), redaction searches every value with RE2 (``DETECT`` is
+None), and the access log layouts are read by RE2 and Arrow's splits (``FIELDS`` is None).
+Output is the same either way; only speed differs. This is
 the one environment read besides the settings object: it must act before any setting is
 loaded, and it is a property of the build, not of a deployment.
 """
@@ -25,6 +27,7 @@ NO_EXTENSIONS = os.environ.get(NO_EXTENSIONS_VARIABLE, "") not in ("", "0")
 # The extension modules, or None when switched off.
 SCAN: ModuleType | None = None if NO_EXTENSIONS else importlib.import_module("service._scan")
 DETECT: ModuleType | None = None if NO_EXTENSIONS else importlib.import_module("service._detect")
+FIELDS: ModuleType | None = None if NO_EXTENSIONS else importlib.import_module("service._fields")
 
 
 def check_lines(body: bytes, max_line: int) -> tuple[bytes, bytes]:

@@ -45,6 +45,7 @@ def package_modules() -> dict[str, Path]:
     modules = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
     modules["service._scan"] = PACKAGE / "_scan.c"
     modules["service._detect"] = PACKAGE / "_detect.c"
+    modules["service._fields"] = PACKAGE / "_fields.c"
     return modules
 
 
@@ -312,6 +313,7 @@ LAYERS: list[set[str]] = [
         "loggen",
         "_scan",
         "_detect",
+        "_fields",
         "scanner",
     },
     {"decode"},

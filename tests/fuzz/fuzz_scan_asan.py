@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/fuzz/fuzz_scan_asan.py --seconds 60 [--seed N]
 
-builds ``service/_scan.c`` and ``service/_detect.c`` with ``-fsanitize=address,undefined`` into
+builds ``service/_scan.c``, ``service/_detect.c`` and ``service/_fields.c`` with ``-fsanitize=address,undefined`` into
 ``build/asan/`` (gcc and the Python headers are all it needs), then runs itself again with
 libasan and libubsan preloaded, importing that build instead of the package's. ``make fuzz`` runs it for
 ``FUZZ_SECONDS``; CI runs a short round.
@@ -16,7 +16,10 @@ map_lines maps is an object to orjson (tests/sink/test_scan.py and test_scan_num
 hold the mapped values themselves to the specification). The same lines, as text, go through
 redaction's candidate pass and card rule (``_detect``), in string and large_string columns,
 sliced: every value RE2's patterns match is flagged, and the cards come out as the Python
-rule (``redact._cards_in``) writes them.
+rule (``redact._cards_in``) writes them. And as the messages of access log lines (ALB, S3,
+combined: real lines with quotes, escapes, spaces, dashes and parking bytes spliced in)
+through ``_fields.split``: the same lines pass and the same fields come out as from the
+layouts' specification (``Layout.specified``: RE2 and Arrow's splits).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from service.loggen import ndjson_lines  # noqa: E402
+from service.pipeline.parsers import tokens  # noqa: E402
+from service.pipeline.parsers.access import ALB, COMBINED, S3_ACCESS  # noqa: E402
 from service.pipeline.redact import _CARD_CANDIDATE, _DETECTORS, _cards_in  # noqa: E402
 from service.sink.native import name_groups  # noqa: E402
 from service.sink.rules import FieldMapping  # noqa: E402
@@ -50,7 +55,7 @@ ALPHABET = (
 )
 NUMBERS = BOUNDARY_NUMBERS
 CHILD = "TIDEWAY_ASAN_CHILD"
-MODULES = ("_scan", "_detect")
+MODULES = ("_scan", "_detect", "_fields")
 # Each flag of ``_detect.candidates`` and the pattern whose matches it must cover.
 PATTERNS = (
     ("EMAIL", _DETECTORS["email"][0].pattern),
@@ -132,11 +137,47 @@ def detect_round(detect: Any, rng: random.Random, lines: list[bytes]) -> None:
         assert out == (None if text is None else _cards_in(text)), (text, out)
 
 
+LAYOUTS = (ALB.layout, S3_ACCESS.layout, COMBINED.layout)
+ACCESS_LINES = (
+    "http 2018-07-02T22:23:00.186641Z app/lb/50dc 192.168.131.39:2817 10.0.0.1:80 0.000 0.001 "
+    '0.000 200 200 34 366 "GET http://www.example.com:80/ HTTP/1.1" "curl/7.46.0" - - arn:tg '
+    '"Root=1-58337262-36d228ad5d99923122bbe354" "-" "-" 0 2018-07-02T22:22:48.364000Z '
+    '"forward" "-" "-" "10.0.0.1:80" "200" "-" "-" TID_1',
+    '127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /a.gif HTTP/1.0" 200 2326 "-" "M \\"x\\""',
+    "owner bucket [06/Feb/2019:00:00:38 +0000] 192.0.2.3 arn 3E57 REST.GET.OBJECT key "
+    '"GET /key HTTP/1.1" 200 - 113 - 7 - "-" "S3Console/0.4" - hostid SigV4',
+)
+ACCESS_BITS = ('"', "\\", '\\"', " ", "-", "\n", "\x1d", "\x1e", "é", "[", '""', "  ")
+
+
+def fields_round(fields: Any, rng: random.Random) -> None:
+    """Access log lines (delimiters spliced in) through the sanitized ``_fields.split``, held
+    to the layouts' specification."""
+    tokens.FIELDS = fields  # Layout.native calls the sanitized build
+    texts: list[str | None] = []
+    for _ in range(rng.randint(1, 8)):
+        text = rng.choice(ACCESS_LINES)
+        for _ in range(rng.randint(0, 5)):
+            at, cut = rng.randrange(len(text) + 1), rng.randint(0, 3)
+            text = text[:at] + rng.choice(ACCESS_BITS) + text[at + cut :]
+        texts.append(None if rng.random() < 0.1 else text)
+    start = rng.randint(0, 2)
+    column = pa.array(["x"] * start + texts, pa.string()).slice(start)
+    for layout in LAYOUTS:
+        ok, got = layout.native(column)
+        want_ok, want = layout.specified(column)
+        assert ok.to_pylist() == want_ok.to_pylist(), (layout.name, texts)
+        for name, values in got.items():
+            values.validate(full=True)
+            assert values.to_pylist() == want[name].to_pylist(), (layout.name, name, texts)
+
+
 def fuzz(build: Path, seed: int, seconds: float) -> None:
     sys.path.insert(0, str(build))
     scan = importlib.import_module("_scan")  # the sanitized builds, not the package's
     detect = importlib.import_module("_detect")
-    for module in (scan, detect):
+    fields = importlib.import_module("_fields")
+    for module in (scan, detect, fields):
         assert Path(module.__file__ or "").parent == build, module.__file__
     rng = random.Random(seed)
     deadline = time.monotonic() + seconds
@@ -156,6 +197,7 @@ def fuzz(build: Path, seed: int, seconds: float) -> None:
                 assert type(orjson.loads(line)) is dict, line
         if runs % 4 == 0:  # Arrow and RE2 around each call make a round ~15x a scan's
             detect_round(detect, rng, lines)
+            fields_round(fields, rng)
         runs += 1
     print(f"ok: {runs} bodies in {seconds:g} s, seed {seed}, {len(base)} corpus lines")
 

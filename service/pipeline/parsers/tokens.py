@@ -5,6 +5,10 @@ through one capturing pattern ran about 3x slower than this (benchmarks/parsers.
 is *checked* by one RE2 pattern without captures (DFA speed) and *read* by position: split on
 the double quote (quoted fields are the odd pieces), the unquoted pieces split on the space,
 each field one ``take`` at a position the layout fixes.
+
+That is the specification. With the C extension (``service/_fields.c``; off with
+``TIDEWAY_NO_EXTENSIONS=1``) the check and the fields come from one walk over each line
+instead, the same columns (tests/pipeline/test_fields.py holds the two to each other).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from pyarrow import compute
+
+from service.scanner import FIELDS
 
 from .base import (
     Kind,
@@ -38,6 +44,7 @@ pc: Any = compute
 _PARKED = (("\\\\", "\x1d", "\\"), ('\\"', "\x1e", '"'))
 _QUOTED = '"(?:[^"\\\\\x1d\x1e]|\\\\[^\x1d\x1e])*"'
 _BARE = '[^ "\x1d\x1e]+'
+_NATIVE_FIELDS = 64  # the most fields _fields.split reads
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,8 @@ class Layout:
         tail = ""
         for f in reversed(self.fields[self.required :]):
             tail = f"(?: {f.pattern()}{tail})?"
-        return f"^{head}{tail}(?: .*)?$"
+        # The tail is any text but a newline (as '.' reads) and the parking characters.
+        return f"^{head}{tail}(?: [^\\n\x1d\x1e]*)?$"
 
     def positions(self) -> list[tuple[int, int]]:
         """Per field: (piece of the quote split, word within that piece; -1 for the quoted piece)."""
@@ -88,8 +96,56 @@ class Layout:
                 word += f.words
         return out
 
+    def spec(self) -> str:
+        """The layout as ``_fields.split`` reads it: one byte a field, 'q' or its words."""
+        return "".join("q" if f.quoted else str(f.words) for f in self.fields)
+
     def __call__(self, message: pa.Array[Any]) -> ParseResult:
         message = as_string(message)
+        if FIELDS is not None and len(message) and len(self.fields) <= _NATIVE_FIELDS:
+            ok, raw = self.native(message)
+        else:
+            ok, raw = self.specified(message)
+        kinds = {f.name: f.kind for f in self.fields}
+        columns, field_error = type_columns(raw, kinds, ok, cleaned=True)
+        error = first_error(
+            null_message_error(message),
+            reason_where(pc.invert(ok), f"not a {self.name} line"),
+            field_error,
+        )
+        return settled(columns, error, ok)
+
+    def native(self, message: pa.Array[Any]) -> tuple[pa.Array[Any], dict[str, pa.Array[Any]]]:
+        """``specified``'s answer from ``_fields.split``: one walk a line, no RE2."""
+        assert FIELDS is not None
+        _, offsets, data = message.buffers()
+        valid = b""
+        if message.null_count:
+            valid = message.is_valid().to_numpy(zero_copy_only=False).view(np.uint8).tobytes()
+        n = len(message)
+        oks, fields = FIELDS.split(
+            offsets,
+            b"" if data is None else data,
+            message.offset,
+            n,
+            valid,
+            self.spec(),
+            self.required,
+        )
+        raw: dict[str, pa.Array[Any]] = {}
+        for f, (validity, ends, text, nulls) in zip(self.fields, fields, strict=True):
+            buffers: list[pa.Buffer | None] = [
+                pa.py_buffer(validity),
+                pa.py_buffer(ends),
+                pa.py_buffer(text),
+            ]
+            value = pa.Array.from_buffers(pa.string(), n, buffers, nulls)
+            raw[f.name] = pc.utf8_trim(value, f.strip) if f.strip else value
+        return pa.array(np.frombuffer(oks, dtype=np.bool_)), raw
+
+    def specified(self, message: pa.Array[Any]) -> tuple[pa.Array[Any], dict[str, pa.Array[Any]]]:
+        """Which lines the check pattern matches, and each field's text by position (null where
+        a line is not one, the field is absent, or its text is "-" or "")."""
         ok = pc.fill_null(pc.match_substring_regex(message, self.check_pattern()), False)
         escaped = _may_hold(message, b"\\") and bool(
             pc.any(pc.match_substring(message, "\\")).as_py()
@@ -125,14 +181,7 @@ class Layout:
                 for _, parked, plain in _PARKED:
                     value = pc.replace_substring(value, parked, plain)
             raw[f.name] = value
-        kinds = {f.name: f.kind for f in self.fields}
-        columns, field_error = type_columns(raw, kinds, ok, cleaned=True)
-        error = first_error(
-            null_message_error(message),
-            reason_where(pc.invert(ok), f"not a {self.name} line"),
-            field_error,
-        )
-        return settled(columns, error, ok)
+        return ok, raw
 
 
 def _may_hold(text: pa.Array[Any], byte: bytes) -> bool:
