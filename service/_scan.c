@@ -44,6 +44,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -718,17 +721,41 @@ static PyObject *column_result(Column *col, Py_ssize_t n) {
 }
 
 PyDoc_STRVAR(map_lines_doc,
-"map_lines(parts, n, groups) -> (mapped, sevnum, sevnum_ok, columns)\n\n"
+"map_lines(parts, n, groups, release=False) -> (mapped, sevnum, sevnum_ok, columns)\n\n"
 "parts: a list of bytes, each lines separated by b'\\n', n lines in all; groups: one\n"
 "sequence of bytes names per entry of GROUPS, in that order.\n"
 "mapped[i] is 1 where line i was mapped here, 0 where the Python path must take it.\n"
 "columns: (kind, offsets, data) triples, one per group, then attributes; kind 0 is\n"
-"null, offsets are int32.");
+"null, offsets are int32.\n"
+"release: parts (a list) whose every line was mapped are replaced by None as the scan\n"
+"goes, and the heap trimmed every RELEASE_BYTES: a caller that holds the bytes only\n"
+"there never holds input and columns whole together.");
+
+/* Input let go between trims of the heap (glibc keeps freed pages resident otherwise). */
+#define RELEASE_BYTES (16 << 20)
+
+/* Drop the parts listed in `drop` (GIL held): None in their place, the heap trimmed. */
+static void release_parts(PyObject **items, Py_ssize_t *drop, Py_ssize_t ndrop) {
+    for (Py_ssize_t k = 0; k < ndrop; k++) {
+        PyObject *old = items[drop[k]];
+        Py_INCREF(Py_None);
+        items[drop[k]] = Py_None;
+        Py_DECREF(old);
+    }
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
 
 static PyObject *map_lines(PyObject *self, PyObject *args) {
     Py_ssize_t n;
     PyObject *parts_obj, *groups_obj;
-    if (!PyArg_ParseTuple(args, "OnO", &parts_obj, &n, &groups_obj)) return NULL;
+    int release = 0;
+    if (!PyArg_ParseTuple(args, "OnO|p", &parts_obj, &n, &groups_obj, &release)) return NULL;
+    if (release && !PyList_CheckExact(parts_obj)) {
+        PyErr_SetString(PyExc_TypeError, "release needs parts as a list");
+        return NULL;
+    }
     Group groups[NGROUPS];
     char looked[MAX_NAMES];
     Column cols[NGROUPS + 1];
@@ -736,6 +763,7 @@ static PyObject *map_lines(PyObject *self, PyObject *args) {
     PyObject *result = NULL, *mapped = NULL, *sevnum = NULL, *sevnum_ok = NULL, *colt = NULL;
     PyObject *parts = PySequence_Fast(parts_obj, "parts must be a sequence");
     Field *fields = PyMem_Malloc(sizeof(Field) * MAX_KEYS);
+    Py_ssize_t *drop = NULL, ndrop = 0, dropped_bytes = 0;
     if (!parts) goto done;
     if (!fields) {
         PyErr_NoMemory();
@@ -774,12 +802,17 @@ static PyObject *map_lines(PyObject *self, PyObject *args) {
     uint8_t *snok = (uint8_t *)PyBytes_AS_STRING(sevnum_ok);
     memset(sn, 0, (size_t)n * 4);
     memset(snok, 0, (size_t)n);
+    if (release && !(drop = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(nparts + 1)))) {
+        PyErr_NoMemory();
+        goto done;
+    }
     PyObject **items = PySequence_Fast_ITEMS(parts);
     Py_ssize_t row = 0;
     Py_BEGIN_ALLOW_THREADS /* the list and its bytes are held by the caller and by `parts` */
     for (Py_ssize_t i = 0; i < nparts && row <= n; i++) {
         const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(items[i]);
         const unsigned char *end = p + PyBytes_GET_SIZE(items[i]);
+        Py_ssize_t first_row = row;
         for (;;) {
             const unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
             const unsigned char *stop = nl ? nl : end;
@@ -800,8 +833,23 @@ static PyObject *map_lines(PyObject *self, PyObject *args) {
             if (!nl) break;
             p = nl + 1;
         }
+        if (release && row <= n) { /* a part the Python path needs no line of can go */
+            int all = 1;
+            for (Py_ssize_t r = first_row; r < row && all; r++) all = ok[r];
+            if (all) {
+                drop[ndrop++] = i;
+                dropped_bytes += PyBytes_GET_SIZE(items[i]);
+            }
+            if (dropped_bytes >= RELEASE_BYTES) {
+                Py_BLOCK_THREADS
+                release_parts(items, drop, ndrop);
+                Py_UNBLOCK_THREADS
+                ndrop = dropped_bytes = 0;
+            }
+        }
     }
     Py_END_ALLOW_THREADS
+    if (ndrop) release_parts(items, drop, ndrop);
     if (row != n) {
         PyErr_Format(PyExc_ValueError, "parts hold %zd lines, not %zd", row, n);
         goto done;
@@ -822,6 +870,7 @@ done:
     Py_XDECREF(colt);
     Py_XDECREF(parts);
     PyMem_Free(fields);
+    PyMem_Free(drop);
     return result;
 }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -31,6 +31,19 @@ class LineBatch:
     log_stream: str = ""
     observed_us: int = 0
     traceparent: str = ""
+
+    def hollow(self) -> LineBatch:
+        """This batch without its lines' bytes (half the cost of ``dataclasses.replace``)."""
+        return LineBatch(
+            b"",
+            self.count,
+            self.source,
+            self.service,
+            self.log_group,
+            self.log_stream,
+            self.observed_us,
+            self.traceparent,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,4 +93,4 @@ class DecodedRecord:
     def hollow(self) -> DecodedRecord:
         """This record without its bytes (lineage, line counts and batch metadata kept): what
         a flush that took over its records holds of one once its rows are mapped."""
-        return DecodedRecord(self.meta, tuple(replace(b, payload=b"") for b in self.batches))
+        return DecodedRecord(self.meta, tuple([b.hollow() for b in self.batches]))

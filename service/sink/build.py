@@ -30,7 +30,6 @@ from service.sink.columns import (
 )
 from service.sink.lineage import Lineage
 from service.sink.mapping import build_table_reference
-from service.sink.memory import reclaim
 from service.sink.rules import (
     FieldMapping,
     Unmapped,
@@ -75,8 +74,8 @@ def build_rows(
     """``build_table`` without the lineage columns: the mapped columns, the rows' lineage
     (``Lineage.join`` makes the table of any of the rows) and what could not be mapped.
     The native or columnar path only. ``release``: the flush takes over ``records`` (a
-    list): on the native path each one is replaced by its ``hollow`` copy once its rows are
-    mapped, so input and table are never held whole together (docs/writer.md)."""
+    list): on the native path each one is left hollow and its bytes are let go as the
+    scanner maps them, so input and table are never held whole together (docs/writer.md)."""
     # Holding one dict per line makes every allocation tick the cyclic GC, which then walks
     # them all again and again (measured: 4x slower). These dicts cannot form cycles.
     paused = gc.isenabled()
@@ -172,64 +171,41 @@ def _build_columnar(
 # Arrow chunks, which the partition gather (plan.py) takes ~3x faster than many chunks;
 # the cap keeps the scanner's int32 offsets safe.
 NATIVE_CHUNK_BYTES = 512 * 1024 * 1024
-# Bytes per call when the flush has taken over its records (``build_rows(release=True)``):
-# a chunk's records are hollowed once it is mapped, so at any time the flush holds the
-# records not yet mapped and the rows mapped so far, never both whole (the peak falls by
-# about the input's size; docs/writer.md). The gather takes such columns a chunk at a time
-# (``gather.Gatherer``).
-RELEASE_CHUNK_BYTES = 16 * 1024 * 1024
 
 
 def _build_native(
     records: Sequence[DecodedRecord], mapper: ChunkMapper, taken: list[DecodedRecord] | None
 ) -> tuple[pa.Table, Lineage, list[Unmapped]]:
-    """The scanner's rows of ``records``; ``taken`` (``records`` itself, when the flush took
-    them over) gets each mapped record's hollow copy in its place."""
+    """The scanner's rows of ``records``. ``taken`` (``records`` itself, when the flush took
+    them over): each record is replaced by its hollow copy as it joins a chunk, so its
+    bytes are held by the chunk alone, and the scanner lets them go as it maps them."""
     groups = native.name_groups(mapper.mapping)
     flush = _Flush()
     chunk = native.NativeChunk()
-    limit = NATIVE_CHUNK_BYTES if taken is None else RELEASE_CHUNK_BYTES
-    places: list[int] = []  # where the chunk's records sit in ``records``
+    release = taken is not None
     for place, (record, wrong) in enumerate(zip(records, native.miscounted(records), strict=True)):
         if wrong:
             flush.refuse(record)
             continue
         chunk.add(record)
-        flush.records.append(record)
-        places.append(place)
-        if chunk.bytes >= limit:
-            flush.add(*_merge_native(chunk, mapper, groups))
-            chunk = native.NativeChunk()  # its payloads go with it
-            places = _hollow(taken, flush.records, places)
+        held = record
+        if taken is not None:
+            taken[place] = chunk.records[-1] = held = record.hollow()
+        flush.records.append(held)
+        if chunk.bytes >= NATIVE_CHUNK_BYTES:
+            flush.add(*_merge_native(chunk, mapper, groups, release))
+            chunk = native.NativeChunk()
     if chunk.records or not flush.batches:
-        flush.add(*_merge_native(chunk, mapper, groups))
-        del chunk
-        _hollow(taken, flush.records, places)
+        flush.add(*_merge_native(chunk, mapper, groups, release))
     return flush.finish(records)
 
 
-def _hollow(
-    taken: list[DecodedRecord] | None, mapped: list[DecodedRecord], places: list[int]
-) -> list[int]:
-    """Drop the last ``len(places)`` mapped records' bytes: their hollow copies replace them
-    in ``taken`` and in ``mapped`` (the lineage reads only what a copy keeps). The next
-    chunk's places: none yet."""
-    if taken is None or not places:
-        return []
-    start = len(mapped) - len(places)
-    for offset, place in enumerate(places):
-        hollow = taken[place].hollow()
-        taken[place] = mapped[start + offset] = hollow
-    reclaim()
-    return []
-
-
 def _merge_native(
-    chunk: native.NativeChunk, mapper: ChunkMapper, groups: Any
+    chunk: native.NativeChunk, mapper: ChunkMapper, groups: Any, release: bool
 ) -> tuple[pa.RecordBatch, list[tuple[int, str, bytes]]]:
     """The scanner's rows, with the lines it left mapped by the columnar path and put back
     in place; and the rows whose line is not a JSON object (placeholders to drop)."""
-    scanned = native.scan_chunk(chunk, mapper.mapping, groups)
+    scanned = native.scan_chunk(chunk, mapper.mapping, groups, release=release)
     if scanned.taken.all():
         return scanned.batch, []
     left = np.flatnonzero(~scanned.taken)

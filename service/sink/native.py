@@ -66,7 +66,7 @@ class NativeChunk:
     """Whole records whose line counts are right, with what their rows repeat."""
 
     records: list[DecodedRecord] = field(default_factory=list)
-    parts: list[bytes] = field(default_factory=list)
+    parts: list[bytes | None] = field(default_factory=list)  # None: let go (scan_chunk)
     record_lines: list[int] = field(default_factory=list)
     batch_lines: list[int] = field(default_factory=list)
     batch_default: list[str] = field(default_factory=list)
@@ -114,10 +114,14 @@ class Scanned:
     arrival: np.ndarray[Any, Any]  # the record's arrival time, per row
 
 
-def scan_chunk(chunk: NativeChunk, mapping: FieldMapping, groups: Any) -> Scanned:
+def scan_chunk(
+    chunk: NativeChunk, mapping: FieldMapping, groups: Any, *, release: bool = False
+) -> Scanned:
+    """The chunk's rows; ``release``: each part whose lines all mapped becomes None in
+    ``chunk.parts`` as the scanner goes (only the parts of lines left to Python stay)."""
     n = chunk.lines
     assert SCAN is not None, "supports() is False without the scanner"
-    mapped, sevnum, sevnum_ok, scanned = SCAN.map_lines(chunk.parts, n, groups)
+    mapped, sevnum, sevnum_ok, scanned = SCAN.map_lines(chunk.parts, n, groups, release)
     cols = dict(zip(SCANNED, scanned, strict=True))
     taken = np.frombuffer(mapped, dtype=np.uint8).astype(bool)
     record_of_row = np.repeat(
@@ -155,7 +159,9 @@ def left_lines(chunk: NativeChunk, rows: np.ndarray[Any, Any]) -> tuple[list[byt
     split: dict[int, list[bytes]] = {}
     for row, b in zip(rows.tolist(), batch_of, strict=True):
         if b not in split:
-            split[b] = chunk.parts[b].split(b"\n")
+            part = chunk.parts[b]
+            assert part is not None, "a part with a line left to Python is never let go"
+            split[b] = part.split(b"\n")
         texts.append(split[b][row - int(starts[b])])
     return texts, [chunk.batch_default[b] for b in batch_of]
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.sink import build
 from service.sink.gather import Gatherer
-from service.sink.native import supports
+from service.sink.native import SCAN, name_groups, supports
 from service.sink.plan import Layout, plan_flush
 from service.sink.rules import FieldMapping
 from tests.sink.test_writer import ARRIVAL, generated
@@ -48,7 +48,7 @@ def test_a_flush_that_takes_its_records_writes_the_same_objects_and_hollows_them
 ) -> None:
     kept = hostile(generated(3000, per_record=35))
     taken = list(kept)
-    monkeypatch.setattr(build, "RELEASE_CHUNK_BYTES", chunk)
+    monkeypatch.setattr(build, "NATIVE_CHUNK_BYTES", chunk)
     assert objects(taken, release=True) == objects(kept, release=False)
     # Every record that mapped is hollow; the miscounted one keeps its bytes (dead letter).
     assert [r.meta for r in taken] == [r.meta for r in kept]
@@ -109,3 +109,28 @@ def test_the_gather_over_chunks_is_arrows_take(lengths: list[int], data: st.Data
     want = table.combine_chunks().take(rows)
     assert got.equals(want)
     assert all(column.num_chunks <= 1 for column in got.columns)
+
+
+GROUPS = name_groups(FieldMapping())
+
+
+def test_the_scanner_lets_go_of_the_parts_it_mapped_whole() -> None:
+    assert SCAN is not None
+    left = b'{"message": "c", "n": 1e5}'  # an exponent: the Python path maps it
+    parts: list[bytes | None] = [b'{"message": "a"}\n{"message": "b"}', left, b'{"message":"d"}']
+    kept = list(parts)
+    assert SCAN.map_lines(parts, 4, GROUPS, True) == SCAN.map_lines(kept, 4, GROUPS)
+    assert parts == [None, left, None]
+    assert kept[0] is not None
+
+
+def test_the_scanner_lets_go_past_its_trim_interval_and_only_with_a_list() -> None:
+    """Over 16 MiB of parts: the drop under the GIL inside the scan runs, not only the last."""
+    assert SCAN is not None
+    line = b'{"message": "' + b"x" * 1000 + b'"}'
+    parts: list[bytes | None] = [b"\n".join([line] * 1000) for _ in range(20)]
+    mapped = SCAN.map_lines(parts, 20_000, GROUPS, True)[0]
+    assert set(mapped) == {1}
+    assert parts == [None] * 20
+    with pytest.raises(TypeError, match="list"):
+        SCAN.map_lines((line,), 1, GROUPS, True)
