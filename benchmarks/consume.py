@@ -267,10 +267,10 @@ def drain_once(lines: int, shards: int, table_format: str = "hive") -> dict[str,
     )
     planning = [0.0]  # CPU seconds inside the flush planner (it runs in a worker thread)
 
-    def planner(*args: Any) -> Any:
+    def planner(*args: Any, **kwargs: Any) -> Any:
         cpu = time.thread_time()
         try:
-            return plan_flush(*args)
+            return plan_flush(*args, **kwargs)
         finally:
             planning[0] += time.thread_time() - cpu
 
