@@ -120,8 +120,8 @@ async def plan_range(
     """The flush's objects and its records' dead-letter reasons. A range the planner
     still fails on after PLAN_ATTEMPTS is dead-lettered whole (deterministic: a replay
     fails the same way and writes the same objects); MemoryError propagates. With
-    ``reread`` the first attempt takes the buffer's records over (the planner hollows each
-    once mapped: input and rows are never held whole together, docs/writer.md); should it
+    ``reread`` the first attempt takes the buffer's records over (the planner leaves them
+    hollow and the scanner lets their bytes go as it maps them, docs/writer.md); should it
     fail, the range is read again from Kinesis and the later attempts keep their records."""
     error: Exception | None = None
     release = reread is not None

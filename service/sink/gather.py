@@ -1,6 +1,7 @@
 """One partition's rows gathered from a flush's table into single-chunk columns (pure).
 
-A flush mapped in chunks (``build_rows`` with ``release``) has columns of many chunks.
+A flush mapped in several calls (the Python path's batches, a flush past the scanner's
+512 MiB a call) has columns of many chunks.
 Arrow's ``take`` on a chunked column joins its chunks first, on every call, and a joined
 copy of the whole table made once costs as much in fresh memory; so each partition's rows
 (ascending, as ``plan.partition_order`` leaves them) are taken chunk by chunk and only the
