@@ -349,14 +349,14 @@ def _detected(values: pa.Array[Any], chosen: set[str]) -> pa.Array[Any]:
     C pass knows (no other chosen between them) in one call (``detect.redacted``)."""
     fast = detect.native(chosen, values)
     group: list[str] = []
-    for name in (*_DETECTORS, None):  # None: the end, where the last run is applied
-        if name is not None and name in fast:
+    for name in (*(n for n in _DETECTORS if n in chosen), None):  # None: apply the last run
+        if name in fast:
             group.append(name)
             continue
         if group:
             values = _native(values, group)
             group = []
-        if name is not None and name in chosen:
+        if name is not None:
             values = _detector(values, name)
     return values
 

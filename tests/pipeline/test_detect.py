@@ -227,3 +227,26 @@ def test_redaction_redacts_what_the_extension_knows() -> None:
     column = pa.array(["bob@example.com 4111 1111 1111 1111 from 10.0.0.1."], pa.string())
     out = redact(column, ["email", "credit_card", "ipv4"]).to_pylist()
     assert out == ["[REDACTED:email] [REDACTED:credit_card] from [REDACTED:ipv4]."]
+
+
+@needs_extension
+def test_the_three_detectors_are_one_call_when_no_chosen_detector_splits_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # ipv6 sits between credit_card and ipv4 in the fixed order: unchosen, it splits nothing.
+    calls: list[list[str]] = []
+    rewrite = detect.redacted
+
+    def counted(values: pa.Array[Any], names: list[str]) -> pa.Array[Any] | None:
+        calls.append(list(names))
+        return rewrite(values, names)
+
+    monkeypatch.setattr(detect, "redacted", counted)
+    column = pa.array(["bob@example.com 4111 1111 1111 1111 from 10.0.0.1."], pa.string())
+    assert redact(column, ["ipv4", "email", "credit_card"]).to_pylist() == [
+        "[REDACTED:email] [REDACTED:credit_card] from [REDACTED:ipv4]."
+    ]
+    assert calls == [["email", "credit_card", "ipv4"]]
+    calls.clear()
+    redact(column, ["ipv4", "email", "ipv6"])
+    assert calls == [["email"], ["ipv4"]]
