@@ -127,10 +127,6 @@ static uint8_t digit_bits(const uint8_t *s, size_t n, size_t limit, uint8_t want
     return found & wanted;
 }
 
-int64_t offset_at(const void *offsets, int wide, Py_ssize_t i) {
-    return wide ? ((const int64_t *)offsets)[i] : ((const int32_t *)offsets)[i];
-}
-
 /* 0 if offsets[start..start+length] are inside the data and in order; -1 with an error. */
 int check_offsets(const Py_buffer *off, const Py_buffer *data, Py_ssize_t start,
                          Py_ssize_t length, int wide) {

@@ -19,7 +19,9 @@ extern uint8_t local_part[256], alnum[256], domain[256], label[256], alpha[256],
  * up to s[limit - 1]. */
 size_t next_start(const uint8_t *s, size_t n, size_t limit, size_t i);
 /* offsets[i] of an Arrow string column (int64 if wide, else int32). */
-int64_t offset_at(const void *offsets, int wide, Py_ssize_t i);
+static inline int64_t offset_at(const void *offsets, int wide, Py_ssize_t i) {
+    return wide ? ((const int64_t *)offsets)[i] : ((const int32_t *)offsets)[i];
+}
 /* 0 if offsets[start..start+length] are inside the data and in order; -1 with an error. */
 int check_offsets(const Py_buffer *off, const Py_buffer *data, Py_ssize_t start,
                   Py_ssize_t length, int wide);

@@ -135,17 +135,22 @@ static size_t quad_match(const uint8_t *s, size_t n, size_t d, size_t *address) 
     return c ? i + c : NONE;
 }
 
-/* One pass of the IPv4 replace over s[0..n) (valid UTF-8). */
-static int ipv4_pass(const uint8_t *s, size_t n, Text *out) {
+/* One pass of the IPv4 replace over s[0..n) (valid UTF-8); *blocked: whether an address was
+ * passed over because the match before it took its left neighbour (what the second pass is
+ * for: without one, a second pass finds nothing, as a label is never followed by a digit). */
+static int ipv4_pass(const uint8_t *s, size_t n, Text *out, int *blocked) {
     if (reserve(out, 3 * n + sizeof(IPV4_LABEL)) < 0) return -1; /* a match is 7 bytes or more */
     size_t p = 0, address, end;
-    for (size_t d = 0; d < n; d++) {
-        if (!decimal[s[d]]) continue;
-        if (d > 0) { /* the left neighbour: a whole character starting at or after p */
+    *blocked = 0;
+    for (size_t d = next_start(s, n, n, 0); d < n; d = next_start(s, n, n, d + 1)) {
+        if (d > 0) { /* the left neighbour: a whole character */
             size_t c = d - 1;
-            if (s[c] < 0x80 && !outside[s[c]]) continue;
+            if (s[c] < 0x80 && !outside[s[c]]) continue; /* a dot */
             while (c > 0 && (s[c] & 0xC0) == 0x80) c--;
-            if (c < p) continue;
+            if (c < p) {
+                *blocked |= quad_match(s, n, d, &address) != NONE;
+                continue;
+            }
         }
         if ((end = quad_match(s, n, d, &address)) == NONE) continue;
         put(out, s + p, d - p); /* up to the address: its left neighbour stays */
@@ -180,9 +185,9 @@ static int rewrite(const uint8_t *s, size_t n, int wanted, Scratch *x, const Tex
         if (groups_for(&x->g, m) < 0 || cards_in(t, m, out, &x->g) < 0) return -1;
         in = out, out = in == &x->a ? &x->b : &x->a;
     }
-    for (int pass = 0; (wanted & IPV4) && pass < 2; pass++) {
+    for (int pass = 0, blocked = 1; (wanted & IPV4) && pass < 2 && blocked; pass++) {
         out->len = 0;
-        if (ipv4_pass(in ? in->buf : s, in ? in->len : n, out) < 0) return -1;
+        if (ipv4_pass(in ? in->buf : s, in ? in->len : n, out, &blocked) < 0) return -1;
         in = out, out = in == &x->a ? &x->b : &x->a;
     }
     *result = in;
@@ -194,7 +199,8 @@ const char redacted_doc[] =
     "The detectors of `wanted` (1 email, 2 credit_card, 4 ipv4) applied in redaction's order to\n"
     "each value of a string column (buffers and slice as for candidates) whose byte in `flags`\n"
     "has one of their bits (candidates' answer); the others are copied. New offsets (from 0,\n"
-    "the input's width) and data, and how many values changed; None if a value to rewrite\n"
+    "the input's width) and data (empty if no value changed), and how many values changed;\n"
+    "None if a value to rewrite\n"
     "for ipv4 is not valid UTF-8 (RE2 reads its neighbours as characters).";
 
 PyObject *redacted(PyObject *self, PyObject *args) {
@@ -209,7 +215,6 @@ PyObject *redacted(PyObject *self, PyObject *args) {
     Text text = {NULL, 0, 0};
     memset(&x, 0, sizeof(x));
     if (check_offsets(&off, &data, start, length, wide) < 0) goto done;
-    size_t total = (size_t)(offset_at(off.buf, wide, start + length) - offset_at(off.buf, wide, start));
     if (flags.len != length) {
         PyErr_SetString(PyExc_ValueError, "one flag a value");
         goto done;
@@ -218,39 +223,47 @@ PyObject *redacted(PyObject *self, PyObject *args) {
     if (!offsets) goto done;
     char *o = PyBytes_AS_STRING(offsets);
     const uint8_t *f = (const uint8_t *)flags.buf;
+    const uint8_t *in = (const uint8_t *)data.buf;
+    int64_t pending = offset_at(off.buf, wide, start), last = offset_at(off.buf, wide, start + length);
+    size_t size = 0;
     Py_BEGIN_ALLOW_THREADS
-    failed = reserve(&text, total + 64) < 0;
-    for (Py_ssize_t r = 0; !failed && r <= length; r++) {
-        if (wide) ((int64_t *)o)[r] = (int64_t)text.len;
-        else ((int32_t *)o)[r] = (int32_t)text.len;
-        if (r == length || (!wide && text.len > INT32_MAX)) break;
-        int64_t a = offset_at(off.buf, wide, start + r), b = offset_at(off.buf, wide, start + r + 1);
-        const uint8_t *s = (const uint8_t *)data.buf + a;
+    /* text holds the output before value r but for the run of unchanged values from pending,
+     * copied when a changed value ends it (or at the end, if any value changed). */
+    for (Py_ssize_t r = 0; r <= length; r++) {
+        int64_t a = offset_at(off.buf, wide, start + r);
+        size_t at = text.len + (size_t)(a - pending);
+        if (wide) ((int64_t *)o)[r] = (int64_t)at;
+        else ((int32_t *)o)[r] = (int32_t)(at <= INT32_MAX ? at : 0); /* refused below */
+        if (r == length || !(f[r] & wanted)) continue;
+        int64_t b = offset_at(off.buf, wide, start + r + 1);
         size_t n = (size_t)(b - a);
-        const Text *done = NULL;
-        if (f[r] & wanted) {
-            if ((wanted & IPV4) && !utf8_valid(s, n)) {
-                invalid = 1;
-                break;
-            }
-            if (rewrite(s, n, wanted, &x, &done) < 0) {
-                failed = 1;
-                break;
-            }
-            changed += done->len != n || memcmp(done->buf, s, n) != 0;
+        const Text *done;
+        if ((wanted & IPV4) && !utf8_valid(in + a, n)) {
+            invalid = 1;
+            break;
         }
-        if (reserve(&text, done ? done->len : n) < 0) {
+        if (rewrite(in + a, n, wanted, &x, &done) < 0 ||
+            reserve(&text, (size_t)(a - pending) + done->len) < 0) {
             failed = 1;
             break;
         }
-        put(&text, done ? done->buf : s, done ? done->len : n);
+        if (done->len == n && memcmp(done->buf, in + a, n) == 0) continue; /* stays in the run */
+        changed++;
+        put(&text, in + pending, (size_t)(a - pending));
+        put(&text, done->buf, done->len);
+        pending = b;
+    }
+    size = text.len + (size_t)(last - pending);
+    if (!failed && !invalid && changed) {
+        if (reserve(&text, (size_t)(last - pending)) < 0) failed = 1;
+        else put(&text, in + pending, (size_t)(last - pending));
     }
     Py_END_ALLOW_THREADS
     if (failed) {
         PyErr_NoMemory();
     } else if (invalid) {
         result = Py_NewRef(Py_None);
-    } else if (!wide && text.len > INT32_MAX) {
+    } else if (!wide && size > INT32_MAX) {
         PyErr_SetString(PyExc_OverflowError, "redacted column too large for int32 offsets");
     } else {
         PyObject *bytes = PyBytes_FromStringAndSize((const char *)text.buf, (Py_ssize_t)text.len);
