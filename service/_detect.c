@@ -50,15 +50,6 @@ static int email_at(const uint8_t *s, size_t n, size_t at) {
     return 0;
 }
 
-static int has_email(const uint8_t *s, size_t n) {
-    const uint8_t *at = s, *end = s + n;
-    while ((at = memchr(at, '@', (size_t)(end - at))) != NULL) {
-        if (email_at(s, n, (size_t)(at - s))) return 1;
-        at++;
-    }
-    return 0;
-}
-
 #ifdef __SSE2__
 /* 0xff in each byte of v from lo to hi. */
 static inline __m128i in_range(__m128i v, char lo, char hi) {
@@ -99,32 +90,66 @@ size_t next_start(const uint8_t *s, size_t n, size_t limit, size_t i) {
  * a run a word character does not follow, so the digits counted since the chain's start or
  * its last dot reach 13 there. A dotted quad starts at the chain's first run (unless a dot
  * precedes it) or after a separator, and holds three dots after it. */
-static uint8_t digit_bits(const uint8_t *s, size_t n, size_t limit, uint8_t wanted) {
-    uint8_t found = 0;
-    for (size_t i = next_start(s, n, limit, 0); i < n; i = next_start(s, n, limit, i)) {
-        int quad_on = i == 0 || s[i - 1] != '.';
-        size_t card = 0, dots = 0;
-        for (;;) {
-            size_t start = i;
-            while (i < n && decimal[s[i]]) i++;
-            card += i - start;
-            if (card >= 13 && (i == n || !word[s[i]])) found |= CARD;
-            if (quad_on && dots >= 3) found |= IPV4;
-            if ((found & wanted) == wanted) return wanted;
-            if (i + 1 >= n || !decimal[s[i + 1]]) break;
-            if (s[i] == '.') {
-                dots++;
-                card = 0; /* '.' is no word character: a card may start after it */
-            } else if (s[i] == ' ' || s[i] == '-') {
-                quad_on = 1;
-                dots = 0;
-            } else {
-                break;
-            }
-            i++;
+static size_t chain(const uint8_t *s, size_t n, size_t i, uint8_t *found) {
+    int quad_on = i == 0 || s[i - 1] != '.';
+    size_t card = 0, dots = 0;
+    for (;;) {
+        size_t start = i;
+        while (i < n && decimal[s[i]]) i++;
+        card += i - start;
+        if (card >= 13 && (i == n || !word[s[i]])) *found |= CARD;
+        if (quad_on && dots >= 3) *found |= IPV4;
+        if (i + 1 >= n || !decimal[s[i + 1]]) return i;
+        if (s[i] == '.') {
+            dots++;
+            card = 0; /* '.' is no word character: a card may start after it */
+        } else if (s[i] == ' ' || s[i] == '-') {
+            quad_on = 1;
+            dots = 0;
+        } else {
+            return i;
+        }
+        i++;
+    }
+}
+
+/* One walk over the slice's bytes, not one a value: the '@'s by memchr, the chain starts 16
+ * bytes at a time (next_start over the whole slice; a value's first byte is a start whatever
+ * the byte before it, which belongs to the value before), each mapped to its value as the
+ * walk passes the offsets. Values without a candidate cost one step of that walk. */
+void column_bits(const uint8_t *base, size_t data_len, const void *off, int wide,
+                 Py_ssize_t start, Py_ssize_t length, int wanted, uint8_t *flags) {
+    memset(flags, 0, (size_t)length);
+    size_t first = (size_t)offset_at(off, wide, start), last = (size_t)offset_at(off, wide, start + length);
+    if (wanted & EMAIL) {
+        Py_ssize_t r = 0;
+        const uint8_t *q = base + first, *end = base + last;
+        while (q < end && (q = memchr(q, '@', (size_t)(end - q))) != NULL) {
+            size_t at = (size_t)(q++ - base);
+            while ((size_t)offset_at(off, wide, start + r + 1) <= at) r++;
+            size_t a = (size_t)offset_at(off, wide, start + r);
+            size_t n = (size_t)offset_at(off, wide, start + r + 1) - a;
+            if (!(flags[r] & EMAIL) && email_at(base + a, n, at - a)) flags[r] |= EMAIL;
         }
     }
-    return found & wanted;
+    uint8_t digits = (uint8_t)(wanted & (CARD | IPV4));
+    size_t hit = first;
+    for (Py_ssize_t r = 0; digits && r < length; r++) {
+        size_t a = (size_t)offset_at(off, wide, start + r), b = (size_t)offset_at(off, wide, start + r + 1);
+        uint8_t found = 0;
+        size_t i = a;
+        if (a < b && !decimal[base[a]]) {
+            if (hit <= a) hit = next_start(base, last, data_len, a);
+            i = hit;
+        }
+        while (i < b) {
+            i = a + chain(base + a, b - a, i - a, &found);
+            if ((found & digits) == digits) break;
+            if (hit <= i) hit = next_start(base, last, data_len, i);
+            i = hit;
+        }
+        flags[r] |= found & digits;
+    }
 }
 
 /* 0 if offsets[start..start+length] are inside the data and in order; -1 with an error. */
@@ -163,18 +188,8 @@ static PyObject *candidates(PyObject *self, PyObject *args) {
     out = PyBytes_FromStringAndSize(NULL, length);
     if (!out) goto done;
     uint8_t *flags = (uint8_t *)PyBytes_AS_STRING(out);
-    uint8_t digit_wanted = (uint8_t)(wanted & (CARD | IPV4));
     Py_BEGIN_ALLOW_THREADS /* the buffers are held until done */
-    for (Py_ssize_t r = 0; r < length; r++) {
-        int64_t a = offset_at(off.buf, wide, start + r);
-        int64_t b = offset_at(off.buf, wide, start + r + 1);
-        const uint8_t *s = (const uint8_t *)data.buf + a;
-        size_t n = (size_t)(b - a);
-        uint8_t f = 0;
-        if ((wanted & EMAIL) && has_email(s, n)) f |= EMAIL;
-        if (digit_wanted) f |= digit_bits(s, n, (size_t)(data.len - a), digit_wanted);
-        flags[r] = f;
-    }
+    column_bits((const uint8_t *)data.buf, (size_t)data.len, off.buf, wide, start, length, wanted, flags);
     Py_END_ALLOW_THREADS
 done:
     PyBuffer_Release(&off);

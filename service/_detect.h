@@ -18,6 +18,10 @@ extern uint8_t local_part[256], alnum[256], domain[256], label[256], alpha[256],
 /* The first digit at or after s[i] that no word character precedes (n if none); it may read
  * up to s[limit - 1]. */
 size_t next_start(const uint8_t *s, size_t n, size_t limit, size_t i);
+/* flags[r]: the bits of `wanted` whose pattern may match value r of the column slice (see
+ * _detect.c); base/data_len: the data buffer, off: the offsets (checked). */
+void column_bits(const uint8_t *base, size_t data_len, const void *off, int wide,
+                 Py_ssize_t start, Py_ssize_t length, int wanted, uint8_t *flags);
 /* offsets[i] of an Arrow string column (int64 if wide, else int32). */
 static inline int64_t offset_at(const void *offsets, int wide, Py_ssize_t i) {
     return wide ? ((const int64_t *)offsets)[i] : ((const int32_t *)offsets)[i];

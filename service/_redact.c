@@ -195,38 +195,38 @@ static int rewrite(const uint8_t *s, size_t n, int wanted, Scratch *x, const Tex
 }
 
 const char redacted_doc[] =
-    "redacted(offsets, data, start, length, wide, flags, wanted) -> (offsets, data, changed)\n\n"
+    "redacted(offsets, data, start, length, wide, wanted) -> (offsets, data, changed)\n\n"
     "The detectors of `wanted` (1 email, 2 credit_card, 4 ipv4) applied in redaction's order to\n"
-    "each value of a string column (buffers and slice as for candidates) whose byte in `flags`\n"
-    "has one of their bits (candidates' answer); the others are copied. New offsets (from 0,\n"
+    "each value of a string column (buffers and slice as for candidates) that candidates\n"
+    "would flag for one of them; the others are copied. New offsets (from 0,\n"
     "the input's width) and data (empty if no value changed), and how many values changed;\n"
     "None if a value to rewrite\n"
     "for ipv4 is not valid UTF-8 (RE2 reads its neighbours as characters).";
 
 PyObject *redacted(PyObject *self, PyObject *args) {
-    Py_buffer off, data, flags;
+    Py_buffer off, data;
     Py_ssize_t start, length, changed = 0;
     int wide, wanted, invalid = 0, failed = 0;
-    if (!PyArg_ParseTuple(args, "y*y*nnpy*i", &off, &data, &start, &length, &wide, &flags,
-                          &wanted))
+    if (!PyArg_ParseTuple(args, "y*y*nnpi", &off, &data, &start, &length, &wide, &wanted))
         return NULL;
     PyObject *offsets = NULL, *result = NULL;
     Scratch x;
     Text text = {NULL, 0, 0};
     memset(&x, 0, sizeof(x));
     if (check_offsets(&off, &data, start, length, wide) < 0) goto done;
-    if (flags.len != length) {
-        PyErr_SetString(PyExc_ValueError, "one flag a value");
-        goto done;
-    }
     offsets = PyBytes_FromStringAndSize(NULL, (length + 1) * (wide ? 8 : 4));
     if (!offsets) goto done;
     char *o = PyBytes_AS_STRING(offsets);
-    const uint8_t *f = (const uint8_t *)flags.buf;
     const uint8_t *in = (const uint8_t *)data.buf;
     int64_t pending = offset_at(off.buf, wide, start), last = offset_at(off.buf, wide, start + length);
     size_t size = 0;
+    uint8_t *flags = PyMem_RawMalloc((size_t)length + 1);
+    if (!flags) {
+        PyErr_NoMemory();
+        goto done;
+    }
     Py_BEGIN_ALLOW_THREADS
+    column_bits(in, (size_t)data.len, off.buf, wide, start, length, wanted, flags);
     /* text holds the output before value r but for the run of unchanged values from pending,
      * copied when a changed value ends it (or at the end, if any value changed). */
     for (Py_ssize_t r = 0; r <= length; r++) {
@@ -234,9 +234,10 @@ PyObject *redacted(PyObject *self, PyObject *args) {
         size_t at = text.len + (size_t)(a - pending);
         if (wide) ((int64_t *)o)[r] = (int64_t)at;
         else ((int32_t *)o)[r] = (int32_t)(at <= INT32_MAX ? at : 0); /* refused below */
-        if (r == length || !(f[r] & wanted)) continue;
+        if (r == length) break;
         int64_t b = offset_at(off.buf, wide, start + r + 1);
         size_t n = (size_t)(b - a);
+        if (!(flags[r] & wanted)) continue;
         const Text *done;
         if ((wanted & IPV4) && !utf8_valid(in + a, n)) {
             invalid = 1;
@@ -270,6 +271,7 @@ PyObject *redacted(PyObject *self, PyObject *args) {
         if (bytes) result = Py_BuildValue("(OOn)", offsets, bytes, changed);
         Py_XDECREF(bytes);
     }
+    PyMem_RawFree(flags);
 done:
     PyMem_RawFree(x.a.buf);
     PyMem_RawFree(x.b.buf);
@@ -281,6 +283,5 @@ done:
     Py_XDECREF(offsets);
     PyBuffer_Release(&off);
     PyBuffer_Release(&data);
-    PyBuffer_Release(&flags);
     return result;
 }

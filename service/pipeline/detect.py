@@ -72,8 +72,8 @@ def flagged(values: pa.Array[Any], detectors: Collection[str]) -> np.ndarray[Any
 
 def redacted(values: pa.Array[Any], detectors: Collection[str]) -> pa.Array[Any] | None:
     """``values`` through ``detectors`` (all ``native``) in redaction's fixed order, as their
-    patterns (and ``redact._cards_in``) would leave them: one pass finds the values that may
-    hold something (``flagged``'s test), one rewrites them. ``values`` themselves where
+    patterns (and ``redact._cards_in``) would leave them: one walk finds the values that may
+    hold something (``flagged``'s test) and rewrites them. ``values`` themselves where
     nothing changed; None where a value to rewrite for ``ipv4`` is not valid UTF-8 (RE2
     reads an address's neighbours as characters: such a column is left to RE2)."""
     assert DETECT is not None and native(detectors, values) == set(detectors), detectors
@@ -82,9 +82,7 @@ def redacted(values: pa.Array[Any], detectors: Collection[str]) -> pa.Array[Any]
     wanted = 0
     for name in detectors:
         wanted |= NATIVE[name]
-    offsets, data, start, length, wide = _buffers(values)
-    flags = DETECT.candidates(offsets, data, start, length, wide, wanted)
-    done = DETECT.redacted(offsets, data, start, length, wide, flags, wanted)
+    done = DETECT.redacted(*_buffers(values), wanted)
     if done is None:
         return None
     new_offsets, text, changed = done
