@@ -1,6 +1,6 @@
-/* Redaction's native half (service/pipeline/detect.py): which values of a string column may
- * hold an e-mail address, a card number or an IPv4 address (one pass over its bytes for all
- * three), and the card numbers redacted.
+/* Redaction's native half (service/pipeline/detect.py), the module: which values of a string
+ * column may hold an e-mail address, a card number or an IPv4 address (one pass over its
+ * bytes for all three); the values rewritten are _redact.c's.
  *
  * Redaction (service/pipeline/redact.py) runs each detector's RE2 pattern through Arrow, and
  * that is its specification. Most values hold nothing to redact, and RE2 searching for "any
@@ -12,25 +12,20 @@
  *                        character [A-Za-z0-9], followed by a run of [A-Za-z0-9.-] that
  *                        holds a '.' and two letters (the pattern's ``\.[A-Za-z]{2,63}``);
  *   credit_card (bit 2)  13 digits or more, each next to the last or one ' ' or '-' away,
- *                        between word boundaries (``\b[2-6][0-9](?:[ -]?[0-9]){11,17}\b``);
+ *                        between word boundaries (``\b[2-6](?:[ -]?[0-9]){12,18}\b``);
  *   ipv4 (bit 4)         four runs of digits joined by single dots, the first after the
  *                        start or a character outside [0-9A-Za-z_.] (a dotted quad).
  *
- * `cards` is redact._cards_in (see below). tests/pipeline/test_detect.py holds each bit to
- * its pattern and `cards` to _cards_in with hypothesis, and redaction with and without this
- * module to each other byte for byte.
+ * tests/pipeline/test_detect.py holds each bit to its pattern with hypothesis, and redaction
+ * with and without this module to each other byte for byte.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stdint.h>
-#include <string.h>
+#include "_detect.h"
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
 
-enum { EMAIL = 1, CARD = 2, IPV4 = 4 };
-
-static uint8_t local_part[256], alnum[256], domain[256], alpha[256], decimal[256], word[256];
+uint8_t local_part[256], alnum[256], domain[256], label[256], alpha[256], decimal[256],
+    word[256], outside[256];
 
 static void init_tables(void) {
     for (int c = 0; c < 256; c++) {
@@ -42,6 +37,8 @@ static void init_tables(void) {
         alnum[c] = (uint8_t)(letter || is_digit);
         domain[c] = (uint8_t)(letter || is_digit || c == '.' || c == '-');
         local_part[c] = (uint8_t)(letter || is_digit || (c && strchr("._%+-", c) != NULL));
+        label[c] = (uint8_t)(letter || is_digit || c == '-');
+        outside[c] = (uint8_t)(c < 0x80 && !word[c] && c != '.'); /* [^0-9A-Za-z_.], ASCII */
     }
 }
 
@@ -50,15 +47,6 @@ static int email_at(const uint8_t *s, size_t n, size_t at) {
     if (at == 0 || at + 1 >= n || !local_part[s[at - 1]] || !alnum[s[at + 1]]) return 0;
     for (size_t i = at + 1; i + 2 < n && domain[s[i]]; i++)
         if (s[i] == '.' && alpha[s[i + 1]] && alpha[s[i + 2]]) return 1;
-    return 0;
-}
-
-static int has_email(const uint8_t *s, size_t n) {
-    const uint8_t *at = s, *end = s + n;
-    while ((at = memchr(at, '@', (size_t)(end - at))) != NULL) {
-        if (email_at(s, n, (size_t)(at - s))) return 1;
-        at++;
-    }
     return 0;
 }
 
@@ -73,7 +61,7 @@ static inline __m128i in_range(__m128i v, char lo, char hi) {
 /* The first digit at or after s[i] that no word character precedes (n if none): where a
  * card or a dotted quad may start. 16 bytes at a time where SSE2 is there, reading up to
  * s[limit - 1] (the column's next values: a short value needs no byte-wise tail). */
-static size_t next_start(const uint8_t *s, size_t n, size_t limit, size_t i) {
+size_t next_start(const uint8_t *s, size_t n, size_t limit, size_t i) {
     if (i == 0) {
         if (n > 0 && decimal[s[0]]) return 0;
         i = 1;
@@ -102,40 +90,70 @@ static size_t next_start(const uint8_t *s, size_t n, size_t limit, size_t i) {
  * a run a word character does not follow, so the digits counted since the chain's start or
  * its last dot reach 13 there. A dotted quad starts at the chain's first run (unless a dot
  * precedes it) or after a separator, and holds three dots after it. */
-static uint8_t digit_bits(const uint8_t *s, size_t n, size_t limit, uint8_t wanted) {
-    uint8_t found = 0;
-    for (size_t i = next_start(s, n, limit, 0); i < n; i = next_start(s, n, limit, i)) {
-        int quad_on = i == 0 || s[i - 1] != '.';
-        size_t card = 0, dots = 0;
-        for (;;) {
-            size_t start = i;
-            while (i < n && decimal[s[i]]) i++;
-            card += i - start;
-            if (card >= 13 && (i == n || !word[s[i]])) found |= CARD;
-            if (quad_on && dots >= 3) found |= IPV4;
-            if ((found & wanted) == wanted) return wanted;
-            if (i + 1 >= n || !decimal[s[i + 1]]) break;
-            if (s[i] == '.') {
-                dots++;
-                card = 0; /* '.' is no word character: a card may start after it */
-            } else if (s[i] == ' ' || s[i] == '-') {
-                quad_on = 1;
-                dots = 0;
-            } else {
-                break;
-            }
-            i++;
+static size_t chain(const uint8_t *s, size_t n, size_t i, uint8_t *found) {
+    int quad_on = i == 0 || s[i - 1] != '.';
+    size_t card = 0, dots = 0;
+    for (;;) {
+        size_t start = i;
+        while (i < n && decimal[s[i]]) i++;
+        card += i - start;
+        if (card >= 13 && (i == n || !word[s[i]])) *found |= CARD;
+        if (quad_on && dots >= 3) *found |= IPV4;
+        if (i + 1 >= n || !decimal[s[i + 1]]) return i;
+        if (s[i] == '.') {
+            dots++;
+            card = 0; /* '.' is no word character: a card may start after it */
+        } else if (s[i] == ' ' || s[i] == '-') {
+            quad_on = 1;
+            dots = 0;
+        } else {
+            return i;
         }
+        i++;
     }
-    return found & wanted;
 }
 
-static int64_t offset_at(const void *offsets, int wide, Py_ssize_t i) {
-    return wide ? ((const int64_t *)offsets)[i] : ((const int32_t *)offsets)[i];
+/* One walk over the slice's bytes, not one a value: the '@'s by memchr, the chain starts 16
+ * bytes at a time (next_start over the whole slice; a value's first byte is a start whatever
+ * the byte before it, which belongs to the value before), each mapped to its value as the
+ * walk passes the offsets. Values without a candidate cost one step of that walk. */
+void column_bits(const uint8_t *base, size_t data_len, const void *off, int wide,
+                 Py_ssize_t start, Py_ssize_t length, int wanted, uint8_t *flags) {
+    memset(flags, 0, (size_t)length);
+    size_t first = (size_t)offset_at(off, wide, start), last = (size_t)offset_at(off, wide, start + length);
+    if (wanted & EMAIL) {
+        Py_ssize_t r = 0;
+        const uint8_t *q = base + first, *end = base + last;
+        while (q < end && (q = memchr(q, '@', (size_t)(end - q))) != NULL) {
+            size_t at = (size_t)(q++ - base);
+            while ((size_t)offset_at(off, wide, start + r + 1) <= at) r++;
+            size_t a = (size_t)offset_at(off, wide, start + r);
+            size_t n = (size_t)offset_at(off, wide, start + r + 1) - a;
+            if (!(flags[r] & EMAIL) && email_at(base + a, n, at - a)) flags[r] |= EMAIL;
+        }
+    }
+    uint8_t digits = (uint8_t)(wanted & (CARD | IPV4));
+    size_t hit = first;
+    for (Py_ssize_t r = 0; digits && r < length; r++) {
+        size_t a = (size_t)offset_at(off, wide, start + r), b = (size_t)offset_at(off, wide, start + r + 1);
+        uint8_t found = 0;
+        size_t i = a;
+        if (a < b && !decimal[base[a]]) {
+            if (hit <= a) hit = next_start(base, last, data_len, a);
+            i = hit;
+        }
+        while (i < b) {
+            i = a + chain(base + a, b - a, i - a, &found);
+            if ((found & digits) == digits) break;
+            if (hit <= i) hit = next_start(base, last, data_len, i);
+            i = hit;
+        }
+        flags[r] |= found & digits;
+    }
 }
 
 /* 0 if offsets[start..start+length] are inside the data and in order; -1 with an error. */
-static int check_offsets(const Py_buffer *off, const Py_buffer *data, Py_ssize_t start,
+int check_offsets(const Py_buffer *off, const Py_buffer *data, Py_ssize_t start,
                          Py_ssize_t length, int wide) {
     Py_ssize_t width = wide ? 8 : 4;
     if (start < 0 || length < 0 || off->len / width < start + length + 1) {
@@ -170,18 +188,8 @@ static PyObject *candidates(PyObject *self, PyObject *args) {
     out = PyBytes_FromStringAndSize(NULL, length);
     if (!out) goto done;
     uint8_t *flags = (uint8_t *)PyBytes_AS_STRING(out);
-    uint8_t digit_wanted = (uint8_t)(wanted & (CARD | IPV4));
     Py_BEGIN_ALLOW_THREADS /* the buffers are held until done */
-    for (Py_ssize_t r = 0; r < length; r++) {
-        int64_t a = offset_at(off.buf, wide, start + r);
-        int64_t b = offset_at(off.buf, wide, start + r + 1);
-        const uint8_t *s = (const uint8_t *)data.buf + a;
-        size_t n = (size_t)(b - a);
-        uint8_t f = 0;
-        if ((wanted & EMAIL) && has_email(s, n)) f |= EMAIL;
-        if (digit_wanted) f |= digit_bits(s, n, (size_t)(data.len - a), digit_wanted);
-        flags[r] = f;
-    }
+    column_bits((const uint8_t *)data.buf, (size_t)data.len, off.buf, wide, start, length, wanted, flags);
     Py_END_ALLOW_THREADS
 done:
     PyBuffer_Release(&off);
@@ -189,200 +197,14 @@ done:
     return out;
 }
 
-/* ---- card numbers: redact._cards_in, the rule's one readable form, in C ----
- *
- * _cards_in replaces each match of ``\b[0-9](?:[ -]?[0-9]){12,}\b`` (Python re, ASCII) by
- * _redact_run of it. Such a match starts at a digit no word character precedes and runs
- * through digits joined by single separators; the greedy repeat backs off to the last run
- * end a word character does not follow, with 13 digits or more since the start. A start
- * that fails fails for every later start in its chain (fewer digits, the same ends), so the
- * search goes on after the chain. */
-
-#define CARD_LABEL "[REDACTED:credit_card]"
-#define CARD_LABEL_LEN (sizeof(CARD_LABEL) - 1)
-#define MIN_CARD 13
-#define MAX_CARD 19
-
-static const int LUHN_DOUBLED[10] = {0, 2, 4, 6, 8, 1, 3, 5, 7, 9};
-
-/* The end of the match starting at s[p] (0: none) and the end of its chain (*chain). */
-static size_t run_end(const uint8_t *s, size_t n, size_t p, size_t *chain) {
-    size_t count = 0, best = 0, i = p;
-    for (;;) {
-        size_t start = i;
-        while (i < n && decimal[s[i]]) i++;
-        count += i - start;
-        int joined = i + 1 < n && (s[i] == ' ' || s[i] == '-') && decimal[s[i + 1]];
-        if (count >= MIN_CARD && (joined || i == n || !word[s[i]])) best = i;
-        if (!joined) break;
-        i++;
-    }
-    *chain = i;
-    return best;
-}
-
-typedef struct {
-    size_t *at, *len, *covered; /* the run's groups (start, digits); card digits from i on */
-    Py_ssize_t *card_end;        /* the last group of the card chosen at group i, or -1 */
-} Groups;
-
-/* luhn_valid of the digits of groups i..j, read from the right. */
-static int luhn(const uint8_t *s, const Groups *g, size_t i, size_t j) {
-    int sum = 0, k = 0;
-    for (size_t x = j + 1; x-- > i;)
-        for (size_t t = g->len[x]; t-- > 0; k++) {
-            int d = s[g->at[x] + t] - '0';
-            sum += (k & 1) ? LUHN_DOUBLED[d] : d;
-        }
-    return sum % 10 == 0;
-}
-
-/* Whether groups i..j, of `digits` digits, are a card (_redact_run's test). */
-static int card_of(const uint8_t *s, const Groups *g, size_t i, size_t j, size_t digits) {
-    if (digits < MIN_CARD || digits > MAX_CARD || s[g->at[i]] < '2' || s[g->at[i]] > '6')
-        return 0;
-    for (size_t x = i; j > i && x <= j; x++) /* _plausible: whole, or groups of 6 at most */
-        if (g->len[x] > 6) return 0;
-    return luhn(s, g, i, j);
-}
-
-/* _redact_run of the run s[0..n) (digits joined by single separators), written to out;
- * the bytes written. g has room for n groups. */
-static size_t redact_run(const uint8_t *s, size_t n, uint8_t *out, Groups *g) {
-    size_t ng = 0, total = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t a = i;
-        while (i < n && decimal[s[i]]) i++;
-        g->at[ng] = a;
-        g->len[ng++] = i - a;
-        total += i - a;
-    }
-    if (total < MIN_CARD) {
-        memcpy(out, s, n);
-        return n;
-    }
-    if (card_of(s, g, 0, ng - 1, total)) {
-        memcpy(out, CARD_LABEL, CARD_LABEL_LEN);
-        return CARD_LABEL_LEN;
-    }
-    g->covered[ng] = 0;
-    for (size_t i = ng; i-- > 0;) { /* the cards covering the most digits of groups i.. */
-        g->covered[i] = g->covered[i + 1];
-        g->card_end[i] = -1;
-        size_t digits = 0;
-        for (size_t j = i; j < ng; j++) {
-            digits += g->len[j];
-            if (digits > MAX_CARD) break;
-            if (card_of(s, g, i, j, digits) && digits + g->covered[j + 1] > g->covered[i]) {
-                g->covered[i] = digits + g->covered[j + 1];
-                g->card_end[i] = (Py_ssize_t)j;
-            }
-        }
-    }
-    size_t w = 0;
-    for (size_t i = 0; i < ng; i++) {
-        if (g->card_end[i] < 0) {
-            memcpy(out + w, s + g->at[i], g->len[i]);
-            w += g->len[i];
-        } else {
-            memcpy(out + w, CARD_LABEL, CARD_LABEL_LEN);
-            w += CARD_LABEL_LEN;
-            i = (size_t)g->card_end[i];
-        }
-        if (i + 1 < ng) out[w++] = s[g->at[i] + g->len[i]]; /* the separator after it */
-    }
-    return w;
-}
-
-/* _cards_in of s[0..n), written to out; the bytes written (at most 2n: a label is longer
- * than the 13 digits or more it replaces by less than their number). */
-static size_t cards_in(const uint8_t *s, size_t n, uint8_t *out, Groups *g) {
-    size_t w = 0, copied = 0;
-    for (size_t p = next_start(s, n, n, 0); p < n; p = next_start(s, n, n, p)) {
-        size_t chain, end = run_end(s, n, p, &chain);
-        if (!end) {
-            p = chain;
-            continue;
-        }
-        memcpy(out + w, s + copied, p - copied);
-        w += p - copied;
-        w += redact_run(s + p, end - p, out + w, g);
-        copied = p = end;
-    }
-    memcpy(out + w, s + copied, n - copied);
-    return w + n - copied;
-}
-
-PyDoc_STRVAR(cards_doc,
-"cards(offsets, data, start, length, wide) -> (offsets, data, changed)\n\n"
-"redact._cards_in of each value of a string column (buffers and slice as for candidates;\n"
-"null slots come out empty, the caller keeps the validity): new offsets (from 0, the\n"
-"input's width) and data, and how many values changed.");
-
-static PyObject *cards(PyObject *self, PyObject *args) {
-    Py_buffer off, data;
-    Py_ssize_t start, length, changed = 0;
-    int wide;
-    if (!PyArg_ParseTuple(args, "y*y*nnp", &off, &data, &start, &length, &wide)) return NULL;
-    PyObject *offsets = NULL, *text = NULL, *result = NULL;
-    Groups g = {NULL, NULL, NULL, NULL};
-    if (check_offsets(&off, &data, start, length, wide) < 0) goto done;
-    int64_t first = offset_at(off.buf, wide, start), last = offset_at(off.buf, wide, start + length);
-    size_t room = 2 * (size_t)(last - first), longest = 0;
-    if (!wide && room > INT32_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "redacted column too large for int32 offsets");
-        goto done;
-    }
-    for (Py_ssize_t r = start; r < start + length; r++) {
-        size_t n = (size_t)(offset_at(off.buf, wide, r + 1) - offset_at(off.buf, wide, r));
-        longest = n > longest ? n : longest;
-    }
-    g.at = PyMem_New(size_t, longest + 2);
-    g.len = PyMem_New(size_t, longest + 2);
-    g.covered = PyMem_New(size_t, longest + 2);
-    g.card_end = PyMem_New(Py_ssize_t, longest + 2);
-    offsets = PyBytes_FromStringAndSize(NULL, (length + 1) * (wide ? 8 : 4));
-    text = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)room);
-    if (!g.at || !g.len || !g.covered || !g.card_end || !offsets || !text) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(text);
-    char *o = PyBytes_AS_STRING(offsets);
-    size_t w = 0;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t r = 0; r <= length; r++) {
-        if (wide) ((int64_t *)o)[r] = (int64_t)w;
-        else ((int32_t *)o)[r] = (int32_t)w;
-        if (r == length) break;
-        int64_t a = offset_at(off.buf, wide, start + r), b = offset_at(off.buf, wide, start + r + 1);
-        size_t n = (size_t)(b - a), written = cards_in((const uint8_t *)data.buf + a, n, out + w, &g);
-        changed += written != n || memcmp(out + w, (const uint8_t *)data.buf + a, n) != 0;
-        w += written;
-    }
-    Py_END_ALLOW_THREADS
-    if (_PyBytes_Resize(&text, (Py_ssize_t)w) < 0) goto done;
-    result = Py_BuildValue("(OOn)", offsets, text, changed);
-done:
-    PyMem_Free(g.at);
-    PyMem_Free(g.len);
-    PyMem_Free(g.covered);
-    PyMem_Free(g.card_end);
-    Py_XDECREF(offsets);
-    Py_XDECREF(text);
-    PyBuffer_Release(&off);
-    PyBuffer_Release(&data);
-    return result;
-}
-
 static PyMethodDef methods[] = {
     {"candidates", candidates, METH_VARARGS, candidates_doc},
-    {"cards", cards, METH_VARARGS, cards_doc},
+    {"redacted", redacted, METH_VARARGS, redacted_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_detect", "Redaction's candidate pass and card numbers, natively.",
+    PyModuleDef_HEAD_INIT, "_detect", "Redaction's candidate pass and rewriting, natively.",
     -1, methods, NULL, NULL, NULL, NULL,
 };
 

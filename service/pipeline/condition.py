@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 
 from service.errors import TidewayError
 from service.pipeline.jsonpath import values_at
+from service.pipeline.literal import literal_search
 from service.pipeline.parsers.base import one_chunk
 
 MAX_LENGTH = 4096  # characters of one condition
@@ -361,10 +362,14 @@ def _matches(left: _Value, pattern: str) -> Callable[..., Any]:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConditionError(f"bad regular expression {pattern!r}: {reason}") from None
 
+    search = literal_search(pattern)
+
     def node(table: pa.Table) -> Any:
         column = _operand(left, table)
         if isinstance(column, pa.Scalar):
             column = pa.array([column.as_py()] * table.num_rows)
+        if search is not None:
+            return search(_text(column))
         return pc.match_substring_regex(_text(column), pattern)
 
     return node

@@ -8,8 +8,9 @@ credit-card candidates runs in Python, on the lines RE2 found a candidate in.
 
 That is the specification, and the path without the C extension. With it
 (service/pipeline/detect.py), one pass over a column's bytes chooses the values the e-mail,
-card and IPv4 patterns may match (the others are left as RE2 would leave them), and card
-numbers are redacted in C by the same rule as ``_cards_in``: the same bytes, less time.
+card and IPv4 patterns may match (the others are left as RE2 would leave them), and a second
+rewrites those values as the patterns' global replaces and ``_cards_in`` would: the same
+bytes, less time.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -57,7 +57,7 @@ def _label(name: str) -> str:
     return f"[REDACTED:{name}]"
 
 
-_CARD_CANDIDATE = r"\b[2-6][0-9](?:[ -]?[0-9]){11,17}\b"
+_CARD_CANDIDATE = r"\b[2-6](?:[ -]?[0-9]){12,18}\b"
 
 # Applied in this order, whatever order a configuration lists them in (same config, same bytes):
 # the narrow, labelled secrets first, then addresses; IPv6 before IPv4 so ::ffff:1.2.3.4 is one value.
@@ -161,8 +161,6 @@ def _cards_in(text: str) -> str:
 
 
 def _redact_cards(values: pa.Array[Any]) -> pa.Array[Any]:
-    if detect.native(["credit_card"], values):
-        return detect.cards(values)  # _cards_in of every value, in C
     # Python runs only on the lines RE2 found a candidate in (a per-line loop, measured in
     # benchmarks/parsers.py); every other line stays in Arrow.
     candidates = pc.fill_null(pc.match_substring_regex(values, _CARD_CANDIDATE), False)
@@ -200,9 +198,9 @@ def _settled_cards(values: pa.Array[Any]) -> pa.Array[Any]:
     out = values
     if card.any():
         rows = pa.array(card)
-        label = pa.scalar(_label("credit_card"))
+        label = pa.scalar(_label("credit_card"), values.type)
         labelled = pc.binary_join_element_wise(
-            pc.filter(pre, rows), label, pc.filter(post, rows), ""
+            pc.filter(pre, rows), label, pc.filter(post, rows), pa.scalar("", values.type)
         )
         out = pc.replace_with_mask(out, rows, labelled)
     if python.any():
@@ -305,6 +303,8 @@ def redact(
     # detectors one by one. Most lines of most columns hold nothing: one scan, not one each.
     # The C pass (detect.flagged) scans for the detectors it knows, RE2 for the others.
     fast = detect.native(chosen, values)
+    if fast == chosen:  # one C call finds and rewrites, whatever the column holds
+        return _detected(values, chosen)
     patterns = [
         d.pattern
         for name, steps in _DETECTORS.items()
@@ -312,11 +312,8 @@ def redact(
         for d in steps
     ]
     patterns += [_CARD_CANDIDATE] if "credit_card" in chosen - fast else []
-    if not patterns and not fast:
-        return values
     found = detect.flagged(values, fast) if fast else np.zeros(len(values), dtype=bool)
-    if patterns:
-        found |= hits(values, any_of(patterns))
+    found |= hits(values, any_of(patterns))
     return _on_rows(values, found, lambda rows: _distinct_detected(rows, chosen))
 
 
@@ -348,15 +345,29 @@ def _distinct_detected(values: pa.Array[Any], chosen: set[str]) -> pa.Array[Any]
 
 
 def _detected(values: pa.Array[Any], chosen: set[str]) -> pa.Array[Any]:
-    """``values`` through each chosen detector, in the fixed order; a detector the C pass
-    knows runs only on the values it flags for it (in the values as the detectors before it
-    left them)."""
+    """``values`` through each chosen detector, in the fixed order; each run of detectors the
+    C pass knows (no other chosen between them) in one call (``detect.redacted``)."""
     fast = detect.native(chosen, values)
-    for name in _DETECTORS:
+    group: list[str] = []
+    for name in (*(n for n in _DETECTORS if n in chosen), None):  # None: apply the last run
         if name in fast:
-            values = _on_rows(values, detect.flagged(values, [name]), partial(_detector, name=name))
-        elif name in chosen:
+            group.append(name)
+            continue
+        if group:
+            values = _native(values, group)
+            group = []
+        if name is not None:
             values = _detector(values, name)
+    return values
+
+
+def _native(values: pa.Array[Any], detectors: list[str]) -> pa.Array[Any]:
+    """``detectors`` in C, or by their specification where a value is not UTF-8."""
+    done = detect.redacted(values, detectors)
+    if done is not None:
+        return done
+    for name in detectors:
+        values = _detector(values, name)
     return values
 
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/fuzz/fuzz_scan_asan.py --seconds 60 [--seed N]
 
-builds ``service/_scan.c``, ``service/_detect.c`` and ``service/_fields.c`` with ``-fsanitize=address,undefined`` into
+builds ``service/_scan.c``, ``service/_detect.c`` (with ``_redact.c`` and ``_cards.c``) and ``service/_fields.c`` with ``-fsanitize=address,undefined`` into
 ``build/asan/`` (gcc and the Python headers are all it needs), then runs itself again with
 libasan and libubsan preloaded, importing that build instead of the package's. ``make fuzz`` runs it for
 ``FUZZ_SECONDS``; CI runs a short round.
@@ -14,9 +14,10 @@ sanitized build. Any out-of-bounds access or undefined behaviour aborts the run;
 properties: a line check_lines vouches for is a non-empty object to orjson, and a line
 map_lines maps is an object to orjson (tests/sink/test_scan.py and test_scan_numbers.py
 hold the mapped values themselves to the specification). The same lines, as text, go through
-redaction's candidate pass and card rule (``_detect``), in string and large_string columns,
-sliced: every value RE2's patterns match is flagged, and the cards come out as the Python
-rule (``redact._cards_in``) writes them. And as the messages of access log lines (ALB, S3,
+redaction's candidate pass and rewrite (``_detect``), in string and large_string columns,
+sliced: every value RE2's patterns match is flagged, and the values come out as RE2 and the
+Python card rule (``redact._cards_in``) write them; the raw bytes, invalid UTF-8 and all,
+go through the rewrite too. And as the messages of access log lines (ALB, S3,
 combined: real lines with quotes, escapes, spaces, dashes and parking bytes spliced in)
 through ``_fields.split``: the same lines pass and the same fields come out as from the
 layouts' specification (``Layout.specified``: RE2 and Arrow's splits).
@@ -32,9 +33,11 @@ import subprocess
 import sys
 import sysconfig
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -45,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from service.loggen import ndjson_lines  # noqa: E402
 from service.pipeline.parsers import tokens  # noqa: E402
 from service.pipeline.parsers.access import ALB, COMBINED, S3_ACCESS  # noqa: E402
-from service.pipeline.redact import _CARD_CANDIDATE, _DETECTORS, _cards_in  # noqa: E402
+from service.pipeline.redact import _CARD_CANDIDATE, _DETECTORS, _detector  # noqa: E402
 from service.sink.native import name_groups  # noqa: E402
 from service.sink.rules import FieldMapping  # noqa: E402
 from tests.builders import BOUNDARY_NUMBERS  # noqa: E402
@@ -127,14 +130,34 @@ def detect_round(detect: Any, rng: random.Random, lines: list[bytes]) -> None:
         matched = pc.fill_null(pc.match_substring_regex(column, pattern), False).to_pylist()
         for text, hit, flagged in zip(texts, matched, found, strict=True):
             assert flagged or not hit, (flag, text)
-    new_offsets, new_data, changed = detect.cards(*args)
+    wanted = detect.EMAIL | detect.CREDIT_CARD | detect.IPV4
+    done = detect.redacted(*args, wanted)
+    assert done is not None, texts  # every text is valid UTF-8 here
+    new_offsets, new_data, changed = done
+    got = column  # no data back when nothing changed
     if changed:
         validity = None if column.null_count == 0 else column.is_valid().buffers()[1]
         buffers = [validity, pa.py_buffer(new_offsets), pa.py_buffer(new_data)]
-        column = pa.Array.from_buffers(column.type, len(column), buffers, column.null_count)
-    got = column.to_pylist()
-    for text, out in zip(texts, got, strict=True):
-        assert out == (None if text is None else _cards_in(text)), (text, out)
+        got = pa.Array.from_buffers(column.type, len(column), buffers, column.null_count)
+    want = column
+    for name in ("email", "credit_card", "ipv4"):
+        want = _detector(want, name)
+    assert got.to_pylist() == want.to_pylist(), texts
+    assert changed == sum(a != b for a, b in zip(texts, got.to_pylist(), strict=True))
+    raw_round(detect, rng, lines)
+
+
+def raw_round(detect: Any, rng: random.Random, lines: list[bytes]) -> None:
+    """The bytes themselves (invalid UTF-8 and all) through the candidate pass and the
+    rewrite: no access outside the buffers, and an answer that is a column (or None)."""
+    raw = pa.array([line + rng.choice(DETECTOR_BITS) for line in lines], pa.binary())
+    _, offsets, data = raw.buffers()
+    args = (offsets, b"" if data is None else data, 0, len(raw), False)
+    wanted = rng.randint(1, 7)
+    done = detect.redacted(*args, wanted)
+    if done is not None and done[2]:
+        ends = np.frombuffer(done[0], np.int32)
+        assert ends[0] == 0 and (np.diff(ends) >= 0).all() and ends[-1] == len(done[1])
 
 
 LAYOUTS = (ALB.layout, S3_ACCESS.layout, COMBINED.layout)
@@ -222,6 +245,15 @@ def build_asan(out: Path) -> None:
         build_one(name, out)
 
 
+def extension_sources(module: str) -> list[str]:
+    """A C extension's sources as pyproject.toml builds it (one module may have several)."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for ext in config["tool"]["setuptools"]["ext-modules"]:
+        if ext["name"] == module:
+            return list(ext["sources"])
+    raise KeyError(module)
+
+
 def build_one(name: str, out: Path) -> Path:
     target = out / f"{name}{sysconfig.get_config_var('EXT_SUFFIX')}"
     command = [
@@ -235,7 +267,7 @@ def build_one(name: str, out: Path) -> Path:
         "-fPIC",
         "-shared",
         f"-I{sysconfig.get_paths()['include']}",
-        str(ROOT / "service" / f"{name}.c"),
+        *(str(ROOT / source) for source in extension_sources(f"service.{name}")),
         "-o",
         str(target),
     ]
