@@ -8,6 +8,8 @@ import gc
 import orjson
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.pipeline.parsers import PARSERS, regex_parser
 from service.pipeline.parsers.base import null_tokens
@@ -108,6 +110,38 @@ def test_json_object_columns_are_snake_case_and_text_whatever_the_batch_holds() 
     assert result.columns["latency_ms"].to_pylist()[:2] == ["1.5", "2"]
     assert result.columns["ok"].to_pylist()[0] == "true"
     assert result.columns["tags"].to_pylist()[0] == '["a"]'
+
+
+JSON_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([1e16, 1e-5, 1e-7, 123456789012345680.0, -0.0, 5e-324, 1e308]),
+    st.text(max_size=4),
+    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=2),
+    st.dictionaries(st.sampled_from("ba,"), st.floats(allow_nan=False), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(column=st.lists(st.one_of(JSON_VALUE, st.just("missing")), min_size=1, max_size=8))
+def test_json_object_writes_each_value_as_orjson_does(column: list[object]) -> None:
+    """Whatever a column mixes (numbers written a column at a time, the rest a value at a
+    time), each value's text is orjson's for it alone, keys sorted; null and absent are null."""
+    lines = [orjson.dumps({} if v == "missing" else {"v": v}).decode() for v in column]
+    result = parse("json", *lines)
+    want = [
+        None
+        if v is None or v == "missing"
+        else v
+        if isinstance(v, str)
+        else orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()
+        for v in column
+    ]
+    got = result.columns["v"] if "v" in result.columns else pa.nulls(len(column), pa.string())
+    assert got.type == pa.string()
+    assert got.to_pylist() == want
 
 
 def test_kv_pairs_with_quoted_values() -> None:
