@@ -21,7 +21,7 @@ SEEDS ?= 20
 # The environment of `make run` and `make test`: runtime dependencies, the `demo` extra (moto's
 # server) and the `dev` group. `bench` and `deploy` are added on top (--inexact) by the targets
 # that need them; they depend on .synced because an exact re-sync of it removes them.
-$(VENV)/.synced: pyproject.toml uv.lock service/_scan.c service/_detect.c service/_detect.h service/_redact.c service/_cards.c service/_fields.c | $(UV)
+$(VENV)/.synced: pyproject.toml uv.lock $(wildcard service/*.c service/*.h) | $(UV)
 	$(UV) sync --frozen --extra demo
 	touch $@
 

@@ -19,8 +19,14 @@
  * present when its closing quote is there; a bare field is words of an unquoted piece cut
  * at each space. \\ and \" in a field's text become \ and ".
  *
+ * `cut` is Arrow's split_pattern at a one-byte separator (the delimited formats: VPC Flow,
+ * CloudFront; service/pipeline/parsers/fields.py), the same list column from one memchr a
+ * piece.
+ *
  * Every byte may be hostile: offsets are checked against the data before any is read, and
- * a field's output is never longer than the line it came from. tests/pipeline/
+ * a field's output is never longer than the line it came from. The walks over a line (the
+ * check's, and the read by position for a line the check did not match field by field to
+ * the last) are in _fields_walk.h; this file holds the columns they fill. tests/pipeline/
  * test_fields.py holds `split` to the specification (hypothesis), tests/fuzz/
  * fuzz_scan_asan.py runs it under AddressSanitizer.
  */
@@ -29,96 +35,39 @@
 #include <stdint.h>
 #include <string.h>
 
-#define MAX_FIELDS 64
+#include "_fields_walk.h"
 
-typedef struct {
-    int quoted, words;       /* from the spec */
-    Py_ssize_t piece, word;  /* where it is read: the piece, its first word (-1: quoted) */
-} Field;
+#define MAX_FIELDS 64
+#define SAMPLE 64 /* the lines that size the columns' text */
+#define PAD 32    /* room past a column's text: a short field is copied 32 bytes at a time */
 
 typedef struct {
     int32_t *offsets;
     uint8_t *data, *validity;
     PyObject *offsets_obj, *data_obj, *validity_obj;
-    Py_ssize_t written, nulls;
+    Py_ssize_t written, capacity, nulls;
 } Column;
 
-/* The bytes a walk stops at: in an unquoted piece (space, quote, backslash), in a quoted
- * one (quote, backslash), in a bare word (anything it may not hold), in the tail. */
-static uint8_t stop_unquoted[256], stop_quoted[256], not_bare[256], not_tail[256];
-
-static void init_tables(void) {
-    stop_unquoted[' '] = stop_unquoted['"'] = stop_unquoted['\\'] = 1;
-    stop_quoted['"'] = stop_quoted['\\'] = 1;
-    not_bare[' '] = not_bare['"'] = not_bare[0x1d] = not_bare[0x1e] = 1;
-    not_tail['\n'] = not_tail[0x1d] = not_tail[0x1e] = 1;
-}
-
-/* Where s[i] starts an escape (\\ or \"): the escape is two bytes. */
-static int escape_at(const uint8_t *s, size_t n, size_t i) {
-    return s[i] == '\\' && i + 1 < n && (s[i + 1] == '\\' || s[i + 1] == '"');
-}
-
-
-/* The end of a field matched at s[i] (the check pattern's), or -1. */
-static Py_ssize_t match_field(const uint8_t *s, size_t n, size_t i, const Field *f) {
-    if (f->quoted) {
-        if (i >= n || s[i] != '"') return -1;
-        for (i++; i < n; i++) {
-            if (s[i] == '"') return (Py_ssize_t)i + 1;
-            if (s[i] == 0x1d || s[i] == 0x1e) return -1;
-            if (s[i] == '\\') {
-                if (i + 1 >= n || s[i + 1] == 0x1d || s[i + 1] == 0x1e) return -1;
-                i++;
-            }
-        }
-        return -1;
-    }
-    for (int w = 0; w < f->words; w++) {
-        if (w > 0) {
-            if (i >= n || s[i] != ' ') return -1;
-            i++;
-        }
-        size_t a = i;
-        while (i < n && !not_bare[s[i]]) i++;
-        if (i == a) return -1;
-    }
-    return (Py_ssize_t)i;
-}
-
-/* Whether the tail (?: [^\n\x1d\x1e]*)?$ matches s[i..n). */
-static int tail_ok(const uint8_t *s, size_t n, size_t i) {
-    if (i == n) return 1;
-    if (s[i] != ' ') return 0;
-    for (i++; i < n && !not_tail[s[i]];) i++;
-    return i == n;
-}
-
-/* Whether the check pattern matches the line s[0..n). */
-static int line_ok(const uint8_t *s, size_t n, const Field *fields, int count, int required) {
-    size_t i = 0;
-    for (int f = 0; f < count; f++) {
-        if (f >= required && tail_ok(s, n, i)) return 1;
-        if (f > 0) {
-            if (i >= n || s[i] != ' ') return 0;
-            i++;
-        }
-        Py_ssize_t end = match_field(s, n, i, &fields[f]);
-        if (end < 0) return 0;
-        i = (size_t)end;
-    }
-    return tail_ok(s, n, i);
-}
-
-/* Appends s[a..b) to the column, escapes read; or a null when absent or "-" or "". */
-static void append(Column *c, Py_ssize_t row, const uint8_t *s, size_t a, size_t b, int present) {
+/* Appends s[a..b) to the column, escapes read (`escaped`: the line may hold one); or a null
+ * when absent or "-" or "". The column has PAD bytes of room past the line's length, and
+ * s[0..limit) may be read. */
+static void append(Column *c, Py_ssize_t row, const uint8_t *s, size_t limit, size_t a,
+                   size_t b, int present, int escaped) {
     int null = !present || b == a || (b == a + 1 && s[a] == '-');
     if (null) {
         c->nulls++;
     } else {
         c->validity[row >> 3] |= (uint8_t)(1u << (row & 7));
-        if (memchr(s + a, '\\', b - a) == NULL) {
-            memcpy(c->data + c->written, s + a, b - a);
+        if (!escaped || memchr(s + a, '\\', b - a) == NULL) {
+#ifdef __SSE2__
+            if (b - a <= PAD && a + PAD <= limit) { /* most fields: no call, the rest overwritten */
+                __m128i x = _mm_loadu_si128((const __m128i *)(s + a));
+                __m128i y = _mm_loadu_si128((const __m128i *)(s + a + 16));
+                _mm_storeu_si128((__m128i *)(c->data + c->written), x);
+                _mm_storeu_si128((__m128i *)(c->data + c->written + 16), y);
+            } else
+#endif
+                memcpy(c->data + c->written, s + a, b - a);
             c->written += (Py_ssize_t)(b - a);
         } else {
             for (size_t i = a; i < b; i++) {
@@ -130,55 +79,79 @@ static void append(Column *c, Py_ssize_t row, const uint8_t *s, size_t a, size_t
     c->offsets[row + 1] = (int32_t)c->written;
 }
 
-/* Whether the token at word w of piece (-1: the quoted piece) is past field x's place. */
-static int passed(const Field *x, Py_ssize_t piece, Py_ssize_t w) {
-    return x->piece < piece || (x->piece == piece && !x->quoted && x->word + x->words - 1 < w);
-}
-
-/* One line's fields, by position (see the top): each field's span, or absent. */
-static void read_line(const uint8_t *s, size_t n, const Field *fields, int count, int ok,
-                      Column *columns, Py_ssize_t row) {
-    Py_ssize_t start[MAX_FIELDS], end[MAX_FIELDS];
-    int null_word[MAX_FIELDS];
-    for (int f = 0; f < count; f++) start[f] = end[f] = -1, null_word[f] = 0;
-    if (ok) {
-        Py_ssize_t piece = 0, word = 0;
-        size_t token = 0, i = 0;
-        int f = 0;
-        for (;;) {
-            const uint8_t *stop = (piece & 1) ? stop_quoted : stop_unquoted;
-            while (i < n && !stop[s[i]]) i++;
-            if (i < n && s[i] == '\\') {
-                i += escape_at(s, n, i) ? 2 : 1;
-                continue;
-            }
-            int quote = i < n && s[i] == '"'; /* else a space of an unquoted piece, or the end */
-            /* the token s[token..i) ends: word `word` of piece `piece` (or the quoted piece) */
-            Py_ssize_t w = (piece & 1) ? -1 : word;
-            while (f < count && passed(&fields[f], piece, w)) f++; /* absent fields */
-            if (f < count && fields[f].piece == piece) {
-                const Field *x = &fields[f];
-                int closed = quote; /* a quoted piece is a field only once its quote closes */
-                if (x->quoted ? closed : (w >= x->word && w < x->word + x->words)) {
-                    if (x->quoted || w == x->word) start[f] = (Py_ssize_t)token;
-                    if (i == token || (i == token + 1 && s[token] == '-')) null_word[f] = 1;
-                    if (x->quoted || w == x->word + x->words - 1) end[f] = (Py_ssize_t)i, f++;
-                }
-            }
-            if (i >= n || f >= count) break;
-            if (quote) piece++, word = 0;
-            else word++;
-            token = ++i;
-        }
+/* One line's fields appended: `ok`, whether the check matched it, and `matched`, how many
+ * fields its walk matched (`spans`). A line that matched every field is read from those
+ * spans: its delimiters are where the check found them (each field is followed by a space
+ * or the end; no bare word holds a quote, a quoted field ends at its first unescaped quote,
+ * read left to right as the split reads it), so the walk by position would find the same. */
+static void append_line(const uint8_t *s, size_t n, size_t limit, const Field *fields,
+                        int count, int ok, int matched, Span *spans, Column *columns,
+                        Py_ssize_t row) {
+    int escaped = 0;
+    if (!ok) {
+        for (int f = 0; f < count; f++) spans[f].start = -1;
+    } else if (matched == count) {
+        escaped = memchr(s, '\\', n) != NULL;
+    } else {
+        escaped = read_line(s, n, limit, fields, count, spans);
     }
     for (int f = 0; f < count; f++) {
-        int present = start[f] >= 0 && end[f] >= 0;
-        size_t a = present ? (size_t)start[f] : 0, b = present ? (size_t)end[f] : 0;
-        append(&columns[f], row, s, a, b, present && !null_word[f]);
+        const Span *span = &spans[f];
+        int present = span->start >= 0 && span->end >= 0;
+        size_t a = present ? (size_t)span->start : 0, b = present ? (size_t)span->end : 0;
+        append(&columns[f], row, s, limit, a, b, present && !span->null_word, escaped);
     }
 }
 
 static int64_t offset_at(const int32_t *offsets, Py_ssize_t i) { return offsets[i]; }
+
+/* Whether the slice's offsets and validity fit their buffers (a ValueError if not): every
+ * offset read later is one of these, checked here. */
+static int check_slice(const Py_buffer *off, const Py_buffer *data, Py_ssize_t start,
+                       Py_ssize_t length, const Py_buffer *valid) {
+    if (start < 0 || length < 0 || off->len / 4 < start + length + 1 ||
+        (valid->len != 0 && valid->len != length)) {
+        PyErr_SetString(PyExc_ValueError, "offsets or validity do not fit the slice");
+        return -1;
+    }
+    const int32_t *o = (const int32_t *)off->buf;
+    for (Py_ssize_t r = start; r <= start + length; r++)
+        if (o[r] < 0 || o[r] > data->len || (r > start && o[r] < o[r - 1])) {
+            PyErr_SetString(PyExc_ValueError, "offsets outside the data");
+            return -1;
+        }
+    return 0;
+}
+
+/* Each column's room for its text: what the first SAMPLE lines give it, scaled to all of
+ * them, a quarter over, never more than the whole input (`total`) and PAD. The columns grow
+ * when a line might not fit (a field is never longer than its line). Why: sized to the
+ * input, the columns of an ALB batch had asked for 30 times its size, and grown from a
+ * guess, they copied themselves as they grew. */
+static void size_columns(const uint8_t *data, Py_ssize_t data_len, const int32_t *o,
+                         Py_ssize_t start, Py_ssize_t length, const uint8_t *v, int has_valid,
+                         const Field *fields, int count, int required, Py_ssize_t total,
+                         Py_ssize_t *capacity) {
+    Py_ssize_t sizes[MAX_FIELDS] = {0}, sampled = length < SAMPLE ? length : SAMPLE;
+    Span spans[MAX_FIELDS];
+    for (Py_ssize_t r = 0; r < sampled; r++) {
+        const uint8_t *s = data + o[start + r];
+        size_t n = (size_t)(o[start + r + 1] - o[start + r]);
+        size_t limit = (size_t)(data_len - o[start + r]);
+        int matched = 0;
+        if (has_valid && !v[r]) continue;
+        if (!line_ok(s, n, limit, fields, count, required, spans, &matched)) continue;
+        if (matched < count) read_line(s, n, limit, fields, count, spans);
+        for (int f = 0; f < count; f++)
+            if (spans[f].start >= 0 && spans[f].end >= 0)
+                sizes[f] += spans[f].end - spans[f].start;
+    }
+    for (int f = 0; f < count; f++) {
+        Py_ssize_t guess = sampled ? sizes[f] * length / sampled : 0;
+        guess += guess / 4;
+        capacity[f] = (guess < total ? guess : total) + PAD;
+    }
+}
 
 PyDoc_STRVAR(split_doc,
 "split(offsets, data, start, length, valid, spec, required) -> (ok, fields)\n\n"
@@ -222,24 +195,20 @@ static PyObject *split(PyObject *self, PyObject *args) {
             word += fields[f].words;
         }
     }
-    if (start < 0 || length < 0 || off.len / 4 < start + length + 1 ||
-        (valid.len != 0 && valid.len != length)) {
-        PyErr_SetString(PyExc_ValueError, "offsets or validity do not fit the slice");
-        goto done;
-    }
+    if (check_slice(&off, &data, start, length, &valid) < 0) goto done;
     const int32_t *o = (const int32_t *)off.buf;
-    for (Py_ssize_t r = start; r <= start + length; r++)
-        if (o[r] < 0 || o[r] > data.len || (r > start && o[r] < o[r - 1])) {
-            PyErr_SetString(PyExc_ValueError, "offsets outside the data");
-            goto done;
-        }
-    size_t total = (size_t)(offset_at(o, start + length) - offset_at(o, start));
+    Py_ssize_t total = (Py_ssize_t)(offset_at(o, start + length) - offset_at(o, start));
+    Py_ssize_t capacity[MAX_FIELDS];
+    const uint8_t *v = (const uint8_t *)valid.buf;
+    size_columns((const uint8_t *)data.buf, data.len, o, start, length, v, valid.len != 0,
+                 fields, count, required, total, capacity);
     ok_obj = PyBytes_FromStringAndSize(NULL, length);
     if (!ok_obj) goto done;
     for (int f = 0; f < count; f++) {
         Column *c = &columns[f];
+        c->capacity = capacity[f];
         c->offsets_obj = PyBytes_FromStringAndSize(NULL, (length + 1) * 4);
-        c->data_obj = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+        c->data_obj = PyBytes_FromStringAndSize(NULL, c->capacity);
         c->validity_obj = PyBytes_FromStringAndSize(NULL, (length + 7) / 8);
         if (!c->offsets_obj || !c->data_obj || !c->validity_obj) goto done;
         c->offsets = (int32_t *)PyBytes_AS_STRING(c->offsets_obj);
@@ -249,16 +218,39 @@ static PyObject *split(PyObject *self, PyObject *args) {
         c->offsets[0] = 0;
     }
     uint8_t *oks = (uint8_t *)PyBytes_AS_STRING(ok_obj);
-    const uint8_t *v = (const uint8_t *)valid.buf;
+    int grown = 1;
+    Py_ssize_t room = 0; /* at least this much room in every column (past PAD) */
+    Span spans[MAX_FIELDS];
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t r = 0; r < length; r++) {
+    for (Py_ssize_t r = 0; r < length && grown; r++) {
         const uint8_t *s = (const uint8_t *)data.buf + o[start + r];
-        size_t n = (size_t)(o[start + r + 1] - o[start + r]);
-        int ok = (valid.len == 0 || v[r]) && line_ok(s, n, fields, count, required);
+        Py_ssize_t n = o[start + r + 1] - o[start + r];
+        size_t limit = (size_t)(data.len - o[start + r]);
+        int matched = 0;
+        int ok = (valid.len == 0 || v[r]) &&
+                 line_ok(s, (size_t)n, limit, fields, count, required, spans, &matched);
         oks[r] = (uint8_t)ok;
-        read_line(s, n, fields, count, ok, columns, r);
+        if (ok && room < n) { /* some column may need to grow: see which */
+            room = PY_SSIZE_T_MAX;
+            for (int f = 0; f < count && grown; f++) {
+                Column *c = &columns[f];
+                if (c->capacity - c->written - PAD < n) {
+                    Py_ssize_t want = c->written + n + PAD;
+                    c->capacity = want > 2 * c->capacity ? want : 2 * c->capacity;
+                    Py_BLOCK_THREADS /* the object allocator wants the GIL */
+                    grown = _PyBytes_Resize(&c->data_obj, c->capacity) == 0;
+                    Py_UNBLOCK_THREADS
+                    if (grown) c->data = (uint8_t *)PyBytes_AS_STRING(c->data_obj);
+                }
+                if (c->capacity - c->written - PAD < room) room = c->capacity - c->written - PAD;
+            }
+        }
+        if (!grown) break;
+        append_line(s, (size_t)n, limit, fields, count, ok, matched, spans, columns, r);
+        if (ok) room -= n; /* no column took more than the line */
     }
     Py_END_ALLOW_THREADS
+    if (!grown) goto done;
     list = PyList_New(count);
     if (!list) goto done;
     for (int f = 0; f < count; f++) {
@@ -284,13 +276,84 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(cut_doc,
+"cut(offsets, data, start, length, valid, separator) -> (lists, ends, text)\n\n"
+"A string column (as split's) cut at each byte `separator`, as Arrow's split_pattern cuts\n"
+"it: a list of pieces a line (a null line none), the separators dropped. lists: int32\n"
+"offsets into the pieces, one a line and one more; ends: int32 offsets of the pieces'\n"
+"text; text: their bytes.");
+
+/* Why: Arrow's split_pattern built each line's list piece by piece, a third of a VPC Flow
+ * parse; this is one memchr a piece into buffers sized by a first count. */
+static PyObject *cut(PyObject *self, PyObject *args) {
+    Py_buffer off, data, valid;
+    Py_ssize_t start, length;
+    int separator;
+    if (!PyArg_ParseTuple(args, "y*y*nny*i", &off, &data, &start, &length, &valid, &separator))
+        return NULL;
+    PyObject *lists = NULL, *ends = NULL, *text = NULL, *result = NULL;
+    if (separator < 0 || separator > 255) {
+        PyErr_SetString(PyExc_ValueError, "the separator is one byte");
+        goto done;
+    }
+    if (check_slice(&off, &data, start, length, &valid) < 0) goto done;
+    const int32_t *o = (const int32_t *)off.buf;
+    const uint8_t *base = (const uint8_t *)data.buf, *v = (const uint8_t *)valid.buf;
+    Py_ssize_t pieces = 0, bytes = 0;
+    for (Py_ssize_t r = 0; r < length; r++) {
+        if (valid.len != 0 && !v[r]) continue;
+        const uint8_t *s = base + o[start + r], *e = base + o[start + r + 1];
+        pieces++, bytes += e - s;
+        for (const uint8_t *p = s; (p = memchr(p, separator, (size_t)(e - p))) != NULL; p++)
+            pieces++, bytes--;
+    }
+    if (pieces >= INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "more pieces than int32 offsets hold");
+        goto done;
+    }
+    lists = PyBytes_FromStringAndSize(NULL, (length + 1) * 4);
+    ends = PyBytes_FromStringAndSize(NULL, (pieces + 1) * 4);
+    text = PyBytes_FromStringAndSize(NULL, bytes);
+    if (!lists || !ends || !text) goto done;
+    int32_t *list_at = (int32_t *)PyBytes_AS_STRING(lists), *end_at = (int32_t *)PyBytes_AS_STRING(ends);
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(text);
+    Py_ssize_t piece = 0, written = 0;
+    list_at[0] = end_at[0] = 0;
+    for (Py_ssize_t r = 0; r < length; r++) {
+        if (valid.len == 0 || v[r]) {
+            const uint8_t *s = base + o[start + r], *e = base + o[start + r + 1];
+            for (;;) {
+                const uint8_t *p = memchr(s, separator, (size_t)(e - s));
+                const uint8_t *stop = p ? p : e;
+                memcpy(out + written, s, (size_t)(stop - s));
+                written += stop - s;
+                end_at[++piece] = (int32_t)written;
+                if (!p) break;
+                s = p + 1;
+            }
+        }
+        list_at[r + 1] = (int32_t)piece;
+    }
+    result = PyTuple_Pack(3, lists, ends, text);
+done:
+    Py_XDECREF(lists);
+    Py_XDECREF(ends);
+    Py_XDECREF(text);
+    PyBuffer_Release(&off);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&valid);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"split", split, METH_VARARGS, split_doc},
+    {"cut", cut, METH_VARARGS, cut_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_fields", "Access log layouts read in one pass a line, natively.",
+    PyModuleDef_HEAD_INIT, "_fields",
+    "Access log layouts read in one pass a line, and delimited lines cut, natively.",
     -1, methods, NULL, NULL, NULL, NULL,
 };
 

@@ -20,7 +20,8 @@ Python card rule (``redact._cards_in``) write them; the raw bytes, invalid UTF-8
 go through the rewrite too. And as the messages of access log lines (ALB, S3,
 combined: real lines with quotes, escapes, spaces, dashes and parking bytes spliced in)
 through ``_fields.split``: the same lines pass and the same fields come out as from the
-layouts' specification (``Layout.specified``: RE2 and Arrow's splits).
+layouts' specification (``Layout.specified``: RE2 and Arrow's splits); the same lines
+through ``_fields.cut`` come out as Arrow's ``split_pattern`` cuts them.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from service.loggen import ndjson_lines  # noqa: E402
+from service.pipeline.parsers import cut as cutting  # noqa: E402
 from service.pipeline.parsers import tokens  # noqa: E402
 from service.pipeline.parsers.access import ALB, COMBINED, S3_ACCESS  # noqa: E402
 from service.pipeline.redact import _CARD_CANDIDATE, _DETECTORS, _detector  # noqa: E402
@@ -176,7 +178,7 @@ ACCESS_BITS = ('"', "\\", '\\"', " ", "-", "\n", "\x1d", "\x1e", "é", "[", '""'
 def fields_round(fields: Any, rng: random.Random) -> None:
     """Access log lines (delimiters spliced in) through the sanitized ``_fields.split``, held
     to the layouts' specification."""
-    tokens.FIELDS = fields  # Layout.native calls the sanitized build
+    tokens.FIELDS = cutting.FIELDS = fields  # Layout.native and cut call the sanitized build
     texts: list[str | None] = []
     for _ in range(rng.randint(1, 8)):
         text = rng.choice(ACCESS_LINES)
@@ -193,6 +195,10 @@ def fields_round(fields: Any, rng: random.Random) -> None:
         for name, values in got.items():
             values.validate(full=True)
             assert values.to_pylist() == want[name].to_pylist(), (layout.name, name, texts)
+    for separator in (" ", '"'):  # the delimited formats' cut, against Arrow's split
+        pieces = cutting.cut(column, separator)
+        pieces.validate(full=True)
+        assert pieces.to_pylist() == pc.split_pattern(column, separator).to_pylist(), texts
 
 
 def fuzz(build: Path, seed: int, seconds: float) -> None:

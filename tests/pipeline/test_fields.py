@@ -57,6 +57,19 @@ def test_generated_and_real_lines_read_the_same(name: str) -> None:
     assert_same(LAYOUTS[name], column.slice(3, 1_500))
 
 
+@needs_extension
+def test_columns_grow_past_the_lines_that_sized_them() -> None:
+    """The native columns are sized from their first lines (64): later, longer fields grow
+    them, and lines that match every field then go on (a tail with quotes and escapes) are
+    read from the check's walk, as the splits read them."""
+    short = [ALB_OLDER] * 70
+    long_request = ALB_HTTP.replace("GET http://", "GET http://" + "a" * 3_000 + ".", 1)
+    tails = [ALB_HTTP + ' "x \\" y" z\\', ALB_HTTP + ' "-"', long_request + " -"]
+    column = pa.array(short + [long_request] * 200 + tails + short, pa.string())
+    assert_same(ALB.layout, column)
+    assert_same(ALB.layout, column.slice(69))
+
+
 @st.composite
 def spliced(draw: st.DrawFn) -> str:
     """A real line with delimiters spliced in, cut short or lengthened."""

@@ -8,9 +8,11 @@ import gc
 import orjson
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.pipeline.parsers import PARSERS, regex_parser
-from service.pipeline.parsers.base import null_tokens
+from service.pipeline.parsers.base import Kind, null_tokens, typed
 from service.schema import COLUMN_NAMES
 from tests.pipeline.samples import (
     ALB_HTTP,
@@ -108,6 +110,61 @@ def test_json_object_columns_are_snake_case_and_text_whatever_the_batch_holds() 
     assert result.columns["latency_ms"].to_pylist()[:2] == ["1.5", "2"]
     assert result.columns["ok"].to_pylist()[0] == "true"
     assert result.columns["tags"].to_pylist()[0] == '["a"]'
+
+
+JSON_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([1e16, 1e-5, 1e-7, 123456789012345680.0, -0.0, 5e-324, 1e308]),
+    st.text(max_size=4),
+    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=2),
+    st.dictionaries(st.sampled_from("ba,"), st.floats(allow_nan=False), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(column=st.lists(st.one_of(JSON_VALUE, st.just("missing")), min_size=1, max_size=8))
+def test_json_object_writes_each_value_as_orjson_does(column: list[object]) -> None:
+    """Whatever a column mixes (numbers written a column at a time, the rest a value at a
+    time), each value's text is orjson's for it alone, keys sorted; null and absent are null."""
+    lines = [orjson.dumps({} if v == "missing" else {"v": v}).decode() for v in column]
+    result = parse("json", *lines)
+    want = [
+        None
+        if v is None or v == "missing"
+        else v
+        if isinstance(v, str)
+        else orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()
+        for v in column
+    ]
+    got = result.columns["v"] if "v" in result.columns else pa.nulls(len(column), pa.string())
+    assert got.type == pa.string()
+    assert got.to_pylist() == want
+
+
+ISO_TIMES = {  # text: the instant, or "bad" (present, not a valid iso_time)
+    "2018-07-02T22:23:00.186641Z": dt.datetime(2018, 7, 2, 22, 23, 0, 186641, UTC),
+    "2018-07-02T22:23:00+01:00": dt.datetime(2018, 7, 2, 21, 23, tzinfo=UTC),
+    "2018-07-02 22:23:00-0130": dt.datetime(2018, 7, 2, 23, 53, tzinfo=UTC),
+    "2018-07-02T22:23:00+01": dt.datetime(2018, 7, 2, 21, 23, tzinfo=UTC),
+    "2018-07-02T22:23:00": dt.datetime(2018, 7, 2, 22, 23, tzinfo=UTC),  # no zone: UTC
+    "2018-13-02T22:23:00Z": "bad",
+    "2018-07-02T22:23:00z": "bad",
+    "soon": "bad",
+}
+
+
+@pytest.mark.parametrize("texts", [["2018-07-02T22:23:00.186641Z"], [*ISO_TIMES], [*ISO_TIMES][:5]])
+def test_iso_times_with_and_without_a_zone_in_one_column(texts: list[str]) -> None:
+    """Every text read as it would be alone, whichever others share its column: with a zone
+    as it says, without one as UTC; a column that casts whole as it is takes the short way."""
+    value, bad = typed(pa.array([*texts, "-", None]), Kind.ISO_TIME)
+    want = [ISO_TIMES[t] for t in texts]
+    assert value.to_pylist() == [None if w == "bad" else w for w in want] + [None, None]
+    flagged = [False] * (len(texts) + 2) if bad is None else bad.to_pylist()
+    assert flagged == [w == "bad" for w in want] + [False, False]
 
 
 def test_kv_pairs_with_quoted_values() -> None:

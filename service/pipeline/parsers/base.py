@@ -93,6 +93,14 @@ def null_tokens(text: pa.Array[Any]) -> pa.Array[Any]:
 
 def _iso_time(text: pa.Array[Any], tolerant: bool) -> pa.Array[Any]:
     # A bare local time (no zone) is read as UTC, as the AWS formats that omit it mean.
+    # Arrow casts a text to a zoned timestamp only when it ends in a zone, one of the forms
+    # the pattern below finds (Z, +hh, +hhmm, +hh:mm): when every text casts as it is,
+    # none needs the Z and that is the answer, without the pattern and the join (two
+    # thirds of an ALB time column's cost).
+    try:
+        return array_of(pc.cast(text, TIMESTAMP))
+    except pa.ArrowInvalid:
+        pass
     zoned = pc.if_else(
         pc.match_substring_regex(text, r"(Z|[+-]\d\d:?\d\d|[+-]\d\d)$"),
         text,

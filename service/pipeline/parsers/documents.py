@@ -81,6 +81,12 @@ def _decode(lines: list[str | None]) -> tuple[list[Any], list[str | None]]:
     return objects, errors
 
 
+# What orjson decodes a JSON number or boolean to: no commas in their JSON text.
+_SCALARS = frozenset((int, float, bool))
+_TEXT = frozenset((str, type(None)))
+_NULL = pa.scalar(None, pa.string())
+
+
 def _json_text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
@@ -88,7 +94,25 @@ def _json_text(value: Any) -> str:
 def _column(values: list[Any]) -> pa.Array[Any]:
     """Text, whatever a batch holds: a string as it is, anything else as its JSON text. A
     column's type never depends on the other lines of a flush (Athena reads every file of
-    a table with one schema); a pipeline's ``columns`` declares the types it wants."""
+    a table with one schema); a pipeline's ``columns`` declares the types it wants.
+
+    A column of numbers and booleans (and nulls), the usual other kind, is written by one
+    ``orjson.dumps`` of the list, cut at its commas by Arrow: orjson's own text for each
+    value (``str`` and ``repr`` differ from it), no Python call a value (they were two
+    thirds of such a column's time). ``null`` is the text of None only, as long as there
+    are as many of them (orjson writes an infinite float as ``null`` too)."""
+    kinds = set(map(type, values))
+    if kinds <= _TEXT:
+        return pa.array(values, pa.string())
+    if kinds - _TEXT <= _SCALARS and str not in kinds:
+        listed = orjson.dumps(values)[1:-1].decode()  # [1,null,2.5]: no spaces
+        texts = array_of(pc.split_pattern(pa.array([listed], pa.string()), ",").values)
+        if type(None) not in kinds:
+            return texts
+        nulls = values.count(None)
+        null = pc.equal(texts, "null")
+        if pc.sum(null).as_py() == nulls:
+            return array_of(pc.if_else(null, _NULL, texts))
     return pa.array(
         [None if v is None else v if type(v) is str else _json_text(v) for v in values],
         pa.string(),

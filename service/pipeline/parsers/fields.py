@@ -24,6 +24,7 @@ from .base import (
     type_columns,
     typed,
 )
+from .cut import cut
 
 # pyarrow-stubs type no implicit scalar casts (array + int, str joined with an array): compute is untyped here.
 pc: Any = compute
@@ -40,7 +41,7 @@ class Delimited:
 
     def __call__(self, message: pa.Array[Any]) -> ParseResult:
         message = as_string(message)
-        parts = pc.split_pattern(message, self.separator)
+        parts = cut(message, self.separator)
         count = pc.list_value_length(parts)
         header = pc.starts_with(message, "#")
         in_range = pc.and_(
