@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,20 +17,29 @@ ZSTD_LEVEL = 1  # measured (docs/writer.md): levels 3-9 cost 1.5-4x the time for
 # stay at level 1 (docs/writer.md, "Compression levels").
 DEEP_ZSTD_LEVEL = 6
 DEEP_COLUMNS = ("attributes",)
-# Dictionary pages only where values repeat; on ids, free text and JSON the dictionary
-# overflows and falls back, which costs time and bytes (measured: -5 % size, 2x faster).
+# ... and only on a column chunk of at least this many value bytes: a small routed table's
+# file (a few hundred rows) pays level 6's larger match tables and lazy search for 3 % of
+# its bytes (measured: a quarter of the encoding of the pipelines benchmark's app table);
+# the writer's files hold 200 KB and more of ``attributes`` and keep level 6.
+DEEP_MIN_BYTES = 128 * 1024
+# Dictionary pages only where values repeat apart from runs; on ids, free text and JSON
+# the dictionary overflows or holds nearly every value, which costs time and bytes
+# (measured: -5 % size, 2x faster). ``message`` (84 % distinct) and
+# ``kinesis_sequence_number`` (one value per record, in runs zstd finds) are smaller
+# without one (-1.5 % and -2.2 % of the plain flush's files at 100k lines, docs/writer.md).
 DICTIONARY_COLUMNS = (
     "severity_text",
     "host",
-    "message",
     "source",
     "log_group",
     "log_stream",
     "kinesis_shard_id",
-    "kinesis_sequence_number",
 )
 # Timestamps and sub-sequences grow nearly monotonically inside a file: delta-packed ints.
 DELTA_COLUMNS = ("timestamp", "observed_timestamp", "kinesis_sub_sequence")
+
+# The codecs pyarrow-stubs accepts per column; encode_parquet uses two of them.
+Codec = Literal["gzip", "brotli", "lz4", "zstd", "snappy", "none"]
 
 
 def encode_parquet(table: pa.Table) -> bytes:
@@ -40,11 +49,14 @@ def encode_parquet(table: pa.Table) -> bytes:
     options: dict[str, Any] = {  # pyarrow-stubs types use_dictionary as bool only
         "use_dictionary": [c for c in DICTIONARY_COLUMNS if c in names],
     }
+    codecs = compression_codecs(table)
     pq.write_table(
         table,
         sink,
-        compression="zstd",
-        compression_level={c: DEEP_ZSTD_LEVEL if c in DEEP_COLUMNS else ZSTD_LEVEL for c in names},
+        compression=codecs,
+        compression_level={
+            c: zstd_level(c, table.column(c)) for c in codecs if codecs[c] == "zstd"
+        },
         column_encoding={c: "DELTA_BINARY_PACKED" for c in DELTA_COLUMNS if c in names},
         write_statistics=True,
         row_group_size=ROW_GROUP_ROWS,
@@ -53,6 +65,26 @@ def encode_parquet(table: pa.Table) -> bytes:
         **options,
     )
     return bytes(sink.getvalue().to_pybytes())
+
+
+def compression_codecs(table: pa.Table) -> dict[str, Codec]:
+    """zstd on each column, but none on a column of nulls only.
+
+    Such a chunk's page holds only its definition levels (one RLE run, a few bytes):
+    zstd makes it larger and each call sets up a fresh context (routed tables have many
+    such columns, e.g. an ALB log's unset fields).
+    """
+    return {
+        name: "none" if column.null_count == len(column) else "zstd"
+        for name, column in zip(table.column_names, table.columns, strict=True)
+    }
+
+
+def zstd_level(name: str, column: pa.ChunkedArray[Any]) -> int:
+    """The deep level on ``DEEP_COLUMNS`` of a large enough chunk, else level 1."""
+    if name in DEEP_COLUMNS and column.nbytes >= DEEP_MIN_BYTES:
+        return DEEP_ZSTD_LEVEL
+    return ZSTD_LEVEL
 
 
 def decode_parquet(body: bytes, columns: list[str] | None = None) -> pa.Table:
