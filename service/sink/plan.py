@@ -124,19 +124,21 @@ def plan_flush(
     ]
     objects: list[FlushObject] = []
     opened = layout.opened
-    written = 0
-    if table.num_rows:
+    written, mapped = 0, table.num_rows
+    if mapped:
         if opened is not None:  # the hour of the flush: its latest record's arrival (Kinesis)
             opened = opened.at_hour(max(r.meta.arrival_us for r in records) // HOUR_US)
         schema = table_schema(mapping.extra_columns, service=layout.service_column)
-        for name, rows, of_rows, route_schema in routed(table, lineage, layout.pipelines, schema):
+        routes = routed(table, lineage, layout.pipelines, schema)
+        del table  # the routes hold what they keep of it (with pipelines, their own copies)
+        for name, rows, of_rows, route_schema in routes:
             data, opened = data_objects(
                 shard_id, rows, of_rows, layout, schema=route_schema, opened=opened, table_name=name
             )
             objects.extend(data)
             written += rows.num_rows
     objects.extend(_dead_objects(shard_id, dead_all, layout))
-    dropped = table.num_rows - written
+    dropped = mapped - written
     return FlushPlan(tuple(objects), written, len(dead_all), opened, dropped, layout.template.keys)
 
 
@@ -184,12 +186,10 @@ def partition_order(
 ) -> tuple[np.ndarray[Any, Any], list[int]]:
     """The rows sorted by (hour, service name), stably (rows stay in lineage order, sequence
     then sub-sequence, inside a partition), and where each partition's run ends (exclusive).
-
     Each row gets a dense partition code, hour rank times the number of names plus the
     name's rank in Arrow's string order (nulls last), and numpy sorts those integers: a
     radix sort when they fit 16 bits (a flush's few hours times its names), else a merge
-    sort. The same order and runs as Arrow's sort over (hour, name), at a third the cost.
-    """
+    sort. The same order and runs as Arrow's sort over (hour, name), at a third the cost."""
     n = len(hours)
     if n == 0:
         return np.zeros(0, dtype=np.int64), []

@@ -41,8 +41,14 @@ def routed(
     whole = pa.schema([f for f in whole if f.name not in LINEAGE_COLUMNS or f.name in read])
     joined = lineage.join(table, whole).append_column(ARRIVAL_COLUMN, lineage.arrival())
     metadata: dict[Any, Any] = {VERSION_KEY: pipelines.version.encode()}
-    for route in pipelines.route(joined):
-        mask = np.zeros(table.num_rows, dtype=bool)
+    routes, rows = pipelines.route(joined), table.num_rows
+    # Each route holds its own rows: the flush's table goes (the caller dropped it too),
+    # and each route once its files are made, so the peak is not every copy at once.
+    del table, joined
+    routes.reverse()
+    while routes:
+        route = routes.pop()
+        mask = np.zeros(rows, dtype=bool)
         mask[route.rows] = True
         columns = route.columns.drop_columns([ARRIVAL_COLUMN])
         mapped = columns.drop_columns([n for n in columns.column_names if n in LINEAGE_COLUMNS])
