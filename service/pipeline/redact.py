@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any
 
 import numpy as np
@@ -348,15 +349,11 @@ def _detected(values: pa.Array[Any], chosen: set[str]) -> pa.Array[Any]:
     """``values`` through each chosen detector, in the fixed order; each run of detectors the
     C pass knows (no other chosen between them) in one call (``detect.redacted``)."""
     fast = detect.native(chosen, values)
-    group: list[str] = []
-    for name in (*(n for n in _DETECTORS if n in chosen), None):  # None: apply the last run
-        if name in fast:
-            group.append(name)
+    for native, run in groupby((n for n in _DETECTORS if n in chosen), key=fast.__contains__):
+        if native:
+            values = _native(values, list(run))
             continue
-        if group:
-            values = _native(values, group)
-            group = []
-        if name is not None:
+        for name in run:
             values = _detector(values, name)
     return values
 

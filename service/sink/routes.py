@@ -45,9 +45,8 @@ def routed(
     # Each route holds its own rows: the flush's table goes (the caller dropped it too),
     # and each route once its files are made, so the peak is not every copy at once.
     del table, joined
-    routes.reverse()
     while routes:
-        route = routes.pop()
+        route = routes.pop(0)
         mask = np.zeros(rows, dtype=bool)
         mask[route.rows] = True
         columns = route.columns.drop_columns([ARRIVAL_COLUMN])
