@@ -110,7 +110,8 @@ class Pipeline:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """The rows one destination table gets: ``rows`` are their positions in the input."""
+    """The rows one destination table gets: ``rows`` are their positions in the input, in
+    the order of ``columns``' rows."""
 
     table: str
     rows: np.ndarray[Any, np.dtype[np.int64]]
@@ -147,10 +148,14 @@ class Pipelines:
                 read |= {"kinesis_shard_id", "kinesis_sequence_number", "kinesis_sub_sequence"}
         return frozenset(read & LINEAGE_COLUMNS)
 
-    def route(self, table: pa.Table) -> list[Route]:
+    def route(self, table: pa.Table, order: np.ndarray[Any, Any] | None = None) -> list[Route]:
         """``table`` split by destination, in order of first appearance in the document
-        (the default table last); tables several pipelines write are merged in row order."""
+        (the default table last); tables several pipelines write are merged. Each
+        destination's rows come in input order, or in ``order`` (a permutation of the rows:
+        the writer's partition order, so its gathers become slices); a row's output never
+        depends on the rows beside it, so the order changes where rows are, not what."""
         remaining = np.ones(table.num_rows, dtype=bool)
+        pick = _Picker(table, order)
         found: dict[str, list[tuple[np.ndarray[Any, Any], pa.Table]]] = {}
         for pipeline in self.pipelines:
             if not remaining.any():
@@ -161,17 +166,42 @@ class Pipelines:
             if not matched.any():
                 continue
             remaining &= ~matched
-            rows = np.flatnonzero(matched)
-            out, keep = pipeline.run(table.filter(pa.array(matched)), self.redactor)
+            rows, part = pick(matched)
+            out, keep = pipeline.run(part, self.redactor)
             version = pa.repeat(pa.scalar(self.version), out.num_rows)
             found.setdefault(pipeline.table, []).append(
                 (rows[keep], out.append_column(VERSION_COLUMN, version))
             )
         if remaining.any():
-            found.setdefault(DEFAULT_TABLE, []).append(
-                (np.flatnonzero(remaining), table.filter(pa.array(remaining)))
-            )
-        return [_merged(name, parts) for name, parts in found.items() if _rows(parts)]
+            found.setdefault(DEFAULT_TABLE, []).append(pick(remaining))
+        return [pick.merged(name, parts) for name, parts in found.items() if _rows(parts)]
+
+
+class _Picker:
+    """A mask's rows of a table, in input order or in a given order of the rows."""
+
+    def __init__(self, table: pa.Table, order: np.ndarray[Any, Any] | None) -> None:
+        self.table, self.order = table, order
+        self.rank: np.ndarray[Any, Any] | None = None
+        if order is not None:  # each row's place in ``order``
+            self.rank = np.empty(len(order), dtype=np.int64)
+            self.rank[order] = np.arange(len(order), dtype=np.int64)
+
+    def __call__(self, mask: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], pa.Table]:
+        """The rows where ``mask`` holds (input positions) and their table, in the order."""
+        if self.order is None:
+            return np.flatnonzero(mask), self.table.filter(pa.array(mask))
+        rows = self.order[mask[self.order]]  # one take in place of the filter
+        return rows, self.table.take(pa.array(rows, pa.int64()))
+
+    def merged(self, name: str, parts: list[tuple[np.ndarray[Any, Any], pa.Table]]) -> Route:
+        """One destination's parts as one table, its rows in the order."""
+        if len(parts) == 1:
+            return Route(name, parts[0][0].astype(np.int64), parts[0][1])
+        rows = np.concatenate([r for r, _ in parts]).astype(np.int64)
+        table = pa.concat_tables([t for _, t in parts], promote_options="permissive")
+        at = np.argsort(rows if self.rank is None else self.rank[rows], kind="stable")
+        return Route(name, rows[at], table.take(at))
 
 
 def sampled(table: pa.Table, n: int) -> np.ndarray[Any, np.dtype[np.bool_]]:
@@ -220,12 +250,3 @@ def _parsed(table: pa.Table, parser: Parser) -> pa.Table:
 
 def _rows(parts: list[tuple[np.ndarray[Any, Any], pa.Table]]) -> int:
     return sum(len(rows) for rows, _ in parts)
-
-
-def _merged(name: str, parts: list[tuple[np.ndarray[Any, Any], pa.Table]]) -> Route:
-    if len(parts) == 1:
-        return Route(name, parts[0][0].astype(np.int64), parts[0][1])
-    rows = np.concatenate([r for r, _ in parts]).astype(np.int64)
-    table = pa.concat_tables([t for _, t in parts], promote_options="permissive")
-    order = np.argsort(rows, kind="stable")
-    return Route(name, rows[order], table.take(order))

@@ -4,8 +4,9 @@ A flush mapped in several calls (the Python path's batches, a flush past the sca
 512 MiB a call) has columns of many chunks.
 Arrow's ``take`` on a chunked column joins its chunks first, on every call, and a joined
 copy of the whole table made once costs as much in fresh memory; so each partition's rows
-(ascending, as ``plan.partition_order`` leaves them) are taken chunk by chunk and only the
-partition's pieces are joined: the same single-chunk columns, the same Parquet bytes.
+(ascending, as ``order.partition_order`` leaves them) are taken chunk by chunk and only the
+partition's pieces are joined: the same single-chunk columns, the same Parquet bytes. A
+partition whose rows are one run of the table is a slice of it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ class Gatherer:
         self.starts = np.cumsum([0, *lengths], dtype=np.int64)
 
     def take(self, rows: np.ndarray[Any, Any]) -> pa.Table:
+        if len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows):
+            # Ascending and distinct, so a run: the rows are a slice of the table, no copy
+            # (a routed table comes in partition order: sink/order.py ``flush_order``).
+            return self.table.slice(int(rows[0]), len(rows)).combine_chunks()
         if not self.batches:
             return self.table.take(rows)
         cuts = np.searchsorted(rows, self.starts)

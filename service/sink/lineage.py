@@ -54,6 +54,10 @@ class Lineage:
         """The lineage of the rows where ``mask`` is true."""
         return Lineage(self.per_batch, self.batch_of_row[mask], self.sub[mask])
 
+    def take(self, rows: np.ndarray[Any, Any]) -> Lineage:
+        """The lineage of ``rows`` (positions), in that order."""
+        return Lineage(self.per_batch, self.batch_of_row[rows], self.sub[rows])
+
     def columns(
         self, rows: np.ndarray[Any, Any] | None = None, names: Collection[str] | None = None
     ) -> dict[str, pa.Array[Any]]:

@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import zstandard
 
 from service.decode.types import DecodedRecord, LineBatch, RecordMeta
@@ -31,6 +29,7 @@ from service.sink.iceberg_rows import iceberg_partitions
 from service.sink.keys import object_prefix
 from service.sink.lineage import Lineage
 from service.sink.opened import HOUR_US, OpenedPartitions
+from service.sink.order import partition_order
 from service.sink.parquet import encode_parquet
 from service.sink.partition import PartitionTemplate, hour_path, with_partitions
 from service.sink.routes import code_version, routed
@@ -179,34 +178,6 @@ def data_objects(
             objects.append(FlushObject(key, encode_parquet(chunk), chunk.num_rows, path))
         start = end
     return objects, opened
-
-
-def partition_order(
-    hours: np.ndarray[Any, Any], services: pa.Array[Any]
-) -> tuple[np.ndarray[Any, Any], list[int]]:
-    """The rows sorted by (hour, service name), stably (rows stay in lineage order, sequence
-    then sub-sequence, inside a partition), and where each partition's run ends (exclusive).
-    Each row gets a dense partition code, hour rank times the number of names plus the
-    name's rank in Arrow's string order (nulls last), and numpy sorts those integers: a
-    radix sort when they fit 16 bits (a flush's few hours times its names), else a merge
-    sort. The same order and runs as Arrow's sort over (hour, name), at a third the cost."""
-    n = len(hours)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64), []
-    _, hour_rank = np.unique(hours, return_inverse=True)
-    encoded: Any = pc.dictionary_encode(services)
-    names = len(encoded.dictionary)
-    name_rank = np.empty(names + 1, dtype=np.int64)
-    name_rank[pc.sort_indices(encoded.dictionary).to_numpy()] = np.arange(names)
-    name_rank[names] = names  # a null name sorts after every name
-    indices = encoded.indices.fill_null(names).to_numpy(zero_copy_only=False)
-    codes = hour_rank.reshape(-1).astype(np.int64) * (names + 1) + name_rank[indices]
-    top = int(codes.max())
-    small = codes.astype(np.uint16 if top < 2**16 else np.uint32 if top < 2**32 else np.int64)
-    order = np.argsort(small, kind="stable")
-    ordered = small[order]
-    ends = (np.flatnonzero(ordered[1:] != ordered[:-1]) + 1).tolist()
-    return order, [*ends, n]
 
 
 def _split_by_size(part: pa.Table, target_bytes: int) -> list[pa.Table]:

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from service.pipeline.engine import ARRIVAL_COLUMN, DEFAULT_TABLE, LINEAGE_COLUMNS, Pipelines
 from service.sink.lineage import Lineage
+from service.sink.order import flush_order
 
 VERSION_KEY = b"tideway.pipeline_version"
 _WORKING = ("service",)  # mapped, but a partition value, not a file column
@@ -41,17 +41,24 @@ def routed(
     whole = pa.schema([f for f in whole if f.name not in LINEAGE_COLUMNS or f.name in read])
     joined = lineage.join(table, whole).append_column(ARRIVAL_COLUMN, lineage.arrival())
     metadata: dict[Any, Any] = {VERSION_KEY: pipelines.version.encode()}
-    routes, rows = pipelines.route(joined), table.num_rows
+    # Each route's rows are taken in the writer's partition order, so the writer slices
+    # its partitions out of the route instead of gathering a second copy of them. A table
+    # of several chunks (Arrow's take would join each column's chunks for every route)
+    # keeps the filters and the writer's gathers.
+    order = flush_order(table) if _chunks(table) <= 1 else None
+    routes = pipelines.route(joined, order)
     # Each route holds its own rows: the flush's table goes (the caller dropped it too),
     # and each route once its files are made, so the peak is not every copy at once.
     del table, joined
     while routes:
         route = routes.pop(0)
-        mask = np.zeros(rows, dtype=bool)
-        mask[route.rows] = True
         columns = route.columns.drop_columns([ARRIVAL_COLUMN])
         mapped = columns.drop_columns([n for n in columns.column_names if n in LINEAGE_COLUMNS])
-        yield route.table, mapped, lineage.keep(mask), _schema(columns, schema, metadata)
+        yield route.table, mapped, lineage.take(route.rows), _schema(columns, schema, metadata)
+
+
+def _chunks(table: pa.Table) -> int:
+    return max((column.num_chunks for column in table.columns), default=0)
 
 
 def _schema(columns: pa.Table, base: pa.Schema, metadata: dict[Any, Any]) -> pa.Schema:

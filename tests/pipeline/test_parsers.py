@@ -112,6 +112,15 @@ def test_json_object_columns_are_snake_case_and_text_whatever_the_batch_holds() 
     assert result.columns["tags"].to_pylist()[0] == '["a"]'
 
 
+def test_json_two_spellings_of_one_name_give_a_line_the_same_value_in_any_flush_order() -> None:
+    both = '{"user_id": "snake", "userId": "camel"}'
+    lines = ['{"userId": "c"}', '{"user_id": "s"}', both]
+    forward = parse("json", *lines).columns["user_id"].to_pylist()
+    backward = parse("json", *reversed(lines)).columns["user_id"].to_pylist()
+    # "userId" < "user_id" in code-point order, whichever spelling the flush met first.
+    assert forward == ["c", "s", "camel"] and backward == ["camel", "s", "c"]
+
+
 JSON_VALUE = st.one_of(
     st.none(),
     st.booleans(),

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from service.decode.types import DecodedRecord, LineBatch, RecordMeta
 from service.errors import DecodeError
 from service.sink.opened import HOUR_US, OpenedPartitions
+from service.sink.order import partition_order
 from service.sink.partition import (
     OTHER_SERVICE,
     PartitionTemplate,
@@ -26,7 +27,6 @@ from service.sink.partition import (
 from service.sink.plan import (
     FlushPlan,
     Layout,
-    partition_order,
     plan_document,
     plan_flush,
     plan_from_document,

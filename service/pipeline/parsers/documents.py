@@ -132,7 +132,9 @@ def json_object(message: pa.Array[Any]) -> ParseResult:
                     names[key] = snake_case(key) or "_"
     columns: dict[str, pa.Array[Any]] = {}
     for column in sorted(set(names.values())):
-        keys = [key for key, name in names.items() if name == column]  # first spelling present wins
+        # A line with two spellings of one name takes the one first in code-point order:
+        # never the first seen in the flush, so a line's columns depend on it alone.
+        keys = sorted(key for key, name in names.items() if name == column)
         if len(keys) == 1:  # the common case: one spelling, one dict lookup a line
             key = keys[0]
             values = [None if obj is None else obj.get(key) for obj in objects]

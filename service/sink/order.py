@@ -1,0 +1,58 @@
+"""The order a flush's rows are written in: by partition, rows in lineage order inside one
+(pure).
+
+``partition_order`` is the writer's: each partition's rows are gathered by it. ``flush_order``
+is the same order computed before the pipelines run, from the two columns no step may
+change (``timestamp`` and ``service``): taking each destination's rows in it turns the
+writer's gather of each partition into a slice (sink/routes.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from service.sink.opened import HOUR_US
+from service.sink.partition import safe_services
+
+
+def partition_order(
+    hours: np.ndarray[Any, Any], services: pa.Array[Any]
+) -> tuple[np.ndarray[Any, Any], list[int]]:
+    """The rows sorted by (hour, service name), stably (rows stay in lineage order, sequence
+    then sub-sequence, inside a partition), and where each partition's run ends (exclusive).
+    Each row gets a dense partition code, hour rank times the number of names plus the
+    name's rank in Arrow's string order (nulls last), and numpy sorts those integers: a
+    radix sort when they fit 16 bits (a flush's few hours times its names), else a merge
+    sort. The same order and runs as Arrow's sort over (hour, name), at a third the cost."""
+    n = len(hours)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), []
+    _, hour_rank = np.unique(hours, return_inverse=True)
+    encoded: Any = pc.dictionary_encode(services)
+    names = len(encoded.dictionary)
+    name_rank = np.empty(names + 1, dtype=np.int64)
+    name_rank[pc.sort_indices(encoded.dictionary).to_numpy()] = np.arange(names)
+    name_rank[names] = names  # a null name sorts after every name
+    indices = encoded.indices.fill_null(names).to_numpy(zero_copy_only=False)
+    codes = hour_rank.reshape(-1).astype(np.int64) * (names + 1) + name_rank[indices]
+    top = int(codes.max())
+    small = codes.astype(np.uint16 if top < 2**16 else np.uint32 if top < 2**32 else np.int64)
+    order = np.argsort(small, kind="stable")
+    ordered = small[order]
+    ends = (np.flatnonzero(ordered[1:] != ordered[:-1]) + 1).tolist()
+    return order, [*ends, n]
+
+
+def flush_order(table: pa.Table) -> np.ndarray[Any, Any]:
+    """``partition_order`` of the flush's rows by their hour and path-safe service: the
+    writer's own order for the default template whenever the cardinality guard moves no
+    row. Another template or a guarded flush only loses the slices (the writer sorts its
+    rows again), never a row."""
+    ts = table.column("timestamp").combine_chunks().cast(pa.int64()).to_numpy()
+    services = safe_services(table.column("service").combine_chunks())
+    order, _ = partition_order(ts // HOUR_US, services)
+    return order
