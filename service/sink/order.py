@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.sink.opened import HOUR_US
-from service.sink.partition import safe_services
+from service.sink.partition import safe_service
 
 
 def partition_order(
@@ -24,21 +24,29 @@ def partition_order(
 ) -> tuple[np.ndarray[Any, Any], list[int]]:
     """The rows sorted by (hour, service name), stably (rows stay in lineage order, sequence
     then sub-sequence, inside a partition), and where each partition's run ends (exclusive).
-    Each row gets a dense partition code, hour rank times the number of names plus the
-    name's rank in Arrow's string order (nulls last), and numpy sorts those integers: a
-    radix sort when they fit 16 bits (a flush's few hours times its names), else a merge
-    sort. The same order and runs as Arrow's sort over (hour, name), at a third the cost."""
+    Each row gets a partition code, ordered as (hour, name) with the name's dense rank in
+    Arrow's string order (nulls last), and numpy sorts those integers: a radix sort when
+    they fit 16 bits (a flush's few hours times its names), else a merge sort. The same
+    order and runs as Arrow's sort over (hour, name), at a third the cost. ``services``
+    may come dictionary-encoded (its dictionary may repeat a name)."""
     n = len(hours)
     if n == 0:
         return np.zeros(0, dtype=np.int64), []
-    _, hour_rank = np.unique(hours, return_inverse=True)
-    encoded: Any = pc.dictionary_encode(services)
+    encoded: Any = services
+    if not pa.types.is_dictionary(services.type):
+        encoded = pc.dictionary_encode(services)
     names = len(encoded.dictionary)
     name_rank = np.empty(names + 1, dtype=np.int64)
-    name_rank[pc.sort_indices(encoded.dictionary).to_numpy()] = np.arange(names)
+    name_rank[:names] = pc.rank(encoded.dictionary, tiebreaker="dense").to_numpy() - 1
     name_rank[names] = names  # a null name sorts after every name
     indices = encoded.indices.fill_null(names).to_numpy(zero_copy_only=False)
-    codes = hour_rank.reshape(-1).astype(np.int64) * (names + 1) + name_rank[indices]
+    hours = hours.reshape(-1).astype(np.int64, copy=False)
+    low = int(hours.min())
+    if (int(hours.max()) - low + 1) * (names + 1) < 2**16:  # a few adjacent hours: no sort
+        hour_rank = hours - low
+    else:
+        hour_rank = np.unique(hours, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    codes = hour_rank * (names + 1) + name_rank[indices]
     top = int(codes.max())
     small = codes.astype(np.uint16 if top < 2**16 else np.uint32 if top < 2**32 else np.int64)
     order = np.argsort(small, kind="stable")
@@ -53,6 +61,7 @@ def flush_order(table: pa.Table) -> np.ndarray[Any, Any]:
     row. Another template or a guarded flush only loses the slices (the writer sorts its
     rows again), never a row."""
     ts = table.column("timestamp").combine_chunks().cast(pa.int64()).to_numpy()
-    services = safe_services(table.column("service").combine_chunks())
-    order, _ = partition_order(ts // HOUR_US, services)
+    encoded: Any = pc.dictionary_encode(table.column("service").combine_chunks())
+    safe = pa.array([safe_service(v) for v in encoded.dictionary.to_pylist()], pa.string())
+    order, _ = partition_order(ts // HOUR_US, pa.DictionaryArray.from_arrays(encoded.indices, safe))
     return order

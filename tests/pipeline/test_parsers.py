@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.pipeline.parsers import PARSERS, regex_parser
+from service.pipeline.parsers import PARSERS, documents, regex_parser
 from service.pipeline.parsers.base import Kind, null_tokens, typed
 from service.schema import COLUMN_NAMES
 from tests.pipeline.samples import (
@@ -110,6 +110,28 @@ def test_json_object_columns_are_snake_case_and_text_whatever_the_batch_holds() 
     assert result.columns["latency_ms"].to_pylist()[:2] == ["1.5", "2"]
     assert result.columns["ok"].to_pylist()[0] == "true"
     assert result.columns["tags"].to_pylist()[0] == '["a"]'
+
+
+LINE = st.one_of(
+    st.none(),
+    st.sampled_from(['{"a": 1}', '{"b": "x", "a": [2]}', "{}", "[1]", "7", "{oops", "", '"s"']),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(LINE, max_size=12), st.integers(1, 5))
+def test_json_blocks_decode_as_each_line_alone(lines: list[str | None], block: int) -> None:
+    """A block is decoded at once when all its lines are objects, else line by line: the
+    same objects and reasons as a line at a time, wherever the bad lines fall."""
+    objects: list[object] = []
+    reasons: list[str | None] = []
+    documents._decode_lines(lines, objects, reasons)
+    saved = documents._BLOCK
+    documents._BLOCK = block
+    try:
+        assert documents._decode(lines) == (objects, reasons)
+    finally:
+        documents._BLOCK = saved
 
 
 def test_json_two_spellings_of_one_name_give_a_line_the_same_value_in_any_flush_order() -> None:

@@ -228,17 +228,34 @@ def test_opened_partitions_are_pinned_by_the_plan_document() -> None:
 @given(
     st.lists(
         st.tuples(
-            st.integers(-3, 3), st.one_of(st.none(), st.sampled_from(["a", "B", "_x", "é", "a.b"]))
+            # A few adjacent hours (codes from the hours themselves) or hours far apart
+            # (codes from their ranks).
+            st.one_of(st.integers(-3, 3), st.integers(-(10**6), 10**6)),
+            st.one_of(st.none(), st.sampled_from(["a", "B", "_x", "é", "a.b"])),
         ),
         max_size=60,
-    )
+    ),
+    st.booleans(),
 )
 def test_partition_order_is_hour_then_name_in_arrow_order_with_rows_kept_in_place(
-    rows: list[tuple[int, str | None]],
+    rows: list[tuple[int, str | None]], encoded: bool
 ) -> None:
     hours = pa.array([h for h, _ in rows], pa.int64())
     services = pa.array([s for _, s in rows], pa.string())
-    order, ends = partition_order(hours.to_numpy(), services)
+    given: pa.Array = services
+    if encoded:  # a dictionary that repeats its names (sink/order.py flush_order's)
+        names = ["a", "B", "_x", "é", "a.b"]
+        dictionary = pa.array(names + names[::-1], pa.string())
+        picks = [
+            None if s is None else names.index(s) + (5 if i % 2 else 0)
+            for i, (_, s) in enumerate(rows)
+        ]
+        indices = pa.array(
+            [None if p is None else p if p < 5 else 9 - (p - 5) for p in picks], pa.int32()
+        )
+        given = pa.DictionaryArray.from_arrays(indices, dictionary)
+        assert given.cast(pa.string()).to_pylist() == services.to_pylist()
+    order, ends = partition_order(hours.to_numpy(), given)
     expected = pc.sort_indices(
         pa.table({"h": hours, "s": services}), sort_keys=[("h", "ascending"), ("s", "ascending")]
     )
