@@ -11,7 +11,7 @@ same output, row for row (sampling hashes the lineage key, never draws at random
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -149,14 +149,22 @@ class Pipelines:
         return frozenset(read & LINEAGE_COLUMNS)
 
     def route(self, table: pa.Table, order: np.ndarray[Any, Any] | None = None) -> list[Route]:
+        """Every destination of ``routes``, at once."""
+        return list(self.routes(table, order))
+
+    def routes(self, table: pa.Table, order: np.ndarray[Any, Any] | None = None) -> Iterator[Route]:
         """``table`` split by destination, in order of first appearance in the document
         (the default table last); tables several pipelines write are merged. Each
         destination's rows come in input order, or in ``order`` (a permutation of the rows:
         the writer's partition order, so its gathers become slices); a row's output never
-        depends on the rows beside it, so the order changes where rows are, not what."""
+        depends on the rows beside it, so the order changes where rows are, not what.
+
+        Every row's pipeline is chosen first (the conditions read ``table`` only), then one
+        destination is made at a time, when the caller asks for it: a caller that writes
+        and lets go of each before the next holds one destination's columns beside the
+        flush, not all of them, and the next one's take reuses their memory."""
         remaining = np.ones(table.num_rows, dtype=bool)
-        pick = _Picker(table, order)
-        found: dict[str, list[tuple[np.ndarray[Any, Any], pa.Table]]] = {}
+        chosen: dict[str, list[tuple[Pipeline | None, np.ndarray[Any, Any]]]] = {}
         for pipeline in self.pipelines:
             if not remaining.any():
                 break
@@ -166,15 +174,30 @@ class Pipelines:
             if not matched.any():
                 continue
             remaining &= ~matched
-            rows, part = pick(matched)
-            out, keep = pipeline.run(part, self.redactor)
-            version = pa.repeat(pa.scalar(self.version), out.num_rows)
-            found.setdefault(pipeline.table, []).append(
-                (rows[keep], out.append_column(VERSION_COLUMN, version))
-            )
+            chosen.setdefault(pipeline.table, []).append((pipeline, matched))
         if remaining.any():
-            found.setdefault(DEFAULT_TABLE, []).append(pick(remaining))
-        return [pick.merged(name, parts) for name, parts in found.items() if _rows(parts)]
+            chosen.setdefault(DEFAULT_TABLE, []).append((None, remaining))
+        pick = _Picker(table, order)
+        while chosen:
+            name = next(iter(chosen))
+            parts = [self._output(pipeline, mask, pick) for pipeline, mask in chosen.pop(name)]
+            made = pick.merged(name, parts) if _rows(parts) else None
+            del parts
+            if made is not None:
+                yield made
+            del made  # before the next destination is made
+
+    def _output(
+        self, pipeline: Pipeline | None, mask: np.ndarray[Any, Any], pick: _Picker
+    ) -> tuple[np.ndarray[Any, Any], pa.Table]:
+        """The rows ``pipeline`` keeps of those in ``mask``, and its output for them (None:
+        the default table's rows, as they are)."""
+        rows, part = pick(mask)
+        if pipeline is None:
+            return rows, part
+        out, keep = pipeline.run(part, self.redactor)
+        version = pa.repeat(pa.scalar(self.version), out.num_rows)
+        return rows[keep], out.append_column(VERSION_COLUMN, version)
 
 
 class _Picker:

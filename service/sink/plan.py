@@ -136,6 +136,7 @@ def plan_flush(
             )
             objects.extend(data)
             written += rows.num_rows
+            del rows, of_rows  # before the next destination is made (sink/routes.py)
     objects.extend(_dead_objects(shard_id, dead_all, layout))
     dropped = mapped - written
     return FlushPlan(tuple(objects), written, len(dead_all), opened, dropped, layout.template.keys)

@@ -46,15 +46,15 @@ def routed(
     # of several chunks (Arrow's take would join each column's chunks for every route)
     # keeps the filters and the writer's gathers.
     order = flush_order(table) if _chunks(table) <= 1 else None
-    routes = pipelines.route(joined, order)
-    # Each route holds its own rows: the flush's table goes (the caller dropped it too),
-    # and each route once its files are made, so the peak is not every copy at once.
-    del table, joined
-    while routes:
-        route = routes.pop(0)
+    # One destination at a time (Pipelines.routes): the caller makes its files and lets it
+    # go before the next is made, so the peak is the flush's table and one destination;
+    # the table goes once the last is made (the caller dropped it too).
+    del table
+    for route in pipelines.routes(joined, order):
         columns = route.columns.drop_columns([ARRIVAL_COLUMN])
         mapped = columns.drop_columns([n for n in columns.column_names if n in LINEAGE_COLUMNS])
         yield route.table, mapped, lineage.take(route.rows), _schema(columns, schema, metadata)
+        del route, columns, mapped  # before the next destination is made
 
 
 def _chunks(table: pa.Table) -> int:
