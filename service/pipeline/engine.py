@@ -205,10 +205,6 @@ class _Picker:
 
     def __init__(self, table: pa.Table, order: np.ndarray[Any, Any] | None) -> None:
         self.table, self.order = table, order
-        self.rank: np.ndarray[Any, Any] | None = None
-        if order is not None:  # each row's place in ``order``
-            self.rank = np.empty(len(order), dtype=np.int64)
-            self.rank[order] = np.arange(len(order), dtype=np.int64)
 
     def __call__(self, mask: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], pa.Table]:
         """The rows where ``mask`` holds (input positions) and their table, in the order."""
@@ -223,7 +219,12 @@ class _Picker:
             return Route(name, parts[0][0].astype(np.int64), parts[0][1])
         rows = np.concatenate([r for r, _ in parts]).astype(np.int64)
         table = pa.concat_tables([t for _, t in parts], promote_options="permissive")
-        at = np.argsort(rows if self.rank is None else self.rank[rows], kind="stable")
+        key = rows
+        if self.order is not None:  # each row's place in ``order``
+            rank = np.empty(len(self.order), dtype=np.int64)
+            rank[self.order] = np.arange(len(self.order), dtype=np.int64)
+            key = rank[rows]
+        at = np.argsort(key, kind="stable")
         return Route(name, rows[at], table.take(at))
 
 
