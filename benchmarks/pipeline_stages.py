@@ -16,7 +16,8 @@ from the kernel). The median round of each is printed, in CPU seconds
 per 100,000 lines, with the kernel's share (``sys``, in the total) and the minor page
 faults (``page_faults_k``, thousands). Nothing is written to disk (the plan stays in memory).
 
-Stages: ``build_rows`` (mapping, the same in both), ``route`` (``Pipelines.route``: its
+Stages: ``build_rows`` (mapping, the same in both), ``route`` (``Pipelines.routes``, each
+destination as the writer asks for it: its
 ``parse``, ``redact`` and ``conditions`` inside it, the rest being filters and the version
 column), ``data_objects`` (per destination: partitioning, gathers, lineage) with its
 ``encode`` (Parquet) inside it. ``lineage_join`` counts every ``Lineage.join``, the one
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import resource
 import statistics
@@ -54,7 +56,7 @@ STAGES = (
     ("build_rows", "service.sink.plan", "", "build_rows"),
     ("data_objects", "service.sink.plan", "", "data_objects"),
     ("encode", "service.sink.plan", "", "encode_parquet"),
-    ("route", "service.pipeline.engine", "Pipelines", "route"),
+    ("route", "service.pipeline.engine", "Pipelines", "routes"),
     ("parse", "service.pipeline.engine", "", "_parsed"),
     ("conditions", "service.pipeline.condition", "Condition", "mask"),
     ("lineage_join", "service.sink.lineage", "Lineage", "join"),
@@ -85,6 +87,25 @@ def _timed(function: Callable[..., Any], spent: dict[str, float], stage: str) ->
     return run
 
 
+def _timed_steps(function: Callable[..., Any], spent: dict[str, float], stage: str) -> Any:
+    """``_timed`` for a generator: each step it takes (the writer asks ``routes`` for one
+    destination at a time, between its files)."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        steps = function(*args, **kwargs)
+        while True:
+            start = time.process_time()
+            try:
+                item = next(steps)
+            except StopIteration:
+                return
+            finally:
+                spent[stage] = spent.get(stage, 0.0) + time.process_time() - start
+            yield item
+
+    return run
+
+
 @contextmanager
 def stage_clocks(pipelines: Any | None) -> Iterator[dict[str, float]]:
     """Counters around every stage (and the pipelines' redactor, if any), removed on exit."""
@@ -94,7 +115,8 @@ def stage_clocks(pipelines: Any | None) -> Iterator[dict[str, float]]:
         owner: Any = importlib.import_module(module)
         owner = getattr(owner, cls) if cls else owner
         saved.append((owner, attribute, getattr(owner, attribute)))
-        setattr(owner, attribute, _timed(getattr(owner, attribute), spent, stage))
+        clock = _timed_steps if inspect.isgeneratorfunction(getattr(owner, attribute)) else _timed
+        setattr(owner, attribute, clock(getattr(owner, attribute), spent, stage))
     redactor = None if pipelines is None else pipelines.redactor
     if redactor is not None:
         object.__setattr__(pipelines, "redactor", _timed(redactor, spent, "redact"))

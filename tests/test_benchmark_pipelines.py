@@ -57,14 +57,14 @@ def test_stage_clocks_count_the_stages_of_a_flush_and_restore_the_code() -> None
 
     records = records_of(pipeline_input(400))
     pipelines = load_pipelines(DOCUMENT)
-    original = (plan.build_rows, plan.encode_parquet, engine.Pipelines.route, pipelines.redactor)
+    original = (plan.build_rows, plan.encode_parquet, engine.Pipelines.routes, pipelines.redactor)
     with stage_clocks(pipelines) as spent:
         piped = one_flush(records, pipelines, spent)
         plain = one_flush(records, None, spent)
     stages = {"build_rows", "route", "parse", "redact", "conditions", "data_objects", "encode"}
     assert stages | {"sys", "page_faults_k", "other"} <= set(piped)
     assert not {"route", "parse", "redact"} & set(plain)
-    after = (plan.build_rows, plan.encode_parquet, engine.Pipelines.route, pipelines.redactor)
+    after = (plan.build_rows, plan.encode_parquet, engine.Pipelines.routes, pipelines.redactor)
     assert after == original
 
 
