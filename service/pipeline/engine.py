@@ -1,7 +1,7 @@
 """Running compiled pipelines over a flush's table: match, parse, transform, redact, drop,
 sample, route (pure, columnar; DESIGN §12).
 
-``Pipelines.route`` splits a table into one table per destination. Every row goes to the
+``Pipelines.routes`` splits a table into one table per destination. Every row goes to the
 first pipeline whose ``match`` holds, or to the default table; inside a pipeline only
 ``drop`` and ``sample`` remove rows, and each output row carries its input position, so the
 caller can re-attach what it keeps aside (the rows' lineage). Same table + same document ->
@@ -147,10 +147,6 @@ class Pipelines:
             if pipeline.sample > 1:
                 read |= {"kinesis_shard_id", "kinesis_sequence_number", "kinesis_sub_sequence"}
         return frozenset(read & LINEAGE_COLUMNS)
-
-    def route(self, table: pa.Table, order: np.ndarray[Any, Any] | None = None) -> list[Route]:
-        """Every destination of ``routes``, at once."""
-        return list(self.routes(table, order))
 
     def routes(self, table: pa.Table, order: np.ndarray[Any, Any] | None = None) -> Iterator[Route]:
         """``table`` split by destination, in order of first appearance in the document

@@ -22,7 +22,7 @@ class Gatherer:
 
     def __init__(self, table: pa.Table) -> None:
         self.table = table
-        self.batches = table.to_batches() if _chunks(table) > 1 else []
+        self.batches = table.to_batches() if chunk_count(table) > 1 else []
         lengths = [batch.num_rows for batch in self.batches]
         self.starts = np.cumsum([0, *lengths], dtype=np.int64)
 
@@ -42,5 +42,6 @@ class Gatherer:
         return pa.Table.from_batches(pieces, self.table.schema).combine_chunks()
 
 
-def _chunks(table: pa.Table) -> int:
+def chunk_count(table: pa.Table) -> int:
+    """The most chunks any column of ``table`` has."""
     return max((column.num_chunks for column in table.columns), default=0)

@@ -11,8 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.sink.iceberg_spec import spec_fields
-from service.sink.opened import HOUR_US
-from service.sink.partition import safe_services
+from service.sink.partition import event_hours, safe_services
 from service.sink.template import OTHER_SERVICE, SERVICE, PartitionTemplate
 
 
@@ -24,8 +23,7 @@ def iceberg_partitions(table: pa.Table, template: PartitionTemplate | None = Non
     Iceberg keeps it in its own hour, under ``__other__``). In an overflowed row every other
     key column of the spec (``{tenant}``) holds ``__other__`` too (null when not text), and
     its value is kept in ``attributes`` under the column's name, as the service's is."""
-    ts = table.column("timestamp").combine_chunks().cast(pa.int64()).to_numpy()
-    hours = pa.array(ts // HOUR_US)
+    hours = pa.array(event_hours(table))
     table = table.set_column(table.schema.get_field_index("_hour"), "_hour", hours)
     guarded = table.column("_service").combine_chunks()
     overflow: Any = pc.equal(guarded, pa.scalar(OTHER_SERVICE, pa.string()))

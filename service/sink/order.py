@@ -15,8 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service.sink.opened import HOUR_US
-from service.sink.partition import safe_service
+from service.sink.partition import event_hours, safe_service_names
 
 
 def partition_order(
@@ -65,8 +64,6 @@ def flush_order(table: pa.Table) -> np.ndarray[Any, Any]:
     writer's own order for the default template whenever the cardinality guard moves no
     row. Another template or a guarded flush only loses the slices (the writer sorts its
     rows again), never a row."""
-    ts = table.column("timestamp").combine_chunks().cast(pa.int64()).to_numpy()
-    encoded: Any = pc.dictionary_encode(table.column("service").combine_chunks())
-    safe = pa.array([safe_service(v) for v in encoded.dictionary.to_pylist()], pa.string())
-    order, _ = partition_order(ts // HOUR_US, pa.DictionaryArray.from_arrays(encoded.indices, safe))
+    services = safe_service_names(table.column("service").combine_chunks())
+    order, _ = partition_order(event_hours(table), services)
     return order

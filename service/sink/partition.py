@@ -12,6 +12,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,11 +33,13 @@ __all__ = [
     "OTHER_SERVICE",
     "OpenedPartitions",
     "PartitionTemplate",
+    "event_hours",
     "guard_partitions",
     "hour_path",
     "partition_keys",
     "partition_names",
     "safe_service",
+    "safe_service_names",
     "safe_services",
     "with_partitions",
 ]
@@ -52,9 +55,24 @@ def safe_service(name: str) -> str:
 
 def safe_services(services: pa.Array[Any]) -> pa.Array[Any]:
     """``safe_service`` of every value, computed once per distinct name (columnar)."""
+    encoded = safe_service_names(services)
+    return pc.take(encoded.dictionary, encoded.indices)
+
+
+def safe_service_names(services: pa.Array[Any]) -> pa.DictionaryArray[Any, Any]:
+    """``safe_services`` dictionary-encoded: the distinct names' safe forms (which may
+    repeat: two names can clean to one) and each row's index, null for a null name."""
     encoded: Any = pc.dictionary_encode(services)
     names = [safe_service(v) for v in encoded.dictionary.to_pylist()]
-    return pc.take(pa.array(names, pa.string()), encoded.indices)
+    return pa.DictionaryArray.from_arrays(encoded.indices, pa.array(names, pa.string()))
+
+
+def event_hours(table: pa.Table) -> np.ndarray[Any, Any]:
+    """Each row's hour of ``timestamp`` since the epoch, UTC (floor division: hours before
+    1970 stay exact)."""
+    ts = table.column("timestamp").combine_chunks().cast(pa.int64()).to_numpy()
+    hours: np.ndarray[Any, Any] = ts // HOUR_US
+    return hours
 
 
 def guard_partitions(
@@ -114,8 +132,7 @@ def with_partitions(
     Keys that are lineage columns (``source``, ``log_group``, ...) are read from ``lineage``.
     """
     template = template or PartitionTemplate()
-    ts = table.column("timestamp").combine_chunks().cast(pa.int64()).to_numpy()
-    hours = pa.array(ts // HOUR_US)  # floor division: hours before 1970 stay exact
+    hours = pa.array(event_hours(table))
     raw = table.column("service").combine_chunks()
     safe = safe_services(raw)
     names = safe if template.keys == (SERVICE,) else partition_names(table, template, safe, lineage)

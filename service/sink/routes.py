@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from service.pipeline.engine import ARRIVAL_COLUMN, DEFAULT_TABLE, LINEAGE_COLUMNS, Pipelines
+from service.sink.gather import chunk_count
 from service.sink.lineage import Lineage
 from service.sink.order import flush_order
 
@@ -45,7 +46,7 @@ def routed(
     # its partitions out of the route instead of gathering a second copy of them. A table
     # of several chunks (Arrow's take would join each column's chunks for every route)
     # keeps the filters and the writer's gathers.
-    order = flush_order(table) if _chunks(table) <= 1 else None
+    order = flush_order(table) if chunk_count(table) <= 1 else None
     # One destination at a time (Pipelines.routes): the caller makes its files and lets it
     # go before the next is made, so the peak is the flush's table and one destination;
     # the table goes once the last is made (the caller dropped it too).
@@ -55,10 +56,6 @@ def routed(
         mapped = columns.drop_columns([n for n in columns.column_names if n in LINEAGE_COLUMNS])
         yield route.table, mapped, lineage.take(route.rows), _schema(columns, schema, metadata)
         del route, columns, mapped  # before the next destination is made
-
-
-def _chunks(table: pa.Table) -> int:
-    return max((column.num_chunks for column in table.columns), default=0)
 
 
 def _schema(columns: pa.Table, base: pa.Schema, metadata: dict[Any, Any]) -> pa.Schema:

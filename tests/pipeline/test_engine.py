@@ -20,7 +20,7 @@ KEY = "0123456789abcdef"
 
 
 def routes(document: str, rows: list[dict[str, object]]) -> dict[str, Route]:
-    return {r.table: r for r in load(document).route(flush_table(rows))}
+    return {r.table: r for r in load(document).routes(flush_table(rows))}
 
 
 def column(route: Route, name: str) -> list[object]:
@@ -205,7 +205,7 @@ def test_sampling_keeps_about_one_in_n_and_the_same_lines_every_time() -> None:
     assert (sampled(table, 10) == kept).all()
     assert (sampled(table.slice(1000, 500), 10) == kept[1000:1500]).all()  # per line, not per batch
     doc = "[[pipeline]]\nname = 's'\nsample = 10\ntable = 's'\n"
-    out = load(doc).route(table)[0]
+    out = next(load(doc).routes(table))
     assert out.rows.tolist() == [i for i in range(3500) if kept[i]]
 
 
@@ -271,7 +271,7 @@ def test_every_line_lands_once_in_order_or_was_dropped_by_its_pipeline(
 ) -> None:
     loaded = load(document(pipelines))
     table = flush_table(rows)
-    out = loaded.route(table)
+    out = list(loaded.routes(table))
     seen = np.concatenate([r.rows for r in out]) if out else np.zeros(0, np.int64)
     assert len(seen) == len(set(seen.tolist()))
     for route in out:
@@ -282,7 +282,7 @@ def test_every_line_lands_once_in_order_or_was_dropped_by_its_pipeline(
         ]
     if not any(p["drop"] is not None or p["sample"] != 1 for p in pipelines):
         assert sorted(seen.tolist()) == list(range(len(rows)))
-    assert [r.rows.tolist() for r in loaded.route(table)] == [r.rows.tolist() for r in out]
+    assert [r.rows.tolist() for r in loaded.routes(table)] == [r.rows.tolist() for r in out]
 
 
 @settings(max_examples=60, deadline=None)
@@ -295,7 +295,7 @@ def test_routes_taken_in_any_order_hold_the_same_rows_and_values(
     loaded = load(document(pipelines))
     table = flush_table(rows)
     order = np.array(rng.sample(range(len(rows)), len(rows)), dtype=np.int64)
-    plain, ordered = loaded.route(table), loaded.route(table, order)
+    plain, ordered = list(loaded.routes(table)), list(loaded.routes(table, order))
     assert [r.table for r in ordered] == [r.table for r in plain]
     place = {row: i for i, row in enumerate(order.tolist())}
     for a, b in zip(plain, ordered, strict=True):
