@@ -1,6 +1,7 @@
 /* Redaction's native half (service/pipeline/detect.py), the module: which values of a string
  * column may hold an e-mail address, a card number or an IPv4 address (one pass over its
- * bytes for all three); the values rewritten are _redact.c's.
+ * bytes for all three: the '@'s here, the chains of digits in _chains.c); the values
+ * rewritten are _redact.c's.
  *
  * Redaction (service/pipeline/redact.py) runs each detector's RE2 pattern through Arrow, and
  * that is its specification. Most values hold nothing to redact, and RE2 searching for "any
@@ -20,9 +21,6 @@
  * with and without this module to each other byte for byte.
  */
 #include "_detect.h"
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
 
 uint8_t local_part[256], alnum[256], domain[256], label[256], alpha[256], decimal[256],
     word[256], outside[256];
@@ -50,13 +48,6 @@ static int email_at(const uint8_t *s, size_t n, size_t at) {
     return 0;
 }
 
-#ifdef __SSE2__
-/* 0xff in each byte of v from lo to hi. */
-static inline __m128i in_range(__m128i v, char lo, char hi) {
-    __m128i x = _mm_sub_epi8(v, _mm_set1_epi8(lo));
-    return _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8((char)(hi - lo))), x);
-}
-#endif
 
 /* The first digit at or after s[i] that no word character precedes (n if none): where a
  * card or a dotted quad may start. 16 bytes at a time where SSE2 is there, reading up to
@@ -82,41 +73,8 @@ size_t next_start(const uint8_t *s, size_t n, size_t limit, size_t i) {
     return i;
 }
 
-/* The card and dotted-quad conditions, in one walk over the chains of digits that may hold
- * one; stops once every wanted bit is found. A chain is runs of digits joined by one
- * separator (' ', '-') or one dot, from a run no word character precedes (``\b`` before a
- * card; a dotted quad's left neighbour is outside [0-9A-Za-z_.]): the runs inside a chain
- * are walked with it. A card's 13 to 19 digits lie in runs joined by separators and end at
- * a run a word character does not follow, so the digits counted since the chain's start or
- * its last dot reach 13 there. A dotted quad starts at the chain's first run (unless a dot
- * precedes it) or after a separator, and holds three dots after it. */
-static size_t chain(const uint8_t *s, size_t n, size_t i, uint8_t *found) {
-    int quad_on = i == 0 || s[i - 1] != '.';
-    size_t card = 0, dots = 0;
-    for (;;) {
-        size_t start = i;
-        while (i < n && decimal[s[i]]) i++;
-        card += i - start;
-        if (card >= 13 && (i == n || !word[s[i]])) *found |= CARD;
-        if (quad_on && dots >= 3) *found |= IPV4;
-        if (i + 1 >= n || !decimal[s[i + 1]]) return i;
-        if (s[i] == '.') {
-            dots++;
-            card = 0; /* '.' is no word character: a card may start after it */
-        } else if (s[i] == ' ' || s[i] == '-') {
-            quad_on = 1;
-            dots = 0;
-        } else {
-            return i;
-        }
-        i++;
-    }
-}
-
-/* One walk over the slice's bytes, not one a value: the '@'s by memchr, the chain starts 16
- * bytes at a time (next_start over the whole slice; a value's first byte is a start whatever
- * the byte before it, which belongs to the value before), each mapped to its value as the
- * walk passes the offsets. Values without a candidate cost one step of that walk. */
+/* One walk over the slice's bytes, not one a value: the '@'s by memchr, the chains by
+ * digit_bits, each mapped to its value as the walk passes the offsets. */
 void column_bits(const uint8_t *base, size_t data_len, const void *off, int wide,
                  Py_ssize_t start, Py_ssize_t length, int wanted, uint8_t *flags) {
     memset(flags, 0, (size_t)length);
@@ -133,23 +91,7 @@ void column_bits(const uint8_t *base, size_t data_len, const void *off, int wide
         }
     }
     uint8_t digits = (uint8_t)(wanted & (CARD | IPV4));
-    size_t hit = first;
-    for (Py_ssize_t r = 0; digits && r < length; r++) {
-        size_t a = (size_t)offset_at(off, wide, start + r), b = (size_t)offset_at(off, wide, start + r + 1);
-        uint8_t found = 0;
-        size_t i = a;
-        if (a < b && !decimal[base[a]]) {
-            if (hit <= a) hit = next_start(base, last, data_len, a);
-            i = hit;
-        }
-        while (i < b) {
-            i = a + chain(base + a, b - a, i - a, &found);
-            if ((found & digits) == digits) break;
-            if (hit <= i) hit = next_start(base, last, data_len, i);
-            i = hit;
-        }
-        flags[r] |= found & digits;
-    }
+    if (digits) digit_bits(base, off, wide, start, length, digits, flags);
 }
 
 /* 0 if offsets[start..start+length] are inside the data and in order; -1 with an error. */
@@ -197,8 +139,24 @@ done:
     return out;
 }
 
+PyDoc_STRVAR(use_path_doc,
+"use_path(name) -> str\n\n"
+"Makes the candidate pass classify bytes by `name` (one of PATHS: 'portable', 'sse2',\n"
+"'avx2', as this build and CPU have them; the last is the default) and returns the one\n"
+"used before. For tests, which hold every path to the same bits.");
+
+static PyObject *use_path(PyObject *self, PyObject *args) {
+    const char *name;
+    if (!PyArg_ParseTuple(args, "s", &name)) return NULL;
+    const char *before = use_digit_path(name);
+    if (before) return PyUnicode_FromString(before);
+    PyErr_Format(PyExc_ValueError, "no candidate path %R here", PyTuple_GET_ITEM(args, 0));
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"candidates", candidates, METH_VARARGS, candidates_doc},
+    {"use_path", use_path, METH_VARARGS, use_path_doc},
     {"redacted", redacted, METH_VARARGS, redacted_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -208,13 +166,31 @@ static struct PyModuleDef module = {
     -1, methods, NULL, NULL, NULL, NULL,
 };
 
+static int add_paths(PyObject *m) {
+    int count = digit_path_count();
+    PyObject *names = PyTuple_New(count);
+    if (!names) return -1;
+    for (int k = 0; k < count; k++) {
+        PyObject *name = PyUnicode_FromString(digit_path_name(k));
+        if (!name) {
+            Py_DECREF(names);
+            return -1;
+        }
+        PyTuple_SET_ITEM(names, k, name);
+    }
+    int status = PyModule_AddObjectRef(m, "PATHS", names);
+    Py_DECREF(names);
+    return status;
+}
+
 PyMODINIT_FUNC PyInit__detect(void) {
     init_tables();
+    init_digit_paths();
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     if (PyModule_AddIntConstant(m, "EMAIL", EMAIL) < 0 ||
         PyModule_AddIntConstant(m, "CREDIT_CARD", CARD) < 0 ||
-        PyModule_AddIntConstant(m, "IPV4", IPV4) < 0) {
+        PyModule_AddIntConstant(m, "IPV4", IPV4) < 0 || add_paths(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

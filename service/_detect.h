@@ -1,5 +1,6 @@
-/* What the two halves of the _detect module share: _detect.c (the module, the candidate pass,
- * the byte classes) and _redact.c (the values rewritten). Built with -fvisibility=hidden:
+/* What the parts of the _detect module share: _detect.c (the module, the candidate pass,
+ * the byte classes), _chains.c (the pass's digit half) and _redact.c with _cards.c (the
+ * values rewritten). Built with -fvisibility=hidden:
  * nothing here leaves the module. */
 #ifndef TIDEWAY_DETECT_H
 #define TIDEWAY_DETECT_H
@@ -7,6 +8,14 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+/* 0xff in each byte of v from lo to hi. */
+static inline __m128i in_range(__m128i v, char lo, char hi) {
+    __m128i x = _mm_sub_epi8(v, _mm_set1_epi8(lo));
+    return _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8((char)(hi - lo))), x);
+}
+#endif
 
 enum { EMAIL = 1, CARD = 2, IPV4 = 4 };
 
@@ -18,6 +27,14 @@ extern uint8_t local_part[256], alnum[256], domain[256], label[256], alpha[256],
 /* The first digit at or after s[i] that no word character precedes (n if none); it may read
  * up to s[limit - 1]. */
 size_t next_start(const uint8_t *s, size_t n, size_t limit, size_t i);
+/* The digit half of column_bits (_chains.c): flags[r] |= the bits of `digits` (CARD, IPV4)
+ * whose condition value r of the slice may meet; and its byte classifiers ("paths"). */
+void digit_bits(const uint8_t *base, const void *off, int wide, Py_ssize_t start,
+                Py_ssize_t length, uint8_t digits, uint8_t *flags);
+void init_digit_paths(void);
+int digit_path_count(void);
+const char *digit_path_name(int k);
+const char *use_digit_path(const char *name); /* the one used before; NULL: no such path */
 /* flags[r]: the bits of `wanted` whose pattern may match value r of the column slice (see
  * _detect.c); base/data_len: the data buffer, off: the offsets (checked). */
 void column_bits(const uint8_t *base, size_t data_len, const void *off, int wide,

@@ -170,27 +170,59 @@ typedef struct {
     Groups g;
 } Scratch;
 
-/* The wanted steps over s[0..n), in redaction's order; the result in *result (a or b). */
-static int rewrite(const uint8_t *s, size_t n, int wanted, Scratch *x, const Text **result) {
-    Text *in = NULL, *out = &x->a;
-    if (wanted & EMAIL) {
+/* The bits column_bits gives the value s[0..n) (n < 2^31: a column's value, grown by at most
+ * three times by the steps before). */
+static int value_bits(const uint8_t *s, size_t n, int wanted) {
+    int32_t off[2] = {0, (int32_t)n};
+    uint8_t flags = 0;
+    column_bits(s, n, off, 0, 0, 1, wanted, &flags);
+    return flags;
+}
+
+/* Makes out the text the next step reads (out's bytes, until the next swap). */
+static void advance(Text **out, Scratch *x, const uint8_t **t, size_t *m, const Text **result) {
+    *t = (*out)->buf, *m = (*out)->len, *result = *out;
+    *out = *out == &x->a ? &x->b : &x->a;
+}
+
+static int unchanged(const Text *out, const uint8_t *t, size_t m) {
+    return out->len == m && memcmp(out->buf, t, m) == 0;
+}
+
+/* The wanted steps over s[0..n) in redaction's order, each only where the text it reads has
+ * its bit (`bits`: the candidate pass's, for s): a step finds nothing in a text without it.
+ * A step that changes the text asks for the later steps' bits of the new text. *result: the
+ * text (x's a or b), NULL if no step changed it. 1 if the IPv4 step would read a value that
+ * is not valid UTF-8 (the rewrites keep every byte past ASCII, so s's validity is the text's). */
+static int rewrite(const uint8_t *s, size_t n, int wanted, int bits, Scratch *x, const Text **result) {
+    const uint8_t *t = s;
+    size_t m = n;
+    Text *out = &x->a;
+    *result = NULL;
+    if (wanted & bits & EMAIL) {
         out->len = 0;
-        if (emails_in(s, n, out) < 0) return -1;
-        in = out, out = &x->b;
+        if (emails_in(t, m, out) < 0) return -1;
+        if (!unchanged(out, t, m)) {
+            advance(&out, x, &t, &m, result);
+            bits = value_bits(t, m, wanted & (CARD | IPV4));
+        }
     }
-    if (wanted & CARD) {
-        const uint8_t *t = in ? in->buf : s;
-        size_t m = in ? in->len : n;
+    if (wanted & bits & CARD) {
         out->len = 0;
         if (groups_for(&x->g, m) < 0 || cards_in(t, m, out, &x->g) < 0) return -1;
-        in = out, out = in == &x->a ? &x->b : &x->a;
+        if (!unchanged(out, t, m)) {
+            advance(&out, x, &t, &m, result);
+            bits = value_bits(t, m, wanted & IPV4);
+        }
     }
-    for (int pass = 0, blocked = 1; (wanted & IPV4) && pass < 2 && blocked; pass++) {
+    if (!(wanted & bits & IPV4)) return 0;
+    if (!utf8_valid(t, m)) return 1;
+    for (int pass = 0, blocked = 1; pass < 2 && blocked; pass++) { /* a pass that changes nothing blocks nothing */
         out->len = 0;
-        if (ipv4_pass(in ? in->buf : s, in ? in->len : n, out, &blocked) < 0) return -1;
-        in = out, out = in == &x->a ? &x->b : &x->a;
+        if (ipv4_pass(t, m, out, &blocked) < 0) return -1;
+        if (unchanged(out, t, m)) break;
+        advance(&out, x, &t, &m, result);
     }
-    *result = in;
     return 0;
 }
 
@@ -239,16 +271,16 @@ PyObject *redacted(PyObject *self, PyObject *args) {
         size_t n = (size_t)(b - a);
         if (!(flags[r] & wanted)) continue;
         const Text *done;
-        if ((wanted & IPV4) && !utf8_valid(in + a, n)) {
+        int status = rewrite(in + a, n, wanted, flags[r], &x, &done);
+        if (status > 0) {
             invalid = 1;
             break;
         }
-        if (rewrite(in + a, n, wanted, &x, &done) < 0 ||
-            reserve(&text, (size_t)(a - pending) + done->len) < 0) {
+        if (status < 0 || (done && reserve(&text, (size_t)(a - pending) + done->len) < 0)) {
             failed = 1;
             break;
         }
-        if (done->len == n && memcmp(done->buf, in + a, n) == 0) continue; /* stays in the run */
+        if (!done) continue; /* unchanged: it stays in the run */
         changed++;
         put(&text, in + pending, (size_t)(a - pending));
         put(&text, done->buf, done->len);

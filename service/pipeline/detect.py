@@ -1,4 +1,4 @@
-"""Redaction's native half (``service/_detect.c``, with ``_redact.c`` and ``_cards.c``):
+"""Redaction's native half (``service/_detect.c``, with ``_chains.c``, ``_redact.c``, ``_cards.c``):
 which values the e-mail, card and IPv4 detectors may find something in, and those values
 rewritten; none of it without the extension.
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/fuzz/fuzz_scan_asan.py --seconds 60 [--seed N]
 
-builds ``service/_scan.c``, ``service/_detect.c`` (with ``_redact.c`` and ``_cards.c``) and ``service/_fields.c`` with ``-fsanitize=address,undefined`` into
+builds ``service/_scan.c``, ``service/_detect.c`` (with ``_chains.c``, ``_redact.c`` and ``_cards.c``) and ``service/_fields.c`` with ``-fsanitize=address,undefined`` into
 ``build/asan/`` (gcc and the Python headers are all it needs), then runs itself again with
 libasan and libubsan preloaded, importing that build instead of the package's. ``make fuzz`` runs it for
 ``FUZZ_SECONDS``; CI runs a short round.
@@ -112,7 +112,9 @@ def corpus() -> list[bytes]:
 
 
 def detect_round(detect: Any, rng: random.Random, lines: list[bytes]) -> None:
-    """``lines`` (with detector bytes spliced in) as a text column through ``_detect``."""
+    """``lines`` (with detector bytes spliced in) as a text column through ``_detect``, by
+    any of its byte classifiers."""
+    detect.use_path(rng.choice(detect.PATHS))
     texts: list[str | None] = []
     for line in lines:
         b = bytearray(line)

@@ -71,6 +71,39 @@ def test_every_value_a_pattern_matches_is_flagged(
     assert together.tolist() == (each[0] | each[1] | each[2]).tolist()
 
 
+LONG_TEXT = st.lists(PIECE, max_size=40).map(" ".join)  # values across 64-byte blocks
+
+
+@needs_extension
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(LONG_TEXT, TEXT, st.none()), min_size=1, max_size=12),
+    st.integers(0, 3),
+    st.booleans(),
+)
+def test_every_byte_classifier_flags_the_same_values(
+    texts: list[str | None], start: int, large: bool
+) -> None:
+    # The portable, SSE2 and AVX2 classifiers (those this CPU has) of the digit half.
+    assert DETECT is not None and DETECT.PATHS[0] == "portable"
+    column = _column(texts, start, large)
+    default = DETECT.use_path(DETECT.PATHS[0])
+    try:
+        portable = detect.flagged(column, list(PATTERNS)).tolist()
+        for path in DETECT.PATHS[1:]:
+            DETECT.use_path(path)
+            assert detect.flagged(column, list(PATTERNS)).tolist() == portable, path
+    finally:
+        DETECT.use_path(default)
+
+
+@needs_extension
+def test_an_unknown_byte_classifier_is_refused() -> None:
+    assert DETECT is not None
+    with pytest.raises(ValueError, match="no candidate path 'neon'"):
+        DETECT.use_path("neon")
+
+
 @needs_extension
 def test_what_holds_no_candidate_is_not_flagged() -> None:
     # The pass is worth running only if it leaves most values alone.
@@ -170,6 +203,14 @@ def test_a_value_that_is_not_utf8_is_left_to_re2(invalid: bytes) -> None:
     )
     assert detect.redacted(column, ["ipv4"]) is None
     assert detect.redacted(column, ["email", "credit_card"]) is column  # no neighbour read
+    # Only a value the IPv4 step reads must be UTF-8: one without a dotted quad is rewritten.
+    mail = b"to a@b.co " + invalid
+    column = pa.Array.from_buffers(
+        pa.string(), 1, [None, pa.py_buffer(np.array([0, len(mail)], np.int32)), pa.py_buffer(mail)]
+    )
+    out = detect.redacted(column, list(PATTERNS))
+    assert out is not None
+    assert out.cast(pa.binary()).to_pylist() == [b"to [REDACTED:email] " + invalid]
 
 
 def test_without_the_extension_no_detector_is_native() -> None:
