@@ -200,6 +200,13 @@ void init_digit_paths(void) {
     path_used = path_count - 1;
 }
 
+int text_bits(const uint8_t *s, size_t n, uint8_t digits) {
+    uint8_t found = 0;
+    for (size_t i = next_start(s, n, n, 0); i < n && (found & digits) != digits;)
+        i = next_start(s, n, n, chain(s, n, i, &found));
+    return found & digits;
+}
+
 int digit_path_count(void) { return path_count; }
 
 const char *digit_path_name(int k) { return path_names[k]; }

@@ -31,6 +31,9 @@ size_t next_start(const uint8_t *s, size_t n, size_t limit, size_t i);
  * whose condition value r of the slice may meet; and its byte classifiers ("paths"). */
 void digit_bits(const uint8_t *base, const void *off, int wide, Py_ssize_t start,
                 Py_ssize_t length, uint8_t digits, uint8_t *flags);
+/* The bits of `digits` digit_bits gives one short text, s[0..n), walking every chain start
+ * (for a value a rewrite just changed: no setup of the 64-byte blocks). */
+int text_bits(const uint8_t *s, size_t n, uint8_t digits);
 void init_digit_paths(void);
 int digit_path_count(void);
 const char *digit_path_name(int k);

@@ -170,15 +170,6 @@ typedef struct {
     Groups g;
 } Scratch;
 
-/* The bits column_bits gives the value s[0..n) (n < 2^31: a column's value, grown by at most
- * three times by the steps before). */
-static int value_bits(const uint8_t *s, size_t n, int wanted) {
-    int32_t off[2] = {0, (int32_t)n};
-    uint8_t flags = 0;
-    column_bits(s, n, off, 0, 0, 1, wanted, &flags);
-    return flags;
-}
-
 /* Makes out the text the next step reads (out's bytes, until the next swap). */
 static void advance(Text **out, Scratch *x, const uint8_t **t, size_t *m, const Text **result) {
     *t = (*out)->buf, *m = (*out)->len, *result = *out;
@@ -204,7 +195,7 @@ static int rewrite(const uint8_t *s, size_t n, int wanted, int bits, Scratch *x,
         if (emails_in(t, m, out) < 0) return -1;
         if (!unchanged(out, t, m)) {
             advance(&out, x, &t, &m, result);
-            bits = value_bits(t, m, wanted & (CARD | IPV4));
+            bits = text_bits(t, m, (uint8_t)(wanted & (CARD | IPV4)));
         }
     }
     if (wanted & bits & CARD) {
@@ -212,7 +203,7 @@ static int rewrite(const uint8_t *s, size_t n, int wanted, int bits, Scratch *x,
         if (groups_for(&x->g, m) < 0 || cards_in(t, m, out, &x->g) < 0) return -1;
         if (!unchanged(out, t, m)) {
             advance(&out, x, &t, &m, result);
-            bits = value_bits(t, m, wanted & IPV4);
+            bits = text_bits(t, m, (uint8_t)(wanted & IPV4));
         }
     }
     if (!(wanted & bits & IPV4)) return 0;
@@ -231,7 +222,7 @@ const char redacted_doc[] =
     "The detectors of `wanted` (1 email, 2 credit_card, 4 ipv4) applied in redaction's order to\n"
     "each value of a string column (buffers and slice as for candidates) that candidates\n"
     "would flag for one of them; the others are copied. New offsets (from 0,\n"
-    "the input's width) and data (empty if no value changed), and how many values changed;\n"
+    "the input's width) and data (both empty if no value changed), and how many values changed;\n"
     "None if a value to rewrite\n"
     "for ipv4 is not valid UTF-8 (RE2 reads its neighbours as characters).";
 
@@ -259,9 +250,11 @@ PyObject *redacted(PyObject *self, PyObject *args) {
     }
     Py_BEGIN_ALLOW_THREADS
     column_bits(in, (size_t)data.len, off.buf, wide, start, length, wanted, flags);
+    uint8_t any = 0; /* most columns hold nothing to redact: no walk over their rows */
+    for (Py_ssize_t r = 0; r < length; r++) any |= flags[r];
     /* text holds the output before value r but for the run of unchanged values from pending,
      * copied when a changed value ends it (or at the end, if any value changed). */
-    for (Py_ssize_t r = 0; r <= length; r++) {
+    for (Py_ssize_t r = 0; any && r <= length; r++) {
         int64_t a = offset_at(off.buf, wide, start + r);
         size_t at = text.len + (size_t)(a - pending);
         if (wide) ((int64_t *)o)[r] = (int64_t)at;
@@ -298,6 +291,8 @@ PyObject *redacted(PyObject *self, PyObject *args) {
         result = Py_NewRef(Py_None);
     } else if (!wide && size > INT32_MAX) {
         PyErr_SetString(PyExc_OverflowError, "redacted column too large for int32 offsets");
+    } else if (!changed) {
+        result = Py_BuildValue("(y#y#n)", "", (Py_ssize_t)0, "", (Py_ssize_t)0, changed);
     } else {
         PyObject *bytes = PyBytes_FromStringAndSize((const char *)text.buf, (Py_ssize_t)text.len);
         if (bytes) result = Py_BuildValue("(OOn)", offsets, bytes, changed);
