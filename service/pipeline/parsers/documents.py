@@ -150,12 +150,10 @@ def json_object(message: pa.Array[Any]) -> ParseResult:
     message = as_string(message)
     objects, errors = _decode(message.to_pylist())
     every = None not in objects  # every line an object
-    names: dict[str, str] = {}
-    for obj in objects:
-        if obj is not None:
-            for key in obj:
-                if key not in names:
-                    names[key] = snake_case(key) or "_"
+    # Every key once, by C's iteration (set.union reads each dict's keys): no Python step
+    # a key of a line. Their order does not matter: columns and spellings are sorted.
+    present = objects if every else [obj for obj in objects if obj is not None]
+    names = {key: snake_case(key) or "_" for key in set().union(*present)}
     columns: dict[str, pa.Array[Any]] = {}
     for column in sorted(set(names.values())):
         # A line with two spellings of one name takes the one first in code-point order:
