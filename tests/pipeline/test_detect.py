@@ -291,3 +291,25 @@ def test_the_three_detectors_are_one_call_when_no_chosen_detector_splits_them(
     calls.clear()
     redact(column, ["ipv4", "email", "ipv6"])
     assert calls == [["email"], ["ipv4"]]
+
+
+@needs_extension
+@pytest.mark.parametrize("wide", [False, True])
+@pytest.mark.parametrize(
+    ("ends", "reason"),
+    [
+        ([0, 5, 3, 8], "offsets outside the data"),  # out of order
+        ([-1, 2, 4, 8], "offsets outside the data"),  # before the data
+        ([0, 2, 4, 9], "offsets outside the data"),  # past the data (8 bytes)
+        ([0, 2], "offsets too short for the slice"),  # three values asked for
+    ],
+)
+def test_offsets_that_do_not_fit_the_data_are_refused(
+    ends: list[int], reason: str, wide: bool
+) -> None:
+    # The module reads raw buffers: whatever a caller passes, it never reads past them.
+    assert DETECT is not None
+    offsets = np.array(ends, np.int64 if wide else np.int32).tobytes()
+    for call in (DETECT.candidates, DETECT.redacted):
+        with pytest.raises(ValueError, match=reason):
+            call(offsets, b"10.0.0.1", 0, 3, wide, DETECT.IPV4)
