@@ -148,6 +148,18 @@ class Pipelines:
                 read |= {"kinesis_shard_id", "kinesis_sequence_number", "kinesis_sub_sequence"}
         return frozenset(read & LINEAGE_COLUMNS)
 
+    def reads_arrival(self) -> bool:
+        """Whether ``route`` reads the working column ``_arrival`` (a parser that
+        ``reads_arrival``, or a condition naming it): the caller adds it only then, else
+        every route would take and drop a column nothing reads."""
+        for pipeline in self.pipelines:
+            if getattr(pipeline.parse, "reads_arrival", False):
+                return True
+            for condition in (pipeline.match, pipeline.drop):
+                if condition is not None and ARRIVAL_COLUMN in condition.columns():
+                    return True
+        return False
+
     def routes(self, table: pa.Table, order: np.ndarray[Any, Any] | None = None) -> Iterator[Route]:
         """``table`` split by destination, in order of first appearance in the document
         (the default table last); tables several pipelines write are merged. Each
