@@ -91,7 +91,7 @@ class Pipeline:
         for step in self.steps:
             table = step.run(table)
         if self.redact and redactor is not None:
-            for i, name in enumerate(table.column_names):
+            for i, name in enumerate(table.schema.names):
                 column = table.column(i)
                 if name not in NOT_REDACTED and pa.types.is_string(column.type):
                     redacted = redactor(one_chunk(column), self.redact)
@@ -272,11 +272,13 @@ def _parsed(table: pa.Table, parser: Parser) -> pa.Table:
         result = parser(message, one_chunk(table.column(ARRIVAL_COLUMN)))  # type: ignore[call-arg]
     else:
         result = parser(message)
+    names = set(table.schema.names)  # not column_names per field: it makes a Field a column
     for name, values in result.columns.items():
         column = name
-        while column in table.column_names or column in _TAKEN:
+        while column in names or column in _TAKEN:
             column = f"{column}_parsed"
         table = table.append_column(column, values)
+        names.add(column)
     return table.append_column(PARSE_ERROR, pc.cast(result.error, pa.string()))
 
 

@@ -104,5 +104,8 @@ class Lineage:
         """The table of ``schema`` for ``rows`` (None: every row) from the flush's ``mapped``
         columns (those rows already taken) and their lineage."""
         lineage = self.columns(rows, set(schema.names))
-        columns = {**lineage, **{n: mapped.column(n) for n in mapped.column_names}}
+        # schema.names and columns by position: Table.column_names makes a Schema and a
+        # Field object per column, and this runs once a partition.
+        own = {n: mapped.column(i) for i, n in enumerate(mapped.schema.names)}
+        columns = {**lineage, **own}
         return pa.table([columns[name] for name in schema.names], schema=schema)
