@@ -1,11 +1,12 @@
 """Each value of a string column cut at one byte: the first or last place it occurs, the
-pieces gathered by numpy from the column's own bytes (pure).
+pieces taken from the column's own bytes (pure).
 
 ``split_pattern`` builds a list per value, piece by piece, and each piece is then taken
 out of the lists again: ~900 instructions a value for an ALB ``ip:port`` or request line
 (callgrind, benchmarks/flush_instructions.py). Here one pass finds every place the byte
-occurs in the column, a binary search each value's, and one gather copies the pieces: the
-same strings, a tenth of the work. tokens.py says what they must equal
+occurs in the column and a binary search each value's; the pieces of all values, in
+order, are then one string array over the column's own bytes (new offsets, no copy), and
+one take copies out each piece wanted. tokens.py says what they must equal
 (tests/pipeline/test_pieces.py holds them to ``split_pattern``).
 """
 
@@ -23,7 +24,7 @@ class Spans:
     """A string column's values as byte ranges of its data: ``starts`` to ``stops``, and
     where ``byte`` occurs in the whole data (``places``, ascending)."""
 
-    data: np.ndarray[Any, np.dtype[np.uint8]]
+    buffer: pa.Buffer | None
     starts: np.ndarray[Any, np.dtype[np.int64]]
     stops: np.ndarray[Any, np.dtype[np.int64]]
     valid: np.ndarray[Any, np.dtype[np.bool_]]
@@ -44,7 +45,7 @@ class Spans:
         )
         first, last = (int(ends[0]), int(ends[-1])) if n else (0, 0)
         places = np.flatnonzero(raw[first:last] == ord(byte)).astype(np.int64) + first
-        return cls(raw, ends[:-1].astype(np.int64), ends[1:].astype(np.int64), valid, places)
+        return cls(data, ends[:-1].astype(np.int64), ends[1:].astype(np.int64), valid, places)
 
     def first_after(
         self, lo: np.ndarray[Any, Any]
@@ -65,17 +66,35 @@ class Spans:
         at = self.places[np.clip(k, 0, len(self.places) - 1)]
         return at, inside & holds(at) & self.valid
 
-    def piece(self, lo: Any, hi: Any, present: Any) -> pa.Array[Any]:
-        """The bytes ``lo`` to ``hi`` of each value where ``present``, else null."""
-        lengths = np.where(present, hi - lo, 0)
-        offsets = np.zeros(len(lengths) + 1, np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        total = int(offsets[-1])
-        index = np.repeat(lo - offsets[:-1], lengths) + np.arange(total, dtype=np.int64)
-        data = self.data[index].tobytes()
-        nulls = len(lengths) - int(np.count_nonzero(present))
-        validity = (
-            None if not nulls else pa.py_buffer(np.packbits(present, bitorder="little").tobytes())
-        )
-        buffers = [validity, pa.py_buffer(offsets.astype(np.int32).tobytes()), pa.py_buffer(data)]
-        return pa.Array.from_buffers(pa.string(), len(lengths), buffers, nulls)
+    def cut(self, cuts: list[np.ndarray[Any, Any]]) -> Pieces:
+        """The values cut at ``cuts`` (per value, ascending, each between its start and
+        stop): piece ``j`` of a value runs from cut ``j - 1`` (its start for 0) to cut
+        ``j`` (its stop for the last)."""
+        k = len(cuts) + 1
+        n = len(self.starts)
+        bounds = np.empty((n, k), np.int64)
+        bounds[:, 0] = self.starts
+        for j, at in enumerate(cuts, start=1):
+            bounds[:, j] = at
+        # A value's stop is the next one's start: the pieces of every value, in order,
+        # are one string array over the column's own bytes (no copy).
+        last = self.stops[-1:] if n else np.zeros(1, np.int64)
+        offsets = np.append(bounds.reshape(-1), last).astype(np.int32)
+        data = self.buffer if self.buffer is not None else pa.py_buffer(b"")
+        buffers = [None, pa.py_buffer(offsets.tobytes()), data]
+        return Pieces(pa.Array.from_buffers(pa.string(), n * k, buffers), k, n)
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """Every value's ``k`` pieces, value after value, as one string array."""
+
+    values: pa.Array[Any]
+    k: int
+    n: int
+
+    def piece(self, j: int, present: np.ndarray[Any, np.dtype[np.bool_]]) -> pa.Array[Any]:
+        """Each value's piece ``j`` where ``present``, else null (one copying take)."""
+        index: Any = pa.array(np.arange(self.n, dtype=np.int64) * self.k + j, mask=~present)
+        taken: pa.Array[Any] = self.values.take(index)
+        return taken

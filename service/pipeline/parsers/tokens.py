@@ -221,14 +221,14 @@ def split_request(request: pa.Array[Any], prefix: str) -> dict[str, pa.Array[Any
     first, one = spans.first_after(spans.starts)
     second, two = spans.first_after(first + 1)
     two &= one
-    pieces = (
-        (spans.starts, np.where(one, first, spans.stops), spans.valid),
-        (first + 1, np.where(two, second, spans.stops), one),
-        (second + 1, spans.stops, two),
+    first, second = np.where(one, first, spans.stops), np.where(two, second, spans.stops)
+    pieces = spans.cut(
+        [first, np.minimum(first + 1, spans.stops), second, np.minimum(second + 1, spans.stops)]
     )
+    present = (spans.valid, one, two)
     return {
-        f"{prefix}{name}": null_tokens(spans.piece(lo, hi, present))
-        for name, (lo, hi, present) in zip(("method", "url", "protocol"), pieces, strict=True)
+        f"{prefix}{name}": null_tokens(pieces.piece(2 * i, present[i]))
+        for i, name in enumerate(("method", "url", "protocol"))
     }
 
 
@@ -237,4 +237,6 @@ def split_host_port(address: pa.Array[Any]) -> tuple[pa.Array[Any], pa.Array[Any
     last colon (``split_pattern`` reversed, one split); no colon (``-``) gives nulls."""
     spans = Spans.of(as_string(address), ":")
     colon, found = spans.last()
-    return spans.piece(spans.starts, colon, found), spans.piece(colon + 1, spans.stops, found)
+    colon = np.where(found, colon, spans.stops)
+    pieces = spans.cut([colon, np.minimum(colon + 1, spans.stops)])
+    return pieces.piece(0, found), pieces.piece(2, found)
