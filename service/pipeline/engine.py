@@ -91,7 +91,7 @@ class Pipeline:
         for step in self.steps:
             table = step.run(table)
         if self.redact and redactor is not None:
-            for i, name in enumerate(table.column_names):
+            for i, name in enumerate(table.schema.names):
                 column = table.column(i)
                 if name not in NOT_REDACTED and pa.types.is_string(column.type):
                     redacted = redactor(one_chunk(column), self.redact)
@@ -147,6 +147,18 @@ class Pipelines:
             if pipeline.sample > 1:
                 read |= {"kinesis_shard_id", "kinesis_sequence_number", "kinesis_sub_sequence"}
         return frozenset(read & LINEAGE_COLUMNS)
+
+    def reads_arrival(self) -> bool:
+        """Whether ``route`` reads the working column ``_arrival`` (a parser that
+        ``reads_arrival``, or a condition naming it): the caller adds it only then, else
+        every route would take and drop a column nothing reads."""
+        for pipeline in self.pipelines:
+            if getattr(pipeline.parse, "reads_arrival", False):
+                return True
+            for condition in (pipeline.match, pipeline.drop):
+                if condition is not None and ARRIVAL_COLUMN in condition.columns():
+                    return True
+        return False
 
     def routes(self, table: pa.Table, order: np.ndarray[Any, Any] | None = None) -> Iterator[Route]:
         """``table`` split by destination, in order of first appearance in the document
@@ -260,11 +272,13 @@ def _parsed(table: pa.Table, parser: Parser) -> pa.Table:
         result = parser(message, one_chunk(table.column(ARRIVAL_COLUMN)))  # type: ignore[call-arg]
     else:
         result = parser(message)
+    names = set(table.schema.names)  # not column_names per field: it makes a Field a column
     for name, values in result.columns.items():
         column = name
-        while column in table.column_names or column in _TAKEN:
+        while column in names or column in _TAKEN:
             column = f"{column}_parsed"
         table = table.append_column(column, values)
+        names.add(column)
     return table.append_column(PARSE_ERROR, pc.cast(result.error, pa.string()))
 
 

@@ -30,7 +30,10 @@ class Gatherer:
         if len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows):
             # Ascending and distinct, so a run: the rows are a slice of the table, no copy
             # (a routed table comes in partition order: sink/order.py ``flush_order``).
-            return self.table.slice(int(rows[0]), len(rows)).combine_chunks()
+            taken = self.table.slice(int(rows[0]), len(rows))
+            # A slice of one-chunk columns has one chunk each: combine_chunks would only
+            # check every column again (a routed flush slices every partition).
+            return taken.combine_chunks() if self.batches else taken
         if not self.batches:
             return self.table.take(rows)
         cuts = np.searchsorted(rows, self.starts)

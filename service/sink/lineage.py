@@ -9,10 +9,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from pyarrow import compute
 
 from service.decode.types import DecodedRecord
 from service.pipeline.engine import ARRIVAL_COLUMN
 from service.schema import TIMESTAMP
+
+# pyarrow-stubs type binary_length for no plain Array: compute is untyped here.
+pc: Any = compute
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,21 @@ class Lineage:
             columns["kinesis_sub_sequence"] = pa.array(sub, pa.int32())
         return columns
 
+    def row_bytes_bound(self) -> int:
+        """At least the Arrow bytes one row's lineage columns take (``columns``): the
+        longest value of each text column with its offset, each fixed-width value, and a
+        validity bit a column (rounded up to a byte)."""
+        total = 4 + 1  # kinesis_sub_sequence
+        for name, values in self.per_batch.items():
+            if name == ARRIVAL_COLUMN:
+                continue
+            if pa.types.is_string(values.type):
+                longest = pc.max(pc.binary_length(values)).as_py()
+                total += (longest or 0) + 4 + 1
+            else:
+                total += values.type.byte_width + 1
+        return total
+
     def arrival(self) -> pa.Array[Any]:
         """Each row's Kinesis arrival time (the pipelines' working column ``_arrival``)."""
         return self.per_batch[ARRIVAL_COLUMN].take(pa.array(self.batch_of_row, pa.int64()))
@@ -85,5 +104,8 @@ class Lineage:
         """The table of ``schema`` for ``rows`` (None: every row) from the flush's ``mapped``
         columns (those rows already taken) and their lineage."""
         lineage = self.columns(rows, set(schema.names))
-        columns = {**lineage, **{n: mapped.column(n) for n in mapped.column_names}}
+        # schema.names and columns by position: Table.column_names makes a Schema and a
+        # Field object per column, and this runs once a partition.
+        own = {n: mapped.column(i) for i, n in enumerate(mapped.schema.names)}
+        columns = {**lineage, **own}
         return pa.table([columns[name] for name in schema.names], schema=schema)

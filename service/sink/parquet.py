@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -44,19 +45,21 @@ Codec = Literal["gzip", "brotli", "lz4", "zstd", "snappy", "none"]
 
 def encode_parquet(table: pa.Table) -> bytes:
     """Serialize ``table``; the same table gives the same bytes (no clock or ids inside)."""
-    names = set(table.column_names)
+    # Each column looked up once, by position: Table.column_names and Table.columns make
+    # a Schema and a Field object per column (a routed flush writes many files of many
+    # columns).
+    columns = {name: table.column(i) for i, name in enumerate(table.schema.names)}
+    names = set(columns)
     sink = pa.BufferOutputStream()
     options: dict[str, Any] = {  # pyarrow-stubs types use_dictionary as bool only
         "use_dictionary": [c for c in DICTIONARY_COLUMNS if c in names],
     }
-    codecs = compression_codecs(table)
+    codecs = compression_codecs(columns)
     pq.write_table(
         table,
         sink,
         compression=codecs,
-        compression_level={
-            c: zstd_level(c, table.column(c)) for c in codecs if codecs[c] == "zstd"
-        },
+        compression_level={c: zstd_level(c, columns[c]) for c in codecs if codecs[c] == "zstd"},
         column_encoding={c: "DELTA_BINARY_PACKED" for c in DELTA_COLUMNS if c in names},
         write_statistics=True,
         row_group_size=ROW_GROUP_ROWS,
@@ -67,7 +70,7 @@ def encode_parquet(table: pa.Table) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def compression_codecs(table: pa.Table) -> dict[str, Codec]:
+def compression_codecs(columns: Mapping[str, pa.ChunkedArray[Any]]) -> dict[str, Codec]:
     """zstd on each column, but none on a column of nulls only.
 
     Such a chunk's page holds only its definition levels (one RLE run, a few bytes):
@@ -76,7 +79,7 @@ def compression_codecs(table: pa.Table) -> dict[str, Codec]:
     """
     return {
         name: "none" if column.null_count == len(column) else "zstd"
-        for name, column in zip(table.column_names, table.columns, strict=True)
+        for name, column in columns.items()
     }
 
 

@@ -165,6 +165,9 @@ def data_objects(
     services = table.column("_service").combine_chunks()
     order, ends = partition_order(hours, services)
     data = Gatherer(table.drop_columns(["_hour", "_service"]))
+    # At least any partition's Arrow size: most flushes are far below a file's limit, and
+    # then no partition's size is measured (Table.nbytes walks every buffer of every column).
+    bound = _size_bound(data.table, lineage)
     objects, start = [], 0
     for end in ends:
         # One partition gathered at a time, its lineage columns made for its rows only:
@@ -173,7 +176,7 @@ def data_objects(
         part = lineage.join(data.take(rows), schema, rows)
         first = int(rows[0])
         path = hour_path(int(hours[first]), services[first].as_py(), layout.template)
-        for chunk in _split_by_size(part, layout.file_target_bytes):
+        for chunk in _split_by_size(part, layout.file_target_bytes, bound):
             seqs = chunk.column("kinesis_sequence_number")
             key = layout.data_key(path, shard_id, seqs[0].as_py(), seqs[-1].as_py(), table_name)
             objects.append(FlushObject(key, encode_parquet(chunk), chunk.num_rows, path))
@@ -181,10 +184,20 @@ def data_objects(
     return objects, opened
 
 
-def _split_by_size(part: pa.Table, target_bytes: int) -> list[pa.Table]:
-    """Cut at record boundaries so no file's Arrow size exceeds ARROW_TO_PARQUET times the target."""
+def _size_bound(table: pa.Table, lineage: Lineage) -> int:
+    """At least the Arrow size of any partition of ``table`` with its lineage columns: a
+    partition holds some of its rows (a gather may add a validity byte per column and 8
+    rows), and each row's lineage is at most ``Lineage.row_bytes_bound``."""
+    columns = table.num_columns + len(lineage.per_batch) + 1
+    per_row = lineage.row_bytes_bound() + table.num_columns
+    return table.nbytes + table.num_rows * per_row + 64 * columns
+
+
+def _split_by_size(part: pa.Table, target_bytes: int, bound: int | None = None) -> list[pa.Table]:
+    """Cut at record boundaries so no file's Arrow size exceeds ARROW_TO_PARQUET times the
+    target. ``bound``: at least ``part``'s Arrow size (``_size_bound``), read first."""
     limit = target_bytes * ARROW_TO_PARQUET
-    if part.nbytes <= limit:
+    if (bound is not None and bound <= limit) or part.nbytes <= limit:
         return [part]
     per_row = part.nbytes / part.num_rows
     rows_per_file = max(1, int(limit / per_row))

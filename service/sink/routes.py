@@ -40,7 +40,9 @@ def routed(
     # The Iceberg layout's file schema has ``service`` already (a real column there).
     whole = schema if "service" in schema.names else schema.append(pa.field("service", pa.string()))
     whole = pa.schema([f for f in whole if f.name not in LINEAGE_COLUMNS or f.name in read])
-    joined = lineage.join(table, whole).append_column(ARRIVAL_COLUMN, lineage.arrival())
+    joined = lineage.join(table, whole)
+    if pipelines.reads_arrival():
+        joined = joined.append_column(ARRIVAL_COLUMN, lineage.arrival())
     metadata: dict[Any, Any] = {VERSION_KEY: pipelines.version.encode()}
     # Each route's rows are taken in the writer's partition order, so the writer slices
     # its partitions out of the route instead of gathering a second copy of them. A table
@@ -52,7 +54,9 @@ def routed(
     # the table goes once the last is made (the caller dropped it too).
     del table
     for route in pipelines.routes(joined, order):
-        columns = route.columns.drop_columns([ARRIVAL_COLUMN])
+        columns = route.columns
+        if ARRIVAL_COLUMN in columns.column_names:
+            columns = columns.drop_columns([ARRIVAL_COLUMN])
         mapped = columns.drop_columns([n for n in columns.column_names if n in LINEAGE_COLUMNS])
         yield route.table, mapped, lineage.take(route.rows), _schema(columns, schema, metadata)
         del route, columns, mapped  # before the next destination is made

@@ -82,3 +82,13 @@ def test_a_flush_reads_the_rfc3164_year_from_the_records_arrival_and_never_store
 def test_without_arrival_times_an_rfc3164_time_stays_null() -> None:
     result = PARSERS["syslog"](pa.array(["<34>Oct 11 22:14:15 mymachine su: failed"]))
     assert result.columns["time"].to_pylist() == [None]
+
+
+def test_only_a_parser_or_condition_that_reads_arrival_times_gets_them() -> None:
+    # The writer adds the working column ``_arrival`` to the routed table only then.
+    alb = '[[pipeline]]\nname = "a"\nparse = "alb"\ntable = "a"\n'
+    syslog = '[[pipeline]]\nname = "s"\nparse = "syslog"\ntable = "s"\n'
+    named = '[[pipeline]]\nname = "n"\nmatch = "_arrival is not null"\ntable = "n"\n'
+    assert not load_pipelines(alb).reads_arrival()
+    assert load_pipelines(syslog).reads_arrival()
+    assert load_pipelines(alb + named).reads_arrival()

@@ -5,16 +5,24 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime
 
+import numpy as np
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from service.consume.buffer import FLUSH_WORKING_SET, FlushPolicy, ShardBuffer
 from service.decode import DecoderConfig, RecordMeta
 from service.decode.types import DecodedRecord, LineBatch
 from service.loggen import ndjson_lines
+from service.schema import table_schema
 from service.settings import Settings
+from service.sink.build import build_rows
+from service.sink.gather import Gatherer
 from service.sink.glue import PartitionCatalog, table_input
-from service.sink.plan import Layout, plan_flush
+from service.sink.order import partition_order
+from service.sink.partition import event_hours, safe_services
+from service.sink.plan import Layout, _size_bound, plan_flush
 from service.sink.rules import FieldMapping
 from tests.conftest import Aws
 
@@ -66,6 +74,29 @@ def test_a_partition_over_the_target_is_cut_at_record_boundaries() -> None:
         per_partition.setdefault(o.partition, []).append(o.key)
     assert max(len(v) for v in per_partition.values()) > 1
     assert sum(o.rows for o in plan.objects) == 4000
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_the_size_bound_read_before_a_partitions_size_is_at_least_that_size(
+    chunked: bool,
+) -> None:
+    # plan_flush skips measuring partitions when the bound is under a file's limit: the
+    # bound must hold for every partition, a gathered one (rows not in one run) included.
+    table, lineage, _ = build_rows(generated(3000, per_record=37), FieldMapping())
+    if chunked:
+        table = pa.concat_tables([table.slice(0, 1000), table.slice(1000)])
+    schema = table_schema(())
+    data = Gatherer(table)
+    order, ends = partition_order(
+        event_hours(table), safe_services(table.column("service").combine_chunks())
+    )
+    bound = _size_bound(table, lineage)
+    sizes = []
+    for picked in [*np.split(order, ends[:-1]), np.arange(0, len(order), 3)]:
+        rows = np.sort(picked)
+        sizes.append(lineage.join(data.take(rows), schema, rows).nbytes)
+    assert len(sizes) > 2 and max(sizes) <= bound
+    assert bound < 4 * lineage.join(table, schema).nbytes  # a bound, not a guess far above
 
 
 def test_memory_budget_holds_on_a_skewed_input() -> None:

@@ -13,6 +13,7 @@ from enum import Enum
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from pyarrow import compute
 
@@ -81,14 +82,29 @@ def snake_case(name: str) -> str:
 
 def null_tokens(text: pa.Array[Any]) -> pa.Array[Any]:
     """Text with ``-`` and the empty string made null (the logs' way of saying "not applicable")."""
-    absent = pc.is_in(text, _NULL_TOKENS)
-    if text.offset == 0 and pa.types.is_string(text.type):
-        # A new validity bitmap over the same offsets and bytes: the values are not copied
-        # (if_else copies every string; the layouts call this on every word of a batch).
-        valid = pc.and_not(pc.is_valid(text), absent)
-        buffers = [valid.buffers()[1], *text.buffers()[1:]]
-        return pa.Array.from_buffers(pa.string(), len(text), buffers)
-    return array_of(pc.if_else(absent, pa.nulls(len(text), pa.string()), text))
+    if not pa.types.is_string(text.type):
+        absent = pc.is_in(text, _NULL_TOKENS)
+        return array_of(pc.if_else(absent, pa.nulls(len(text), pa.string()), text))
+    # Read from the offsets and the first byte of each value (a token is 0 or 1 byte long),
+    # not by Arrow's is_in, which hashes every value against the two tokens: the parsers
+    # call this on every field of every line. The answer is a new validity bitmap over the
+    # same offsets and bytes: the values are not copied.
+    n = len(text)
+    validity, offsets, data = text.buffers()
+    assert offsets is not None, "a string array has offsets"
+    ends = np.frombuffer(memoryview(offsets), np.int32, n + 1, text.offset * 4)
+    lengths = np.diff(ends)
+    absent = lengths == 0
+    if data is not None and len(data):
+        first = np.frombuffer(memoryview(data), np.uint8)[np.minimum(ends[:-1], len(data) - 1)]
+        absent |= (lengths == 1) & (first == ord("-"))
+    keep = ~absent
+    if validity is not None and text.null_count:
+        bits = np.frombuffer(memoryview(validity), np.uint8)
+        keep &= np.unpackbits(bits, count=text.offset + n, bitorder="little")[text.offset :] == 1
+    bitmap = pa.py_buffer(np.packbits(keep, bitorder="little").tobytes())
+    buffers = [bitmap, offsets.slice(text.offset * 4), data]
+    return pa.Array.from_buffers(pa.string(), n, buffers, n - int(np.count_nonzero(keep)))
 
 
 def _iso_time(text: pa.Array[Any], tolerant: bool) -> pa.Array[Any]:

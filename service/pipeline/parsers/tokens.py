@@ -33,6 +33,7 @@ from .base import (
     settled,
     type_columns,
 )
+from .pieces import Spans
 
 # pyarrow-stubs type no implicit scalar casts (array + int): compute is untyped here.
 pc: Any = compute
@@ -212,21 +213,30 @@ def _item(lists: Any, index: int, present: Any, values: Any = None) -> pa.Array[
 
 
 def split_request(request: pa.Array[Any], prefix: str) -> dict[str, pa.Array[Any]]:
-    """``GET /path HTTP/1.1`` as ``{prefix}method``, ``…url``, ``…protocol`` ("-" and missing parts null)."""
-    parts = pc.split_pattern(request, " ", max_splits=2)
-    count = pc.fill_null(pc.list_value_length(parts), 0)
-    out: dict[str, pa.Array[Any]] = {}
-    for i, name in enumerate(("method", "url", "protocol")):
-        value = _item(parts, i, pc.greater(count, i))
-        out[f"{prefix}{name}"] = pc.if_else(
-            pc.is_in(value, pa.array(["-", ""])), pa.scalar(None, pa.string()), value
-        )
-    return out
+    """``GET /path HTTP/1.1`` as ``{prefix}method``, ``…url``, ``…protocol`` ("-" and missing parts null).
+
+    ``pc.split_pattern(request, " ", max_splits=2)``'s pieces (the protocol keeps any
+    further spaces), cut by pieces.py."""
+    spans = Spans.of(as_string(request), " ")
+    first, one = spans.first_after(spans.starts)
+    second, two = spans.first_after(first + 1)
+    two &= one
+    first, second = np.where(one, first, spans.stops), np.where(two, second, spans.stops)
+    pieces = spans.cut(
+        [first, np.minimum(first + 1, spans.stops), second, np.minimum(second + 1, spans.stops)]
+    )
+    present = (spans.valid, one, two)
+    return {
+        f"{prefix}{name}": null_tokens(pieces.piece(2 * i, present[i]))
+        for i, name in enumerate(("method", "url", "protocol"))
+    }
 
 
 def split_host_port(address: pa.Array[Any]) -> tuple[pa.Array[Any], pa.Array[Any]]:
-    """``10.0.0.1:80`` (or ``2001:db8::1:80``) as its address and its port text; ``-`` gives nulls."""
-    parts = pc.split_pattern(address, ":", max_splits=1, reverse=True)
-    count = pc.fill_null(pc.list_value_length(parts), 0)
-    two = pc.equal(count, 2)
-    return _item(parts, 0, two), _item(parts, 1, two)
+    """``10.0.0.1:80`` (or ``2001:db8::1:80``) as its address and its port text, cut at the
+    last colon (``split_pattern`` reversed, one split); no colon (``-``) gives nulls."""
+    spans = Spans.of(as_string(address), ":")
+    colon, found = spans.last()
+    colon = np.where(found, colon, spans.stops)
+    pieces = spans.cut([colon, np.minimum(colon + 1, spans.stops)])
+    return pieces.piece(0, found), pieces.piece(2, found)
