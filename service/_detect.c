@@ -75,7 +75,7 @@ size_t next_start(const uint8_t *s, size_t n, size_t limit, size_t i) {
 
 /* One walk over the slice's bytes, not one a value: the '@'s by memchr, the chains by
  * digit_bits, each mapped to its value as the walk passes the offsets. */
-void column_bits(const uint8_t *base, size_t data_len, const void *off, int wide,
+void column_bits(const uint8_t *base, const void *off, int wide,
                  Py_ssize_t start, Py_ssize_t length, int wanted, uint8_t *flags) {
     memset(flags, 0, (size_t)length);
     size_t first = (size_t)offset_at(off, wide, start), last = (size_t)offset_at(off, wide, start + length);
@@ -138,7 +138,7 @@ static PyObject *candidates(PyObject *self, PyObject *args) {
     if (!out) goto done;
     uint8_t *flags = (uint8_t *)PyBytes_AS_STRING(out);
     Py_BEGIN_ALLOW_THREADS /* the buffers are held until done */
-    column_bits((const uint8_t *)data.buf, (size_t)data.len, off.buf, wide, start, length, wanted, flags);
+    column_bits((const uint8_t *)data.buf, off.buf, wide, start, length, wanted, flags);
     Py_END_ALLOW_THREADS
 done:
     PyBuffer_Release(&off);

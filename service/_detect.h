@@ -39,8 +39,9 @@ int digit_path_count(void);
 const char *digit_path_name(int k);
 const char *use_digit_path(const char *name); /* the one used before; NULL: no such path */
 /* flags[r]: the bits of `wanted` whose pattern may match value r of the column slice (see
- * _detect.c); base/data_len: the data buffer, off: the offsets (checked). */
-void column_bits(const uint8_t *base, size_t data_len, const void *off, int wide,
+ * _detect.c); base: the data buffer (read only inside the slice's values), off: the offsets
+ * (checked). */
+void column_bits(const uint8_t *base, const void *off, int wide,
                  Py_ssize_t start, Py_ssize_t length, int wanted, uint8_t *flags);
 /* offsets[i] of an Arrow string column (int64 if wide, else int32). */
 static inline int64_t offset_at(const void *offsets, int wide, Py_ssize_t i) {

@@ -249,7 +249,7 @@ PyObject *redacted(PyObject *self, PyObject *args) {
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS
-    column_bits(in, (size_t)data.len, off.buf, wide, start, length, wanted, flags);
+    column_bits(in, off.buf, wide, start, length, wanted, flags);
     uint8_t any = 0; /* most columns hold nothing to redact: no walk over their rows */
     for (Py_ssize_t r = 0; r < length; r++) any |= flags[r];
     /* text holds the output before value r but for the run of unchanged values from pending,
